@@ -1,0 +1,27 @@
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.validators import validate_slug
+
+from accounts.models import Organization
+from accounts.services import organization_create
+
+
+class Command(BaseCommand):
+    help = "Create an organization with its sandbox and production environments; prints the slug."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("slug")
+        parser.add_argument("--name", default="")
+
+    def handle(self, *args: Any, slug: str, name: str, **options: Any) -> None:
+        try:
+            validate_slug(slug)
+        except ValidationError:
+            raise CommandError(f"invalid slug {slug!r}: use letters, digits, - and _") from None
+        if Organization.objects.filter(slug=slug).exists():
+            raise CommandError(f"organization {slug!r} already exists")
+        organization = organization_create(slug=slug, name=name)
+        self.stdout.write(f"Created organization {organization.name!r} (sandbox, production)")
+        self.stdout.write(organization.slug)

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class ApiConfig(AppConfig):
+    """The public API's cross-cutting behaviour: errors, versions, idempotency, pagination."""
+
+    name = "api"
+    verbose_name = "API platform"

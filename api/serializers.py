@@ -1,0 +1,60 @@
+"""Strict input: JSON types as declared, unknown and read-only fields refused by name."""
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from rest_framework import serializers
+
+from api.errors import ApiError
+
+API_DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string, and only a string (DRF would turn `123` into `"123"`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            raise serializers.ValidationError("must be a string.", code="invalid")
+        return super().to_internal_value(data)
+
+
+class StrictChoiceField(serializers.ChoiceField):
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str) or data not in self.choices:
+            raise serializers.ValidationError(
+                f"must be one of: {', '.join(map(str, self.choices))}.", code="invalid_choice"
+            )
+        return data
+
+
+class InputSerializer(serializers.Serializer):
+    """Refuses fields it does not declare: `read_only_params` by name, others as unknown."""
+
+    read_only_params: ClassVar[frozenset[str]] = frozenset()
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            raise ApiError("parameter_invalid", "The request body must be a JSON object.")
+        for name in data:
+            if name in self.fields:
+                continue
+            if name in self.read_only_params:
+                raise ApiError(
+                    "parameter_invalid", f"{name} is read-only and cannot be set.", param=name
+                )
+            shown = str(name)[:100]
+            raise ApiError(
+                "parameter_unknown", f"Received unknown parameter: {shown}.", param=shown
+            )
+        return super().to_internal_value(data)
+
+    def create(self, validated_data: Any) -> Any:  # pragma: no cover - input only
+        raise NotImplementedError
+
+    def update(self, instance: Any, validated_data: Any) -> Any:  # pragma: no cover
+        raise NotImplementedError

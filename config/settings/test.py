@@ -1,0 +1,21 @@
+"""The test suite: real PostgreSQL and Redis on this machine, unless the environment says else."""
+
+from config.settings.base import *  # noqa: F403
+from config.settings.base import DATABASES, env
+
+SECRET_KEY = env.str("SECRET_KEY", default="test-only-not-a-secret")
+ALLOWED_HOSTS = ["*"]
+DATABASES["default"] = env.db_url(
+    "TEST_DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/kinetic"
+)
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_kinetic")}
+SIGNING_SECRET_ENCRYPTION_KEYS = [
+    "dGVzdC1vbmx5LWZlcm5ldC1rZXktMDEyMzQ1Njc4OTA=",
+]
+CELERY_BROKER_URL = env.str("TEST_CELERY_BROKER_URL", default="redis://127.0.0.1:6379/14")
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}

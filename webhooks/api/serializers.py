@@ -1,0 +1,84 @@
+from rest_framework import serializers
+
+from api.serializers import (
+    API_DATETIME_FORMAT,
+    InputSerializer,
+    StrictCharField,
+    StrictChoiceField,
+)
+from webhooks.models import WebhookEndpoint
+from webhooks.url_policy import MAX_URL_LENGTH
+
+READ_ONLY_PARAMS = frozenset({"webhook_endpoint_id", "signing_secret", "created_at"})
+MAX_FILTER_ENTRIES = 256
+
+
+def _events_field(required: bool) -> serializers.ListField:
+    return serializers.ListField(
+        child=StrictCharField(max_length=200),
+        required=required,
+        max_length=MAX_FILTER_ENTRIES,
+        help_text='Event types to receive; omit or send ["*"] for every event.',
+    )
+
+
+class WebhookEndpointCreateInput(InputSerializer):
+    read_only_params = READ_ONLY_PARAMS
+
+    url = StrictCharField(max_length=MAX_URL_LENGTH)
+    enabled_events = _events_field(required=False)
+
+
+class WebhookEndpointUpdateInput(InputSerializer):
+    read_only_params = READ_ONLY_PARAMS
+
+    url = StrictCharField(max_length=MAX_URL_LENGTH, required=False)
+    enabled_events = _events_field(required=False)
+    status = StrictChoiceField(choices=WebhookEndpoint.Status.values, required=False)
+
+
+class WebhookEndpointOutput(serializers.Serializer):
+    webhook_endpoint_id = serializers.CharField(source="public_id")
+    url = serializers.CharField()
+    enabled_events = serializers.ListField(child=serializers.CharField())
+    status = serializers.ChoiceField(choices=WebhookEndpoint.Status.values)
+    created_at = serializers.DateTimeField(format=API_DATETIME_FORMAT)
+
+
+class WebhookEndpointCreatedOutput(serializers.Serializer):
+    """The create response: the only time the signing secret is shown."""
+
+    webhook_endpoint_id = serializers.CharField(source="endpoint.public_id")
+    url = serializers.CharField(source="endpoint.url")
+    enabled_events = serializers.ListField(
+        child=serializers.CharField(), source="endpoint.enabled_events"
+    )
+    status = serializers.ChoiceField(
+        choices=WebhookEndpoint.Status.values, source="endpoint.status"
+    )
+    signing_secret = serializers.CharField(
+        help_text="Returned once, on this response only. Store it to verify MD-Signature."
+    )
+    created_at = serializers.DateTimeField(format=API_DATETIME_FORMAT, source="endpoint.created_at")
+
+
+class WebhookEndpointDeletedOutput(serializers.Serializer):
+    webhook_endpoint_id = serializers.CharField()
+    deleted = serializers.BooleanField()
+
+
+class WebhookEndpointListOutput(serializers.Serializer):
+    object = serializers.ChoiceField(choices=["list"])
+    data = WebhookEndpointOutput(many=True)
+    has_more = serializers.BooleanField()
+
+
+class EventTypeOutput(serializers.Serializer):
+    type = serializers.CharField()
+    description = serializers.CharField()
+
+
+class EventTypeListOutput(serializers.Serializer):
+    object = serializers.ChoiceField(choices=["list"])
+    data = EventTypeOutput(many=True)
+    has_more = serializers.BooleanField()

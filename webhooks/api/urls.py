@@ -1,0 +1,9 @@
+from rest_framework.routers import SimpleRouter
+
+from webhooks.api.views import EventTypeViewSet, WebhookEndpointViewSet
+
+router = SimpleRouter(trailing_slash=False)
+router.register("webhook_endpoints", WebhookEndpointViewSet, basename="webhook-endpoint")
+router.register("event_types", EventTypeViewSet, basename="event-type")
+
+urlpatterns = router.urls

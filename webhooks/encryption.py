@@ -1,0 +1,55 @@
+"""Signing secrets at rest: Fernet tokens under `SIGNING_SECRET_ENCRYPTION_KEYS`.
+
+The first key encrypts, every key decrypts (MultiFernet), so a new key is rolled out by putting
+it first, running `rotate_encryption_key`, then dropping the old one.
+"""
+
+from functools import lru_cache
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+
+@lru_cache(maxsize=1)
+def _box(keys: tuple[str, ...]) -> MultiFernet:
+    if not keys:
+        raise ImproperlyConfigured("SIGNING_SECRET_ENCRYPTION_KEYS is empty.")
+    try:
+        return MultiFernet([Fernet(key) for key in keys])
+    except ValueError:
+        raise ImproperlyConfigured(
+            "SIGNING_SECRET_ENCRYPTION_KEYS must hold Fernet keys "
+            "(url-safe base64 of 32 bytes; make one with `Fernet.generate_key()`)."
+        ) from None
+
+
+def box() -> MultiFernet:
+    return _box(tuple(settings.SIGNING_SECRET_ENCRYPTION_KEYS))
+
+
+@receiver(setting_changed)
+def _forget_keys(*, setting: str, **kwargs: object) -> None:
+    if setting == "SIGNING_SECRET_ENCRYPTION_KEYS":
+        _box.cache_clear()
+
+
+def encrypt(plaintext: str) -> str:
+    return box().encrypt(plaintext.encode()).decode("ascii")
+
+
+def decrypt(token: str) -> str:
+    try:
+        return box().decrypt(token.encode("ascii")).decode()
+    except InvalidToken:
+        raise ImproperlyConfigured(
+            "A signing secret cannot be decrypted with any key in "
+            "SIGNING_SECRET_ENCRYPTION_KEYS; was a key removed before rotate_encryption_key ran?"
+        ) from None
+
+
+def reencrypt(token: str) -> str:
+    """The same secret under the first key (MultiFernet.rotate keeps the original timestamp)."""
+    return box().rotate(token.encode("ascii")).decode("ascii")

@@ -1,0 +1,98 @@
+from datetime import datetime
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import Environment
+from api.ids import public_id
+
+
+def new_endpoint_id() -> str:
+    return public_id("we")
+
+
+class WebhookEndpointQuerySet(models.QuerySet["WebhookEndpoint"]):
+    def live(self) -> "WebhookEndpointQuerySet":
+        """Not deleted. A deleted endpoint is kept for its delivery history only."""
+        return self.filter(deleted_at__isnull=True)
+
+    def for_environment(self, environment_id: int) -> "WebhookEndpointQuerySet":
+        """The only way API code reaches endpoints: one tenant's live endpoints."""
+        return self.live().filter(environment_id=environment_id)
+
+
+class WebhookEndpoint(models.Model):
+    class Status(models.TextChoices):
+        ENABLED = "enabled", "Enabled"
+        DISABLED = "disabled", "Disabled"
+
+    public_id = models.CharField(
+        max_length=17, unique=True, default=new_endpoint_id, editable=False
+    )
+    environment = models.ForeignKey(
+        Environment, on_delete=models.CASCADE, related_name="webhook_endpoints"
+    )
+    url = models.CharField(max_length=2048)
+    enabled_events = models.JSONField(default=list)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ENABLED)
+    # Why the endpoint was last disabled by us rather than by its owner (410 Gone, failing).
+    disabled_reason = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = WebhookEndpointQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # The list API's keyset walk: one tenant, newest first, (created_at, id) as cursor.
+            models.Index(
+                fields=["environment", "-created_at", "-id"],
+                name="webhook_endpoint_list_idx",
+                condition=Q(deleted_at__isnull=True),
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["enabled", "disabled"]),
+                name="webhook_endpoint_status_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+    @property
+    def is_enabled(self) -> bool:
+        return self.status == self.Status.ENABLED and self.deleted_at is None
+
+
+class EndpointSecretQuerySet(models.QuerySet["EndpointSecret"]):
+    def signing(self, now: datetime | None = None) -> "EndpointSecretQuerySet":
+        """The secrets that sign deliveries now, newest first."""
+        now = now or timezone.now()
+        return self.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now)).order_by(
+            "-created_at", "-id"
+        )
+
+
+class EndpointSecret(models.Model):
+    """A signing secret, encrypted. The current one has no expiry; a rotated-out one keeps
+    signing until `expires_at` (the rotation's overlap window)."""
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="secrets")
+    ciphertext = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    objects = EndpointSecretQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["endpoint", "-created_at"], name="endpoint_secret_signing_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"secret #{self.pk} of {self.endpoint_id}"
