@@ -37,9 +37,12 @@ class InputSerializer(serializers.Serializer):
 
     read_only_params: ClassVar[frozenset[str]] = frozenset()
 
-    def to_internal_value(self, data: Any) -> Any:
-        if not isinstance(data, Mapping):
+    def run_validation(self, data: Any = serializers.empty) -> Any:
+        if not isinstance(data, Mapping):  # `null`, a list, a string: never "no data"
             raise ApiError("parameter_invalid", "The request body must be a JSON object.")
+        return super().run_validation(data)
+
+    def to_internal_value(self, data: Any) -> Any:
         for name in data:
             if name in self.fields:
                 continue

@@ -3,7 +3,7 @@
 from typing import Any, ClassVar
 
 from django.http import HttpResponse
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.viewsets import ViewSet
@@ -26,7 +26,10 @@ class ApiViewSet(ViewSet):
     query_params: ClassVar[dict[str, frozenset[str]]] = {}
 
     def get_required_scope(self) -> str | None:
-        action = self.action or ""
+        method = self.request.method or ""
+        if self.action is None or method.lower() not in self.http_method_names:
+            raise exceptions.MethodNotAllowed(method)
+        action = self.action
         if action not in self.required_scopes:
             # A new action without a declared scope is a programming error, never open access.
             raise RuntimeError(f"{type(self).__name__}.{action} declares no required scope")

@@ -7,9 +7,11 @@ from django.utils import timezone
 from accounts.models import Environment
 from api.ids import public_id
 
+ENDPOINT_ID_PREFIX = "we"
+
 
 def new_endpoint_id() -> str:
-    return public_id("we")
+    return public_id(ENDPOINT_ID_PREFIX)
 
 
 class WebhookEndpointQuerySet(models.QuerySet["WebhookEndpoint"]):

@@ -11,6 +11,9 @@ from config.settings.base import (
 )
 
 for _name, _value in (
+    # The embedded defaults would give every container its own SQLite file and broker folder.
+    ("DATABASE_URL", env.str("DATABASE_URL", default="")),
+    ("CELERY_BROKER_URL", env.str("CELERY_BROKER_URL", default="")),
     ("SECRET_KEY", SECRET_KEY),
     ("ALLOWED_HOSTS", ALLOWED_HOSTS),
     ("SIGNING_SECRET_ENCRYPTION_KEYS", SIGNING_SECRET_ENCRYPTION_KEYS),

@@ -1,0 +1,169 @@
+"""What holds for every request and response: ids, versions, media types, sizes, errors."""
+
+import re
+
+import pytest
+from django.test import Client
+
+from tests.test_auth import assert_error
+
+REQUEST_ID = re.compile(r"^req_[0-9A-HJKMNP-TV-Z]{26}$")
+
+
+def test_every_response_carries_a_unique_request_id(api):
+    ids = set()
+    responses = [
+        api.get("/v1/webhook_endpoints"),
+        api.post("/v1/webhook_endpoints", {"url": "https://example.com/a"}),
+        api.get("/v1/webhook_endpoints/we_missing"),
+        api.get("/v1/nothing_here"),
+        api.request("PUT", "/v1/webhook_endpoints/we_x", {}),
+        Client().get("/v1/webhook_endpoints"),
+        Client().get("/admin/login/"),
+    ]
+    for response in responses:
+        assert REQUEST_ID.match(response["MD-Request-Id"]), response
+        ids.add(response["MD-Request-Id"])
+    assert len(ids) == len(responses)
+
+
+def test_version_is_echoed_and_defaults_to_latest(api):
+    response = api.get("/v1/webhook_endpoints")
+    assert response["MD-Version"] == "2026-06-11"
+    response = api.get("/v1/webhook_endpoints", headers={"MD-Version": ""})
+    assert response.status_code == 200
+    assert response["MD-Version"] == "2026-06-11"
+    no_header = Client().get(
+        "/v1/webhook_endpoints", headers={"Authorization": f"Bearer {api.raw_key}"}
+    )
+    assert no_header.status_code == 200
+    assert no_header["MD-Version"] == "2026-06-11"
+
+
+@pytest.mark.parametrize("version", ["2025-01-01", "latest", "2026-06-11x", "x" * 300])
+def test_unknown_version_is_400(api, version):
+    response = api.post(
+        "/v1/webhook_endpoints",
+        {"url": "https://example.com/a"},
+        headers={"MD-Version": version},
+    )
+    error = assert_error(response, 400, "invalid_version", param="MD-Version")
+    assert "2026-06-11" in error["message"]
+    assert response["MD-Version"] == "2026-06-11"
+    assert api.get("/v1/webhook_endpoints").json()["data"] == []
+
+
+@pytest.mark.parametrize(
+    ("content_type", "raw"),
+    [
+        ("application/x-www-form-urlencoded", "url=https%3A%2F%2Fexample.com"),
+        ("text/plain", '{"url": "https://example.com"}'),
+        ("multipart/form-data; boundary=x", "--x--"),
+        ("", '{"url": "https://example.com"}'),
+    ],
+)
+def test_non_json_body_is_415(api, content_type, raw):
+    response = api.post("/v1/webhook_endpoints", raw=raw, content_type=content_type)
+    assert_error(response, 415, "unsupported_media_type")
+    assert api.get("/v1/webhook_endpoints").json()["data"] == []
+
+
+def test_json_with_charset_is_accepted(api):
+    response = api.post(
+        "/v1/webhook_endpoints",
+        raw='{"url": "https://example.com/a"}',
+        content_type="application/json; charset=utf-8",
+    )
+    assert response.status_code == 201
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ['{"url": ', "{'url': 'x'}", '{"url": NaN}', b"\xff\xfe{}", "nul\x00", '{"a":1}{"b":2}'],
+)
+def test_malformed_json_is_400(api, raw):
+    response = api.post("/v1/webhook_endpoints", raw=raw)
+    error = assert_error(response, 400, "parameter_invalid")
+    assert "JSON" in error["message"]
+
+
+@pytest.mark.parametrize("raw", ["[]", '"https://example.com"', "42", "null"])
+def test_body_must_be_an_object(api, raw):
+    response = api.post("/v1/webhook_endpoints", raw=raw)
+    error = assert_error(response, 400, "parameter_invalid")
+    assert "JSON object" in error["message"]
+
+
+def test_body_over_the_limit_is_413_and_creates_nothing(api, settings):
+    padding = "a" * (256 * 1024)
+    response = api.post(
+        "/v1/webhook_endpoints", {"url": "https://example.com/a", "enabled_events": [padding]}
+    )
+    error = assert_error(response, 413, "payload_too_large")
+    assert str(256 * 1024) in error["message"]
+    assert api.get("/v1/webhook_endpoints").json()["data"] == []
+
+
+def test_body_just_under_the_limit_is_parsed(api):
+    # Under the size limit, the request reaches validation (and fails there, on the filter).
+    filler = "x" * (200 * 1024)
+    response = api.post(
+        "/v1/webhook_endpoints", {"url": "https://example.com/a", "enabled_events": [filler]}
+    )
+    assert_error(response, 400, "parameter_invalid", param="enabled_events[0]")
+
+
+def test_unknown_query_parameter_is_400(api):
+    response = api.get("/v1/webhook_endpoints?limit=5&expand=everything")
+    error = assert_error(response, 400, "parameter_unknown", param="expand")
+    assert "expand" in error["message"]
+    endpoint_id = api.create_endpoint()["webhook_endpoint_id"]
+    assert_error(
+        api.get(f"/v1/webhook_endpoints/{endpoint_id}?limit=5"),
+        400,
+        "parameter_unknown",
+        param="limit",
+    )
+
+
+def test_unknown_path_under_v1_is_a_404_envelope(api):
+    response = api.get("/v1/webhook_endpoint")
+    error = assert_error(response, 404, "not_found")
+    assert "/v1/webhook_endpoint" in error["message"]
+    assert response["Content-Type"] == "application/json"
+
+
+def test_unsupported_method_is_405_with_allow(api):
+    endpoint_id = api.create_endpoint()["webhook_endpoint_id"]
+    response = api.request("PUT", f"/v1/webhook_endpoints/{endpoint_id}", {"url": "x"})
+    assert_error(response, 405, "method_not_allowed")
+    assert set(response["Allow"].replace(" ", "").split(",")) >= {"GET", "PATCH", "DELETE"}
+    assert "PUT" not in response["Allow"]
+    assert_error(api.delete("/v1/webhook_endpoints"), 405, "method_not_allowed")
+    assert_error(api.request("OPTIONS", "/v1/webhook_endpoints"), 405, "method_not_allowed")
+
+
+def test_head_works_like_get_without_a_body(api):
+    response = api.request("HEAD", "/v1/webhook_endpoints")
+    assert response.status_code == 200
+    assert response.content == b""
+
+
+def test_browser_accept_header_still_gets_json(api):
+    response = api.get("/v1/webhook_endpoints", headers={"Accept": "text/html"})
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+
+
+@pytest.mark.urls("tests.urls_failing")
+def test_unhandled_errors_are_500_envelopes_without_a_traceback(api, caplog):
+    client = Client(raise_request_exception=False)
+    for path in ("/v1/failing_drf_view", "/v1/failing_django_view"):
+        response = client.get(path, headers={"Authorization": f"Bearer {api.raw_key}"})
+        error = assert_error(response, 500, "internal_error")
+        assert error["type"] == "api_error"
+        body = response.content.decode()
+        assert "Traceback" not in body
+        assert "secret-detail" not in body
+    # The operator still gets the traceback, tagged with the request id.
+    assert "secret-detail" in caplog.text
