@@ -43,7 +43,7 @@ def fingerprint(request: HttpRequest) -> str:
     try:
         # The same JSON sent with other spacing or key order is the same request.
         canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
-    except ValueError:
+    except (ValueError, RecursionError):
         canonical = body
     digest = hashlib.sha256()
     for part in (request.method or "", request.get_full_path()):

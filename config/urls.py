@@ -1,11 +1,30 @@
+from typing import Any
+
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
+from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView
+
+# The reference is public: no API key is asked for, and a bad one is not a 401 here. The API's
+# exception handler and middleware still apply (error envelope, MD-Request-Id, MD-Version).
+# GET only, like the API: no OPTIONS metadata.
+PUBLIC_DOCS: dict[str, Any] = {
+    "authentication_classes": [],
+    "permission_classes": [],
+    "http_method_names": ["get", "head"],
+}
 
 urlpatterns = [
     path("v1/", include("webhooks.api.urls")),
-    path("v1/openapi.json", SpectacularAPIView.as_view(), name="openapi-schema"),
-    path("v1/docs", SpectacularRedocView.as_view(url_name="openapi-schema"), name="api-docs"),
+    # JSON only: the API's content negotiation picks a view's first renderer, and
+    # SpectacularAPIView's first renderer is YAML.
+    path("v1/openapi.json", SpectacularJSONAPIView.as_view(**PUBLIC_DOCS), name="openapi-schema"),
+    path(
+        "v1/docs",
+        SpectacularRedocView.as_view(
+            url_name="openapi-schema", template_name="api/redoc.html", **PUBLIC_DOCS
+        ),
+        name="api-docs",
+    ),
     path("admin/", admin.site.urls),
 ]
 

@@ -87,6 +87,14 @@ def test_malformed_json_is_400(api, raw):
     assert "JSON" in error["message"]
 
 
+def test_deeply_nested_json_is_a_400_not_a_crash(api):
+    hostile = "[" * 100_000 + "]" * 100_000  # within the size limit, past Python's recursion
+    for headers in ({}, {"Idempotency-Key": "deep"}):
+        response = api.post("/v1/webhook_endpoints", raw=hostile, headers=headers)
+        error = assert_error(response, 400, "parameter_invalid")
+        assert "nested too deeply" in error["message"]
+
+
 @pytest.mark.parametrize("raw", ["[]", '"https://example.com"', "42", "null"])
 def test_body_must_be_an_object(api, raw):
     response = api.post("/v1/webhook_endpoints", raw=raw)

@@ -11,23 +11,54 @@ Sandbox endpoints may also use `http://`, and reach internal hosts only where th
 import ipaddress
 import re
 import socket
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import idna  # IDNA 2008 + UTS #46, as requests encodes host names (a dependency of requests)
 from django.conf import settings
 
 from accounts.models import Environment
 
 MAX_URL_LENGTH = 2048
+MAX_HOST_LENGTH = 253
 DNS_TIMEOUT_SECONDS = 2.0
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 _NUMERIC_HOST = re.compile(r"^[0-9a-fx.]+$")
+# A last label like this makes the host an IPv4 address or nothing (as browsers read URLs).
+_NUMERIC_LABEL = re.compile(r"^(?:[0-9]+|0x[0-9a-f]*)$")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_SHARED = ipaddress.ip_network("100.64.0.0/10")
+_PRIVATE = tuple(
+    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+)
+# Not on the public internet, whatever this Python's `ipaddress` tables say (they differ
+# between patch releases): IETF protocol assignments, documentation, benchmarking,
+# local-use NAT64, discard-only, deprecated site-local, SRv6 SIDs.
+_NOT_PUBLIC = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "240.0.0.0/4",
+        "64:ff9b:1::/48",
+        "100::/64",
+        "2001::/23",
+        "2001:db8::/32",
+        "3fff::/20",
+        "5f00::/16",
+        "fec0::/10",
+    )
+)
 _resolver_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="url-policy-dns")
 
 
@@ -53,20 +84,27 @@ class UrlPolicy:
 @dataclass(frozen=True)
 class Destination:
     scheme: str
-    host: str  # lower-case, no trailing dot, IDNA-encoded; an IP literal without brackets
+    host: str  # lower-case, no trailing dot, IDNA-encoded; an IP literal canonical, no brackets
     port: int
+
+
+def _embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv4-mapped, 6to4 or NAT64 (64:ff9b::/96) address carries."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    embedded = ip.ipv4_mapped or ip.sixtofour
+    if embedded is None and ip in _NAT64:
+        embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return embedded
 
 
 def is_forbidden_address(ip: IPAddress) -> bool:
     """True for every address a webhook must never reach outside local development."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        embedded = ip.ipv4_mapped or ip.sixtofour
-        if embedded is None and ip in _NAT64:
-            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        if embedded is not None:
-            return is_forbidden_address(embedded)
-        if ip.teredo:
-            return True
+    embedded = _embedded_ipv4(ip)
+    if embedded is not None:
+        return is_forbidden_address(embedded)
+    if isinstance(ip, ipaddress.IPv6Address) and (ip.teredo or ip.is_site_local):
+        return True
     return (
         not ip.is_global
         or ip.is_multicast
@@ -75,7 +113,33 @@ def is_forbidden_address(ip: IPAddress) -> bool:
         or ip.is_link_local
         or ip.is_reserved
         or ip.is_unspecified
+        or ip in _SHARED
+        or any(ip in network for network in _NOT_PUBLIC)
     )
+
+
+def _address_kind(ip: IPAddress) -> str:
+    if ip.is_unspecified:
+        return "the unspecified address"
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_link_local:
+        return "a link-local address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip in _SHARED:
+        return "a shared (carrier-grade NAT) address"
+    if any(ip in network for network in _PRIVATE):
+        return "a private address"
+    return "a reserved address"
+
+
+def describe_address(ip: IPAddress) -> str:
+    """`127.0.0.1, a loopback address`: what a refused address is, for error messages."""
+    embedded = _embedded_ipv4(ip)
+    if embedded is not None:
+        return f"{ip} (the IPv4 address {embedded}), {_address_kind(embedded)}"
+    return f"{ip}, {_address_kind(ip)}"
 
 
 def parse_ip_literal(host: str) -> IPAddress | None:
@@ -84,11 +148,11 @@ def parse_ip_literal(host: str) -> IPAddress | None:
         return ipaddress.ip_address(host)
     except ValueError:
         pass
-    if _NUMERIC_HOST.match(host):
+    if host.isascii() and _NUMERIC_HOST.match(host):
         try:
             # inet_aton reads 2130706433, 0177.0.0.1, 0x7f.1 and 127.1 as the resolver does.
             return ipaddress.IPv4Address(socket.inet_aton(host))
-        except OSError:
+        except (OSError, ValueError):
             return None
     return None
 
@@ -107,40 +171,72 @@ def resolve(host: str, port: int, timeout: float = DNS_TIMEOUT_SECONDS) -> list[
         return []
 
 
+def _is_control_or_space(c: str) -> bool:
+    return c.isspace() or unicodedata.category(c) == "Cc"
+
+
 def parse_destination(url: str, policy: UrlPolicy) -> Destination:
     """Checks the URL's form (not its addresses) and returns where it points."""
     if len(url) > MAX_URL_LENGTH:
         raise UrlPolicyError(f"must be at most {MAX_URL_LENGTH} characters")
-    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
-        raise UrlPolicyError("must not contain whitespace or control characters")
+    if any(_is_control_or_space(c) for c in url):
+        raise UrlPolicyError("must not contain spaces or control characters")
     try:
         parts = urlsplit(url)
-        port = parts.port
     except ValueError as exc:
-        raise UrlPolicyError(f"is not a valid URL ({exc})") from None
+        if "NFKC" in str(exc):
+            raise UrlPolicyError("has invalid characters in its host name") from None
+        raise UrlPolicyError("is malformed: square brackets must enclose an IPv6 address") from None
     scheme = parts.scheme.lower()
-    allowed = ("https", "http") if policy.allow_http else ("https",)
-    if scheme not in allowed:
+    if scheme not in (("https", "http") if policy.allow_http else ("https",)):
         if scheme == "http":
             raise UrlPolicyError("must use https:// (http:// is accepted in sandbox only)")
+        if policy.allow_http:
+            raise UrlPolicyError("must be an absolute https:// or http:// URL")
         raise UrlPolicyError("must be an absolute https:// URL")
     if "@" in parts.netloc:
         raise UrlPolicyError("must not contain a user name or password")
-    raw_host = (parts.hostname or "").rstrip(".")
-    if not raw_host:
-        raise UrlPolicyError("must name a host")
-    host = _normalize_host(raw_host)
-    return Destination(scheme=scheme, host=host, port=port or (443 if scheme == "https" else 80))
-
-
-def _normalize_host(raw_host: str) -> str:
-    if parse_ip_literal(raw_host) is not None:
-        return raw_host
     try:
-        host = raw_host.encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        raise UrlPolicyError("has an invalid host name") from None
-    if not all(_LABEL.match(label) for label in host.split(".")):
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise UrlPolicyError("has an invalid port (use a number from 1 to 65535)")
+    raw_host = parts.hostname or ""
+    if not raw_host.rstrip("."):
+        raise UrlPolicyError("must name a host")
+    host = _normalize_host(raw_host, bracketed=parts.netloc.startswith("["))
+    default_port = 443 if scheme == "https" else 80
+    return Destination(scheme=scheme, host=host, port=port if port is not None else default_port)
+
+
+def _normalize_host(raw_host: str, *, bracketed: bool) -> str:
+    if bracketed:
+        try:
+            ipv6 = ipaddress.IPv6Address(raw_host)
+        except ValueError:
+            raise UrlPolicyError(
+                "is malformed: square brackets must enclose an IPv6 address"
+            ) from None
+        if ipv6.scope_id:
+            raise UrlPolicyError("must not give an IPv6 zone (the part after %)")
+        return str(ipv6)
+    if raw_host.isascii():
+        host = raw_host.lower()
+    else:
+        try:
+            host = idna.encode(raw_host, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError):
+            raise UrlPolicyError("has an invalid host name") from None
+    if host.endswith("."):
+        host = host[:-1]
+    literal = parse_ip_literal(host)
+    if isinstance(literal, ipaddress.IPv4Address):
+        return str(literal)
+    labels = host.split(".")
+    if _NUMERIC_LABEL.match(labels[-1]):
+        raise UrlPolicyError("has an invalid IPv4 address")
+    if len(host) > MAX_HOST_LENGTH or not all(_LABEL.match(label) for label in labels):
         raise UrlPolicyError("has an invalid host name")
     return host
 
@@ -150,11 +246,11 @@ def is_local_name(host: str) -> bool:
 
 
 def check_addresses(destination: Destination, addresses: list[IPAddress]) -> None:
+    """Refuses the destination if any of the addresses its name resolved to is forbidden."""
     for ip in addresses:
         if is_forbidden_address(ip):
             raise UrlPolicyError(
-                f"resolves to {ip}, a private, loopback or reserved address, "
-                "which webhooks may not reach"
+                f"has a host that resolves to {describe_address(ip)}, which webhooks may not reach"
             )
 
 
@@ -168,8 +264,7 @@ def check_url(url: str, policy: UrlPolicy) -> Destination:
     if literal is not None:
         if is_forbidden_address(literal):
             raise UrlPolicyError(
-                f"points at {literal}, a private, loopback or reserved address, "
-                "which webhooks may not reach"
+                f"points at {describe_address(literal)}, which webhooks may not reach"
             )
         return destination
     if is_local_name(destination.host):

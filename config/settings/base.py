@@ -8,6 +8,7 @@ that belong to them; no setting exists in one of them alone.
 from pathlib import Path
 
 import environ
+from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = BASE_DIR / "var"  # local state of a bare checkout: SQLite file, broker folder
@@ -120,7 +121,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "api.negotiation.JSONOnlyNegotiation",
     "EXCEPTION_HANDLER": "api.errors.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "api.openapi.ApiAutoSchema",
     "UNAUTHENTICATED_USER": None,
     "UNAUTHENTICATED_TOKEN": None,
     "STRICT_JSON": True,
@@ -140,7 +141,20 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {},
+    "ENUM_GENERATE_CHOICE_DESCRIPTION": False,  # our choices have no labels beyond the values
+    "ENUM_NAME_OVERRIDES": {
+        "ErrorTypeEnum": "api.openapi.ERROR_TYPES",
+        "ErrorCodeEnum": "api.openapi.ERROR_CODE_VALUES",
+    },
+    # The reference's examples call the sandbox; "/" is whichever server serves this document.
+    "SERVERS": [
+        {"url": "https://sandbox.api.microndelta.com", "description": "Sandbox"},
+        {"url": "/", "description": "This server"},
+    ],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "api.openapi.postprocess_schema",
+    ],
 }
 
 # --- Webhooks ------------------------------------------------------------------------------
@@ -202,4 +216,39 @@ LOGGING = {
         # Every request is already answered with its id; 4xx are the client's business.
         "django.request": {"level": "ERROR"},
     },
+}
+
+# --- Delivery engine (tuning; the defaults suit production) --------------------------------
+
+# A worker holds a claimed delivery for the attempt's timeout plus this margin; a worker that
+# dies mid-attempt releases its deliveries when the lease runs out.
+WEBHOOKS_CLAIM_LEASE_MARGIN = env.float("WEBHOOKS_CLAIM_LEASE_MARGIN", default=60.0)
+# A due delivery whose task has not run this long after being enqueued is enqueued again (the
+# broker may have lost it: Redis flushed or restarted).
+WEBHOOKS_REENQUEUE_AFTER = env.float("WEBHOOKS_REENQUEUE_AFTER", default=60.0)
+WEBHOOKS_SWEEP_INTERVAL = env.float("WEBHOOKS_SWEEP_INTERVAL", default=1.0)
+# Deliveries per send task, and concurrent HTTP requests per worker process.
+WEBHOOKS_DELIVERY_BATCH_SIZE = env.int("WEBHOOKS_DELIVERY_BATCH_SIZE", default=50)
+WEBHOOKS_SEND_THREADS = env.int("WEBHOOKS_SEND_THREADS", default=64)
+# Requests in flight to one endpoint from one worker process; more wait their turn, so a slow
+# endpoint cannot take every sending thread.
+WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT = env.int("WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT", default=8)
+WEBHOOKS_EVENT_DATA_MAX_BYTES = env.int("WEBHOOKS_EVENT_DATA_MAX_BYTES", default=64 * 1024)
+
+# Own queues, so operators can give deliveries their own workers (`-Q deliveries`).
+CELERY_TASK_QUEUES = [
+    Queue(name, Exchange(name, type="direct"), routing_key=name)
+    for name in ("deliveries", "fanout", "maintenance")
+]
+CELERY_TASK_DEFAULT_QUEUE = "maintenance"
+CELERY_TASK_ROUTES = {
+    "deliveries.deliver": {"queue": "deliveries"},
+    "deliveries.fan_out": {"queue": "fanout"},
+    "deliveries.sweep": {"queue": "maintenance"},
+}
+# Sending is I/O-bound: threads, not processes. One plain worker serves every queue.
+CELERY_WORKER_POOL = env.str("CELERY_WORKER_POOL", default="threads")
+CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=16)
+CELERY_BEAT_SCHEDULE = {
+    "sweep-deliveries": {"task": "deliveries.sweep", "schedule": WEBHOOKS_SWEEP_INTERVAL},
 }

@@ -5,12 +5,17 @@ from rest_framework.response import Response
 
 from accounts import scopes
 from api.errors import ApiError
+from api.openapi import LIST_PARAMETERS, api_operation
 from api.pagination import LIST_PARAMS, keyset_page, parse_page_request
 from api.views import ApiViewSet
 from webhooks import services
+from webhooks.api import openapi as docs
 from webhooks.api.serializers import (
+    EventTypeListOutput,
     WebhookEndpointCreatedOutput,
     WebhookEndpointCreateInput,
+    WebhookEndpointDeletedOutput,
+    WebhookEndpointListOutput,
     WebhookEndpointOutput,
     WebhookEndpointUpdateInput,
 )
@@ -43,6 +48,20 @@ class WebhookEndpointViewSet(ApiViewSet):
             )
         return endpoint
 
+    @api_operation(
+        operation_id="webhook_endpoints_list",
+        summary="List webhook endpoints",
+        description=(
+            "Lists registered endpoints for the current environment, newest first. Signing "
+            "secrets are never returned after creation."
+        ),
+        scope=scopes.WEBHOOK_ENDPOINTS_READ,
+        tags=[docs.TAG_WEBHOOK_ENDPOINTS],
+        parameters=LIST_PARAMETERS,
+        responses={200: WebhookEndpointListOutput},
+        examples=docs.LIST_EXAMPLES,
+        error_examples=docs.LIST_ERRORS,
+    )
     def list(self, request: Request) -> Response:
         endpoints = endpoints_of(self.environment)
         page = keyset_page(
@@ -61,20 +80,81 @@ class WebhookEndpointViewSet(ApiViewSet):
             }
         )
 
+    @api_operation(
+        operation_id="webhook_endpoints_create",
+        summary="Create a webhook endpoint",
+        description=(
+            "Registers an HTTPS endpoint for signed event deliveries. The `signing_secret` is "
+            "returned once, on this response only: store it, you need it to verify "
+            "`MD-Signature` headers. Sandbox also accepts `http` URLs for local development. "
+            '`enabled_events` takes types from `GET /v1/event_types`; omit it or send `["*"]` '
+            "for every event."
+        ),
+        scope=scopes.WEBHOOK_ENDPOINTS_WRITE,
+        tags=[docs.TAG_WEBHOOK_ENDPOINTS],
+        request=WebhookEndpointCreateInput,
+        idempotent=True,
+        responses={201: WebhookEndpointCreatedOutput},
+        examples=docs.CREATE_EXAMPLES,
+        error_examples=docs.CREATE_ERRORS,
+    )
     def create(self, request: Request) -> Response:
         data = self.validated(WebhookEndpointCreateInput, request.data)
         created = services.endpoint_create(environment=self.environment, **data)
         return Response(WebhookEndpointCreatedOutput(created).data, status=201)
 
+    @api_operation(
+        operation_id="webhook_endpoints_retrieve",
+        summary="Retrieve a webhook endpoint",
+        description=(
+            "Gets one endpoint by id. Returns `not_found` (404) if no endpoint with this id "
+            "exists in your organization and environment."
+        ),
+        scope=scopes.WEBHOOK_ENDPOINTS_READ,
+        tags=[docs.TAG_WEBHOOK_ENDPOINTS],
+        lookup=docs.WEBHOOK_ENDPOINT_ID,
+        responses={200: WebhookEndpointOutput},
+        examples=docs.RETRIEVE_EXAMPLES,
+        error_examples=docs.OBJECT_ERRORS,
+    )
     def retrieve(self, request: Request, webhook_endpoint_id: str) -> Response:
         return Response(WebhookEndpointOutput(self.get_endpoint(webhook_endpoint_id)).data)
 
+    @api_operation(
+        operation_id="webhook_endpoints_update",
+        summary="Update a webhook endpoint",
+        description=(
+            "Updates the URL, event filter, or status. Disabled endpoints stop receiving "
+            "deliveries immediately; re-enabling resumes new events only."
+        ),
+        scope=scopes.WEBHOOK_ENDPOINTS_WRITE,
+        tags=[docs.TAG_WEBHOOK_ENDPOINTS],
+        lookup=docs.WEBHOOK_ENDPOINT_ID,
+        request=WebhookEndpointUpdateInput,
+        responses={200: WebhookEndpointOutput},
+        examples=docs.UPDATE_EXAMPLES,
+        error_examples=docs.UPDATE_ERRORS,
+    )
     def partial_update(self, request: Request, webhook_endpoint_id: str) -> Response:
         endpoint = self.get_endpoint(webhook_endpoint_id)
         data = self.validated(WebhookEndpointUpdateInput, request.data)
         endpoint = services.endpoint_update(endpoint=endpoint, **data)
         return Response(WebhookEndpointOutput(endpoint).data)
 
+    @api_operation(
+        operation_id="webhook_endpoints_delete",
+        summary="Delete a webhook endpoint",
+        description=(
+            "Removes the endpoint. Deliveries stop immediately; the signing secret is "
+            "invalidated. Afterwards the id is `not_found` everywhere."
+        ),
+        scope=scopes.WEBHOOK_ENDPOINTS_WRITE,
+        tags=[docs.TAG_WEBHOOK_ENDPOINTS],
+        lookup=docs.WEBHOOK_ENDPOINT_ID,
+        responses={200: WebhookEndpointDeletedOutput},
+        examples=docs.DELETE_EXAMPLES,
+        error_examples=docs.OBJECT_ERRORS,
+    )
     def destroy(self, request: Request, webhook_endpoint_id: str) -> Response:
         endpoint = self.get_endpoint(webhook_endpoint_id)
         services.endpoint_delete(endpoint=endpoint)
@@ -86,6 +166,18 @@ class EventTypeViewSet(ApiViewSet):
 
     required_scopes: dict[str, Any] = {"list": None}
 
+    @api_operation(
+        operation_id="event_types_list",
+        summary="List event types",
+        description=(
+            "The event catalog: every event type an endpoint can subscribe to in "
+            "`enabled_events`, with a one-line description. All of it fits on one page."
+        ),
+        scope=None,
+        tags=[docs.TAG_EVENT_TYPES],
+        responses={200: EventTypeListOutput},
+        examples=docs.EVENT_TYPES_EXAMPLES,
+    )
     def list(self, request: Request) -> Response:
         return Response(
             {
