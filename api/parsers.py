@@ -1,3 +1,4 @@
+import json
 from typing import Any
 
 from rest_framework.exceptions import ParseError
@@ -11,7 +12,13 @@ class StrictJSONParser(JSONParser):
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
         try:
-            return super().parse(stream, media_type, parser_context)
+            data = super().parse(stream, media_type, parser_context)
         except RecursionError:
             # `[[[[…` 100,000 deep fits in the body limit; DRF would let it become a 500.
             raise ParseError("JSON parse error - nested too deeply") from None
+        try:
+            # `"\ud800"` is valid JSON syntax but no text: it could be neither stored nor echoed.
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ParseError("JSON parse error - a string holds a lone surrogate escape") from None
+        return data

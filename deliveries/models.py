@@ -1,1 +1,145 @@
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
 
+from accounts.models import Environment
+from api.ids import public_id
+from webhooks.models import WebhookEndpoint
+
+EVENT_ID_PREFIX = "evt"
+DELIVERY_ID_PREFIX = "dlv"
+LONG_ID_LENGTH = 20  # events and deliveries are many: more randomness than endpoints
+
+
+def new_event_id() -> str:
+    return public_id(EVENT_ID_PREFIX, LONG_ID_LENGTH)
+
+
+def new_delivery_id() -> str:
+    return public_id(DELIVERY_ID_PREFIX, LONG_ID_LENGTH)
+
+
+class Event(models.Model):
+    """Something that happened in one environment, with the exact body every delivery sends.
+
+    `body` is the JSON document encoded once at publish time; every attempt to every endpoint
+    sends these bytes, so receivers see one stable payload and event id.
+    """
+
+    public_id = models.CharField(max_length=24, unique=True, default=new_event_id, editable=False)
+    # Indexed by event_list_idx, which leads with it.
+    environment = models.ForeignKey(
+        Environment, on_delete=models.CASCADE, related_name="events", db_index=False
+    )
+    type = models.CharField(max_length=100)
+    api_version = models.CharField(max_length=10)
+    body = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    # The transactional outbox: null until the fan-out task made this event's deliveries.
+    fanned_out_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["environment", "-created_at", "-id"], name="event_list_idx"),
+            models.Index(
+                fields=["created_at"],
+                name="event_fanout_pending_idx",
+                condition=Q(fanned_out_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+
+class Delivery(models.Model):
+    """One event to one endpoint, until it succeeds, fails for good, or is cancelled.
+
+    PostgreSQL is the source of truth for what is due: `next_attempt_at` says when, a worker
+    holds a delivery while `claimed_until` is in the future (and only with its `claim_token`),
+    and `enqueued_at` tells the sweeper whether a task for it is already on the broker.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    public_id = models.CharField(
+        max_length=24, unique=True, default=new_delivery_id, editable=False
+    )
+    # Both indexed by what leads with them: the unique constraint and delivery_endpoint_idx.
+    # Fewer indexes on the hottest table: every delivery writes each of them.
+    event = models.ForeignKey(
+        Event, on_delete=models.CASCADE, related_name="deliveries", db_index=False
+    )
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries", db_index=False
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempt_count = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, default=timezone.now)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    claim_token = models.UUIDField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # Fan-out may run twice (a lost task is re-run); it never makes a second delivery.
+            models.UniqueConstraint(
+                fields=["event", "endpoint"], name="delivery_once_per_endpoint"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["pending", "succeeded", "failed", "cancelled"]),
+                name="delivery_status_valid",
+            ),
+        ]
+        indexes = [
+            # The sweeper's scan: pending deliveries in due order.
+            models.Index(
+                fields=["next_attempt_at"],
+                name="delivery_due_idx",
+                condition=Q(status="pending"),
+            ),
+            # An endpoint's deliveries, newest first (API list, admin, auto-disable).
+            models.Index(fields=["endpoint", "-created_at", "-id"], name="delivery_endpoint_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+
+class DeliveryAttempt(models.Model):
+    """One HTTP request made for a delivery, whatever came of it."""
+
+    # Indexed by attempt_by_delivery_idx, which leads with it.
+    delivery = models.ForeignKey(
+        Delivery, on_delete=models.CASCADE, related_name="attempts", db_index=False
+    )
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    # An error class a person can act on: timeout, connection_error, tls_error, redirect, ...
+    error = models.CharField(max_length=200, blank=True)
+    succeeded = models.BooleanField(default=False)
+    response_body = models.TextField(blank=True)  # the first 16 KiB, decoded leniently
+
+    class Meta:
+        ordering = ["delivery_id", "number"]
+        indexes = [
+            models.Index(fields=["delivery", "number"], name="attempt_by_delivery_idx"),
+            models.Index(fields=["started_at"], name="attempt_prune_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.delivery_id}#{self.number}"

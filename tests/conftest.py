@@ -1,6 +1,32 @@
 import pytest
+from django.conf import settings as django_settings
 
 from tests import factories
+from tests.servers import CeleryWorker, PrivateRedis, Receiver
+
+_redis: PrivateRedis | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite's broker is a private Redis, so tests may flush or restart it freely.
+
+    Celery reads its settings lazily, so changing them here (before any task is sent) is
+    enough for this process; worker processes get the URL in their environment.
+    """
+    global _redis
+    _redis = PrivateRedis()
+    django_settings.CELERY_BROKER_URL = _redis.url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _redis is not None:
+        _redis.stop()
+
+
+@pytest.fixture(scope="session")
+def broker() -> PrivateRedis:
+    assert _redis is not None
+    return _redis
 
 
 @pytest.fixture
@@ -22,3 +48,46 @@ def api(sandbox):
 @pytest.fixture
 def live_api(production):
     return factories.api_client(production)
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver()
+    yield server
+    server.close()
+
+
+def _database_url() -> str:
+    from django.db import connection
+
+    s = connection.settings_dict
+    return f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+
+
+@pytest.fixture(scope="module")
+def worker(django_db_setup, django_db_blocker, broker):
+    """A real Celery worker (threads pool, embedded beat) for a module of end-to-end tests.
+
+    Tests using it must be `transaction=True`: the worker sees only committed data.
+    """
+    with django_db_blocker.unblock():
+        url = _database_url()
+    process = CeleryWorker(url, broker.url)
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def private_worker(django_db_setup, django_db_blocker, broker):
+    """A worker of the test's own, to kill or to starve."""
+    with django_db_blocker.unblock():
+        url = _database_url()
+    processes: list[CeleryWorker] = []
+
+    def start(**settings: str) -> CeleryWorker:
+        processes.append(CeleryWorker(url, broker.url, **settings))
+        return processes[-1]
+
+    yield start
+    for process in processes:
+        process.stop()

@@ -20,6 +20,7 @@ from drf_spectacular.validation import validate_schema
 
 from accounts import scopes
 from api.errors import ERROR_CODES
+from deliveries.api.views import DeliveryViewSet, EndpointDeliveryViewSet, EventViewSet
 from tests import factories
 from webhooks.api.views import EventTypeViewSet, WebhookEndpointViewSet
 
@@ -28,6 +29,10 @@ Schema = dict[str, Any]
 COLLECTION = "/v1/webhook_endpoints"
 ITEM = "/v1/webhook_endpoints/{webhook_endpoint_id}"
 EVENT_TYPES = "/v1/event_types"
+EVENTS = "/v1/events"
+EVENT = "/v1/events/{event_id}"
+ENDPOINT_DELIVERIES = "/v1/webhook_endpoints/{webhook_endpoint_id}/deliveries"
+DELIVERY_RETRY = "/v1/deliveries/{delivery_id}/retry"
 SANDBOX = "https://sandbox.api.microndelta.com"
 
 # (method, path) -> (viewset, action, error statuses the operation can give)
@@ -46,6 +51,15 @@ OPERATIONS: dict[tuple[str, str], tuple[type, str, set[int]]] = {
     ),
     ("delete", ITEM): (WebhookEndpointViewSet, "destroy", {400, 401, 403, 404, 429, 500}),
     ("get", EVENT_TYPES): (EventTypeViewSet, "list", {400, 401, 429, 500}),
+    ("post", EVENTS): (EventViewSet, "create", {400, 401, 403, 409, 413, 415, 429, 500}),
+    ("get", EVENTS): (EventViewSet, "list", {400, 401, 403, 429, 500}),
+    ("get", EVENT): (EventViewSet, "retrieve", {400, 401, 403, 404, 429, 500}),
+    ("get", ENDPOINT_DELIVERIES): (
+        EndpointDeliveryViewSet,
+        "list",
+        {400, 401, 403, 404, 429, 500},
+    ),
+    ("post", DELIVERY_RETRY): (DeliveryViewSet, "retry", {400, 401, 403, 404, 409, 429, 500}),
 }
 SUCCESS = {
     ("post", COLLECTION): 201,
@@ -54,6 +68,11 @@ SUCCESS = {
     ("patch", ITEM): 200,
     ("delete", ITEM): 200,
     ("get", EVENT_TYPES): 200,
+    ("post", EVENTS): 201,
+    ("get", EVENTS): 200,
+    ("get", EVENT): 200,
+    ("get", ENDPOINT_DELIVERIES): 200,
+    ("post", DELIVERY_RETRY): 202,
 }
 
 

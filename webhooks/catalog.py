@@ -14,6 +14,8 @@ EVENT_TYPES: dict[str, str] = {
     "packet.deleted": "A packet was deleted.",
 }
 
+EVENT_TYPE_NAMES: list[str] = list(EVENT_TYPES)
+
 
 def is_known(event_type: str) -> bool:
     return event_type in EVENT_TYPES

@@ -32,14 +32,18 @@ class WebhookEndpoint(models.Model):
     public_id = models.CharField(
         max_length=17, unique=True, default=new_endpoint_id, editable=False
     )
+    # Indexed by webhook_endpoint_list_idx, which leads with it.
     environment = models.ForeignKey(
-        Environment, on_delete=models.CASCADE, related_name="webhook_endpoints"
+        Environment, on_delete=models.CASCADE, related_name="webhook_endpoints", db_index=False
     )
     url = models.CharField(max_length=2048)
     enabled_events = models.JSONField(default=list)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ENABLED)
     # Why the endpoint was last disabled by us rather than by its owner (410 Gone, failing).
     disabled_reason = models.CharField(max_length=300, blank=True)
+    # The current failure streak: attempts failed since the last success, and since when.
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    failing_since = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
     deleted_at = models.DateTimeField(null=True, blank=True)

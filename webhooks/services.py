@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from accounts.models import Environment
 from api.errors import InvalidInput
+from deliveries.services import endpoint_deliveries_cancel
 from webhooks import encryption
 from webhooks.catalog import normalize_filter
 from webhooks.models import EndpointSecret, WebhookEndpoint
@@ -72,9 +73,13 @@ def endpoint_update(
     if status is not _UNSET and status != endpoint.status:
         endpoint.status = str(status)
         endpoint.disabled_reason = ""
-        changed += ["status", "disabled_reason"]
+        endpoint.consecutive_failures, endpoint.failing_since = 0, None
+        changed += ["status", "disabled_reason", "consecutive_failures", "failing_since"]
     if changed:
-        endpoint.save(update_fields=[*changed, "updated_at"])
+        with transaction.atomic():
+            endpoint.save(update_fields=[*changed, "updated_at"])
+            if endpoint.status == WebhookEndpoint.Status.DISABLED and "status" in changed:
+                endpoint_deliveries_cancel(endpoint_ids=[endpoint.pk], reason="endpoint disabled")
     return endpoint
 
 
@@ -86,3 +91,4 @@ def endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
     endpoint.status = WebhookEndpoint.Status.DISABLED
     endpoint.save(update_fields=["deleted_at", "status", "updated_at"])
     endpoint.secrets.all().delete()
+    endpoint_deliveries_cancel(endpoint_ids=[endpoint.pk], reason="endpoint deleted")

@@ -145,6 +145,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ErrorTypeEnum": "api.openapi.ERROR_TYPES",
         "ErrorCodeEnum": "api.openapi.ERROR_CODE_VALUES",
+        "WebhookEndpointStatusEnum": "webhooks.models.WebhookEndpoint.Status",
+        "DeliveryStatusEnum": "deliveries.models.Delivery.Status",
+        "EventTypeEnum": "webhooks.catalog.EVENT_TYPE_NAMES",
     },
     # The reference's examples call the sandbox; "/" is whichever server serves this document.
     "SERVERS": [

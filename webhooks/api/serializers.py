@@ -34,14 +34,14 @@ class WebhookEndpointUpdateInput(InputSerializer):
 
     url = StrictCharField(max_length=MAX_URL_LENGTH, required=False)
     enabled_events = _events_field(required=False)
-    status = StrictChoiceField(choices=WebhookEndpoint.Status.values, required=False)
+    status = StrictChoiceField(choices=WebhookEndpoint.Status.choices, required=False)
 
 
 class WebhookEndpointOutput(serializers.Serializer):
     webhook_endpoint_id = serializers.CharField(source="public_id")
     url = serializers.CharField()
     enabled_events = serializers.ListField(child=serializers.CharField())
-    status = serializers.ChoiceField(choices=WebhookEndpoint.Status.values)
+    status = serializers.ChoiceField(choices=WebhookEndpoint.Status.choices)
     created_at = serializers.DateTimeField(format=API_DATETIME_FORMAT)
 
 
@@ -54,7 +54,7 @@ class WebhookEndpointCreatedOutput(serializers.Serializer):
         child=serializers.CharField(), source="endpoint.enabled_events"
     )
     status = serializers.ChoiceField(
-        choices=WebhookEndpoint.Status.values, source="endpoint.status"
+        choices=WebhookEndpoint.Status.choices, source="endpoint.status"
     )
     signing_secret = serializers.CharField(
         help_text="Returned once, on this response only. Store it to verify MD-Signature."

@@ -1,0 +1,120 @@
+import json
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from api.serializers import API_DATETIME_FORMAT, InputSerializer, StrictCharField
+from deliveries.models import Delivery, Event
+from webhooks.catalog import EVENT_TYPES
+
+
+class EventCreateInput(InputSerializer):
+    read_only_params = frozenset({"event_id", "id", "created_at", "api_version", "environment"})
+
+    type = StrictCharField(max_length=100, help_text="An event type from GET /v1/event_types.")
+    data = serializers.JSONField(
+        required=False, help_text="A JSON object: the event's payload, delivered as `data`."
+    )
+
+
+def _timestamp() -> serializers.DateTimeField:
+    return serializers.DateTimeField(format=API_DATETIME_FORMAT, allow_null=True)
+
+
+class AttemptOutput(serializers.Serializer):
+    number = serializers.IntegerField()
+    started_at = _timestamp()
+    duration_ms = serializers.IntegerField()
+    status_code = serializers.IntegerField(allow_null=True)
+    error = serializers.CharField(help_text="Empty on success; otherwise what went wrong.")
+    response_body = serializers.CharField(help_text="The first 16 KiB of the response.")
+
+
+class DeliveryOutput(serializers.Serializer):
+    delivery_id = serializers.CharField(source="public_id")
+    event_id = serializers.CharField(source="event.public_id")
+    event_type = serializers.CharField(source="event.type")
+    webhook_endpoint_id = serializers.CharField(source="endpoint.public_id")
+    status = serializers.ChoiceField(choices=Delivery.Status.choices)
+    attempt_count = serializers.IntegerField()
+    next_attempt_at = _timestamp()
+    last_status_code = serializers.IntegerField(allow_null=True)
+    last_error = serializers.CharField()
+    created_at = _timestamp()
+    completed_at = _timestamp()
+
+
+class DeliveryWithAttemptsOutput(DeliveryOutput):
+    attempts = AttemptOutput(many=True)
+
+
+class EventDeliveryOutput(serializers.Serializer):
+    delivery_id = serializers.CharField(source="public_id")
+    webhook_endpoint_id = serializers.CharField(source="endpoint.public_id")
+    status = serializers.ChoiceField(choices=Delivery.Status.choices)
+    attempt_count = serializers.IntegerField()
+    next_attempt_at = _timestamp()
+    last_status_code = serializers.IntegerField(allow_null=True)
+
+
+class EventOutput(serializers.Serializer):
+    event_id = serializers.CharField(source="public_id")
+    type = serializers.ChoiceField(choices=list(EVENT_TYPES))
+    api_version = serializers.CharField()
+    environment = serializers.SerializerMethodField()
+    created_at = _timestamp()
+    data = serializers.SerializerMethodField(help_text="The event's payload, as delivered.")
+    delivery_counts = serializers.SerializerMethodField(
+        help_text="Deliveries by status: pending, succeeded, failed, cancelled."
+    )
+
+    def _body(self, event: Event) -> dict[str, Any]:
+        # `environment` and `data` come from the delivered body itself, decoded once.
+        cached = getattr(event, "_decoded_body", None)
+        if cached is None:
+            cached = json.loads(event.body)
+            event._decoded_body = cached  # type: ignore[attr-defined]
+        return cached
+
+    @extend_schema_field({"type": "string", "enum": ["sandbox", "production"]})
+    def get_environment(self, event: Event) -> str:
+        return str(self._body(event)["environment"])
+
+    @extend_schema_field({"type": "object", "additionalProperties": True})
+    def get_data(self, event: Event) -> dict[str, Any]:
+        data: dict[str, Any] = self._body(event)["data"]
+        return data
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "properties": {s: {"type": "integer"} for s in Delivery.Status.values},
+            "required": list(Delivery.Status.values),
+        }
+    )
+    def get_delivery_counts(self, event: Event) -> dict[str, int]:
+        counts = self.context["delivery_counts"].get(event.pk, {})
+        return {status: counts.get(status, 0) for status in Delivery.Status.values}
+
+
+class EventDetailOutput(EventOutput):
+    deliveries = serializers.SerializerMethodField(
+        help_text="The event's deliveries, newest first (the first 100)."
+    )
+
+    @extend_schema_field(EventDeliveryOutput(many=True))
+    def get_deliveries(self, event: Event) -> list[dict[str, Any]]:
+        return EventDeliveryOutput(self.context["deliveries"], many=True).data  # type: ignore[return-value]
+
+
+class EventListOutput(serializers.Serializer):
+    object = serializers.ChoiceField(choices=["list"])
+    data = EventOutput(many=True)
+    has_more = serializers.BooleanField()
+
+
+class DeliveryListOutput(serializers.Serializer):
+    object = serializers.ChoiceField(choices=["list"])
+    data = DeliveryWithAttemptsOutput(many=True)
+    has_more = serializers.BooleanField()

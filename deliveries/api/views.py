@@ -1,0 +1,179 @@
+from typing import Any
+
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accounts import scopes
+from api.errors import ApiError
+from api.openapi import LIST_PARAMETERS, api_operation, object_id_parameter
+from api.pagination import LIST_PARAMS, keyset_page, parse_page_request
+from api.views import ApiViewSet
+from deliveries import selectors, services
+from deliveries.api.serializers import (
+    DeliveryListOutput,
+    DeliveryWithAttemptsOutput,
+    EventCreateInput,
+    EventDetailOutput,
+    EventListOutput,
+    EventOutput,
+)
+from webhooks.api.openapi import WEBHOOK_ENDPOINT_ID
+from webhooks.selectors import endpoint_get
+
+TAG_EVENTS = "Events"
+TAG_DELIVERIES = "Deliveries"
+EVENT_ID = object_id_parameter("event_id", "event", "evt_3kTq9Zb2Lm8RvX1cWd4N")
+DELIVERY_ID = object_id_parameter("delivery_id", "delivery", "dlv_7PqR2sT4uV6wX8yZ0aB1")
+
+
+def _not_found(kind: str, param: str, value: str) -> ApiError:
+    return ApiError("not_found", f"No such {kind}: '{value[:100]}'.", param=param)
+
+
+class EventViewSet(ApiViewSet):
+    """`/v1/events`: publish events, and see what became of them."""
+
+    lookup_field = "event_id"
+    lookup_value_regex = "[^/]+"
+    required_scopes = {
+        "create": scopes.EVENTS_WRITE,
+        "list": scopes.EVENTS_READ,
+        "retrieve": scopes.EVENTS_READ,
+    }
+    query_params = {"list": LIST_PARAMS}
+
+    @api_operation(
+        operation_id="events_create",
+        summary="Publish an event",
+        description=(
+            "Publishes an event into the key's environment. It is delivered, signed, to every "
+            "enabled webhook endpoint there whose `enabled_events` match, at least once."
+        ),
+        scope=scopes.EVENTS_WRITE,
+        tags=[TAG_EVENTS],
+        request=EventCreateInput,
+        idempotent=True,
+        responses={201: EventOutput},
+    )
+    def create(self, request: Request) -> Response:
+        data = self.validated(EventCreateInput, request.data)
+        event = services.event_publish(
+            environment=self.environment,
+            type=data["type"],
+            data=data.get("data"),
+            api_version=request._request.api_version,  # type: ignore[attr-defined]
+        )
+        context = {"delivery_counts": {}}
+        return Response(EventOutput(event, context=context).data, status=201)
+
+    @api_operation(
+        operation_id="events_list",
+        summary="List events",
+        description="Events of the key's environment, newest first, with delivery counts.",
+        scope=scopes.EVENTS_READ,
+        tags=[TAG_EVENTS],
+        parameters=LIST_PARAMETERS,
+        responses={200: EventListOutput},
+    )
+    def list(self, request: Request) -> Response:
+        page = keyset_page(
+            selectors.events_of(self.environment),
+            parse_page_request(request.query_params),
+            find_cursor=lambda public_id: selectors.event_get(
+                environment=self.environment, public_id=public_id
+            ),
+            object_name="event",
+        )
+        counts = selectors.delivery_counts([e.pk for e in page.items])
+        data = EventOutput(page.items, many=True, context={"delivery_counts": counts}).data
+        return Response({"object": "list", "data": data, "has_more": page.has_more})
+
+    @api_operation(
+        operation_id="events_retrieve",
+        summary="Retrieve an event",
+        description="One event, with the state of its deliveries (the newest 100).",
+        scope=scopes.EVENTS_READ,
+        tags=[TAG_EVENTS],
+        lookup=EVENT_ID,
+        responses={200: EventDetailOutput},
+    )
+    def retrieve(self, request: Request, event_id: str) -> Response:
+        event = selectors.event_get(environment=self.environment, public_id=event_id)
+        if event is None:
+            raise _not_found("event", "event_id", event_id)
+        context = {
+            "delivery_counts": selectors.delivery_counts([event.pk]),
+            "deliveries": selectors.event_deliveries(event),
+        }
+        return Response(EventDetailOutput(event, context=context).data)
+
+
+class EndpointDeliveryViewSet(ApiViewSet):
+    """`/v1/webhook_endpoints/{id}/deliveries`: the attempt log of one endpoint."""
+
+    required_scopes = {"list": scopes.EVENTS_READ}
+    query_params = {"list": LIST_PARAMS}
+
+    @api_operation(
+        operation_id="webhook_endpoint_deliveries_list",
+        summary="List an endpoint's deliveries",
+        description=(
+            "Deliveries to one endpoint, newest first, each with every attempt made: when, how "
+            "long, the status code or error, and the first 16 KiB of the response."
+        ),
+        scope=scopes.EVENTS_READ,
+        tags=[TAG_DELIVERIES],
+        lookup=WEBHOOK_ENDPOINT_ID,
+        parameters=LIST_PARAMETERS,
+        responses={200: DeliveryListOutput},
+    )
+    def list(self, request: Request, webhook_endpoint_id: str) -> Response:
+        endpoint = endpoint_get(environment=self.environment, public_id=webhook_endpoint_id)
+        if endpoint is None:
+            raise _not_found("webhook endpoint", "webhook_endpoint_id", webhook_endpoint_id)
+        deliveries = selectors.endpoint_deliveries(endpoint)
+        page = keyset_page(
+            deliveries,
+            parse_page_request(request.query_params),
+            find_cursor=lambda public_id: selectors.delivery_get(
+                environment=self.environment, public_id=public_id
+            ),
+            object_name="delivery",
+        )
+        data = DeliveryWithAttemptsOutput(page.items, many=True).data
+        return Response({"object": "list", "data": data, "has_more": page.has_more})
+
+
+class DeliveryViewSet(ApiViewSet):
+    """`POST /v1/deliveries/{id}/retry`."""
+
+    lookup_field = "delivery_id"
+    lookup_value_regex = "[^/]+"
+    required_scopes: dict[str, Any] = {"retry": scopes.WEBHOOK_ENDPOINTS_WRITE}
+
+    @api_operation(
+        operation_id="deliveries_retry",
+        summary="Retry a delivery now",
+        description=(
+            "Sends the delivery again now, as one more attempt, whatever its state. The "
+            "endpoint must exist and be enabled."
+        ),
+        scope=scopes.WEBHOOK_ENDPOINTS_WRITE,
+        tags=[TAG_DELIVERIES],
+        lookup=DELIVERY_ID,
+        idempotent=True,
+        responses={202: DeliveryWithAttemptsOutput},
+    )
+    def retry(self, request: Request, delivery_id: str) -> Response:
+        delivery = selectors.delivery_get(environment=self.environment, public_id=delivery_id)
+        if delivery is None:
+            raise _not_found("delivery", "delivery_id", delivery_id)
+        if not delivery.endpoint.is_enabled:
+            raise ApiError(
+                "parameter_invalid",
+                "The delivery's webhook endpoint is disabled or deleted; enable it first.",
+                param="delivery_id",
+            )
+        delivery = services.delivery_retry_now(delivery=delivery)
+        delivery = selectors.endpoint_deliveries(delivery.endpoint).get(pk=delivery.pk)
+        return Response(DeliveryWithAttemptsOutput(delivery).data, status=202)

@@ -1,0 +1,75 @@
+"""Reads for events and deliveries, always within one environment."""
+
+from collections import Counter
+
+from django.db.models import Count, Prefetch, QuerySet
+
+from accounts.models import Environment
+from api.ids import is_public_id
+from deliveries.models import (
+    DELIVERY_ID_PREFIX,
+    EVENT_ID_PREFIX,
+    LONG_ID_LENGTH,
+    Delivery,
+    DeliveryAttempt,
+    Event,
+)
+from webhooks.models import WebhookEndpoint
+
+EVENT_DELIVERIES_SHOWN = 100
+
+
+def events_of(environment: Environment) -> QuerySet[Event]:
+    return Event.objects.filter(environment_id=environment.pk)
+
+
+def event_get(*, environment: Environment, public_id: str) -> Event | None:
+    if not is_public_id(public_id, EVENT_ID_PREFIX, LONG_ID_LENGTH):
+        return None
+    return events_of(environment).filter(public_id=public_id).first()
+
+
+def delivery_counts(event_ids: list[int]) -> dict[int, Counter[str]]:
+    """Deliveries per status for each event, in one query."""
+    counts: dict[int, Counter[str]] = {pk: Counter() for pk in event_ids}
+    rows = (
+        Delivery.objects.filter(event_id__in=event_ids)
+        .values("event_id", "status")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    for row in rows:
+        counts[row["event_id"]][row["status"]] = row["n"]
+    return counts
+
+
+def event_deliveries(event: Event) -> list[Delivery]:
+    return list(
+        Delivery.objects.filter(event=event)
+        .select_related("endpoint")
+        .order_by("-created_at", "-id")[:EVENT_DELIVERIES_SHOWN]
+    )
+
+
+def deliveries_of(environment: Environment) -> QuerySet[Delivery]:
+    """Deliveries of this environment's endpoints (deleted endpoints' included)."""
+    return Delivery.objects.filter(endpoint__environment_id=environment.pk)
+
+
+def endpoint_deliveries(endpoint: WebhookEndpoint) -> QuerySet[Delivery]:
+    return (
+        Delivery.objects.filter(endpoint=endpoint)
+        .select_related("event", "endpoint")
+        .prefetch_related(Prefetch("attempts", queryset=DeliveryAttempt.objects.order_by("number")))
+    )
+
+
+def delivery_get(*, environment: Environment, public_id: str) -> Delivery | None:
+    if not is_public_id(public_id, DELIVERY_ID_PREFIX, LONG_ID_LENGTH):
+        return None
+    return (
+        deliveries_of(environment)
+        .filter(public_id=public_id)
+        .select_related("event", "endpoint__environment")
+        .first()
+    )

@@ -1,0 +1,202 @@
+"""Writes for events and deliveries: publish, fan out, enqueue, sweep, retry, cancel.
+
+The life of an event:
+1. `event_publish` stores the event, with its body encoded once, in the producer's
+   transaction; after commit a fan-out task is queued (the event row is the outbox).
+2. `event_fan_out` makes one delivery per matching enabled endpoint, in bulk, and queues
+   send tasks after commit.
+3. `deliveries.dispatch.deliveries_send` claims, signs, sends and records a batch.
+4. `deliveries_sweep` (beat, every WEBHOOKS_SWEEP_INTERVAL) queues what is due again: retries,
+   deliveries whose task the broker lost, claims of workers that died, events never fanned out.
+PostgreSQL says what is due; the broker only carries ids, and losing it loses nothing.
+"""
+
+import json
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from accounts.models import Environment
+from api.errors import InvalidInput
+from api.serializers import API_DATETIME_FORMAT
+from deliveries.models import Delivery, Event
+from webhooks.catalog import filter_matches, is_known
+from webhooks.models import WebhookEndpoint
+
+SWEEP_LIMIT = 5000
+
+
+def event_body(event: Event, environment: Environment, data: dict[str, Any]) -> str:
+    """The delivery payload. ASCII-only JSON: the signed bytes survive any re-encoding."""
+    return json.dumps(
+        {
+            "id": event.public_id,
+            "object": "event",
+            "type": event.type,
+            "api_version": event.api_version,
+            "environment": environment.name,
+            "created_at": event.created_at.strftime(API_DATETIME_FORMAT),
+            "data": data,
+        },
+        separators=(",", ":"),
+        ensure_ascii=True,
+    )
+
+
+def event_publish(
+    *,
+    environment: Environment,
+    type: str,  # the event's field name
+    data: dict[str, Any] | None = None,
+    api_version: str | None = None,
+) -> Event:
+    """Publishes an event in the caller's transaction: it exists (and will be delivered to
+    every matching endpoint) only if that transaction commits."""
+    if not isinstance(type, str) or not is_known(type):
+        raise InvalidInput(
+            "type", f"Unknown event type {str(type)[:100]!r}; see GET /v1/event_types."
+        )
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise InvalidInput("data", "data must be a JSON object.")
+    event = Event(
+        environment=environment,
+        type=type,
+        api_version=api_version or settings.API_VERSIONS[-1],
+        created_at=timezone.now(),
+    )
+    try:
+        data_size = len(json.dumps(data, separators=(",", ":"), ensure_ascii=True))
+    except (TypeError, ValueError, RecursionError):
+        raise InvalidInput(
+            "data", "data must be JSON: objects, arrays, strings, numbers."
+        ) from None
+    limit = settings.WEBHOOKS_EVENT_DATA_MAX_BYTES
+    if data_size > limit:
+        raise InvalidInput("data", f"data is {data_size} bytes encoded; the limit is {limit}.")
+    event.body = event_body(event, environment, data)
+    event.save()
+    event_id = event.pk
+    transaction.on_commit(lambda: _queue_fan_out([event_id]))
+    return event
+
+
+def _queue_fan_out(event_ids: Iterable[int]) -> None:
+    from deliveries.tasks import fan_out_task  # tasks import this module
+
+    for event_id in event_ids:
+        fan_out_task.delay(event_id)
+
+
+def event_fan_out(*, event_id: int) -> int:
+    """One delivery per enabled endpoint of the event's environment whose filter matches.
+
+    Runs once per event however often it is called (the event row is locked and marked;
+    deliveries are unique per event and endpoint). Returns the number of deliveries made.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        event = Event.objects.select_for_update().filter(pk=event_id).first()
+        if event is None or event.fanned_out_at is not None:
+            return 0
+        candidates = (
+            WebhookEndpoint.objects.for_environment(event.environment_id)
+            .filter(status=WebhookEndpoint.Status.ENABLED)
+            .values_list("id", "enabled_events")
+        )
+        endpoint_ids = [pk for pk, events in candidates if filter_matches(events, event.type)]
+        Delivery.objects.bulk_create(
+            [
+                Delivery(
+                    event_id=event.pk,
+                    endpoint_id=pk,
+                    created_at=now,
+                    next_attempt_at=now,
+                    enqueued_at=now,
+                )
+                for pk in endpoint_ids
+            ],
+            batch_size=1000,
+            ignore_conflicts=True,
+        )
+        event.fanned_out_at = now
+        event.save(update_fields=["fanned_out_at"])
+        delivery_ids = list(
+            Delivery.objects.filter(event=event, status=Delivery.Status.PENDING).values_list(
+                "id", flat=True
+            )
+        )
+        transaction.on_commit(lambda: deliveries_enqueue(delivery_ids))
+    return len(endpoint_ids)
+
+
+def deliveries_enqueue(delivery_ids: list[int]) -> None:
+    """Send tasks for these deliveries, in batches. Only ids travel through the broker."""
+    from deliveries.tasks import deliver_task  # tasks import this module
+
+    size = settings.WEBHOOKS_DELIVERY_BATCH_SIZE
+    for start in range(0, len(delivery_ids), size):
+        deliver_task.delay(delivery_ids[start : start + size])
+
+
+def _due(now: datetime) -> QuerySet[Delivery]:
+    return Delivery.objects.filter(
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
+        status=Delivery.Status.PENDING,
+        next_attempt_at__lte=now,
+    )
+
+
+def deliveries_sweep(*, now: datetime | None = None) -> int:
+    """Queues every delivery that is due and has no live task or claim; returns how many."""
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.WEBHOOKS_REENQUEUE_AFTER)
+    ids = list(
+        _due(now)
+        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale))
+        .order_by("next_attempt_at")
+        .values_list("id", flat=True)[:SWEEP_LIMIT]
+    )
+    if ids:
+        Delivery.objects.filter(id__in=ids).update(enqueued_at=now)
+        deliveries_enqueue(ids)
+    lost_events = list(
+        # Not fanned out this long after publishing: its fan-out task was lost.
+        Event.objects.filter(fanned_out_at__isnull=True, created_at__lt=stale)
+        .order_by("created_at")
+        .values_list("id", flat=True)[:100]
+    )
+    _queue_fan_out(lost_events)
+    return len(ids)
+
+
+def delivery_retry_now(*, delivery: Delivery) -> Delivery:
+    """Sends the delivery again now, whatever its state, as one more attempt."""
+    now = timezone.now()
+    Delivery.objects.filter(pk=delivery.pk).update(
+        status=Delivery.Status.PENDING,
+        next_attempt_at=now,
+        completed_at=None,
+        enqueued_at=now,
+    )
+    delivery.refresh_from_db()
+    delivery_id = delivery.pk
+    transaction.on_commit(lambda: deliveries_enqueue([delivery_id]))
+    return delivery
+
+
+def endpoint_deliveries_cancel(*, endpoint_ids: list[int], reason: str) -> int:
+    """Nothing queued is sent to a disabled or deleted endpoint."""
+    return Delivery.objects.filter(
+        endpoint_id__in=endpoint_ids, status=Delivery.Status.PENDING
+    ).update(
+        status=Delivery.Status.CANCELLED,
+        completed_at=timezone.now(),
+        next_attempt_at=None,
+        last_error=reason[:200],
+    )

@@ -1,0 +1,85 @@
+"""The `MD-Signature` scheme, for the sender and for receivers.
+
+    MD-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256>[,v1=<…>]
+
+The HMAC key is the whole signing secret string (UTF-8, `whsec_` included); the message is
+`"<t>.<raw request body>"`. During a secret rotation there is one `v1` per valid secret,
+newest first. Receivers check that one `v1` matches one of their secrets and that `t` is within
+`tolerance` seconds of now.
+
+This module imports nothing from Django, so receivers can copy it as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Iterable
+
+HEADER = "MD-Signature"
+SCHEME = "v1"
+DEFAULT_TOLERANCE = 300
+
+
+class SignatureVerificationError(ValueError):
+    """The payload is not what the sender signed, or not recently."""
+
+
+def compute(secret: str, timestamp: int, payload: bytes) -> str:
+    message = str(timestamp).encode() + b"." + payload
+    return hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
+
+
+def sign(payload: bytes, secrets: Iterable[str], timestamp: int | None = None) -> str:
+    """The header value for `payload`, one `v1` per secret in the order given (newest first)."""
+    t = int(time.time()) if timestamp is None else int(timestamp)
+    parts = [f"t={t}"] + [f"{SCHEME}={compute(s, t, payload)}" for s in secrets]
+    if len(parts) == 1:
+        raise ValueError("at least one secret is needed to sign")
+    return ",".join(parts)
+
+
+def parse(header: str) -> tuple[int, list[str]]:
+    timestamp: int | None = None
+    signatures: list[str] = []
+    for item in header.split(","):
+        key, sep, value = item.strip().partition("=")
+        if not sep:
+            continue
+        if key == "t":
+            if not value.isascii() or not value.isdigit() or timestamp is not None:
+                raise SignatureVerificationError("malformed timestamp")
+            timestamp = int(value)
+        elif key == SCHEME:
+            signatures.append(value)
+    if timestamp is None:
+        raise SignatureVerificationError("no timestamp in the header")
+    if not signatures:
+        raise SignatureVerificationError(f"no {SCHEME} signature in the header")
+    return timestamp, signatures
+
+
+def verify(
+    payload: bytes | str,
+    header: str,
+    secrets: str | Iterable[str],
+    tolerance: int = DEFAULT_TOLERANCE,
+    now: float | None = None,
+) -> int:
+    """Checks a delivery; returns its timestamp, or raises SignatureVerificationError.
+
+    `payload` is the raw request body, exactly as received (not re-serialized JSON).
+    `secrets` is one secret or several (keep the old one during a rotation's overlap).
+    """
+    body = payload.encode("utf-8") if isinstance(payload, str) else payload
+    candidates = [secrets] if isinstance(secrets, str) else list(secrets)
+    timestamp, signatures = parse(header)
+    current = time.time() if now is None else now
+    if tolerance and abs(current - timestamp) > tolerance:
+        raise SignatureVerificationError("timestamp outside the tolerance window")
+    for secret in candidates:
+        expected = compute(secret, timestamp, body)
+        if any(hmac.compare_digest(expected, sig) for sig in signatures):
+            return timestamp
+    raise SignatureVerificationError("no signature matches the payload and secret")

@@ -1,0 +1,27 @@
+"""Celery tasks: each takes ids, loads what it needs, and calls a service.
+
+Every task is safe to run twice or late: fan-out is once per event, sends claim their rows,
+and the sweep only queues what PostgreSQL says is due.
+"""
+
+from celery import shared_task
+
+from deliveries import dispatch, services
+
+
+@shared_task(name="deliveries.fan_out", ignore_result=True)
+def fan_out_task(event_id: int) -> None:
+    """Turns one event into its deliveries and queues them."""
+    services.event_fan_out(event_id=event_id)
+
+
+@shared_task(name="deliveries.deliver", ignore_result=True)
+def deliver_task(delivery_ids: list[int]) -> None:
+    """Attempts a batch of deliveries (those still due and unclaimed)."""
+    dispatch.deliveries_send(delivery_ids=delivery_ids)
+
+
+@shared_task(name="deliveries.sweep", ignore_result=True, expires=30)
+def sweep_task() -> None:
+    """Queues again what is due: retries, lost tasks, expired claims, events never fanned out."""
+    services.deliveries_sweep()

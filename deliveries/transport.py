@@ -1,0 +1,222 @@
+"""Outbound HTTP for deliveries: pooled, bounded, and unable to reach internal addresses.
+
+Every connection resolves the host itself, checks every address against the URL policy and
+connects to a checked address (TLS still verifies the host name), so a name that resolved to a
+public address at registration and to 127.0.0.1 now (DNS rebinding) is refused at connect
+time. Redirects are never followed, proxies from the environment are ignored, cookies are not
+kept, and at most RESPONSE_EXCERPT_BYTES of a response are read.
+"""
+
+import socket
+import time
+from dataclasses import dataclass
+from functools import cache
+from http.cookiejar import DefaultCookiePolicy
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import NameResolutionError, NewConnectionError
+from urllib3.util import connection as urllib3_connection
+
+from webhooks.url_policy import is_forbidden_address, parse_ip_literal
+
+RESPONSE_EXCERPT_BYTES = 16 * 1024
+POOL_MAXSIZE = 64
+USER_AGENT = "Kinetic-Webhooks/1.0 (+https://docs.microndelta.com/webhooks)"
+
+
+class DestinationForbidden(NewConnectionError):
+    """The host resolved to an address webhooks may not reach."""
+
+
+class _GuardedConnectionMixin:
+    allow_private = False
+    host: str
+    port: int
+    timeout: Any
+    source_address: Any
+    socket_options: Any
+    _dns_host: str
+
+    def _new_conn(self) -> socket.socket:
+        host = self._dns_host.rstrip(".")
+        literal = parse_ip_literal(host)
+        try:
+            if literal is not None:
+                addresses = [literal]
+            else:
+                infos = socket.getaddrinfo(host, self.port, type=socket.SOCK_STREAM)
+                addresses = list(dict.fromkeys(parse_ip_literal(i[4][0]) for i in infos))
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
+        if not self.allow_private:
+            for address in addresses:
+                if address is None or is_forbidden_address(address):
+                    raise DestinationForbidden(
+                        self,  # type: ignore[arg-type]
+                        f"{self.host} resolves to {address}, which webhooks may not reach",
+                    )
+        last_error: OSError | None = None
+        for address in addresses:
+            try:
+                return urllib3_connection.create_connection(
+                    (str(address), self.port),
+                    self.timeout,
+                    source_address=self.source_address,
+                    socket_options=self.socket_options,
+                )
+            except OSError as exc:
+                last_error = exc
+        raise NewConnectionError(
+            self,  # type: ignore[arg-type]
+            f"Failed to establish a new connection: {last_error}",
+        )
+
+
+class _GuardedHTTPConnection(_GuardedConnectionMixin, HTTPConnection):
+    pass
+
+
+class _GuardedHTTPSConnection(_GuardedConnectionMixin, HTTPSConnection):
+    pass
+
+
+class _OpenHTTPConnection(_GuardedHTTPConnection):
+    allow_private = True
+
+
+class _OpenHTTPSConnection(_GuardedHTTPSConnection):
+    allow_private = True
+
+
+class _GuardedAdapter(HTTPAdapter):
+    def __init__(self, allow_private: bool) -> None:
+        self.allow_private = allow_private
+        super().__init__(pool_connections=256, pool_maxsize=POOL_MAXSIZE, max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        http_cls = _OpenHTTPConnection if self.allow_private else _GuardedHTTPConnection
+        https_cls = _OpenHTTPSConnection if self.allow_private else _GuardedHTTPSConnection
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": type("Pool", (HTTPConnectionPool,), {"ConnectionCls": http_cls}),
+            "https": type("Pool", (HTTPSConnectionPool,), {"ConnectionCls": https_cls}),
+        }
+
+
+@cache
+def session(allow_private: bool) -> requests.Session:
+    """One pooled session per process and policy (thread-safe for concurrent POSTs)."""
+    s = requests.Session()
+    s.trust_env = False  # no proxies, .netrc or CA bundles from the environment
+    s.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+    adapter = _GuardedAdapter(allow_private)
+    s.mount("http://", adapter)
+    s.mount("https://", adapter)
+    s.headers.clear()
+    return s
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status_code: int | None
+    error: str  # empty on a 2xx
+    response_body: str
+    duration_ms: int
+    retry_after: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return not self.error and self.status_code is not None and 200 <= self.status_code < 300
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and everything it wraps (requests and urllib3 nest them deeply)."""
+    found: list[BaseException] = []
+    stack = [exc]
+    while stack and len(found) < 20:
+        current = stack.pop()
+        if any(current is f for f in found):
+            continue
+        found.append(current)
+        wrapped = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        wrapped += list(current.args)
+        stack += [w for w in wrapped if isinstance(w, BaseException)]
+    return found
+
+
+def _classify(exc: BaseException) -> str:
+    causes = _causes(exc)
+    if any(isinstance(c, DestinationForbidden) for c in causes):
+        return "destination_forbidden"
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "connect_timeout"
+    if isinstance(exc, requests.exceptions.Timeout):
+        return "timeout"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "tls_error"
+    if any(isinstance(c, NameResolutionError) for c in causes):
+        return "dns_error"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return "connection_error"
+    return f"request_error:{type(exc).__name__}"
+
+
+def post(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    allow_private: bool,
+    timeout: float,
+) -> Outcome:
+    """One delivery attempt. Never raises for what the network or the receiver does."""
+    started = time.monotonic()
+    deadline = started + timeout
+    status: int | None = None
+    excerpt = b""
+    retry_after = None
+    error = ""
+    try:
+        with session(allow_private).post(
+            url,
+            data=body,
+            headers={"User-Agent": USER_AGENT, **headers},
+            timeout=(min(timeout, 5.0), timeout),
+            allow_redirects=False,
+            stream=True,
+        ) as response:
+            status = response.status_code
+            retry_after = response.headers.get("Retry-After")
+            excerpt = _read_capped(response, deadline)
+            if 300 <= status < 400:
+                error = "redirect_not_followed"
+            elif not 200 <= status < 300:
+                error = f"http_{status}"
+    except Exception as exc:  # every failure is an outcome to record
+        error = _classify(exc)
+    return Outcome(
+        status_code=status,
+        error=error,
+        response_body=excerpt.decode("utf-8", errors="replace").replace("\x00", "\ufffd"),
+        duration_ms=int((time.monotonic() - started) * 1000),
+        retry_after=retry_after,
+    )
+
+
+def _read_capped(response: requests.Response, deadline: float) -> bytes:
+    """Up to RESPONSE_EXCERPT_BYTES, within the attempt's deadline; the rest is not read."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.iter_content(chunk_size=4096):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= RESPONSE_EXCERPT_BYTES or time.monotonic() > deadline:
+                break
+    except (requests.exceptions.RequestException, OSError):
+        pass  # the status is what counts; a broken body only shortens the excerpt
+    return b"".join(chunks)[:RESPONSE_EXCERPT_BYTES]

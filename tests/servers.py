@@ -1,0 +1,224 @@
+"""Real servers for tests: a webhook receiver on 127.0.0.1, Celery workers, a private Redis.
+
+Tests that stop, restart or flush a server use a private one started here on a free port;
+the machine's shared PostgreSQL and Redis are never touched that way.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
+    """Polls until `predicate()` is truthy; fails the test with what it last saw."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last: {value!r})")
+        time.sleep(interval)
+
+
+# --- A webhook receiver ----------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b"ok"
+    delay: float = 0.0  # seconds before answering; a large value never answers in time
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Receiver:
+    """Records every request; answers per path from a script of replies, then 200."""
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self.scripts: dict[str, list[Reply]] = {}
+        self.lock = threading.Lock()
+        self.closing = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                with receiver.lock:
+                    receiver.requests.append(
+                        Received(self.path, dict(self.headers.items()), body, time.time())
+                    )
+                    script = receiver.scripts.get(self.path) or []
+                    reply = script.pop(0) if script else Reply()
+                if reply.delay and receiver.closing.wait(reply.delay):
+                    return
+                self.send_response(reply.status)
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                self.wfile.write(reply.body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def script(self, path: str, *replies: Reply) -> None:
+        with self.lock:
+            self.scripts[path] = list(replies)
+
+    def received(self, path: str | None = None) -> list[Received]:
+        with self.lock:
+            return [r for r in self.requests if path is None or r.path == path]
+
+    def close(self) -> None:
+        self.closing.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# --- Redis -----------------------------------------------------------------------------------
+
+
+class PrivateRedis:
+    """A redis-server of our own on a free port, keeping nothing on disk."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (Debian package redis-server)")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.dir = tempfile.mkdtemp(prefix="kinetic-redis-")
+        self.binary = binary
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for(self._answers, timeout=10)
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def command(self, *words: str) -> bytes:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(" ".join(words).encode() + b"\r\n")
+            return s.recv(4096)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# --- Celery ----------------------------------------------------------------------------------
+
+FAST_DELIVERY_SETTINGS = {
+    "WEBHOOKS_RETRY_SCHEDULE": "1,1,1,1",
+    "WEBHOOKS_DELIVERY_TIMEOUT": "2",
+    "WEBHOOKS_CLAIM_LEASE_MARGIN": "2",
+    "WEBHOOKS_REENQUEUE_AFTER": "2",
+    "WEBHOOKS_SWEEP_INTERVAL": "0.3",
+    "WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS": "true",
+}
+
+
+class CeleryWorker:
+    """`celery -A config worker -B` against the test database and broker."""
+
+    def __init__(self, database_url: str, broker_url: str, **settings: str) -> None:
+        self.schedule_dir = tempfile.mkdtemp(prefix="kinetic-beat-")
+        self.log = Path(self.schedule_dir) / "worker.log"
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "TEST_DATABASE_URL": database_url,
+            "TEST_CELERY_BROKER_URL": broker_url,
+            **FAST_DELIVERY_SETTINGS,
+            **settings,
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "-B",
+             "--schedule", str(Path(self.schedule_dir) / "beat"), "--loglevel", "INFO",
+             "--concurrency", "8", "--without-gossip", "--without-mingle",
+             "--hostname", f"test-{os.getpid()}-{free_port()}@%h"],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        wait_for(lambda: b"ready." in self.log.read_bytes() or self.process.poll(), timeout=30)
+        if self.process.poll() is not None:
+            raise RuntimeError(f"worker exited:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL to the worker's whole process group: nothing gets to clean up."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        shutil.rmtree(self.schedule_dir, ignore_errors=True)

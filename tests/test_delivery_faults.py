@@ -1,0 +1,122 @@
+"""Delivery under faults: a dead endpoint, a killed worker, a flushed broker, a long outage.
+
+Each test runs its own worker (and the suite's broker is a private Redis), so killing or
+flushing here disturbs nothing else.
+"""
+
+from datetime import timedelta
+
+import pytest
+
+from deliveries.models import Delivery
+from tests import factories
+from tests.servers import Reply, wait_for
+from webhooks.models import WebhookEndpoint
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+@pytest.fixture(autouse=True)
+def _private_destinations(settings):
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+
+
+def publish(client, data=None):
+    response = client.post("/v1/events", {"type": "judgment.created", "data": data or {}})
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def statuses(event_ids):
+    return list(
+        Delivery.objects.filter(event__public_id__in=event_ids).values_list("status", flat=True)
+    )
+
+
+def test_one_dead_endpoint_does_not_take_every_sending_thread(private_worker, receiver):
+    private_worker(WEBHOOKS_DELIVERY_TIMEOUT="30", WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT="4")
+    client = factories.api_client(factories.environment())
+    client.create_endpoint(f"{receiver.url}/healthy")
+    client.create_endpoint(f"{receiver.url}/dead")
+    receiver.script("/dead", *[Reply(200, delay=60) for _ in range(100)])
+    events = [publish(client, {"i": i}) for i in range(30)]
+    wait_for(lambda: len(receiver.received("/healthy")) == 30, timeout=25)
+    # The dead endpoint holds every request it gets, yet it never has more than its limit.
+    assert 1 <= len(receiver.received("/dead")) <= 4
+    ids = {r.headers["MD-Event-Id"] for r in receiver.received("/healthy")}
+    assert ids == {e["event_id"] for e in events}
+
+
+def test_auto_disable_after_failing_for_the_configured_period(private_worker, receiver):
+    private_worker(WEBHOOKS_AUTO_DISABLE_AFTER="2", WEBHOOKS_RETRY_SCHEDULE="1,1,1,1,1,1,1,1")
+    client = factories.api_client(factories.environment())
+    endpoint = client.create_endpoint(f"{receiver.url}/down")
+    receiver.script("/down", *[Reply(503) for _ in range(50)])
+    event = publish(client)
+    stored = wait_for(
+        lambda: WebhookEndpoint.objects.filter(
+            public_id=endpoint["webhook_endpoint_id"], status="disabled"
+        ).first(),
+        timeout=30,
+    )
+    assert "failed" in stored.disabled_reason
+    delivery = Delivery.objects.get(event__public_id=event["event_id"])
+    assert delivery.status == "cancelled"
+    assert delivery.attempt_count >= 2
+    assert stored.updated_at - stored.failing_since >= timedelta(seconds=2)
+
+
+def test_a_worker_killed_mid_delivery_loses_nothing(private_worker, receiver):
+    first = private_worker()
+    client = factories.api_client(factories.environment())
+    endpoint = client.create_endpoint(f"{receiver.url}/slow-once")
+    receiver.script("/slow-once", Reply(200, delay=1.5))
+    event = publish(client)
+    wait_for(lambda: receiver.received("/slow-once"))
+    first.kill()  # SIGKILL while the request is in flight: no ack, no record
+    delivery = Delivery.objects.get(event__public_id=event["event_id"])
+    assert delivery.status == "pending"
+    assert delivery.claimed_until is not None
+
+    private_worker()
+    wait_for(
+        lambda: Delivery.objects.filter(pk=delivery.pk, status="succeeded").exists(), timeout=40
+    )
+    requests_ = receiver.received("/slow-once")
+    assert len(requests_) >= 2  # at least once: the interrupted attempt, then the redelivery
+    assert {r.headers["MD-Event-Id"] for r in requests_} == {event["event_id"]}
+    assert len({r.body for r in requests_}) == 1
+    del endpoint
+
+
+def test_a_flushed_broker_loses_nothing(private_worker, receiver, broker):
+    client = factories.api_client(factories.environment())
+    client.create_endpoint(f"{receiver.url}/a")
+    client.create_endpoint(f"{receiver.url}/b", enabled_events=["judgment.created"])
+    # No worker yet: the fan-out tasks wait in Redis, then Redis forgets them.
+    events = [publish(client, {"i": i}) for i in range(5)]
+    assert broker.command("FLUSHALL").startswith(b"+OK")
+
+    private_worker()
+    ids = [e["event_id"] for e in events]
+    wait_for(lambda: statuses(ids).count("succeeded") == 10, timeout=40)
+    for path in ("/a", "/b"):
+        got = sorted(r.headers["MD-Event-Id"] for r in receiver.received(path))
+        assert sorted(set(got)) == sorted(ids)
+
+
+def test_a_flush_after_fan_out_loses_nothing(private_worker, receiver, broker):
+    worker = private_worker()
+    client = factories.api_client(factories.environment())
+    client.create_endpoint(f"{receiver.url}/c")
+    event = publish(client)
+    wait_for(lambda: Delivery.objects.filter(event__public_id=event["event_id"]).exists())
+    worker.stop()
+    # Deliveries queued for retry or sending, and the broker loses its queues.
+    Delivery.objects.update(status="pending", next_attempt_at=None, enqueued_at=None)
+    Delivery.objects.update(next_attempt_at=Delivery.objects.first().created_at)
+    assert broker.command("FLUSHALL").startswith(b"+OK")
+    before = len(receiver.received("/c"))
+    private_worker()
+    wait_for(lambda: len(receiver.received("/c")) > before, timeout=40)
+    wait_for(lambda: statuses([event["event_id"]]) == ["succeeded"], timeout=40)

@@ -1,0 +1,157 @@
+"""The events API without a worker: publishing input, reading, tenancy, scopes."""
+
+import json
+
+import pytest
+
+from accounts import scopes
+from deliveries.models import Delivery, Event
+from deliveries.services import event_fan_out
+from tests import factories
+from tests.test_auth import assert_error
+
+
+def test_publish_returns_the_event(api):
+    response = api.post("/v1/events", {"type": "packet.created", "data": {"packet": {"id": 7}}})
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["event_id"].startswith("evt_") and len(body["event_id"]) == 24
+    assert body["type"] == "packet.created"
+    assert body["environment"] == "sandbox"
+    assert body["api_version"] == "2026-06-11"
+    assert body["data"] == {"packet": {"id": 7}}
+    stored = Event.objects.get(public_id=body["event_id"])
+    delivered = json.loads(stored.body)
+    assert delivered["id"] == body["event_id"]
+    assert delivered["created_at"] == body["created_at"]
+    assert stored.body.isascii()
+
+
+def test_data_defaults_to_an_empty_object(api):
+    assert api.post("/v1/events", {"type": "judgment.created"}).json()["data"] == {}
+
+
+def test_odd_but_valid_strings_survive(api):
+    data = {"nul": "a\u0000b", "emoji": "\U0001f600", "rtl": "\u202e", "cjk": "判决"}
+    raw = json.dumps({"type": "judgment.created", "data": data})
+    response = api.post("/v1/events", raw=raw)
+    assert response.status_code == 201, response.content
+    event = Event.objects.get(public_id=response.json()["event_id"])
+    assert json.loads(event.body)["data"] == data
+
+
+def test_a_lone_surrogate_is_a_400(api):
+    raw = '{"type": "judgment.created", "data": {"s": "\\ud800"}}'
+    error = assert_error(api.post("/v1/events", raw=raw), 400, "parameter_invalid")
+    assert "surrogate" in error["message"]
+    raw = '{"url": "https://example.com/\\udfff"}'
+    assert_error(api.post("/v1/webhook_endpoints", raw=raw), 400, "parameter_invalid")
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "param"),
+    [
+        ({}, "parameter_missing", "type"),
+        ({"type": "judgment.exploded"}, "parameter_invalid", "type"),
+        ({"type": "*"}, "parameter_invalid", "type"),
+        ({"type": 3}, "parameter_invalid", "type"),
+        ({"type": "judgment.created", "data": [1, 2]}, "parameter_invalid", "data"),
+        ({"type": "judgment.created", "data": "text"}, "parameter_invalid", "data"),
+        ({"type": "judgment.created", "data": {"x": "y" * 70_000}}, "parameter_invalid", "data"),
+        ({"type": "judgment.created", "id": "evt_mine"}, "parameter_invalid", "id"),
+        ({"type": "judgment.created", "extra": 1}, "parameter_unknown", "extra"),
+    ],
+)
+def test_bad_events_are_refused_by_name(api, body, code, param):
+    assert_error(api.post("/v1/events", body), 400, code, param=param)
+    assert not Event.objects.exists()
+
+
+def test_publishing_is_idempotent(api):
+    headers = {"Idempotency-Key": "evt-1"}
+    first = api.post("/v1/events", {"type": "packet.created"}, headers=headers)
+    again = api.post("/v1/events", {"type": "packet.created"}, headers=headers)
+    assert again.content == first.content
+    assert again["Idempotent-Replayed"] == "true"
+    assert Event.objects.count() == 1
+
+
+def test_scopes(sandbox):
+    reader = factories.api_client(sandbox, scopes=[scopes.EVENTS_READ])
+    writer = factories.api_client(sandbox, scopes=[scopes.EVENTS_WRITE])
+    assert_error(reader.post("/v1/events", {"type": "packet.created"}), 403, "insufficient_scope")
+    event = writer.post("/v1/events", {"type": "packet.created"}).json()
+    assert_error(writer.get("/v1/events"), 403, "insufficient_scope")
+    assert_error(writer.get(f"/v1/events/{event['event_id']}"), 403, "insufficient_scope")
+    assert reader.get(f"/v1/events/{event['event_id']}").status_code == 200
+
+
+def test_events_list_pages_and_stays_in_its_tenant(api):
+    made = [api.post("/v1/events", {"type": "packet.created"}).json()["event_id"] for _ in range(5)]
+    other = factories.api_client(factories.environment())
+    foreign = other.post("/v1/events", {"type": "packet.created"}).json()["event_id"]
+    page = api.get("/v1/events?limit=3").json()
+    assert [e["event_id"] for e in page["data"]] == made[::-1][:3]
+    assert page["has_more"] is True
+    rest = api.get(f"/v1/events?starting_after={made[2]}").json()
+    assert [e["event_id"] for e in rest["data"]] == made[::-1][3:]
+    assert_error(api.get(f"/v1/events/{foreign}"), 404, "not_found", param="event_id")
+    assert_error(
+        api.get(f"/v1/events?starting_after={foreign}"), 400, "parameter_invalid", "starting_after"
+    )
+    assert_error(api.get("/v1/events/evt_\x00"), 404, "not_found", param="event_id")
+
+
+def test_fan_out_makes_one_delivery_per_matching_endpoint_once(api):
+    for events in (None, ["packet.created"], ["judgment.created"]):
+        api.create_endpoint(**({} if events is None else {"enabled_events": events}))
+    event = Event.objects.get(
+        public_id=api.post("/v1/events", {"type": "packet.created"}).json()["event_id"]
+    )
+    assert event_fan_out(event_id=event.pk) == 2
+    assert event_fan_out(event_id=event.pk) == 0  # a second run (a redelivered task) adds none
+    assert Delivery.objects.filter(event=event).count() == 2
+
+
+def test_endpoint_deliveries_and_retry_are_tenant_scoped(api):
+    endpoint = api.create_endpoint()
+    other = factories.api_client(factories.environment())
+    other_endpoint = other.create_endpoint()
+    event = Event.objects.get(
+        public_id=other.post("/v1/events", {"type": "packet.created"}).json()["event_id"]
+    )
+    event_fan_out(event_id=event.pk)
+    foreign_delivery = Delivery.objects.get(event=event)
+
+    assert api.get(
+        f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}/deliveries"
+    ).json() == {"object": "list", "data": [], "has_more": False}
+    assert_error(
+        api.get(f"/v1/webhook_endpoints/{other_endpoint['webhook_endpoint_id']}/deliveries"),
+        404,
+        "not_found",
+        param="webhook_endpoint_id",
+    )
+    assert_error(
+        api.post(f"/v1/deliveries/{foreign_delivery.public_id}/retry"),
+        404,
+        "not_found",
+        param="delivery_id",
+    )
+
+
+def test_retry_refuses_a_disabled_endpoint(api):
+    endpoint = api.create_endpoint()
+    event = Event.objects.get(
+        public_id=api.post("/v1/events", {"type": "packet.created"}).json()["event_id"]
+    )
+    event_fan_out(event_id=event.pk)
+    delivery = Delivery.objects.get(event=event)
+    api.patch(f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}", {"status": "disabled"})
+    error = assert_error(
+        api.post(f"/v1/deliveries/{delivery.public_id}/retry"),
+        400,
+        "parameter_invalid",
+        param="delivery_id",
+    )
+    assert "disabled" in error["message"]
