@@ -33,6 +33,7 @@ EVENTS = "/v1/events"
 EVENT = "/v1/events/{event_id}"
 ENDPOINT_DELIVERIES = "/v1/webhook_endpoints/{webhook_endpoint_id}/deliveries"
 DELIVERY_RETRY = "/v1/deliveries/{delivery_id}/retry"
+ROTATE = "/v1/webhook_endpoints/{webhook_endpoint_id}/rotate_secret"
 SANDBOX = "https://sandbox.api.microndelta.com"
 
 # (method, path) -> (viewset, action, error statuses the operation can give)
@@ -60,6 +61,11 @@ OPERATIONS: dict[tuple[str, str], tuple[type, str, set[int]]] = {
         {400, 401, 403, 404, 429, 500},
     ),
     ("post", DELIVERY_RETRY): (DeliveryViewSet, "retry", {400, 401, 403, 404, 409, 429, 500}),
+    ("post", ROTATE): (
+        WebhookEndpointViewSet,
+        "rotate_secret",
+        {400, 401, 403, 404, 409, 413, 415, 429, 500},
+    ),
 }
 SUCCESS = {
     ("post", COLLECTION): 201,
@@ -73,6 +79,7 @@ SUCCESS = {
     ("get", EVENT): 200,
     ("get", ENDPOINT_DELIVERIES): 200,
     ("post", DELIVERY_RETRY): 202,
+    ("post", ROTATE): 200,
 }
 
 

@@ -1,8 +1,10 @@
 """Writes for webhook endpoints. Views and commands call these; nothing else writes endpoints."""
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Environment
@@ -92,3 +94,72 @@ def endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
     endpoint.save(update_fields=["deleted_at", "status", "updated_at"])
     endpoint.secrets.all().delete()
     endpoint_deliveries_cancel(endpoint_ids=[endpoint.pk], reason="endpoint deleted")
+
+
+DEFAULT_ROTATION_OVERLAP = 24 * 3600
+
+
+@dataclass(frozen=True)
+class RotatedSecret:
+    endpoint: WebhookEndpoint
+    signing_secret: str  # shown once, to whoever rotated
+    previous_expires_at: datetime | None  # when the secrets it replaced stop signing
+
+
+@transaction.atomic
+def endpoint_secret_rotate(
+    *, endpoint: WebhookEndpoint, overlap_seconds: int = DEFAULT_ROTATION_OVERLAP
+) -> RotatedSecret:
+    """A new signing secret. The current ones keep signing for `overlap_seconds` (0: they stop
+    at once), so receivers can switch without rejecting a delivery; during the overlap every
+    delivery carries one `v1` per valid secret, newest first."""
+    if overlap_seconds < 0:
+        raise InvalidInput("overlap_seconds", "overlap_seconds must be 0 or more.")
+    if endpoint.deleted_at is not None:
+        raise InvalidInput("webhook_endpoint_id", "A deleted endpoint has no secret to rotate.")
+    now = timezone.now()
+    # Lock the endpoint so two rotations at once cannot both keep the same secret alive.
+    WebhookEndpoint.objects.select_for_update().filter(pk=endpoint.pk).first()
+    expires_at = now + timedelta(seconds=overlap_seconds)
+    endpoint.secrets.signing(now).filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=expires_at)
+    ).update(expires_at=expires_at)
+    secret = generate_secret()
+    EndpointSecret.objects.create(
+        endpoint=endpoint, ciphertext=encryption.encrypt(secret), created_at=now
+    )
+    return RotatedSecret(
+        endpoint=endpoint,
+        signing_secret=secret,
+        previous_expires_at=expires_at if overlap_seconds else now,
+    )
+
+
+def expired_secrets_purge(*, now: datetime | None = None) -> int:
+    """Deletes secrets whose overlap has ended: they sign nothing and decrypt nothing."""
+    deleted, _ = EndpointSecret.objects.filter(expires_at__lte=now or timezone.now()).delete()
+    return deleted
+
+
+def encryption_key_rotate(*, batch_size: int = 500) -> int:
+    """Re-encrypts every stored secret under the first SIGNING_SECRET_ENCRYPTION_KEYS key.
+
+    Runs while the service runs: each row is rewritten on its own, only if its ciphertext has
+    not changed since it was read, and every configured key still decrypts meanwhile.
+    """
+    done = 0
+    last_id = 0
+    while True:
+        rows = list(
+            EndpointSecret.objects.filter(pk__gt=last_id)
+            .order_by("pk")
+            .values_list("pk", "ciphertext")[:batch_size]
+        )
+        if not rows:
+            return done
+        for pk, ciphertext in rows:
+            rotated = encryption.reencrypt(ciphertext)
+            done += EndpointSecret.objects.filter(pk=pk, ciphertext=ciphertext).update(
+                ciphertext=rotated
+            )
+        last_id = rows[-1][0]

@@ -248,10 +248,12 @@ CELERY_TASK_ROUTES = {
     "deliveries.deliver": {"queue": "deliveries"},
     "deliveries.fan_out": {"queue": "fanout"},
     "deliveries.sweep": {"queue": "maintenance"},
+    "webhooks.purge_expired_secrets": {"queue": "maintenance"},
 }
 # Sending is I/O-bound: threads, not processes. One plain worker serves every queue.
 CELERY_WORKER_POOL = env.str("CELERY_WORKER_POOL", default="threads")
 CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=16)
 CELERY_BEAT_SCHEDULE = {
     "sweep-deliveries": {"task": "deliveries.sweep", "schedule": WEBHOOKS_SWEEP_INTERVAL},
+    "purge-expired-secrets": {"task": "webhooks.purge_expired_secrets", "schedule": 3600.0},
 }

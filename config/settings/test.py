@@ -10,9 +10,9 @@ DATABASES["default"] = env.db_url(
 )
 DATABASES["default"]["CONN_MAX_AGE"] = 0
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_kinetic")}
-SIGNING_SECRET_ENCRYPTION_KEYS = [
-    "dGVzdC1vbmx5LWZlcm5ldC1rZXktMDEyMzQ1Njc4OTA=",
-]
+SIGNING_SECRET_ENCRYPTION_KEYS = env.list(
+    "SIGNING_SECRET_ENCRYPTION_KEYS", default=["dGVzdC1vbmx5LWZlcm5ldC1rZXktMDEyMzQ1Njc4OTA="]
+)
 CELERY_BROKER_URL = env.str("TEST_CELERY_BROKER_URL", default="redis://127.0.0.1:6379/14")
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only
 STORAGES = {

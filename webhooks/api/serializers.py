@@ -5,6 +5,7 @@ from api.serializers import (
     InputSerializer,
     StrictCharField,
     StrictChoiceField,
+    StrictIntegerField,
 )
 from webhooks.models import WebhookEndpoint
 from webhooks.url_policy import MAX_URL_LENGTH
@@ -35,6 +36,21 @@ class WebhookEndpointUpdateInput(InputSerializer):
     url = StrictCharField(max_length=MAX_URL_LENGTH, required=False)
     enabled_events = _events_field(required=False)
     status = StrictChoiceField(choices=WebhookEndpoint.Status.choices, required=False)
+
+
+MAX_ROTATION_OVERLAP = 7 * 24 * 3600
+
+
+class RotateSecretInput(InputSerializer):
+    overlap_seconds = StrictIntegerField(
+        required=False,
+        min_value=0,
+        max_value=MAX_ROTATION_OVERLAP,
+        help_text=(
+            "How long the current secret keeps signing beside the new one (default 86400; "
+            "0 revokes it at once)."
+        ),
+    )
 
 
 class WebhookEndpointOutput(serializers.Serializer):

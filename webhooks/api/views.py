@@ -1,5 +1,6 @@
 from typing import Any
 
+from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -12,6 +13,7 @@ from webhooks import services
 from webhooks.api import openapi as docs
 from webhooks.api.serializers import (
     EventTypeListOutput,
+    RotateSecretInput,
     WebhookEndpointCreatedOutput,
     WebhookEndpointCreateInput,
     WebhookEndpointDeletedOutput,
@@ -35,6 +37,7 @@ class WebhookEndpointViewSet(ApiViewSet):
         "create": scopes.WEBHOOK_ENDPOINTS_WRITE,
         "partial_update": scopes.WEBHOOK_ENDPOINTS_WRITE,
         "destroy": scopes.WEBHOOK_ENDPOINTS_WRITE,
+        "rotate_secret": scopes.WEBHOOK_ENDPOINTS_WRITE,
     }
     query_params = {"list": LIST_PARAMS}
 
@@ -159,6 +162,29 @@ class WebhookEndpointViewSet(ApiViewSet):
         endpoint = self.get_endpoint(webhook_endpoint_id)
         services.endpoint_delete(endpoint=endpoint)
         return Response({"webhook_endpoint_id": endpoint.public_id, "deleted": True})
+
+    @api_operation(
+        operation_id="webhook_endpoints_rotate_secret",
+        summary="Rotate a webhook endpoint's signing secret",
+        description=(
+            "Makes a new signing secret and returns it, once, on this response. The current "
+            "secret keeps signing for `overlap_seconds` (default 86400, at most 604800; `0` "
+            "revokes it at once): meanwhile every delivery's `MD-Signature` carries one `v1` "
+            "per valid secret, newest first, so receivers can switch without a failed check."
+        ),
+        scope=scopes.WEBHOOK_ENDPOINTS_WRITE,
+        tags=[docs.TAG_WEBHOOK_ENDPOINTS],
+        lookup=docs.WEBHOOK_ENDPOINT_ID,
+        request=RotateSecretInput,
+        idempotent=True,
+        responses={200: WebhookEndpointCreatedOutput},
+    )
+    @action(detail=True, methods=["post"], url_path="rotate_secret")
+    def rotate_secret(self, request: Request, webhook_endpoint_id: str) -> Response:
+        endpoint = self.get_endpoint(webhook_endpoint_id)
+        data = self.validated(RotateSecretInput, request.data)
+        rotated = services.endpoint_secret_rotate(endpoint=endpoint, **data)
+        return Response(WebhookEndpointCreatedOutput(rotated).data)
 
 
 class EventTypeViewSet(ApiViewSet):

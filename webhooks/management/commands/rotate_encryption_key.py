@@ -1,0 +1,22 @@
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from webhooks.services import encryption_key_rotate
+
+
+class Command(BaseCommand):
+    help = (
+        "Re-encrypt every stored signing secret with the first key of "
+        "SIGNING_SECRET_ENCRYPTION_KEYS. Safe while the service runs; afterwards the other keys "
+        "can be removed from the setting. Prints the number of secrets re-encrypted."
+    )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        count = encryption_key_rotate()
+        keys = len(settings.SIGNING_SECRET_ENCRYPTION_KEYS)
+        self.stdout.write(
+            f"Re-encrypted {count} signing secrets with the first of {keys} configured keys."
+        )
+        self.stdout.write(str(count))
