@@ -7,7 +7,11 @@ time. Redirects are never followed, proxies from the environment are ignored, co
 kept, and at most RESPONSE_EXCERPT_BYTES of a response are read.
 """
 
+import contextlib
+import heapq
+import itertools
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -32,6 +36,65 @@ class DestinationForbidden(NewConnectionError):
     """The host resolved to an address webhooks may not reach."""
 
 
+class _Attempt:
+    """One request in flight: the connection it uses, so the watchdog can cut it off."""
+
+    __slots__ = ("aborted", "connection", "finished")
+
+    def __init__(self) -> None:
+        self.connection: HTTPConnection | None = None
+        self.finished = False
+        self.aborted = False
+
+    def abort(self) -> None:
+        connection = self.connection
+        sock = getattr(connection, "sock", None) if connection is not None else None
+        if sock is None or self.finished:
+            return
+        self.aborted = True
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)  # a blocked recv in the sending thread returns
+
+
+class _Watchdog:
+    """Enforces each attempt's total deadline. Socket timeouts bound each read, not the sum: a
+    receiver dripping a byte a second would otherwise hold a sending thread for hours."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Attempt]] = []
+        self._order = itertools.count()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, attempt: _Attempt, deadline: float) -> None:
+        with self._wake:
+            heapq.heappush(self._heap, (deadline, next(self._order), attempt))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="webhook-watchdog", daemon=True
+                )
+                self._thread.start()
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._heap:
+                    self._wake.wait()
+                deadline, _, attempt = self._heap[0]
+                delay = deadline - time.monotonic()
+                if delay > 0 and not attempt.finished:
+                    self._wake.wait(delay)
+                    continue
+                heapq.heappop(self._heap)
+            if not attempt.finished:
+                attempt.abort()
+
+
+_watchdog = _Watchdog()
+_current = threading.local()
+
+
 class _GuardedConnectionMixin:
     allow_private = False
     host: str
@@ -40,6 +103,12 @@ class _GuardedConnectionMixin:
     source_address: Any
     socket_options: Any
     _dns_host: str
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        attempt = getattr(_current, "attempt", None)
+        if attempt is not None:
+            attempt.connection = self
+        super().request(*args, **kwargs)  # type: ignore[misc]
 
     def _new_conn(self) -> socket.socket:
         host = self._dns_host.rstrip(".")
@@ -180,6 +249,9 @@ def post(
     excerpt = b""
     retry_after = None
     error = ""
+    attempt = _Attempt()
+    _current.attempt = attempt
+    _watchdog.watch(attempt, deadline)
     try:
         with session(allow_private).post(
             url,
@@ -189,6 +261,9 @@ def post(
             allow_redirects=False,
             stream=True,
         ) as response:
+            if attempt.aborted:
+                # Cut off mid-headers: what arrived is not a response.
+                raise TimeoutError("response headers not complete by the deadline")
             status = response.status_code
             retry_after = response.headers.get("Retry-After")
             excerpt = _read_capped(response, deadline)
@@ -197,7 +272,11 @@ def post(
             elif not 200 <= status < 300:
                 error = f"http_{status}"
     except Exception as exc:  # every failure is an outcome to record
-        error = _classify(exc)
+        status = None
+        error = "timeout" if attempt.aborted else _classify(exc)
+    finally:
+        attempt.finished = True
+        _current.attempt = None
     return Outcome(
         status_code=status,
         error=error,

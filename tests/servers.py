@@ -9,6 +9,8 @@ import os
 import shutil
 import signal
 import socket
+import ssl
+import struct
 import subprocess
 import sys
 import tempfile
@@ -50,6 +52,10 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b"ok"
     delay: float = 0.0  # seconds before answering; a large value never answers in time
+    stream: int = 0  # answer with this many bytes, sent in 64 KiB chunks, instead of `body`
+    endless: bool = False  # a body that never ends (no Content-Length)
+    drip_headers: bool = False  # the status line, then one header byte every 0.2 s, forever
+    reset: bool = False  # close the connection with a TCP reset instead of answering
 
 
 @dataclass
@@ -67,7 +73,8 @@ class Received:
 class Receiver:
     """Records every request; answers per path from a script of replies, then 200."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: "tuple[str, str] | None" = None) -> None:
+        self.bytes_streamed = 0
         self.requests: list[Received] = []
         self.scripts: dict[str, list[Reply]] = {}
         self.lock = threading.Lock()
@@ -88,6 +95,17 @@ class Receiver:
                     reply = script.pop(0) if script else Reply()
                 if reply.delay and receiver.closing.wait(reply.delay):
                     return
+                if reply.reset:
+                    linger = struct.pack("ii", 1, 0)
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                    self.close_connection = True
+                    return
+                if reply.drip_headers:
+                    self._drip()
+                    return
+                if reply.stream or reply.endless:
+                    self._stream(reply)
+                    return
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
@@ -95,12 +113,47 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(reply.body)
 
+            def _drip(self) -> None:
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+                while not receiver.closing.wait(0.2):
+                    try:
+                        self.wfile.write(b"a")
+                        self.wfile.flush()
+                    except OSError:
+                        return
+
+            def _stream(self, reply: Reply) -> None:
+                self.send_response(reply.status)
+                if reply.endless:
+                    self.send_header("Connection", "close")
+                else:
+                    self.send_header("Content-Length", str(reply.stream))
+                self.end_headers()
+                chunk = b"x" * 65536
+                sent = 0
+                while (reply.endless or sent < reply.stream) and not receiver.closing.is_set():
+                    try:
+                        self.wfile.write(chunk)
+                    except OSError:
+                        break
+                    sent += len(chunk)
+                    with receiver.lock:
+                        receiver.bytes_streamed += len(chunk)
+                self.close_connection = True
+
             def log_message(self, *args: Any) -> None:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "http"
+        if tls is not None:  # (certificate file, key file)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.port = self.server.server_address[1]
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

@@ -1,0 +1,225 @@
+"""What a delivery attempt may reach and how long it may take (SSRF, hostile receivers).
+
+These run the real dispatcher (claim, sign, send, record) in the test process rather than in a
+worker, because they control DNS: `socket.getaddrinfo` is patched for names under
+`.webhooks.test` only, which is how a rebinding attack looks from here. Receivers are real
+servers on 127.0.0.1.
+"""
+
+import datetime
+import socket
+import time
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from deliveries import transport
+from deliveries.dispatch import deliveries_send
+from deliveries.models import Delivery, DeliveryAttempt
+from deliveries.services import event_fan_out, event_publish
+from tests import factories
+from tests.servers import Receiver, Reply
+
+PUBLIC = "93.184.216.34"
+real_getaddrinfo = socket.getaddrinfo
+
+
+@pytest.fixture
+def dns(monkeypatch):
+    """answers[name] = [addresses]: what the fake resolver says for names under .webhooks.test."""
+    answers: dict[str, list[str]] = {}
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        name = host.rstrip(".") if isinstance(host, str) else host
+        if isinstance(name, str) and name.endswith(".webhooks.test"):
+            if name not in answers:
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+            family = {4: socket.AF_INET, 6: socket.AF_INET6}
+            return [
+                (family[6 if ":" in a else 4], socket.SOCK_STREAM, 6, "", (a, port or 0))
+                for a in answers[name]
+            ]
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return answers
+
+
+@pytest.fixture
+def tls_receiver(tmp_path):
+    """A receiver with a self-signed certificate (no client trusts it)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rebind.webhooks.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("rebind.webhooks.test")]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = Receiver(tls=(str(cert_file), str(key_file)))
+    yield server
+    server.close()
+
+
+def deliver_once(environment, endpoint):
+    """Publishes one event and runs its delivery to `endpoint` once, here and now."""
+    event = event_publish(environment=environment, type="packet.created", data={"n": 1})
+    event_fan_out(event_id=event.pk)
+    ids = list(Delivery.objects.filter(event=event).values_list("id", flat=True))
+    deliveries_send(delivery_ids=ids)
+    return DeliveryAttempt.objects.get(
+        delivery__event=event, delivery__endpoint__public_id=endpoint["webhook_endpoint_id"]
+    )
+
+
+def attempt_for(environment, url):
+    endpoint = factories.api_client(environment).create_endpoint(url)
+    return deliver_once(environment, endpoint)
+
+
+def test_dns_rebinding_cannot_reach_an_internal_address_in_production(
+    production, dns, tls_receiver, settings
+):
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True  # never applies to production
+    dns["rebind.webhooks.test"] = [PUBLIC]  # what registration sees
+    client = factories.api_client(production)
+    url = f"https://rebind.webhooks.test:{tls_receiver.port}/hook"
+    endpoint = client.create_endpoint(url)
+    dns["rebind.webhooks.test"] = ["127.0.0.1"]  # what the attacker's DNS says at delivery
+
+    attempt = deliver_once(production, endpoint)
+    assert attempt.error == "destination_forbidden"
+    assert not attempt.succeeded
+    assert tls_receiver.received() == []  # not even a TLS handshake's request
+
+
+def test_a_name_with_one_private_answer_among_public_ones_is_refused(production, dns, tls_receiver):
+    dns["mixed.webhooks.test"] = [PUBLIC]
+    client = factories.api_client(production)
+    endpoint = client.create_endpoint(f"https://mixed.webhooks.test:{tls_receiver.port}/hook")
+    dns["mixed.webhooks.test"] = [PUBLIC, "10.0.0.7"]
+    attempt = deliver_once(production, endpoint)
+    assert attempt.error == "destination_forbidden"
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_sandbox_follows_the_operators_setting_at_delivery_too(
+    sandbox, dns, receiver, settings, allow
+):
+    dns["dev.webhooks.test"] = [PUBLIC]
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = False
+    client = factories.api_client(sandbox)
+    endpoint = client.create_endpoint(f"http://dev.webhooks.test:{receiver.port}/hook")
+    dns["dev.webhooks.test"] = ["127.0.0.1"]
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = allow
+    attempt = deliver_once(sandbox, endpoint)
+    if allow:
+        assert attempt.succeeded
+        assert len(receiver.received("/hook")) == 1
+    else:
+        assert attempt.error == "destination_forbidden"
+        assert receiver.received() == []
+
+
+def test_an_untrusted_certificate_is_a_failed_attempt(sandbox, dns, tls_receiver, settings):
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    dns["rebind.webhooks.test"] = ["127.0.0.1"]
+    attempt = attempt_for(sandbox, f"https://rebind.webhooks.test:{tls_receiver.port}/hook")
+    assert attempt.error == "tls_error"
+    delivery = attempt.delivery
+    delivery.refresh_from_db()
+    assert delivery.status == "pending"  # retried later
+    assert delivery.next_attempt_at is not None
+
+
+# --- Hostile receivers, straight through the outbound client --------------------------------
+
+
+def post(receiver, path, timeout=2.0):
+    return transport.post(
+        f"{receiver.url}{path}", b"{}", {"Content-Type": "application/json"},
+        allow_private=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_a_huge_response_is_read_no_further_than_the_excerpt(receiver):
+    receiver.script("/huge", Reply(200, stream=100 * 1024 * 1024))
+    outcome = post(receiver, "/huge")
+    assert outcome.succeeded
+    assert len(outcome.response_body) == transport.RESPONSE_EXCERPT_BYTES
+    time.sleep(0.2)
+    assert receiver.bytes_streamed < 10 * 1024 * 1024  # we hung up long before 100 MB
+
+
+def test_a_response_that_never_ends_is_cut_at_the_excerpt(receiver):
+    receiver.script("/endless", Reply(200, endless=True))
+    outcome = post(receiver, "/endless")
+    assert outcome.succeeded
+    assert len(outcome.response_body) == transport.RESPONSE_EXCERPT_BYTES
+
+
+def test_a_slow_drip_is_cut_at_the_attempts_deadline(receiver):
+    receiver.script("/drip", Reply(drip_headers=True))
+    started = time.monotonic()
+    outcome = post(receiver, "/drip", timeout=1.5)
+    took = time.monotonic() - started
+    assert outcome.error == "timeout"
+    assert not outcome.succeeded
+    # Bounded by the total deadline, not by the per-read socket timeout.
+    assert took < 10
+
+
+def test_a_connection_reset_is_a_failed_attempt(receiver):
+    receiver.script("/reset", Reply(reset=True))
+    outcome = post(receiver, "/reset")
+    assert outcome.error == "connection_error"
+
+
+def test_a_redirect_to_an_internal_address_is_not_followed(receiver):
+    receiver.script(
+        "/redirect", Reply(307, headers={"Location": "http://169.254.169.254/latest/meta-data/"})
+    )
+    outcome = post(receiver, "/redirect")
+    assert outcome.status_code == 307
+    assert outcome.error == "redirect_not_followed"
+    assert not outcome.succeeded
+
+
+def test_proxy_variables_from_the_environment_are_ignored(receiver, monkeypatch):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    outcome = post(receiver, "/direct")
+    assert outcome.succeeded
+    assert len(receiver.received("/direct")) == 1
+
+
+def test_the_outbound_client_refuses_private_addresses_by_itself(receiver):
+    outcome = transport.post(f"{receiver.url}/x", b"{}", {}, allow_private=False, timeout=2.0)
+    assert outcome.error == "destination_forbidden"
+    for url in ("http://[::1]:9/x", "http://0x7f.1:9/x", "http://2130706433:9/x"):
+        assert transport.post(url, b"{}", {}, allow_private=False, timeout=2.0).error == (
+            "destination_forbidden"
+        )
+    assert receiver.received() == []
