@@ -6,3 +6,6 @@ class ApiConfig(AppConfig):
 
     name = "api"
     verbose_name = "API platform"
+
+    def ready(self) -> None:
+        from api import checks  # noqa: F401  registers the system checks

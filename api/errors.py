@@ -6,6 +6,7 @@ error: ours (`ApiError`), DRF's (validation, parsing, auth, 405) and Django's (4
 
 import json
 import logging
+import math
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -153,7 +154,7 @@ def to_api_error(exc: Exception) -> ApiError | None:
             "Request bodies must be JSON, sent with Content-Type: application/json.",
         )
     if isinstance(exc, drf.Throttled):
-        wait = max(1, int(exc.wait or 1))
+        wait = max(1, math.ceil(exc.wait or 1))
         return ApiError(
             "rate_limited",
             f"Too many requests. Retry after {wait} seconds.",

@@ -14,6 +14,8 @@ SIGNING_SECRET_ENCRYPTION_KEYS = env.list(
     "SIGNING_SECRET_ENCRYPTION_KEYS", default=["dGVzdC1vbmx5LWZlcm5ldC1rZXktMDEyMzQ1Njc4OTA="]
 )
 CELERY_BROKER_URL = env.str("TEST_CELERY_BROKER_URL", default="redis://127.0.0.1:6379/14")
+# Tests that are about rate limits turn them on; the rest send bursts with one key.
+API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="off")
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

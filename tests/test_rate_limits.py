@@ -1,0 +1,114 @@
+"""Rate limits per API key: 429 rate_limited with Retry-After, one count across processes."""
+
+import subprocess
+import sys
+import threading
+
+import pytest
+import requests
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+
+from tests import factories
+from tests.servers import ROOT, free_port, wait_for
+from tests.test_auth import assert_error
+
+
+@pytest.fixture
+def limited(settings, broker):
+    settings.API_RATE_LIMIT = "5/h"  # a window no test run straddles (counted in the broker)
+
+
+def test_over_the_limit_is_429_with_retry_after(api, limited):
+    statuses = [api.get("/v1/webhook_endpoints").status_code for _ in range(5)]
+    assert statuses == [200] * 5
+    response = api.post("/v1/webhook_endpoints", {"url": "https://example.com/x"})
+    error = assert_error(response, 429, "rate_limited")
+    assert error["type"] == "rate_limit_error"
+    retry_after = int(response["Retry-After"])
+    assert 1 <= retry_after <= 3600
+    assert str(retry_after) in error["message"]
+
+
+def test_keys_are_counted_separately(api, limited):
+    for _ in range(5):
+        api.get("/v1/webhook_endpoints")
+    assert api.get("/v1/webhook_endpoints").status_code == 429
+    other = factories.api_client(api.environment)
+    assert other.get("/v1/webhook_endpoints").status_code == 200
+
+
+def test_unauthenticated_requests_are_not_counted_against_a_key(api, limited):
+    anonymous = factories.ApiClient("md_test_" + "z" * 40)
+    for _ in range(10):
+        assert anonymous.get("/v1/webhook_endpoints").status_code == 401
+    assert api.get("/v1/webhook_endpoints").status_code == 200
+
+
+def test_a_broken_limiter_lets_requests_through(api, settings):
+    settings.API_RATE_LIMIT = "1/h"
+    settings.API_RATE_LIMIT_REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nobody there
+    assert [api.get("/v1/webhook_endpoints").status_code for _ in range(3)] == [200] * 3
+
+
+@pytest.mark.parametrize("rate", ["lots", "10/d", "0/s", "-1/m", "5"])
+def test_a_bad_limit_fails_the_system_check(settings, rate):
+    settings.API_RATE_LIMIT = rate
+    with pytest.raises(SystemCheckError, match="API_RATE_LIMIT"):
+        call_command("check")
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_the_limit_holds_across_gunicorn_workers(broker, django_db_blocker):
+    from django.db import connection
+
+    env = factories.environment()
+    _, raw = factories.api_key(env)
+    s = connection.settings_dict
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
+         "--workers", "3", "--worker-class", "sync", "--log-level", "warning"],
+        cwd=ROOT,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "TEST_DATABASE_URL": f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}",
+            "TEST_CELERY_BROKER_URL": broker.url,
+            "API_RATE_LIMIT": "20/h",
+        },
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/v1/webhook_endpoints"
+        headers = {"Authorization": f"Bearer {raw}"}
+
+        def up() -> bool:
+            try:
+                requests.get(f"http://127.0.0.1:{port}/v1/event_types", timeout=5)
+            except requests.RequestException:
+                return False
+            return True
+
+        wait_for(up, timeout=30)
+        statuses: list[int] = []
+        lock = threading.Lock()
+
+        def burst() -> None:
+            with requests.Session() as session:
+                for _ in range(10):
+                    code = session.get(url, headers=headers, timeout=10).status_code
+                    with lock:
+                        statuses.append(code)
+
+        threads = [threading.Thread(target=burst) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        # 60 requests spread over 3 worker processes; one shared count lets exactly 20 through.
+        assert statuses.count(200) == 20, statuses
+        assert statuses.count(429) == 40
+    finally:
+        server.terminate()
+        server.wait(10)
