@@ -4,6 +4,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView
 
+from api import health
+
 # The reference is public: no API key is asked for, and a bad one is not a 401 here. The API's
 # exception handler and middleware still apply (error envelope, MD-Request-Id, MD-Version).
 # GET only, like the API: no OPTIONS metadata.
@@ -27,6 +29,8 @@ urlpatterns = [
         name="api-docs",
     ),
     path("admin/", admin.site.urls),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
 ]
 
 handler400 = "api.errors.handler400"

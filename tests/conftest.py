@@ -20,7 +20,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _redis is not None:
-        _redis.stop()
+        _redis.destroy()
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ Tests that stop, restart or flush a server use a private one started here on a f
 the machine's shared PostgreSQL and Redis are never touched that way.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -214,6 +215,9 @@ class PrivateRedis:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(10)
+
+    def destroy(self) -> None:
+        self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -275,3 +279,90 @@ class CeleryWorker:
             except subprocess.TimeoutExpired:
                 self.kill()
         shutil.rmtree(self.schedule_dir, ignore_errors=True)
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of our own (initdb into a temporary folder, a free port), to stop
+    and start at will. Runs as the `postgres` user when the tests run as root."""
+
+    def __init__(self) -> None:
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        if not found:
+            raise RuntimeError("PostgreSQL server binaries are not installed")
+        self.bin = found[-1].parent
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="kinetic-pg-"))
+        self.data = self.dir / "data"
+        self.as_owner: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+            self.as_owner = ["runuser", "-u", "postgres", "--"]
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        self.start()
+
+    def _run(self, tool: str, *args: str) -> None:
+        subprocess.run(
+            [*self.as_owner, str(self.bin / tool), *args],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=self.dir,
+        )
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off"
+        )
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-w", "-l",
+                  str(self.dir / "log"), "start")  # fmt: skip
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def create_database(self, name: str) -> str:
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
+        return self.url(name)
+
+    def destroy(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Gunicorn:
+    """The web app as production runs it, on a free port, with the test settings."""
+
+    def __init__(self, database_url: str, broker_url: str, **settings: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{self.port}",
+             "--workers", settings.pop("WORKERS", "1"), "--log-level", "warning"],
+            cwd=ROOT,
+            env={
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "DJANGO_SETTINGS_MODULE": "config.settings.test",
+                "TEST_DATABASE_URL": database_url,
+                "TEST_CELERY_BROKER_URL": broker_url,
+                **settings,
+            },
+        )  # fmt: skip
+        wait_for(self._answers, timeout=30)
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+        except OSError:
+            return self.process.poll() is not None  # stop waiting if it died
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)

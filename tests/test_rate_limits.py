@@ -1,7 +1,5 @@
 """Rate limits per API key: 429 rate_limited with Retry-After, one count across processes."""
 
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -10,7 +8,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
 from tests import factories
-from tests.servers import ROOT, free_port, wait_for
+from tests.servers import Gunicorn, free_port
 from tests.test_auth import assert_error
 
 
@@ -60,37 +58,17 @@ def test_a_bad_limit_fails_the_system_check(settings, rate):
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_the_limit_holds_across_gunicorn_workers(broker, django_db_blocker):
+def test_the_limit_holds_across_gunicorn_workers(broker):
     from django.db import connection
 
     env = factories.environment()
     _, raw = factories.api_key(env)
     s = connection.settings_dict
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
-         "--workers", "3", "--worker-class", "sync", "--log-level", "warning"],
-        cwd=ROOT,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "DJANGO_SETTINGS_MODULE": "config.settings.test",
-            "TEST_DATABASE_URL": f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}",
-            "TEST_CELERY_BROKER_URL": broker.url,
-            "API_RATE_LIMIT": "20/h",
-        },
-    )  # fmt: skip
+    database_url = f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+    server = Gunicorn(database_url, broker.url, WORKERS="3", API_RATE_LIMIT="20/h")
     try:
-        url = f"http://127.0.0.1:{port}/v1/webhook_endpoints"
+        url = f"{server.url}/v1/webhook_endpoints"
         headers = {"Authorization": f"Bearer {raw}"}
-
-        def up() -> bool:
-            try:
-                requests.get(f"http://127.0.0.1:{port}/v1/event_types", timeout=5)
-            except requests.RequestException:
-                return False
-            return True
-
-        wait_for(up, timeout=30)
         statuses: list[int] = []
         lock = threading.Lock()
 
@@ -110,5 +88,4 @@ def test_the_limit_holds_across_gunicorn_workers(broker, django_db_blocker):
         assert statuses.count(200) == 20, statuses
         assert statuses.count(429) == 40
     finally:
-        server.terminate()
-        server.wait(10)
+        server.stop()

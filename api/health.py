@@ -1,0 +1,57 @@
+"""Liveness and readiness, for load balancers and orchestrators (no API key, no envelope).
+
+`/healthz`: the process answers. `/readyz`: it can do its job — the database answers, every
+migration is applied, the broker accepts a connection; `503` names what failed.
+"""
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.migrations.executor import MigrationExecutor
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.http import require_GET
+from kombu import Connection
+
+BROKER_TIMEOUT = 2.0
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+def _database() -> str | None:
+    try:
+        connection = connections[DEFAULT_DB_ALIAS]
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        executor = MigrationExecutor(connection)
+        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except Exception as exc:  # whatever it is, the database is not usable
+        return f"database unavailable: {type(exc).__name__}"
+    if pending:
+        return f"migrations: {len(pending)} not applied"
+    return None
+
+
+def _broker() -> str | None:
+    try:
+        with Connection(
+            settings.CELERY_BROKER_URL,
+            transport_options=getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}),
+            connect_timeout=BROKER_TIMEOUT,
+        ) as connection:
+            connection.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT)
+    except Exception as exc:  # as above: any failure means "not ready"
+        return f"broker unavailable: {type(exc).__name__}"
+    return None
+
+
+@require_GET
+def readyz(request: HttpRequest) -> JsonResponse:
+    checks = {"database": _database(), "broker": _broker()}
+    failing = {name: problem for name, problem in checks.items() if problem}
+    body = {
+        "status": "unavailable" if failing else "ok",
+        "checks": {name: problem or "ok" for name, problem in checks.items()},
+    }
+    return JsonResponse(body, status=503 if failing else 200)
