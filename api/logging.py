@@ -1,13 +1,69 @@
-"""Carries the current request's id to every log line written while it is served."""
+"""Log lines that say which request or task they belong to.
 
+Every line written while a request is served carries its `request_id` (MD-Request-Id); every
+line written by a task carries what the task works on (`event_id`, `delivery_ids`). Production
+writes one JSON object per line; local runs write readable text.
+"""
+
+import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
 
 current_request_id: ContextVar[str] = ContextVar("current_request_id", default="-")
+current_task_context: ContextVar[dict[str, Any] | None] = ContextVar(
+    "current_task_context", default=None
+)
+
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "request_id",
+    "context",
+}
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Adds `fields` to every log line written inside the block (tasks use it)."""
+    token = current_task_context.set({**(current_task_context.get() or {}), **fields})
+    try:
+        yield
+    finally:
+        current_task_context.reset(token)
 
 
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
             record.request_id = current_request_id.get()
+        context = current_task_context.get() or {}
+        record.context = " ".join(f"{k}={v}" for k, v in context.items())
+        for key, value in context.items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
         return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, ids, extra fields, traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", "-")
+        if request_id != "-":
+            entry["request_id"] = request_id
+        for key, value in vars(record).items():
+            if key not in _RECORD_FIELDS and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView
 
-from api import health
+from api import health, metrics
 
 # The reference is public: no API key is asked for, and a bad one is not a 401 here. The API's
 # exception handler and middleware still apply (error envelope, MD-Request-Id, MD-Version).
@@ -31,6 +31,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
 ]
 
 handler400 = "api.errors.handler400"

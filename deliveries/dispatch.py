@@ -24,6 +24,7 @@ from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
+from api import metrics
 from deliveries import schedule, signature, transport
 from deliveries.models import Delivery, DeliveryAttempt
 from deliveries.services import endpoint_deliveries_cancel
@@ -178,6 +179,7 @@ def _cancel_for_gone_endpoints(deliveries: list[Delivery], token: uuid.UUID) -> 
         ("endpoint deleted", [d for d in deliveries if d.endpoint.deleted_at is not None]),
         ("endpoint disabled", [d for d in deliveries if d.endpoint.deleted_at is None]),
     ):
+        metrics.DELIVERIES_CANCELLED.inc(len(group))
         Delivery.objects.filter(id__in=[d.pk for d in group], claim_token=token).update(
             status=Delivery.Status.CANCELLED,
             completed_at=now,
@@ -234,9 +236,25 @@ def _record(results: list[Sent], token: uuid.UUID) -> None:
                 claim_token=None,
             )
         gone = {r.delivery.endpoint_id for r in failures if r.outcome.status_code == 410}
-        if failures:
-            _record_failures(failures, token, now, gone)
+        next_at = _record_failures(failures, token, now, gone) if failures else {}
         _update_endpoint_health(successes, failures, gone, now)
+    _observe(successes, failures, next_at, now)
+
+
+def _observe(
+    successes: list[Sent], failures: list[Sent], next_at: dict[int, datetime | None], now: datetime
+) -> None:
+    for r in successes + failures:
+        metrics.ATTEMPT_DURATION.observe(r.outcome.duration_ms / 1000)
+    for r in successes:
+        metrics.DELIVERY_ATTEMPTS.labels("succeeded").inc()
+        metrics.DELIVERY_LATENCY.observe((now - r.delivery.event.created_at).total_seconds())
+        metrics.ATTEMPTS_PER_DELIVERY.observe(r.delivery.attempt_count + 1)
+    for r in failures:
+        exhausted = next_at.get(r.delivery.pk) is None
+        metrics.DELIVERY_ATTEMPTS.labels("exhausted" if exhausted else "failed").inc()
+        if exhausted:
+            metrics.ATTEMPTS_PER_DELIVERY.observe(r.delivery.attempt_count + 1)
 
 
 def _record_failures(failures: list[Sent], token: uuid.UUID, now: datetime, gone: set[int]) -> None:
@@ -271,6 +289,7 @@ def _record_failures(failures: list[Sent], token: uuid.UUID, now: datetime, gone
         claim_token=None,
         enqueued_at=None,
     )
+    return next_at
 
 
 def _per_delivery(results: list[Sent], field: str, value: Callable[[Sent], object]) -> Case:
@@ -320,4 +339,5 @@ def _update_endpoint_health(
         ).update(status=WebhookEndpoint.Status.DISABLED, disabled_reason=reason, updated_at=now)
         if disabled:
             logger.warning("endpoint %s disabled automatically: %s", pk, reason)
+            metrics.ENDPOINTS_AUTO_DISABLED.labels("gone" if pk in gone else "failing").inc()
             endpoint_deliveries_cancel(endpoint_ids=[pk], reason="endpoint disabled")

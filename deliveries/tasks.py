@@ -6,19 +6,22 @@ and the sweep only queues what PostgreSQL says is due.
 
 from celery import shared_task
 
+from api.logging import log_context
 from deliveries import dispatch, services
 
 
 @shared_task(name="deliveries.fan_out", ignore_result=True)
 def fan_out_task(event_id: int) -> None:
     """Turns one event into its deliveries and queues them."""
-    services.event_fan_out(event_id=event_id)
+    with log_context(event_pk=event_id):
+        services.event_fan_out(event_id=event_id)
 
 
 @shared_task(name="deliveries.deliver", ignore_result=True)
 def deliver_task(delivery_ids: list[int]) -> None:
     """Attempts a batch of deliveries (those still due and unclaimed)."""
-    dispatch.deliveries_send(delivery_ids=delivery_ids)
+    with log_context(delivery_pks=delivery_ids):
+        dispatch.deliveries_send(delivery_ids=delivery_ids)
 
 
 @shared_task(name="deliveries.sweep", ignore_result=True, expires=30)

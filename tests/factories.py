@@ -81,3 +81,21 @@ def api_client(env: Environment | None = None, scopes: list[str] | None = None) 
     env = env or environment()
     _, raw = api_key(env, scopes)
     return ApiClient(raw, env)
+
+
+def deliver_here(environment: Environment, type_: str = "packet.created") -> Any:
+    """Publishes an event and runs its fan-out and delivery once, in this process, now.
+
+    The real services (no Celery hop), for tests that control DNS or read this process's
+    metrics. Returns the event.
+    """
+    from deliveries.dispatch import deliveries_send
+    from deliveries.models import Delivery
+    from deliveries.services import event_fan_out, event_publish
+
+    event = event_publish(environment=environment, type=type_, data={"n": 1})
+    event_fan_out(event_id=event.pk)
+    deliveries_send(
+        delivery_ids=list(Delivery.objects.filter(event=event).values_list("id", flat=True))
+    )
+    return event

@@ -17,9 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from deliveries import transport
-from deliveries.dispatch import deliveries_send
-from deliveries.models import Delivery, DeliveryAttempt
-from deliveries.services import event_fan_out, event_publish
+from deliveries.models import DeliveryAttempt
 from tests import factories
 from tests.servers import Receiver, Reply
 
@@ -83,10 +81,7 @@ def tls_receiver(tmp_path):
 
 def deliver_once(environment, endpoint):
     """Publishes one event and runs its delivery to `endpoint` once, here and now."""
-    event = event_publish(environment=environment, type="packet.created", data={"n": 1})
-    event_fan_out(event_id=event.pk)
-    ids = list(Delivery.objects.filter(event=event).values_list("id", flat=True))
-    deliveries_send(delivery_ids=ids)
+    event = factories.deliver_here(environment)
     return DeliveryAttempt.objects.get(
         delivery__event=event, delivery__endpoint__public_id=endpoint["webhook_endpoint_id"]
     )

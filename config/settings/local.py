@@ -1,7 +1,7 @@
 """A developer's machine: `bin/dev` runs the whole service on these defaults."""
 
 from config.settings.base import *  # noqa: F403
-from config.settings.base import env
+from config.settings.base import LOGGING, env
 
 DEBUG = env.bool("DEBUG", default=True)
 # Local runs only: every other environment must set its own (production refuses to start).
@@ -14,3 +14,6 @@ SIGNING_SECRET_ENCRYPTION_KEYS = env.list(
 )
 # Building an integration means pointing a sandbox endpoint at http://localhost.
 WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = env.bool("WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS", default=True)
+
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+LOGGING["handlers"]["console"]["formatter"] = LOG_FORMAT

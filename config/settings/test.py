@@ -1,7 +1,7 @@
 """The test suite: real PostgreSQL and Redis on this machine, unless the environment says else."""
 
 from config.settings.base import *  # noqa: F403
-from config.settings.base import DATABASES, env
+from config.settings.base import DATABASES, LOGGING, env
 
 SECRET_KEY = env.str("SECRET_KEY", default="test-only-not-a-secret")
 ALLOWED_HOSTS = ["*"]
@@ -16,6 +16,8 @@ SIGNING_SECRET_ENCRYPTION_KEYS = env.list(
 CELERY_BROKER_URL = env.str("TEST_CELERY_BROKER_URL", default="redis://127.0.0.1:6379/14")
 # Tests that are about rate limits turn them on; the rest send bursts with one key.
 API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="off")
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+LOGGING["handlers"]["console"]["formatter"] = LOG_FORMAT
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -1,0 +1,115 @@
+"""Metrics that move with real deliveries, and log lines that say what they belong to."""
+
+import json
+import logging
+import re
+
+import pytest
+from django.test import Client
+
+from api.logging import JsonFormatter, RequestIdFilter, log_context
+from tests import factories
+from tests.servers import Reply
+
+
+def scrape(client=None, **headers) -> str:
+    response = (client or Client()).get("/metrics", headers=headers)
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"].startswith("text/plain")
+    return response.content.decode()
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text format (0 if absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        match = re.match(r"^([a-zA-Z_:]+)(?:\{(.*)\})? (\S+)$", line)
+        if not match or match.group(1) != name:
+            continue
+        got = ",".join(sorted((match.group(2) or "").split(","))) if match.group(2) else ""
+        if got == wanted:
+            return float(match.group(3))
+    return 0.0
+
+
+def test_delivery_metrics_move_on_success_and_on_failure(sandbox, receiver, settings):
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    client = factories.api_client(sandbox)
+    before = scrape()
+    ok = client.create_endpoint(f"{receiver.url}/ok")
+    factories.deliver_here(sandbox)
+    after_success = scrape()
+    assert sample(after_success, "kinetic_delivery_attempts_total", outcome="succeeded") == (
+        sample(before, "kinetic_delivery_attempts_total", outcome="succeeded") + 1
+    )
+    assert sample(after_success, "kinetic_delivery_latency_seconds_count") == (
+        sample(before, "kinetic_delivery_latency_seconds_count") + 1
+    )
+
+    client.patch(f"/v1/webhook_endpoints/{ok['webhook_endpoint_id']}", {"status": "disabled"})
+    client.create_endpoint(f"{receiver.url}/broken")
+    receiver.script("/broken", Reply(500))
+    factories.deliver_here(sandbox)
+    after_failure = scrape()
+    assert sample(after_failure, "kinetic_delivery_attempts_total", outcome="failed") == (
+        sample(after_success, "kinetic_delivery_attempts_total", outcome="failed") + 1
+    )
+    assert sample(after_failure, "kinetic_delivery_attempt_duration_seconds_count") == (
+        sample(before, "kinetic_delivery_attempt_duration_seconds_count") + 2
+    )
+    # The failed delivery is pending, due in about a second: the queue gauges see it.
+    assert "kinetic_deliveries_due" in after_failure
+    assert "kinetic_oldest_due_delivery_age_seconds" in after_failure
+
+
+def test_requests_are_counted_by_route_not_by_path(api):
+    ids = [api.create_endpoint()["webhook_endpoint_id"] for _ in range(2)]
+    before = scrape()
+    for endpoint_id in ids:
+        api.get(f"/v1/webhook_endpoints/{endpoint_id}")
+    api.get("/v1/webhook_endpoints/we_missing")
+    text = scrape()
+    route = "/v1/webhook_endpoints/<webhook_endpoint_id>"
+    assert sample(text, "kinetic_http_requests_total", route=route, method="GET", status="200") == (
+        sample(before, "kinetic_http_requests_total", route=route, method="GET", status="200") + 2
+    )
+    assert sample(text, "kinetic_http_requests_total", route=route, method="GET", status="404") >= 1
+    assert not any(endpoint_id in text for endpoint_id in ids)
+
+
+def test_metrics_can_require_a_token(db, settings):
+    settings.METRICS_TOKEN = "scrape-me"
+    assert Client().get("/metrics").status_code == 401
+    assert Client().get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert "kinetic_http_requests_total" in scrape(Authorization="Bearer scrape-me")
+
+
+@pytest.mark.urls("tests.urls_failing")
+def test_an_error_is_logged_with_the_request_id_the_client_saw(api, caplog):
+    response = Client(raise_request_exception=False).get(
+        "/v1/failing_drf_view", headers={"Authorization": f"Bearer {api.raw_key}"}
+    )
+    [record] = [r for r in caplog.records if r.name == "api.errors"]
+    RequestIdFilter().filter(record)
+    assert record.request_id == response["MD-Request-Id"]
+    line = json.loads(JsonFormatter().format(record))
+    assert line["request_id"] == response["MD-Request-Id"]
+    assert line["level"] == "ERROR"
+    assert "RuntimeError" in line["exception"]
+
+
+def test_task_log_lines_carry_their_context():
+    record = logging.LogRecord("deliveries", logging.INFO, __file__, 1, "sent %s", ("x",), None)
+    with log_context(event_id="evt_1", delivery_pks=[1, 2]):
+        RequestIdFilter().filter(record)
+    line = json.loads(JsonFormatter().format(record))
+    assert line == {
+        "time": line["time"],
+        "level": "INFO",
+        "logger": "deliveries",
+        "message": "sent x",
+        "event_id": "evt_1",
+        "delivery_pks": [1, 2],
+    }
