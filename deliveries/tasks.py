@@ -7,7 +7,7 @@ and the sweep only queues what PostgreSQL says is due.
 from celery import shared_task
 
 from api.logging import log_context
-from deliveries import dispatch, services
+from deliveries import dispatch, retention, services
 
 
 @shared_task(name="deliveries.fan_out", ignore_result=True)
@@ -28,3 +28,9 @@ def deliver_task(delivery_ids: list[int]) -> None:
 def sweep_task() -> None:
     """Queues again what is due: retries, lost tasks, expired claims, events never fanned out."""
     services.deliveries_sweep()
+
+
+@shared_task(name="deliveries.prune", ignore_result=True, expires=3000)
+def prune_task() -> None:
+    """Deletes events, deliveries, attempts and idempotency records past retention."""
+    retention.retention_prune()

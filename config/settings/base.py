@@ -253,6 +253,8 @@ WEBHOOKS_SEND_THREADS = env.int("WEBHOOKS_SEND_THREADS", default=64)
 # Requests in flight to one endpoint from one worker process; more wait their turn, so a slow
 # endpoint cannot take every sending thread.
 WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT = env.int("WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT", default=8)
+# Events, their deliveries and attempts are kept this long (idempotency keys: their TTL).
+WEBHOOKS_RETENTION_DAYS = env.int("WEBHOOKS_RETENTION_DAYS", default=30)
 WEBHOOKS_EVENT_DATA_MAX_BYTES = env.int("WEBHOOKS_EVENT_DATA_MAX_BYTES", default=64 * 1024)
 
 # Own queues, so operators can give deliveries their own workers (`-Q deliveries`).
@@ -266,6 +268,7 @@ CELERY_TASK_ROUTES = {
     "deliveries.fan_out": {"queue": "fanout"},
     "deliveries.sweep": {"queue": "maintenance"},
     "webhooks.purge_expired_secrets": {"queue": "maintenance"},
+    "deliveries.prune": {"queue": "maintenance"},
 }
 # Sending is I/O-bound: threads, not processes. One plain worker serves every queue.
 CELERY_WORKER_POOL = env.str("CELERY_WORKER_POOL", default="threads")
@@ -273,4 +276,5 @@ CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=16)
 CELERY_BEAT_SCHEDULE = {
     "sweep-deliveries": {"task": "deliveries.sweep", "schedule": WEBHOOKS_SWEEP_INTERVAL},
     "purge-expired-secrets": {"task": "webhooks.purge_expired_secrets", "schedule": 3600.0},
+    "prune-old-data": {"task": "deliveries.prune", "schedule": 3600.0},
 }

@@ -1,0 +1,40 @@
+"""Old events, deliveries, attempts and idempotency records are pruned; nothing else is."""
+
+from datetime import timedelta
+
+from django.utils import timezone
+
+from api.models import IdempotencyRecord
+from deliveries.models import Delivery, DeliveryAttempt, Event
+from deliveries.retention import retention_prune
+from tests import factories
+from tests.servers import Reply
+
+
+def test_prune_deletes_what_is_past_retention_and_only_that(sandbox, receiver, settings):
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    client = factories.api_client(sandbox)
+    client.create_endpoint(f"{receiver.url}/ok")
+    flaky = client.create_endpoint(f"{receiver.url}/flaky")
+    receiver.script("/flaky", *[Reply(500)] * 4)  # every delivery to it fails once
+    old = [factories.deliver_here(sandbox) for _ in range(3)]  # delivered (and one retrying)
+    recent = factories.deliver_here(sandbox)
+    long_ago = timezone.now() - timedelta(days=31)
+    Event.objects.filter(pk__in=[e.pk for e in old]).update(created_at=long_ago)
+    # Old events still retrying stay; finished old ones go.
+    to_flaky = Delivery.objects.filter(endpoint__public_id=flaky["webhook_endpoint_id"])
+    to_flaky.filter(event__in=old[:2]).update(status="failed")
+    for key, url in (("old", "https://x.example"), ("new", "https://y.example")):
+        client.post("/v1/webhook_endpoints", {"url": url}, headers={"Idempotency-Key": key})
+    day_ago = timezone.now() - timedelta(hours=25)
+    IdempotencyRecord.objects.filter(key="old").update(created_at=day_ago)
+
+    result = retention_prune(batch_size=1)
+    assert result == {"events": 2, "idempotency_records": 1}
+    remaining = set(Event.objects.values_list("pk", flat=True))
+    assert remaining == {old[2].pk, recent.pk}
+    assert not Delivery.objects.filter(event__in=old[:2]).exists()
+    assert not DeliveryAttempt.objects.filter(delivery__event__in=old[:2]).exists()
+    assert DeliveryAttempt.objects.filter(delivery__event=recent).count() == 2
+    assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["new"]
+    assert retention_prune() == {"events": 0, "idempotency_records": 0}
