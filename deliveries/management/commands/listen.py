@@ -1,0 +1,137 @@
+"""A local receiver for building an integration: see deliveries arrive, verified.
+
+    python manage.py listen --organization demo [--forward-to http://localhost:3000/hooks]
+
+Registers a temporary sandbox endpoint pointing at this command, prints every delivery with
+its signature check, optionally forwards it (body and headers as received) to your app and
+prints what your app answered, and deletes the endpoint when stopped.
+"""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import requests
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from accounts.models import Environment
+from accounts.selectors import environment_get
+from api.errors import InvalidInput
+from deliveries import signature
+from webhooks import services
+
+FORWARDED_HEADERS = ("Content-Type", "User-Agent", "MD-Signature", "MD-Event-Id",
+                     "MD-Event-Type", "MD-Delivery-Id")  # fmt: skip
+
+
+class Command(BaseCommand):
+    help = __doc__.strip().splitlines()[0] if __doc__ else ""
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--organization", required=True, metavar="SLUG")
+        parser.add_argument("--port", type=int, default=0, help="default: a free port")
+        parser.add_argument("--events", default="*", help="comma-separated types, or *")
+        parser.add_argument("--forward-to", metavar="URL", help="also POST each delivery here")
+        parser.add_argument(
+            "--max-deliveries", type=int, default=0, help="stop after this many (0: run until ^C)"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if not settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS:
+            raise CommandError(
+                "listen needs WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS on (it is in local runs): "
+                "its endpoint is on 127.0.0.1"
+            )
+        try:
+            environment = environment_get(
+                organization_slug=options["organization"], name=Environment.Name.SANDBOX
+            )
+        except Environment.DoesNotExist:
+            raise CommandError(f"no organization {options['organization']!r}") from None
+        done = threading.Event()
+        received = {"count": 0}
+        server = ThreadingHTTPServer(("127.0.0.1", options["port"]), self._handler(options))
+        server.daemon_threads = True
+        host, port = server.server_address[:2]
+        events = [e.strip() for e in options["events"].split(",") if e.strip()]
+        try:
+            created = services.endpoint_create(
+                environment=environment, url=f"http://{host}:{port}/", enabled_events=events
+            )
+        except InvalidInput as exc:
+            server.server_close()
+            raise CommandError(exc.message) from None
+        self.secret = created.signing_secret
+        self.max = options["max_deliveries"]
+        self.received, self.done = received, done
+        endpoint = created.endpoint
+        self.stdout.write(
+            f"Listening on http://{host}:{port}/ as {endpoint.public_id} "
+            f"({environment}, events: {', '.join(endpoint.enabled_events)})\n"
+            f"Signing secret for this session: {self.secret}\n"
+            "Publish an event (API, admin, or manage.py publish_event) to see it here. ^C stops."
+        )
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            done.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.shutdown()
+            server.server_close()
+            services.endpoint_delete(endpoint=endpoint)
+            self.stdout.write(f"Deleted {endpoint.public_id}; received {received['count']}.")
+
+    def _handler(self, options: dict[str, Any]) -> type[BaseHTTPRequestHandler]:
+        command = self
+        forward_to = options["forward_to"]
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status = 200
+                note = command._describe(body, self.headers)
+                if forward_to:
+                    status, note = command._forward(forward_to, body, self.headers, note)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                command.stdout.write(note)
+                command.received["count"] += 1
+                if command.max and command.received["count"] >= command.max:
+                    command.done.set()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler
+
+    def _describe(self, body: bytes, headers: Any) -> str:
+        try:
+            signature.verify(body, headers.get(signature.HEADER, ""), self.secret)
+            check = "signature verified"
+        except signature.SignatureVerificationError as exc:
+            check = f"SIGNATURE INVALID ({exc})"
+        try:
+            pretty = json.dumps(json.loads(body), indent=2)
+        except ValueError:
+            pretty = body[:2000].decode("utf-8", errors="replace")
+        return (
+            f"--> {headers.get('MD-Event-Type')} {headers.get('MD-Event-Id')} "
+            f"(delivery {headers.get('MD-Delivery-Id')}): {check}\n{pretty}"
+        )
+
+    def _forward(self, url: str, body: bytes, headers: Any, note: str) -> tuple[int, str]:
+        forwarded = {name: headers[name] for name in FORWARDED_HEADERS if headers.get(name)}
+        try:
+            response = requests.post(
+                url, data=body, headers=forwarded, timeout=10, allow_redirects=False
+            )
+        except requests.RequestException as exc:
+            return 502, f"{note}\n<-- forward to {url} failed: {type(exc).__name__}"
+        return response.status_code, f"{note}\n<-- {url} answered {response.status_code}"
