@@ -5,6 +5,7 @@ and the sweep only queues what PostgreSQL says is due.
 """
 
 from celery import shared_task
+from django.conf import settings
 
 from api.logging import log_context
 from deliveries import dispatch, retention, services
@@ -12,9 +13,17 @@ from deliveries import dispatch, retention, services
 
 @shared_task(name="deliveries.fan_out", ignore_result=True)
 def fan_out_task(event_id: int) -> None:
-    """Turns one event into its deliveries and queues them."""
+    """Turns one event into its deliveries, sends the first batch itself and queues the rest.
+
+    Sending the first batch here saves a trip through the broker for the common event that
+    goes to a few endpoints; the rest are queued first, so other workers start on them at once.
+    """
     with log_context(event_pk=event_id):
-        services.event_fan_out(event_id=event_id)
+        delivery_ids = services.event_fan_out(event_id=event_id)
+        size = settings.WEBHOOKS_DELIVERY_BATCH_SIZE
+        services.deliveries_enqueue(delivery_ids[size:])
+        if delivery_ids:
+            dispatch.deliveries_send(delivery_ids=delivery_ids[:size])
 
 
 @shared_task(name="deliveries.deliver", ignore_result=True)

@@ -281,6 +281,42 @@ class CeleryWorker:
         shutil.rmtree(self.schedule_dir, ignore_errors=True)
 
 
+class SupervisedWorker:
+    """A worker restarted whenever it exits, as compose's `restart:` or systemd would.
+
+    Celery workers can exit when the broker vanishes under them (kombu raises while restoring
+    unacknowledged messages to a broker that is gone); deliveries survive that by design, and
+    in production the process supervisor starts a new worker.
+    """
+
+    def __init__(self, database_url: str, broker_url: str, **settings: str) -> None:
+        self.args = (database_url, broker_url)
+        self.settings = settings
+        self.restarts = 0
+        self.current = CeleryWorker(*self.args, **self.settings)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        while not self.stopping.wait(0.5):
+            if self.current.process.poll() is not None:
+                self.current.stop()
+                try:
+                    self.current = CeleryWorker(*self.args, **self.settings)
+                    self.restarts += 1
+                except RuntimeError:
+                    continue  # the broker is still away; try again
+
+    def output(self) -> str:
+        return self.current.output()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(10)
+        self.current.stop()
+
+
 # --- PostgreSQL ------------------------------------------------------------------------------
 
 
@@ -342,6 +378,7 @@ class Gunicorn:
     def __init__(self, database_url: str, broker_url: str, **settings: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.log = Path(tempfile.mkstemp(prefix="kinetic-gunicorn-", suffix=".log")[1])
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{self.port}",
              "--workers", settings.pop("WORKERS", "1"), "--log-level", "warning"],
@@ -353,6 +390,8 @@ class Gunicorn:
                 "TEST_CELERY_BROKER_URL": broker_url,
                 **settings,
             },
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
         )  # fmt: skip
         wait_for(self._answers, timeout=30)
 
@@ -366,3 +405,4 @@ class Gunicorn:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(10)
+        self.log.unlink(missing_ok=True)

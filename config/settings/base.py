@@ -203,6 +203,15 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 4
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Publishing a task must not hang a web request while the broker is away: give up quickly (the
+# sweep re-queues from PostgreSQL whatever was not queued).
+CELERY_BROKER_CONNECTION_TIMEOUT = 2.0
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
 # Workers log through LOGGING above (JSON in production, with task context), not Celery's own.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
