@@ -22,10 +22,11 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import Environment
+from api import metrics
 from api.errors import InvalidInput
 from api.serializers import API_DATETIME_FORMAT
 from deliveries.models import Delivery, Event
-from webhooks.catalog import filter_matches, is_known
+from webhooks.catalog import TEST_EVENT_TYPE, filter_matches, is_known
 from webhooks.models import WebhookEndpoint
 
 SWEEP_LIMIT = 5000
@@ -82,7 +83,9 @@ def event_publish(
     event.body = event_body(event, environment, data)
     event.save()
     event_id = event.pk
-    transaction.on_commit(lambda: _queue_fan_out([event_id]))
+    # robust: a broker that is down must not fail a publish that committed; the sweep queues
+    # the fan-out of any event left behind.
+    transaction.on_commit(lambda: _queue_fan_out([event_id]), robust=True)
     return event
 
 
@@ -93,17 +96,19 @@ def _queue_fan_out(event_ids: Iterable[int]) -> None:
         fan_out_task.delay(event_id)
 
 
-def event_fan_out(*, event_id: int) -> int:
+def event_fan_out(*, event_id: int) -> list[int]:
     """One delivery per enabled endpoint of the event's environment whose filter matches.
 
     Runs once per event however often it is called (the event row is locked and marked;
-    deliveries are unique per event and endpoint). Returns the number of deliveries made.
+    deliveries are unique per event and endpoint). Returns the ids of the deliveries made,
+    committed and marked enqueued: the caller sends them or queues them (and if it dies
+    first, the sweep queues them again).
     """
     now = timezone.now()
     with transaction.atomic():
         event = Event.objects.select_for_update().filter(pk=event_id).first()
         if event is None or event.fanned_out_at is not None:
-            return 0
+            return []
         candidates = (
             WebhookEndpoint.objects.for_environment(event.environment_id)
             .filter(status=WebhookEndpoint.Status.ENABLED)
@@ -126,13 +131,11 @@ def event_fan_out(*, event_id: int) -> int:
         )
         event.fanned_out_at = now
         event.save(update_fields=["fanned_out_at"])
-        delivery_ids = list(
+        return list(
             Delivery.objects.filter(event=event, status=Delivery.Status.PENDING).values_list(
                 "id", flat=True
             )
         )
-        transaction.on_commit(lambda: deliveries_enqueue(delivery_ids))
-    return len(endpoint_ids)
 
 
 def deliveries_enqueue(delivery_ids: list[int]) -> None:
@@ -186,13 +189,13 @@ def delivery_retry_now(*, delivery: Delivery) -> Delivery:
     )
     delivery.refresh_from_db()
     delivery_id = delivery.pk
-    transaction.on_commit(lambda: deliveries_enqueue([delivery_id]))
+    transaction.on_commit(lambda: deliveries_enqueue([delivery_id]), robust=True)
     return delivery
 
 
 def endpoint_deliveries_cancel(*, endpoint_ids: list[int], reason: str) -> int:
     """Nothing queued is sent to a disabled or deleted endpoint."""
-    return Delivery.objects.filter(
+    cancelled = Delivery.objects.filter(
         endpoint_id__in=endpoint_ids, status=Delivery.Status.PENDING
     ).update(
         status=Delivery.Status.CANCELLED,
@@ -200,3 +203,35 @@ def endpoint_deliveries_cancel(*, endpoint_ids: list[int], reason: str) -> int:
         next_attempt_at=None,
         last_error=reason[:200],
     )
+    metrics.DELIVERIES_CANCELLED.inc(cancelled)
+    return cancelled
+
+
+def endpoint_test_event_send(*, endpoint: WebhookEndpoint) -> Delivery:
+    """Sends a `ping` event to this one endpoint, whatever its enabled_events (the admin's
+    "send test event"). Returns its delivery.
+
+    The event is born fanned out, with its single delivery, so no other endpoint gets it;
+    signing, sending, retries and the attempt record are those of every delivery.
+    """
+    if not endpoint.is_enabled:
+        # The sender cancels deliveries to disabled endpoints: a test would never leave.
+        raise InvalidInput("webhook_endpoint_id", "Only an enabled endpoint can get a test event.")
+    environment = endpoint.environment
+    now = timezone.now()
+    with transaction.atomic():
+        event = Event(
+            environment=environment,
+            type=TEST_EVENT_TYPE,
+            api_version=settings.API_VERSIONS[-1],
+            created_at=now,
+            fanned_out_at=now,
+        )
+        event.body = event_body(event, environment, {"webhook_endpoint_id": endpoint.public_id})
+        event.save()
+        delivery = Delivery.objects.create(
+            event=event, endpoint=endpoint, created_at=now, next_attempt_at=now, enqueued_at=now
+        )
+        delivery_id = delivery.pk
+        transaction.on_commit(lambda: deliveries_enqueue([delivery_id]), robust=True)
+    return delivery

@@ -1,9 +1,13 @@
-"""The event catalog: every event type Kinetic publishes, with a one-line description.
+"""The event catalog: every event type a receiver can get, with a one-line description.
 
 Endpoint filters, the publishing API and `GET /v1/event_types` all read this one mapping.
 """
 
 ALL_EVENTS = "*"
+# Sent only when an operator asks (the admin's "send test event"), to one endpoint, whatever
+# its enabled_events. Receivers can get it, so the catalog lists it; but nobody publishes it
+# and no endpoint subscribes to it, not even with "*".
+TEST_EVENT_TYPE = "ping"
 
 EVENT_TYPES: dict[str, str] = {
     "judgment.created": "A judgment was created.",
@@ -12,13 +16,17 @@ EVENT_TYPES: dict[str, str] = {
     "packet.created": "A packet was created.",
     "packet.updated": "A packet's contents or state changed.",
     "packet.deleted": "A packet was deleted.",
+    TEST_EVENT_TYPE: (
+        "A test event an operator sent to one endpoint; it cannot be published or subscribed to."
+    ),
 }
 
 EVENT_TYPE_NAMES: list[str] = list(EVENT_TYPES)
 
 
 def is_known(event_type: str) -> bool:
-    return event_type in EVENT_TYPES
+    """A type producers may publish and endpoints may subscribe to: any but the test event."""
+    return event_type in EVENT_TYPES and event_type != TEST_EVENT_TYPE
 
 
 def normalize_filter(enabled_events: list[str] | None) -> list[str]:
@@ -35,6 +43,11 @@ def normalize_filter(enabled_events: list[str] | None) -> list[str]:
             raise ValueError('"*" cannot be combined with other event types')
         return [ALL_EVENTS]
     for index, event_type in enumerate(enabled_events):
+        if event_type == TEST_EVENT_TYPE:
+            raise ValueError(
+                f"{TEST_EVENT_TYPE!r} at index {index} is the test event operators send on "
+                "request; it cannot be subscribed to"
+            )
         if not is_known(event_type):
             raise ValueError(
                 f"unknown event type {event_type[:100]!r} at index {index}; see GET /v1/event_types"
@@ -43,4 +56,6 @@ def normalize_filter(enabled_events: list[str] | None) -> list[str]:
 
 
 def filter_matches(enabled_events: list[str], event_type: str) -> bool:
+    if event_type == TEST_EVENT_TYPE:  # never fanned out: it goes to the one endpoint asked
+        return False
     return ALL_EVENTS in enabled_events or event_type in enabled_events

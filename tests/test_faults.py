@@ -1,0 +1,160 @@
+"""PostgreSQL and Redis restarted while events are published and delivered: nothing is lost,
+nothing is sent for a publish that failed, and everything completes once they are back.
+
+Private servers only (a PostgreSQL cluster and a Redis of the test's own), the production web
+server (gunicorn) and a real worker; the machine's shared servers are never touched.
+"""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+
+from deliveries.models import Event
+from tests import factories
+from tests.servers import (
+    FAST_DELIVERY_SETTINGS,
+    ROOT,
+    Gunicorn,
+    PrivatePostgres,
+    PrivateRedis,
+    SupervisedWorker,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_publish_succeeds_while_the_broker_is_down(broker, private_worker, receiver, settings):
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    client = factories.api_client(factories.environment())
+    client.create_endpoint(f"{receiver.url}/outage")
+    broker.stop()
+    try:
+        started = time.monotonic()
+        response = client.post("/v1/events", {"type": "packet.created"})
+        took = time.monotonic() - started
+    finally:
+        broker.start()
+    assert response.status_code == 201, response.content
+    assert took < 10  # the publish gave up on the broker quickly instead of hanging
+    event_id = response.json()["event_id"]
+    assert Event.objects.get(public_id=event_id).fanned_out_at is None  # its task never left
+    private_worker()
+    got = wait_for(lambda: receiver.received("/outage"), timeout=40)
+    assert [r.headers["MD-Event-Id"] for r in got] == [event_id]
+
+
+class Publisher(threading.Thread):
+    """Publishes events at a steady pace, retrying each (same Idempotency-Key) until the API
+    confirms it, as a careful client would through an outage."""
+
+    def __init__(self, url: str, key: str, count: int) -> None:
+        super().__init__()
+        self.url, self.key, self.count = url, key, count
+        self.created: list[str] = []
+        self.failures = 0
+
+    def run(self) -> None:
+        session = requests.Session()
+        for i in range(self.count):
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                try:
+                    response = session.post(
+                        f"{self.url}/v1/events",
+                        json={"type": "judgment.created", "data": {"i": i}},
+                        headers={"Authorization": f"Bearer {self.key}", "Idempotency-Key": f"e{i}"},
+                        timeout=10,
+                    )
+                except requests.RequestException:
+                    response = None
+                if response is not None and response.status_code == 201:
+                    self.created.append(response.json()["event_id"])
+                    break
+                self.failures += 1
+                time.sleep(0.2)
+            time.sleep(0.05)
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_restarting_postgres_and_redis_loses_nothing(receiver):
+    postgres, redis = PrivatePostgres(), PrivateRedis()
+    server = worker = None
+    try:
+        database_url = postgres.create_database("kinetic")
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "TEST_DATABASE_URL": database_url,
+            "TEST_CELERY_BROKER_URL": redis.url,
+        }
+        manage(env, "migrate")
+        manage(env, "create_organization", "acme")
+        key = manage(env, "create_api_key", "--organization=acme", "--environment=sandbox",
+                     "--scopes=webhook_endpoints:write,events:write")  # fmt: skip
+        server = Gunicorn(database_url, redis.url, WORKERS="2", **FAST_DELIVERY_SETTINGS)
+        worker = SupervisedWorker(database_url, redis.url)
+        for path in ("/a", "/b"):
+            response = requests.post(
+                f"{server.url}/v1/webhook_endpoints",
+                json={"url": f"{receiver.url}{path}"},
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=10,
+            )
+            assert response.status_code == 201, response.text
+
+        publisher = Publisher(server.url, key, count=60)
+        publisher.start()
+        wait_for(lambda: len(publisher.created) >= 15, timeout=60)
+        postgres.stop()  # mid-stream: publishes fail, deliveries cannot be recorded
+        time.sleep(1.5)
+        postgres.start()
+        wait_for(lambda: len(publisher.created) >= 35, timeout=90)
+        redis.stop()  # and the broker forgets every queued task
+        time.sleep(1.5)
+        redis.start()
+        publisher.join(180)
+        assert not publisher.is_alive()
+        created = set(publisher.created)
+        assert len(created) == 60
+
+        def delivered(path: str) -> set[str]:
+            return {r.headers["MD-Event-Id"] for r in receiver.received(path)}
+
+        try:
+            wait_for(lambda: created <= delivered("/a") and created <= delivered("/b"), timeout=120)
+        except AssertionError:
+            missing = (created - delivered("/a")) | (created - delivered("/b"))
+            raise AssertionError(
+                f"{len(missing)} events not delivered: {sorted(missing)[:5]}\n"
+                f"worker log tail:\n{worker.output()[-6000:]}"
+            ) from None
+        # Nothing was delivered for a publish the API did not confirm.
+        assert delivered("/a") <= created
+        assert delivered("/b") <= created
+        print(
+            f"\nfaults: 2 restarts; events confirmed {len(created)}, publish attempts that "
+            f"failed and were retried {publisher.failures}, requests received "
+            f"{len(receiver.received())} for {2 * len(created)} deliveries, worker restarts by "
+            f"the supervisor {worker.restarts}, events lost 0"
+        )
+    finally:
+        if worker is not None:
+            worker.stop()
+        if server is not None:
+            server.stop()
+        redis.destroy()
+        postgres.destroy()
