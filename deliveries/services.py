@@ -207,9 +207,10 @@ def endpoint_deliveries_cancel(*, endpoint_ids: list[int], reason: str) -> int:
     return cancelled
 
 
-def endpoint_test_event_send(*, endpoint: WebhookEndpoint) -> Delivery:
+def endpoint_test_event_send(*, endpoint: WebhookEndpoint, enqueue: bool = True) -> Delivery:
     """Sends a `ping` event to this one endpoint, whatever its enabled_events (the admin's
-    "send test event"). Returns its delivery.
+    "send test event"). Returns its delivery. With `enqueue=False` the caller sends it (the
+    API does, to answer with the attempt's outcome).
 
     The event is born fanned out, with its single delivery, so no other endpoint gets it;
     signing, sending, retries and the attempt record are those of every delivery.
@@ -232,6 +233,7 @@ def endpoint_test_event_send(*, endpoint: WebhookEndpoint) -> Delivery:
         delivery = Delivery.objects.create(
             event=event, endpoint=endpoint, created_at=now, next_attempt_at=now, enqueued_at=now
         )
-        delivery_id = delivery.pk
-        transaction.on_commit(lambda: deliveries_enqueue([delivery_id]), robust=True)
+        if enqueue:
+            delivery_id = delivery.pk
+            transaction.on_commit(lambda: deliveries_enqueue([delivery_id]), robust=True)
     return delivery

@@ -8,6 +8,7 @@ from accounts import scopes
 from deliveries.models import Delivery, Event
 from deliveries.services import event_fan_out
 from tests import factories
+from tests.servers import Reply
 from tests.test_auth import assert_error
 
 
@@ -157,3 +158,51 @@ def test_retry_refuses_a_disabled_endpoint(api):
         param="delivery_id",
     )
     assert "disabled" in error["message"]
+
+
+def test_send_a_test_event_and_get_the_outcome(api, receiver, settings):
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    only = api.create_endpoint(f"{receiver.url}/ping", enabled_events=["packet.created"])
+    bystander = api.create_endpoint(f"{receiver.url}/other")
+    response = api.post(f"/v1/webhook_endpoints/{only['webhook_endpoint_id']}/test")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["event_type"] == "ping"
+    assert body["status"] == "succeeded"
+    assert [(a["number"], a["status_code"], a["error"]) for a in body["attempts"]] == [(1, 200, "")]
+    [request] = receiver.received("/ping")
+    assert request.json["type"] == "ping"
+    assert request.json["data"] == {"webhook_endpoint_id": only["webhook_endpoint_id"]}
+    assert request.headers["MD-Event-Id"] == body["event_id"]
+    assert not receiver.received("/other")
+    del bystander
+
+
+def test_a_failing_test_event_reports_the_failure(api, receiver, settings):
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    endpoint = api.create_endpoint(f"{receiver.url}/down")
+    receiver.script("/down", Reply(503, body=b"maintenance"))
+    body = api.post(f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}/test").json()
+    assert body["status"] == "pending"  # retried on the schedule
+    [attempt] = body["attempts"]
+    assert (attempt["status_code"], attempt["error"], attempt["response_body"]) == (
+        503,
+        "http_503",
+        "maintenance",
+    )
+
+
+def test_test_events_need_an_enabled_endpoint_of_ones_own(api):
+    endpoint = api.create_endpoint()
+    path = f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}"
+    api.patch(path, {"status": "disabled"})
+    assert_error(api.post(f"{path}/test"), 400, "parameter_invalid", "webhook_endpoint_id")
+    foreign = factories.api_client(factories.environment()).create_endpoint()
+    assert_error(
+        api.post(f"/v1/webhook_endpoints/{foreign['webhook_endpoint_id']}/test"),
+        404,
+        "not_found",
+        param="webhook_endpoint_id",
+    )
+    reader = factories.api_client(api.environment, scopes=["webhook_endpoints:read"])
+    assert_error(reader.post(f"{path}/test"), 403, "insufficient_scope")

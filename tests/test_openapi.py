@@ -20,7 +20,12 @@ from drf_spectacular.validation import validate_schema
 
 from accounts import scopes
 from api.errors import ERROR_CODES
-from deliveries.api.views import DeliveryViewSet, EndpointDeliveryViewSet, EventViewSet
+from deliveries.api.views import (
+    DeliveryViewSet,
+    EndpointDeliveryViewSet,
+    EndpointTestEventViewSet,
+    EventViewSet,
+)
 from tests import factories
 from webhooks.api.views import EventTypeViewSet, WebhookEndpointViewSet
 
@@ -34,6 +39,7 @@ EVENT = "/v1/events/{event_id}"
 ENDPOINT_DELIVERIES = "/v1/webhook_endpoints/{webhook_endpoint_id}/deliveries"
 DELIVERY_RETRY = "/v1/deliveries/{delivery_id}/retry"
 ROTATE = "/v1/webhook_endpoints/{webhook_endpoint_id}/rotate_secret"
+TEST_EVENT = "/v1/webhook_endpoints/{webhook_endpoint_id}/test"
 SANDBOX = "https://sandbox.api.microndelta.com"
 
 # (method, path) -> (viewset, action, error statuses the operation can give)
@@ -66,6 +72,7 @@ OPERATIONS: dict[tuple[str, str], tuple[type, str, set[int]]] = {
         "rotate_secret",
         {400, 401, 403, 404, 409, 413, 415, 429, 500},
     ),
+    ("post", TEST_EVENT): (EndpointTestEventViewSet, "send", {400, 401, 403, 404, 409, 429, 500}),
 }
 SUCCESS = {
     ("post", COLLECTION): 201,
@@ -80,6 +87,7 @@ SUCCESS = {
     ("get", ENDPOINT_DELIVERIES): 200,
     ("post", DELIVERY_RETRY): 202,
     ("post", ROTATE): 200,
+    ("post", TEST_EVENT): 200,
 }
 
 

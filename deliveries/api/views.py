@@ -8,7 +8,7 @@ from api.errors import ApiError
 from api.openapi import LIST_PARAMETERS, api_operation, object_id_parameter
 from api.pagination import LIST_PARAMS, keyset_page, parse_page_request
 from api.views import ApiViewSet
-from deliveries import selectors, services
+from deliveries import dispatch, selectors, services
 from deliveries.api.serializers import (
     DeliveryListOutput,
     DeliveryWithAttemptsOutput,
@@ -142,6 +142,37 @@ class EndpointDeliveryViewSet(ApiViewSet):
         )
         data = DeliveryWithAttemptsOutput(page.items, many=True).data
         return Response({"object": "list", "data": data, "has_more": page.has_more})
+
+
+class EndpointTestEventViewSet(ApiViewSet):
+    """`POST /v1/webhook_endpoints/{id}/test`: a `ping` to one endpoint, and how it went."""
+
+    required_scopes = {"send": scopes.WEBHOOK_ENDPOINTS_WRITE}
+
+    @api_operation(
+        operation_id="webhook_endpoints_test",
+        summary="Send a test event to an endpoint",
+        description=(
+            "Sends a `ping` event to this endpoint only, whatever its `enabled_events`, signed "
+            "like every delivery, and answers once the attempt is over (at most the delivery "
+            "timeout) with the delivery and the attempt's outcome. A failed attempt is retried "
+            "on the usual schedule. The endpoint must be enabled."
+        ),
+        scope=scopes.WEBHOOK_ENDPOINTS_WRITE,
+        tags=[TAG_DELIVERIES],
+        lookup=WEBHOOK_ENDPOINT_ID,
+        idempotent=True,
+        responses={200: DeliveryWithAttemptsOutput},
+    )
+    def send(self, request: Request, webhook_endpoint_id: str) -> Response:
+        endpoint = endpoint_get(environment=self.environment, public_id=webhook_endpoint_id)
+        if endpoint is None:
+            raise _not_found("webhook endpoint", "webhook_endpoint_id", webhook_endpoint_id)
+        delivery = services.endpoint_test_event_send(endpoint=endpoint, enqueue=False)
+        # Sent here, in this request: the caller wants the outcome, not a promise.
+        dispatch.deliveries_send(delivery_ids=[delivery.pk])
+        delivery = selectors.endpoint_deliveries(endpoint).get(pk=delivery.pk)
+        return Response(DeliveryWithAttemptsOutput(delivery).data)
 
 
 class DeliveryViewSet(ApiViewSet):
