@@ -5,6 +5,7 @@ a concurrent duplicate sees it and gets `409 idempotency_key_in_use` instead of 
 The request's writes and the stored response commit in one transaction: either both happen or
 neither, and a request that dies leaves a claim that expires after IDEMPOTENCY_LOCK_TIMEOUT.
 Responses of 400 and above are not stored; the key is released so the client can fix and retry.
+Stored responses are encrypted like signing secrets (a create's response holds one).
 """
 
 import hashlib
@@ -20,6 +21,7 @@ from django.utils import timezone
 from accounts.models import ApiKey
 from api.errors import ApiError
 from api.models import IdempotencyRecord
+from webhooks import encryption  # the one box for secrets at rest
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -111,7 +113,8 @@ def run_idempotently(
             response = run()
             if response.status_code < 400:
                 IdempotencyRecord.objects.filter(pk=record.pk).update(
-                    response_status=response.status_code, response_body=response.content
+                    response_status=response.status_code,
+                    response_body=encryption.encrypt(response.content.decode()).encode("ascii"),
                 )
                 stored = True
     finally:
@@ -121,8 +124,9 @@ def run_idempotently(
 
 
 def replay(record: IdempotencyRecord) -> HttpResponse:
+    stored = bytes(record.response_body or b"")
     response = HttpResponse(
-        bytes(record.response_body or b""),
+        encryption.decrypt(stored.decode("ascii")).encode() if stored else b"",
         status=record.response_status or 200,
         content_type="application/json",
     )

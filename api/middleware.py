@@ -42,7 +42,8 @@ class ApiRequestMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if not is_api_path(request):
             return self.get_response(request)
-        version = request.headers.get("MD-Version") or self.versions[-1]
+        # Absent means the newest; present (even empty) must name a version.
+        version = request.headers.get("MD-Version", self.versions[-1])
         try:
             if version not in self.versions:
                 raise ApiError(

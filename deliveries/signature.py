@@ -20,6 +20,8 @@ from collections.abc import Iterable
 HEADER = "MD-Signature"
 SCHEME = "v1"
 DEFAULT_TOLERANCE = 300
+MAX_TIMESTAMP_DIGITS = 12  # seconds until the year 33658: longer is not a timestamp
+_HEX = frozenset("0123456789abcdef")
 
 
 class SignatureVerificationError(ValueError):
@@ -48,11 +50,16 @@ def parse(header: str) -> tuple[int, list[str]]:
         if not sep:
             continue
         if key == "t":
-            if not value.isascii() or not value.isdigit() or timestamp is not None:
+            if (
+                timestamp is not None
+                or not value.isascii()
+                or not value.isdigit()
+                or len(value) > MAX_TIMESTAMP_DIGITS
+            ):
                 raise SignatureVerificationError("malformed timestamp")
             timestamp = int(value)
-        elif key == SCHEME:
-            signatures.append(value)
+        elif key == SCHEME and len(value) == 64 and set(value) <= _HEX:
+            signatures.append(value)  # anything else cannot match: skipped, not an error
     if timestamp is None:
         raise SignatureVerificationError("no timestamp in the header")
     if not signatures:

@@ -30,9 +30,6 @@ def test_every_response_carries_a_unique_request_id(api):
 def test_version_is_echoed_and_defaults_to_latest(api):
     response = api.get("/v1/webhook_endpoints")
     assert response["MD-Version"] == "2026-06-11"
-    response = api.get("/v1/webhook_endpoints", headers={"MD-Version": ""})
-    assert response.status_code == 200
-    assert response["MD-Version"] == "2026-06-11"
     no_header = Client().get(
         "/v1/webhook_endpoints", headers={"Authorization": f"Bearer {api.raw_key}"}
     )
@@ -40,7 +37,7 @@ def test_version_is_echoed_and_defaults_to_latest(api):
     assert no_header["MD-Version"] == "2026-06-11"
 
 
-@pytest.mark.parametrize("version", ["2025-01-01", "latest", "2026-06-11x", "x" * 300])
+@pytest.mark.parametrize("version", ["", "2025-01-01", "latest", "2026-06-11x", "x" * 300])
 def test_unknown_version_is_400(api, version):
     response = api.post(
         "/v1/webhook_endpoints",

@@ -4,11 +4,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Model, Q
 from django.utils import timezone
 
 from accounts.models import Environment
 from api.errors import InvalidInput
+from api.models import IdempotencyRecord
 from deliveries.services import endpoint_deliveries_cancel
 from webhooks import encryption
 from webhooks.catalog import normalize_filter
@@ -142,24 +143,33 @@ def expired_secrets_purge(*, now: datetime | None = None) -> int:
 
 
 def encryption_key_rotate(*, batch_size: int = 500) -> int:
-    """Re-encrypts every stored secret under the first SIGNING_SECRET_ENCRYPTION_KEYS key.
+    """Re-encrypts everything stored encrypted (signing secrets, and the idempotent responses
+    that hold one) under the first SIGNING_SECRET_ENCRYPTION_KEYS key.
 
     Runs while the service runs: each row is rewritten on its own, only if its ciphertext has
     not changed since it was read, and every configured key still decrypts meanwhile.
     """
+    secrets = _reencrypt_rows(EndpointSecret, "ciphertext", batch_size, as_bytes=False)
+    responses = _reencrypt_rows(IdempotencyRecord, "response_body", batch_size, as_bytes=True)
+    return secrets + responses
+
+
+def _reencrypt_rows(model: type[Model], field: str, batch_size: int, *, as_bytes: bool) -> int:
     done = 0
     last_id = 0
     while True:
         rows = list(
-            EndpointSecret.objects.filter(pk__gt=last_id)
+            model.objects.filter(pk__gt=last_id, **{f"{field}__isnull": False})
             .order_by("pk")
-            .values_list("pk", "ciphertext")[:batch_size]
+            .values_list("pk", field)[:batch_size]
         )
         if not rows:
             return done
-        for pk, ciphertext in rows:
-            rotated = encryption.reencrypt(ciphertext)
-            done += EndpointSecret.objects.filter(pk=pk, ciphertext=ciphertext).update(
-                ciphertext=rotated
-            )
+        for pk, stored in rows:
+            token = bytes(stored).decode("ascii") if as_bytes else stored
+            if not token:
+                continue
+            rotated = encryption.reencrypt(token)
+            new_value = rotated.encode("ascii") if as_bytes else rotated
+            done += model.objects.filter(pk=pk, **{field: stored}).update(**{field: new_value})
         last_id = rows[-1][0]

@@ -14,8 +14,11 @@ def verify(
     """Returns the signature's timestamp; raises ValueError if the webhook is not authentic."""
     items = [part.strip().split("=", 1) for part in header.split(",") if "=" in part]
     timestamps = [value for key, value in items if key == "t"]
-    signatures = [value for key, value in items if key == "v1"]
-    if len(timestamps) != 1 or not timestamps[0].isdigit() or not signatures:
+    # A v1 is 64 lower-case hex digits; anything else cannot match and is skipped.
+    signatures = [v for key, v in items if key == "v1" and len(v) == 64 and v.isascii()]
+    if len(timestamps) != 1 or not signatures:
+        raise ValueError("malformed MD-Signature header")
+    if not (timestamps[0].isascii() and timestamps[0].isdigit() and len(timestamps[0]) <= 12):
         raise ValueError("malformed MD-Signature header")
     timestamp = int(timestamps[0])
     if abs((time.time() if now is None else now) - timestamp) > tolerance:

@@ -70,8 +70,8 @@ class WebhookEndpointViewSet(ApiViewSet):
         page = keyset_page(
             endpoints,
             parse_page_request(request.query_params),
-            find_cursor=lambda public_id: (
-                endpoints.filter(public_id=public_id).only("id", "created_at").first()
+            find_cursor=lambda public_id: endpoint_get(
+                environment=self.environment, public_id=public_id
             ),
             object_name="webhook endpoint",
         )
