@@ -1,0 +1,332 @@
+"""Webhook endpoints in the operators' console: find failing ones, enable, disable, rotate a
+signing secret (shown once, on the page that follows), send a test event.
+
+Signing secrets are never shown here, nor their ciphertext: `EndpointSecret` has no admin, and
+an endpoint's page shows only how many secrets sign and when they were made and expire.
+"""
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.db import transaction
+from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from api.admin import (
+    BigTableAdmin,
+    EnvironmentFilter,
+    PublicIdSearchMixin,
+    action_targets,
+    organization_filter,
+)
+from api.errors import InvalidInput
+from deliveries.models import Delivery
+from deliveries.services import endpoint_test_event_send
+from webhooks.api.serializers import MAX_ROTATION_OVERLAP
+from webhooks.catalog import ALL_EVENTS
+from webhooks.models import ENDPOINT_ID_PREFIX, WebhookEndpoint
+from webhooks.services import DEFAULT_ROTATION_OVERLAP, endpoint_secret_rotate, endpoint_update
+
+DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
+
+
+class FailingFilter(admin.SimpleListFilter):
+    title = "failing"
+    parameter_name = "failing"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Failing now"), ("no", "Not failing")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "yes":
+            return queryset.filter(consecutive_failures__gt=0)
+        if self.value() == "no":
+            return queryset.filter(consecutive_failures=0)
+        return queryset
+
+
+class DeletedFilter(admin.SimpleListFilter):
+    title = "deleted"
+    parameter_name = "deleted"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("no", "Live"), ("yes", "Deleted")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(deleted_at__isnull=self.value() == "no")
+        return queryset
+
+
+class RotateSecretForm(forms.Form):
+    overlap_seconds = forms.IntegerField(
+        min_value=0,
+        max_value=MAX_ROTATION_OVERLAP,
+        initial=DEFAULT_ROTATION_OVERLAP,
+        label="Overlap (seconds)",
+        help_text=(
+            "How long the current secret keeps signing beside the new one, so the receiver can "
+            "switch without rejecting a delivery. 86400 is a day; 0 revokes it at once."
+        ),
+    )
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(PublicIdSearchMixin, BigTableAdmin):
+    list_display = (
+        "public_id",
+        "organization",
+        "environment_name",
+        "url",
+        "state",
+        "event_filter",
+        "created_at",
+        "last_delivery",
+        "failure_streak",
+    )
+    list_select_related = ("environment__organization",)
+    list_filter = (
+        organization_filter("environment__organization__slug"),
+        ("environment__name", EnvironmentFilter),
+        "status",
+        FailingFilter,
+        DeletedFilter,
+    )
+    # Worst first is the question operators ask; both are single-table sorts.
+    sortable_by = ("failure_streak", "created_at")
+    search_fields = ("public_id", "url", "environment__organization__slug")
+    search_help_text = "Endpoint id (we_…, exact), part of the URL, or organization slug (exact)."
+    public_id_search = {ENDPOINT_ID_PREFIX: "public_id"}
+    fields = (
+        "public_id",
+        "environment",
+        "url",
+        "state",
+        "disabled_reason",
+        "event_filter",
+        "failure_streak",
+        "last_delivery",
+        "signing_secrets",
+        "deliveries",
+        "created_at",
+        "updated_at",
+        "deleted_at",
+    )
+    readonly_fields = fields
+    actions = ("enable", "disable", "rotate_secret", "send_test_event")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[WebhookEndpoint]:
+        # The newest delivery's outcome, per row, in the page's own query: two index probes
+        # per endpoint on delivery_endpoint_idx, instead of a query per row.
+        newest = Delivery.objects.filter(endpoint=OuterRef("pk")).order_by("-created_at", "-id")
+        return (
+            super()
+            .get_queryset(request)
+            .select_related(*self.list_select_related)  # for the object page too
+            .annotate(
+                last_delivery_status=Subquery(newest.values("status")[:1]),
+                last_delivery_status_code=Subquery(newest.values("last_status_code")[:1]),
+            )
+        )
+
+    def search_other(
+        self, request: HttpRequest, queryset: QuerySet[Any], term: str
+    ) -> QuerySet[Any]:
+        return queryset.filter(Q(url__icontains=term) | Q(environment__organization__slug=term))
+
+    # --- columns ------------------------------------------------------------------------
+
+    @admin.display(description="organization")
+    def organization(self, endpoint: WebhookEndpoint) -> str:
+        return endpoint.environment.organization.slug
+
+    @admin.display(description="environment")
+    def environment_name(self, endpoint: WebhookEndpoint) -> str:
+        return endpoint.environment.name
+
+    @admin.display(description="status")
+    def state(self, endpoint: WebhookEndpoint) -> str:
+        return "deleted" if endpoint.deleted_at else endpoint.status
+
+    @admin.display(description="event filter")
+    def event_filter(self, endpoint: WebhookEndpoint) -> str:
+        if ALL_EVENTS in endpoint.enabled_events:
+            return "every event (*)"
+        return ", ".join(endpoint.enabled_events)
+
+    @admin.display(description="last delivery")
+    def last_delivery(self, endpoint: WebhookEndpoint) -> str:
+        status = getattr(endpoint, "last_delivery_status", None)
+        if status is None:
+            return "—"
+        code = getattr(endpoint, "last_delivery_status_code", None)
+        return f"{status} ({code})" if code is not None else status
+
+    @admin.display(description="failure streak", ordering="consecutive_failures")
+    def failure_streak(self, endpoint: WebhookEndpoint) -> str:
+        if not endpoint.consecutive_failures:
+            return "—"
+        since = endpoint.failing_since.strftime(DATETIME_FORMAT) if endpoint.failing_since else "?"
+        return f"{endpoint.consecutive_failures} failed attempt(s) since {since}"
+
+    @admin.display(description="signing secrets")
+    def signing_secrets(self, endpoint: WebhookEndpoint) -> str:
+        # Dates only: the ciphertext is not even read.
+        rows = list(endpoint.secrets.signing().values_list("created_at", "expires_at"))
+        if not rows:
+            return "none"
+        return format_html(
+            "{} signing: {}",
+            len(rows),
+            format_html_join(
+                "; ",
+                "created {}, {}",
+                (
+                    (
+                        created.strftime(DATETIME_FORMAT),
+                        f"expires {expires.strftime(DATETIME_FORMAT)}"
+                        if expires
+                        else "current (no expiry)",
+                    )
+                    for created, expires in rows
+                ),
+            ),
+        )
+
+    @admin.display(description="deliveries")
+    def deliveries(self, endpoint: WebhookEndpoint) -> str:
+        url = reverse("admin:deliveries_delivery_changelist")
+        return format_html(
+            '<a href="{}?endpoint={}">Deliveries to this endpoint</a>', url, endpoint.pk
+        )
+
+    # --- actions (need webhooks.change_webhookendpoint: see has_operate_permission) ------
+
+    def _live_targets(
+        self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]
+    ) -> list[WebhookEndpoint] | None:
+        targets = action_targets(self, request, queryset.select_related("environment"))
+        if targets is None:
+            return None
+        deleted = [e.public_id for e in targets if e.deleted_at is not None]
+        if deleted:
+            self.message_user(
+                request, f"Skipped deleted endpoint(s): {', '.join(deleted)}.", messages.WARNING
+            )
+        return [e for e in targets if e.deleted_at is None]
+
+    def _set_status(
+        self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint], status: str
+    ) -> None:
+        targets = self._live_targets(request, queryset)
+        if targets is None:
+            return
+        changed = [e for e in targets if e.status != status]
+        for endpoint in changed:
+            # The service, not a bulk UPDATE: disabling also cancels what is queued.
+            endpoint_update(endpoint=endpoint, status=status)
+            self.log_change(request, endpoint, f"Status set to {status}.")
+        self.message_user(
+            request,
+            f"{status.capitalize()} {len(changed)} endpoint(s)"
+            + (
+                f"; {len(targets) - len(changed)} already were."
+                if len(changed) < len(targets)
+                else "."
+            ),
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Enable selected endpoints", permissions=["operate"])
+    def enable(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
+        self._set_status(request, queryset, WebhookEndpoint.Status.ENABLED)
+
+    @admin.action(
+        description="Disable selected endpoints (cancels queued deliveries)",
+        permissions=["operate"],
+    )
+    def disable(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
+        self._set_status(request, queryset, WebhookEndpoint.Status.DISABLED)
+
+    @admin.action(description="Rotate signing secret…", permissions=["operate"])
+    def rotate_secret(
+        self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]
+    ) -> HttpResponse | None:
+        """First a page asking for the overlap; its submit comes back here with `confirm`,
+        rotates, and answers with the new secrets: the only page that ever shows them."""
+        targets = self._live_targets(request, queryset)
+        if not targets:
+            return None
+        form = RotateSecretForm(request.POST if "confirm" in request.POST else None)
+        if form.is_valid():
+            overlap = form.cleaned_data["overlap_seconds"]
+            try:
+                # All or none: a secret made but never shown would leave its receiver unable
+                # to verify anything once the overlap ends.
+                with transaction.atomic():
+                    rotated = [
+                        endpoint_secret_rotate(endpoint=endpoint, overlap_seconds=overlap)
+                        for endpoint in targets
+                    ]
+            except InvalidInput as exc:  # deleted since the confirmation page
+                self.message_user(request, f"Nothing rotated: {exc.message}", messages.ERROR)
+                return None
+            for result in rotated:
+                until = result.previous_expires_at or timezone.now()
+                self.log_change(
+                    request,
+                    result.endpoint,
+                    "Rotated the signing secret; the previous one signs until "
+                    f"{until.strftime(DATETIME_FORMAT)}.",
+                )
+            context = {
+                **self._page_context(request, "New signing secrets"),
+                "rotated": rotated,
+                "overlap_seconds": overlap,
+            }
+            return TemplateResponse(
+                request, "admin/webhooks/webhookendpoint/rotate_secret_done.html", context
+            )
+        return TemplateResponse(
+            request,
+            "admin/webhooks/webhookendpoint/rotate_secret_confirm.html",
+            {
+                **self._page_context(request, "Rotate signing secrets"),
+                "endpoints": targets,
+                "form": form,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            },
+        )
+
+    @admin.action(description="Send a test event (ping)", permissions=["operate"])
+    def send_test_event(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
+        targets = self._live_targets(request, queryset)
+        if targets is None:
+            return
+        sent: list[str] = []
+        for endpoint in targets:
+            try:
+                delivery = endpoint_test_event_send(endpoint=endpoint)
+            except InvalidInput as exc:
+                self.message_user(request, f"{endpoint.public_id}: {exc.message}", messages.ERROR)
+                continue
+            self.log_change(request, endpoint, f"Sent a test event ({delivery.public_id}).")
+            sent.append(f"{endpoint.public_id} ({delivery.public_id})")
+        if sent:
+            self.message_user(
+                request, f"Test event queued for {', '.join(sent)}.", messages.SUCCESS
+            )
+
+    def _page_context(self, request: HttpRequest, title: str) -> dict[str, Any]:
+        return {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "opts": self.opts,
+            "media": self.media,
+        }
