@@ -311,8 +311,11 @@ def _update_endpoint_health(
 ) -> None:
     """Failure streaks, 410 Gone, and the auto-disable of endpoints failing for too long."""
     healthy = {r.delivery.endpoint_id for r in successes}
-    if healthy:
-        WebhookEndpoint.objects.filter(id__in=healthy, consecutive_failures__gt=0).update(
+    # Only endpoints that were failing when loaded need their streak reset: a healthy batch
+    # costs no query here.
+    recovering = {r.delivery.endpoint_id for r in successes if r.delivery.endpoint.failing_since}
+    if recovering:
+        WebhookEndpoint.objects.filter(id__in=recovering, consecutive_failures__gt=0).update(
             consecutive_failures=0, failing_since=None
         )
     failing = Counter(

@@ -115,7 +115,9 @@ def event_fan_out(*, event_id: int) -> list[int]:
             .values_list("id", "enabled_events")
         )
         endpoint_ids = [pk for pk, events in candidates if filter_matches(events, event.type)]
-        Delivery.objects.bulk_create(
+        # No ignore_conflicts: the locked, unmarked event cannot have deliveries yet, and
+        # without it PostgreSQL returns the new ids (no second query to find them).
+        made = Delivery.objects.bulk_create(
             [
                 Delivery(
                     event_id=event.pk,
@@ -127,15 +129,12 @@ def event_fan_out(*, event_id: int) -> list[int]:
                 for pk in endpoint_ids
             ],
             batch_size=1000,
-            ignore_conflicts=True,
         )
         event.fanned_out_at = now
         event.save(update_fields=["fanned_out_at"])
-        return list(
-            Delivery.objects.filter(event=event, status=Delivery.Status.PENDING).values_list(
-                "id", flat=True
-            )
-        )
+        if made and made[0].pk is None:  # a database that does not return ids (SQLite < 3.35)
+            return list(Delivery.objects.filter(event=event).values_list("id", flat=True))
+        return [d.pk for d in made]
 
 
 def deliveries_enqueue(delivery_ids: list[int]) -> None:

@@ -176,6 +176,9 @@ def test_failures_are_retried_until_a_2xx_with_the_same_event(tenant, receiver):
     assert attempts[0]["response_body"] == "upstream exploded"
     assert attempts[2]["response_body"] == '{"ok": true}'
     assert all(a["duration_ms"] >= 0 for a in attempts)
+    # The success ended the endpoint's failure streak.
+    stored = WebhookEndpoint.objects.get(public_id=endpoint["webhook_endpoint_id"])
+    assert (stored.consecutive_failures, stored.failing_since) == (0, None)
 
 
 def test_timeouts_and_refused_connections_are_failed_attempts(tenant, receiver):
