@@ -1,0 +1,42 @@
+"""Where the bench runs: its database, and the guard that keeps it off every other database.
+
+The bench owns exactly one database, `kinetic_bench` (override with BENCH_DATABASE_URL, whose
+name must still start with `kinetic_bench`). It creates it fresh, migrates it, and drops it at
+the end; it never connects to `kinetic` or `test_kinetic*`.
+"""
+
+import os
+from pathlib import Path
+from typing import Any
+
+import environ
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BENCH_DB_NAME = "kinetic_bench"
+DEFAULT_DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{BENCH_DB_NAME}"
+SETTINGS_MODULE = "bench.settings"
+
+
+class BenchError(RuntimeError):
+    """Something the bench cannot work around; the message says what to do."""
+
+
+def database_url() -> str:
+    return os.environ.get("BENCH_DATABASE_URL") or DEFAULT_DATABASE_URL
+
+
+def database_config() -> dict[str, Any]:
+    """Django's DATABASES entry for the bench database, after checking its name."""
+    config = environ.Env.db_url_config(database_url())
+    check_database_name(config["NAME"])
+    if config["ENGINE"] != "django.db.backends.postgresql":
+        raise BenchError("BENCH_DATABASE_URL must be a postgres:// URL.")
+    return config
+
+
+def check_database_name(name: str) -> None:
+    if not name.startswith(BENCH_DB_NAME) or name.startswith("test_"):
+        raise BenchError(
+            f"refusing to use database {name!r}: the bench only creates, migrates and drops "
+            f"databases named {BENCH_DB_NAME}*"
+        )

@@ -1,0 +1,323 @@
+"""What a run found: the table on stdout, `docs/benchmarks.md`, and the JSON summary line."""
+
+import datetime as dt
+import json
+import os
+import platform
+import re
+import subprocess
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from bench.config import REPO_ROOT
+from bench.wrk import WrkResult
+
+DOCS_PATH = REPO_ROOT / "docs" / "benchmarks.md"
+_KEEP_START = "<!-- bench:gunicorn:start -->"
+_KEEP_END = "<!-- bench:gunicorn:end -->"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    label: str
+    result: WrkResult
+    sql_per_request: int | None = None
+    others_cpu_percent: float | None = None  # share of the machine other processes used
+
+
+@dataclass
+class Section:
+    key: str  # the workload's name: "api", "deep", "gunicorn"
+    title: str
+    measurements: list[Measurement] = field(default_factory=list)
+    summary: list[str] = field(default_factory=list)  # one figure per line, shown under the table
+    blocks: list[tuple[str, str]] = field(default_factory=list)  # (heading, preformatted text)
+    extra_table: tuple[list[str], list[list[str]]] | None = None  # (header, rows)
+    extra_errors: int = 0  # failed requests of runs shown in extra_table only
+
+    @property
+    def errors(self) -> int:
+        return self.extra_errors + sum(m.result.errors for m in self.measurements)
+
+
+NOISY_PERCENT = 15.0
+
+
+@dataclass
+class Run:
+    command: str
+    mode: str
+    started: dt.datetime
+    machine: dict[str, str]
+    setup: dict[str, str]
+    sections: list[Section] = field(default_factory=list)
+    metrics: dict[str, float | int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    @property
+    def noise_warning(self) -> str:
+        """A sentence if other processes took a large share of the CPUs during a measurement."""
+        shares = [
+            m.others_cpu_percent
+            for section in self.sections
+            for m in section.measurements
+            if m.others_cpu_percent is not None
+        ]
+        worst = max(shares, default=0.0)
+        if worst <= NOISY_PERCENT:
+            return ""
+        noisy = sum(share > NOISY_PERCENT for share in shares)
+        return (
+            f"Noisy run: other processes used more than {NOISY_PERCENT:.0f}% of the CPUs during "
+            f"{noisy} of {len(shares)} measurements (up to {worst:.0f}%); those figures are low. "
+            "Rerun on a quiet machine to compare."
+        )
+
+
+# --- the machine -----------------------------------------------------------------------------
+
+
+def machine_info(postgres_version: str, wrk_version: str) -> dict[str, str]:
+    return {
+        "nproc": _command(["nproc"]) or str(os.cpu_count()),
+        "memory": _memory(),
+        "cpu": _cpu_model(),
+        "kernel": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "django": metadata.version("django"),
+        "djangorestframework": metadata.version("djangorestframework"),
+        "gunicorn": metadata.version("gunicorn"),
+        "psycopg": metadata.version("psycopg"),
+        "postgresql": postgres_version,
+        "wrk": wrk_version,
+    }
+
+
+def _command(argv: list[str]) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def _memory() -> str:
+    try:
+        text = Path("/proc/meminfo").read_text()
+    except OSError:
+        return "unknown"
+    match = re.search(r"^MemTotal:\s+(\d+) kB", text, re.MULTILINE)
+    return f"{int(match[1]) / 1024 / 1024:.1f} GiB" if match else "unknown"
+
+
+def _cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    match = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+    return match[1].strip() if match else platform.processor() or "unknown"
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+_HEADER = [
+    "workload",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "requests",
+    "errors",
+    "SQL/req",
+    "other CPU %",
+]
+
+
+def _rows(section: Section) -> list[list[str]]:
+    return [
+        [
+            m.label,
+            f"{m.result.rps:,.0f}",
+            f"{m.result.p50_ms:.2f}",
+            f"{m.result.p99_ms:.2f}",
+            f"{m.result.requests:,}",
+            str(m.result.errors),
+            "-" if m.sql_per_request is None else str(m.sql_per_request),
+            "-" if m.others_cpu_percent is None else f"{m.others_cpu_percent:.0f}",
+        ]
+        for m in section.measurements
+    ]
+
+
+def _text_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+        return "  ".join([first, *rest])
+
+    return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, rows)])
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    align = "|" + "|".join([" --- "] + [" ---: "] * (len(header) - 1)) + "|"
+    return "\n".join([line(header), align, *map(line, rows)])
+
+
+def print_report(run: Run) -> None:
+    print()
+    print(f"Kinetic bench ({run.mode}) - {run.started:%Y-%m-%d %H:%M} UTC")
+    print(
+        f"machine: {run.machine['nproc']} CPU ({run.machine['cpu']}), {run.machine['memory']}; "
+        f"Python {run.machine['python']}, Django {run.machine['django']}, "
+        f"PostgreSQL {run.machine['postgresql']}"
+    )
+    for name, value in run.setup.items():
+        print(f"{name}: {value}")
+    if run.noise_warning:
+        print(f"WARNING: {run.noise_warning}")
+    for section in run.sections:
+        print()
+        print(f"== {section.title}")
+        if section.measurements:
+            print(_text_table(_HEADER, _rows(section)))
+        if section.extra_table:
+            print(_text_table(*section.extra_table))
+        for line in section.summary:
+            print(f"  {line}")
+        for heading, text in section.blocks:
+            print(f"-- {heading}")
+            print(text.rstrip())
+    print()
+    print(f"total time: {run.elapsed_s:.0f}s")
+
+
+# --- docs/benchmarks.md ----------------------------------------------------------------------
+
+
+def write_docs(run: Run, path: Path = DOCS_PATH) -> Path:
+    measured = any(section.key == "gunicorn" for section in run.sections)
+    kept = "" if measured else _kept_gunicorn_section(path)
+    out: list[str] = [
+        "# Benchmarks",
+        "",
+        "Generated by `python -m bench` (see `bench/`); every full run rewrites this file.",
+        "Figures are from one machine and one run: compare runs on the same machine only.",
+        "",
+        "## Latest run",
+        "",
+        f"- Command: `{run.command}` ({run.mode}, {run.elapsed_s:.0f} s)",
+        f"- Date: {run.started:%Y-%m-%d %H:%M} UTC",
+        f"- Machine: `nproc` = {run.machine['nproc']}, {run.machine['memory']} memory, "
+        f"CPU {run.machine['cpu']}, {run.machine['kernel']}",
+        f"- Software: Python {run.machine['python']}, Django {run.machine['django']}, "
+        f"DRF {run.machine['djangorestframework']}, gunicorn {run.machine['gunicorn']}, "
+        f"psycopg {run.machine['psycopg']}, PostgreSQL {run.machine['postgresql']}, "
+        f"{run.machine['wrk']}",
+    ]
+    out += [f"- {name.capitalize()}: {value}" for name, value in run.setup.items()]
+    if run.noise_warning:
+        out += ["", f"**{run.noise_warning}**"]
+    for section in run.sections:
+        if section.key == "gunicorn":
+            out += ["", _KEEP_START, *_section_markdown(section, run), _KEEP_END]
+        else:
+            out += ["", *_section_markdown(section, run)]
+    if kept:
+        out += ["", kept]
+    out += ["", *_METHOD]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(out).rstrip() + "\n")
+    return path
+
+
+def _section_markdown(section: Section, run: Run) -> list[str]:
+    lines = [f"## {section.title}", ""]
+    if section.key == "gunicorn":
+        lines += [f"Measured {run.started:%Y-%m-%d} with `{run.command}`.", ""]
+    if section.measurements:
+        lines += [_markdown_table(_HEADER, _rows(section)), ""]
+    if section.extra_table:
+        lines += [_markdown_table(*section.extra_table), ""]
+    lines += [f"- {line}" for line in section.summary]
+    for heading, text in section.blocks:
+        lines += ["", f"{heading}:", "", "```", text.rstrip(), "```"]
+    return lines
+
+
+def _kept_gunicorn_section(path: Path) -> str:
+    """The worker-class comparison of an earlier run: this run did not measure it again."""
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    start, end = text.find(_KEEP_START), text.find(_KEEP_END)
+    if start < 0 or end < start:
+        return ""
+    return text[start : end + len(_KEEP_END)]
+
+
+_METHOD = [
+    "## Method",
+    "",
+    "- Everything runs on this one machine: PostgreSQL, gunicorn and wrk share its CPUs, so",
+    "  absolute figures are lower than on a dedicated server; ratios travel better.",
+    "- gunicorn serves `config.wsgi` with `bench.settings`: the production settings with",
+    "  throwaway secrets, `SECURE_SSL_REDIRECT` off (plain http on 127.0.0.1), `DEBUG` off, and",
+    "  one extra URL, `/bench/bare`, a plain Django view returning a constant JSON body (no DRF,",
+    "  no database) that still passes through the whole middleware stack. All gunicorn options",
+    "  are on its command line; an empty config file is passed so no `gunicorn.conf.py` applies.",
+    "- The database is `kinetic_bench`, created and migrated fresh on the shared server for each",
+    "  run and dropped at the end. API keys are real `md_test_` keys made with",
+    "  `accounts.services.api_key_create`; every request is authenticated.",
+    "- gunicorn runs 2 sync workers (`--workers 2 --worker-class sync`), for every workload:",
+    "  the fastest setup on the bare view on 2 CPUs (`--only gunicorn` compares it with",
+    "  gthread setups). Sync workers close the connection after each response, so wrk opens a",
+    "  new TCP connection per request; gthread workers keep them, but then each connection",
+    "  stays on the worker that accepted it and wrk's 8 connections split between the workers",
+    "  at random (all 8 on one worker in some runs), which makes gthread figures swing by 2x.",
+    "- Each workload gets a warm-up run of wrk (discarded), then the measured run. wrk is",
+    "  closed-loop with 8 connections: the 2 workers are always busy and a request waits for",
+    "  the ones ahead of it, so p50 is about 8 / (req/s); p50 and p99 come from wrk's",
+    "  `--latency` distribution.",
+    "- `other CPU %` is the share of the machine used during the measured run by processes",
+    "  outside the bench (busy time from /proc/stat minus this process, wrk, gunicorn's process",
+    "  group and the bench database's PostgreSQL backends). Before each run the bench waits up",
+    "  to 20 s for that share to fall under 15%, and a run above it is repeated once (the",
+    "  quieter one is kept), within 60 s of waiting per run in all (15 s with `--quick`).",
+    "  Figures with a high share are low and noisy: rerun on a quiet machine.",
+    "- GET list asks for `?limit=20` in an environment holding 1,000 endpoints (a full page and",
+    "  `has_more`); retrieve reads one of them. Create POSTs a new endpoint per request (an",
+    "  endpoint row, a Fernet-encrypted secret row). `create` registers a public IP-literal URL",
+    "  (`https://93.184.215.14/...`): the API's own cost. `create_dns` registers a host name",
+    "  (`https://hooks.example.com/...`): the production URL policy then resolves it on the",
+    "  request path (`webhooks.url_policy.resolve`, 4 resolver threads per process, 2 s",
+    "  timeout), so that row is as fast as the machine's DNS resolver allows.",
+    "- `SQL/req` is the number of SQL statements one such request runs, counted in the bench",
+    "  process with Django's test client (the connection health check Django runs at the start",
+    "  of each request, `CONN_HEALTH_CHECKS`, is not counted).",
+    "- Ratios `x/bare` divide the workload's req/s by the bare view's: the share of the bare",
+    "  Django throughput that the API path keeps.",
+    "- Deep pages: endpoints are inserted in one `INSERT ... SELECT generate_series` into one",
+    "  sandbox environment (distinct `created_at`, valid `we_` ids), then `VACUUM ANALYZE`.",
+    "  Page 1 is `?limit=20`; the deep page is `?limit=20&starting_after=<id>` for the endpoint",
+    "  at 90% of the list. A request with a cursor also looks the cursor up (one more indexed",
+    "  query, a fixed cost), so page 2 (`starting_after` the 20th endpoint) is measured too:",
+    "  deep/page2 is what depth alone costs, deep/page1 includes the cursor lookup.",
+    "  The plan printed is `EXPLAIN (ANALYZE, BUFFERS)` of the exact SQL the view ran.",
+    "- Run it: `.venv/bin/python -m bench` (about two minutes on a quiet machine, three at",
+    "  most while waiting for one), `--quick` (shorter runs, 10,000",
+    "  deep endpoints, does not rewrite this file), `--full` (1,000,000 deep endpoints),",
+    "  `--only api,deep,gunicorn` to choose workloads (`gunicorn` compares worker classes and is",
+    "  not run by default). wrk must be installed: `apt-get install -y wrk`.",
+]
+
+
+# --- the summary line ------------------------------------------------------------------------
+
+
+def summary_line(metrics: dict[str, float | int]) -> str:
+    return json.dumps(metrics, sort_keys=False, separators=(", ", ": "))

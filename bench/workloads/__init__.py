@@ -1,0 +1,158 @@
+"""Workloads: each takes the run's context and returns a report section plus its metrics.
+
+A workload is a function `run(ctx) -> Section` registered in `WORKLOADS`; it writes its figures
+into `ctx.metrics` under its own prefix. Later workloads (deliveries) plug in the same way.
+"""
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from bench import wrk
+from bench.config import BenchError
+from bench.cpu import CpuMeter, CpuShare, wait_for_quiet
+from bench.report import Measurement, Section
+from bench.stack import Gunicorn
+
+
+@dataclass
+class Context:
+    server: Gunicorn
+    load: wrk.Load
+    warmup_s: float
+    measure_s: float
+    deep_measure_s: float
+    deep_endpoints: int
+    # Seconds the whole run may spend waiting for other processes to quiet down, and on
+    # repeating noisy measurements; once spent, measurements are taken as they come.
+    quiet_budget_s: float = 60.0
+    metrics: dict[str, float | int] = field(default_factory=dict)
+
+
+def http(
+    url: str,
+    *,
+    headers: dict[str, str],
+    body: str | None = None,
+    expect: int = 200,
+) -> Any:
+    """One request outside the load run, to check the workload answers what it should."""
+    data = body.encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers=dict(headers))  # noqa: S310
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            status, payload = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, payload = error.code, error.read()
+    if status != expect:
+        raise BenchError(f"{url} answered {status}, expected {expect}: {payload[:500]!r}")
+    return json.loads(payload)
+
+
+# A measured run during which other processes used more of the machine than this is repeated
+# once, and the quieter of the two is kept (the report shows the share for every figure).
+NOISY_OTHERS_PERCENT = 15.0
+QUIET_WAIT_S = 20.0  # before each measured run, wait this long at most for a quiet machine
+
+
+def _bench_backends() -> list[int]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        return [row[0] for row in cursor.fetchall()]
+
+
+def measure(
+    ctx: Context,
+    label: str,
+    url: str,
+    *,
+    headers: dict[str, str],
+    body: str | None = None,
+    seconds: float | None = None,
+    sql_per_request: int | None = None,
+    server: Gunicorn | None = None,
+) -> Measurement:
+    """A discarded warm-up run of wrk, then the measured one (twice if others were busy)."""
+    server = server or ctx.server
+    wrk.run(url, seconds=ctx.warmup_s, load=ctx.load, headers=headers, body=body)
+    check(server.process is not None, "gunicorn is not running")
+    best: tuple[wrk.WrkResult, CpuShare] | None = None
+    measure_s = seconds or ctx.measure_s
+    for attempt in range(2):
+        if attempt and ctx.quiet_budget_s < measure_s:
+            break  # no time left to repeat it
+        started = time.monotonic()
+        wait_for_quiet(NOISY_OTHERS_PERCENT, min(QUIET_WAIT_S, ctx.quiet_budget_s))
+        meter = CpuMeter(server.process.pid, _bench_backends())  # type: ignore[union-attr]
+        meter.start()
+        result = wrk.run(url, seconds=measure_s, load=ctx.load, headers=headers, body=body)
+        share = meter.stop()
+        if attempt:
+            ctx.quiet_budget_s -= time.monotonic() - started
+        else:
+            ctx.quiet_budget_s -= max(0.0, time.monotonic() - started - measure_s)
+        if best is None or share.others < best[1].others:
+            best = (result, share)
+        if share.others_percent <= NOISY_OTHERS_PERCENT:
+            break
+        print(
+            f"  {label}: other processes used {share.others_percent:.0f}% of the CPUs",
+            flush=True,
+        )
+    assert best is not None
+    result, share = best
+    print(
+        f"  {label}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
+        f"p99 {result.p99_ms:.2f} ms, errors {result.errors}, "
+        f"other processes {share.others_percent:.0f}% CPU",
+        flush=True,
+    )
+    return Measurement(
+        label=label,
+        result=result,
+        sql_per_request=sql_per_request,
+        others_cpu_percent=share.others_percent,
+    )
+
+
+def count_queries(
+    path: str, headers: dict[str, str], body: str | None = None, expect: int = 200
+) -> tuple[int, list[str]]:
+    """SQL statements one request runs, through the whole stack, in the bench process."""
+    client = Client()
+    method = client.post if body is not None else client.get
+    kwargs: dict[str, Any] = {"headers": headers}
+    if body is not None:
+        kwargs.update(data=body, content_type="application/json")
+    method(path, **kwargs)  # warm: the key's once-a-minute last_used_at write happens here
+    with CaptureQueriesContext(connection) as captured:
+        response = method(path, **kwargs)
+    if response.status_code != expect:
+        raise BenchError(f"{path} answered {response.status_code} in-process, expected {expect}")
+    statements = [q["sql"] for q in captured.captured_queries]
+    return len(statements), statements
+
+
+def check(condition: object, message: str) -> None:
+    if not condition:
+        raise BenchError(message)
+
+
+DEFAULT = ("api", "deep")
+
+
+def registry() -> dict[str, Callable[[Context], Section]]:
+    """Every workload by name (imported here: they import this module's helpers)."""
+    from bench.workloads import api, deep, gunicorn
+
+    return {"api": api.run, "deep": deep.run, "gunicorn": gunicorn.run}

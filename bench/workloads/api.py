@@ -1,0 +1,73 @@
+"""The API under load: list, retrieve and create, against a bare Django view as the baseline.
+
+Create runs twice. `create` registers a public IP-literal URL, so it measures the API's own
+path (validation, two INSERTs, a Fernet encryption). `create_dns` registers a host name: the
+production URL policy then resolves it on the request path (`webhooks.url_policy.resolve`,
+2 s timeout), so that row shows what the resolver costs a create.
+"""
+
+import json
+
+from bench import seed
+from bench.report import Section
+from bench.workloads import Context, check, count_queries, http, measure
+
+API_ENDPOINTS = 1_000  # the list workload's environment: full pages and has_more
+CREATE_BODY = json.dumps({"url": "https://93.184.215.14/bench/created"})
+CREATE_DNS_BODY = json.dumps({"url": "https://hooks.example.com/bench/created"})
+
+LABELS = {
+    "bare": "GET /bench/bare (bare Django view)",
+    "list": "GET /v1/webhook_endpoints?limit=20",
+    "retrieve": "GET /v1/webhook_endpoints/{id}",
+    "create": "POST /v1/webhook_endpoints (IP URL)",
+    "create_dns": "POST /v1/webhook_endpoints (host URL, DNS)",
+}
+
+
+def run(ctx: Context) -> Section:
+    tenant = seed.tenant("bench-api")
+    seed.endpoints(tenant.environment, API_ENDPOINTS)
+    endpoint_id = seed.public_id_at(tenant.environment, 10)
+    base = ctx.server.base_url
+    collection = "/v1/webhook_endpoints"
+    requests = {  # name: (path, headers, body, expected status)
+        "bare": ("/bench/bare", {}, None, 200),
+        "list": (f"{collection}?limit=20", tenant.headers, None, 200),
+        "retrieve": (f"{collection}/{endpoint_id}", tenant.headers, None, 200),
+        "create": (collection, tenant.headers, CREATE_BODY, 201),
+        "create_dns": (collection, tenant.headers, CREATE_DNS_BODY, 201),
+    }
+
+    http(base + "/bench/bare", headers={})
+    page = http(base + requests["list"][0], headers=tenant.headers)
+    check(len(page["data"]) == 20 and page["has_more"], f"unexpected list page: {page}")
+    found = http(base + requests["retrieve"][0], headers=tenant.headers)
+    check(found["webhook_endpoint_id"] == endpoint_id, f"unexpected retrieve: {found}")
+    created = http(base + collection, headers=tenant.headers, body=CREATE_BODY, expect=201)
+    check(created.get("signing_secret", "").startswith("whsec_"), f"unexpected create: {created}")
+
+    section = Section(key="api", title="API throughput and latency")
+    for name, (path, headers, body, status) in requests.items():  # creates last: they add rows
+        sql, _ = count_queries(path, headers, body, expect=status)
+        measurement = measure(
+            ctx, LABELS[name], base + path, headers=headers, body=body, sql_per_request=sql
+        )
+        section.measurements.append(measurement)
+        result = measurement.result
+        ctx.metrics[f"api_{name}_rps"] = round(result.rps, 1)
+        ctx.metrics[f"api_{name}_p50_ms"] = round(result.p50_ms, 3)
+        ctx.metrics[f"api_{name}_p99_ms"] = round(result.p99_ms, 3)
+
+    bare = ctx.metrics["api_bare_rps"]
+    for name in ("list", "retrieve", "create"):
+        ratio = ctx.metrics[f"api_{name}_rps"] / bare if bare else 0.0
+        ctx.metrics[f"api_{name}_bare_ratio"] = round(ratio, 3)
+        section.summary.append(f"{name}/bare = {ratio:.3f} (req/s of {name} / req/s of bare)")
+    dns_p99 = ctx.metrics["api_create_dns_p99_ms"]
+    if dns_p99 >= 1000:
+        section.summary.append(
+            f"create with a host name: p99 {dns_p99:,.0f} ms; the URL check's DNS lookup "
+            "(webhooks.url_policy.resolve, 2 s timeout) waited on a slow resolver"
+        )
+    return section
