@@ -24,20 +24,16 @@ bind = f"0.0.0.0:{os.environ.get('PORT') or '8000'}"
 # otherwise claim all of the host's cores.
 workers = int(os.environ.get("WEB_CONCURRENCY") or min(2 * _cores() + 1, 8))
 
-# Requests mostly wait on PostgreSQL, so threads overlap that wait for little memory. Each
-# thread keeps its own connection (CONN_MAX_AGE): workers x threads per container must fit in
-# PostgreSQL's max_connections together with the Celery workers.
-worker_class = "gthread"
-threads = 4
+# Sync workers: measured with bench/ on 2 cores, they served the API and a bare view faster
+# than gthread (which also balanced keep-alive connections badly between workers). Each worker
+# keeps one database connection (CONN_MAX_AGE).
+worker_class = "sync"
 
 # A worker that stops reporting for this long is killed and replaced.
 timeout = 30
 # Shorter than the stop grace period in docker-compose.yml (30s), so in-flight requests finish
 # before SIGKILL arrives.
 graceful_timeout = 25
-# Must outlast the idle timeout of the proxy in front (nginx and AWS ALB default to 60s), or the
-# proxy reuses a connection we have just closed and answers 502.
-keepalive = 75
 
 # Recycling workers bounds the damage of a slow memory leak; the jitter keeps them from all
 # restarting at the same moment.
@@ -54,3 +50,11 @@ errorlog = "-"
 _SHM = "/dev/shm"  # noqa: S108
 if os.path.isdir(_SHM):
     worker_tmp_dir = _SHM
+
+
+def child_exit(server: object, worker: object) -> None:
+    """Prometheus multiprocess mode: a dead worker's live gauges must not be reported."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]

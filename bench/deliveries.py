@@ -69,8 +69,10 @@ def redis_server(workdir: Path) -> Iterator[str]:
 
 
 class Receiver:
-    def __init__(self, workdir: Path, secrets: dict[str, str], dead: list[str]) -> None:
-        self.port = free_port()
+    def __init__(
+        self, workdir: Path, secrets: dict[str, str], dead: list[str], port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = workdir / f"receiver-{self.port}.json"
         self.out = workdir / f"received-{self.port}.json"
@@ -79,6 +81,7 @@ class Receiver:
             [sys.executable, "-m", "bench.receiver", str(self.port), str(self.config),
              str(self.out)],
             cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL,
         )  # fmt: skip
         time.sleep(0.5)
 
@@ -125,16 +128,25 @@ class Celery:
         self.log.close()
 
 
-def make_endpoints(environment: Any, receiver: Receiver, count: int, prefix: str) -> dict[str, str]:
-    """`count` endpoints at receiver paths /<prefix><i>; returns path -> signing secret."""
+def make_endpoints(environment: Any, port: int, count: int, prefix: str) -> dict[str, str]:
+    """`count` endpoints at http://127.0.0.1:port/<prefix><i>; returns path -> secret."""
     from webhooks.services import endpoint_create
 
     secrets = {}
     for i in range(count):
         path = f"/{prefix}{i}"
-        created = endpoint_create(environment=environment, url=f"{receiver.url}{path}")
+        created = endpoint_create(environment=environment, url=f"http://127.0.0.1:{port}{path}")
         secrets[path] = created.signing_secret
     return secrets
+
+
+def receiver_for(
+    workdir: Path, environment: Any, count: int, prefix: str, dead: list[str] | None = None
+) -> tuple["Receiver", dict[str, str]]:
+    """Endpoints in `environment` and the receiver (knowing their secrets) they point at."""
+    port = free_port()
+    secrets = make_endpoints(environment, port, count, prefix)
+    return Receiver(workdir, secrets, dead or [], port=port), secrets
 
 
 def publish(environment: Any, count: int, rate: float | None = None) -> dict[str, float]:
@@ -260,17 +272,13 @@ def run(args: argparse.Namespace) -> dict[str, float]:
 def _measure(workdir: Path, events: int, fanout: int, celery: Celery) -> dict[str, float]:
     results: dict[str, float] = {}
     # Throughput: events x 10 endpoints, as fast as one producer publishes.
-    receiver = Receiver(workdir, {}, [])
-    environment = new_environment("throughput")
-    secrets = make_endpoints(environment, receiver, 10, "e")
-    receiver.process.terminate()
-    receiver.process.wait()
-    receiver = Receiver(workdir, secrets, [])
     warm = new_environment("warmup")
-    warm_secrets = make_endpoints(warm, receiver, 10, "e")
-    del warm_secrets
+    receiver, _ = receiver_for(workdir, warm, 10, "w")
     publish(warm, 20)
     wait_recorded(warm, 200, 60)
+    receiver.finish()
+    environment = new_environment("throughput")
+    receiver, secrets = receiver_for(workdir, environment, 10, "e")
     started = time.time()
     published = publish(environment, events)
     finished = wait_recorded(environment, events * 10, 600)
@@ -280,7 +288,7 @@ def _measure(workdir: Path, events: int, fanout: int, celery: Celery) -> dict[st
     results["invalid_signatures"] = got["invalid"]
 
     # The ceiling, same bodies and concurrency, one process and two.
-    receiver = Receiver(workdir, secrets, [])
+    receiver = Receiver(workdir, secrets, [], port=receiver.port)
     bodies = signed_bodies(receiver, secrets, events)
     bodies_file = workdir / "bodies.json"
     bodies_file.write_text(json.dumps(bodies))
@@ -290,12 +298,8 @@ def _measure(workdir: Path, events: int, fanout: int, celery: Celery) -> dict[st
     receiver.finish()
 
     # Latency at rest: half the target rate.
-    receiver = Receiver(workdir, {}, [])
     latency_env = new_environment("latency")
-    secrets = make_endpoints(latency_env, receiver, 10, "l")
-    receiver.process.terminate()
-    receiver.process.wait()
-    receiver = Receiver(workdir, secrets, [])
+    receiver, _ = receiver_for(workdir, latency_env, 10, "l")
     published = publish(latency_env, max(50, events // 5), rate=50)
     wait_recorded(latency_env, len(published) * 10, 300)
     got = receiver.finish()
@@ -303,15 +307,21 @@ def _measure(workdir: Path, events: int, fanout: int, celery: Celery) -> dict[st
     results["delivery_p50_ms"] = percentile(latencies, 0.5)
     results["delivery_p99_ms"] = percentile(latencies, 0.99)
 
+    # And at rest: 5 events/s (50 deliveries/s), well within what the stack sustains.
+    rest_env = new_environment("rest")
+    receiver, _ = receiver_for(workdir, rest_env, 10, "r")
+    published = publish(rest_env, 50, rate=5)
+    wait_recorded(rest_env, len(published) * 10, 120)
+    got = receiver.finish()
+    latencies = [(t - published[e]) * 1000 for e, _, t in got["received"] if e in published]
+    results["rest_50_per_s_p50_ms"] = percentile(latencies, 0.5)
+    results["rest_50_per_s_p99_ms"] = percentile(latencies, 0.99)
+
     # Fan-out: one event to `fanout` endpoints.
     from deliveries.models import Delivery
 
     fan_env = new_environment("fanout")
-    receiver = Receiver(workdir, {}, [])
-    secrets = make_endpoints(fan_env, receiver, fanout, "f")
-    receiver.process.terminate()
-    receiver.process.wait()
-    receiver = Receiver(workdir, secrets, [])
+    receiver, _ = receiver_for(workdir, fan_env, fanout, "f")
     started = time.time()
     publish(fan_env, 1)
     wait_recorded(fan_env, fanout, 600)
@@ -326,11 +336,7 @@ def _measure(workdir: Path, events: int, fanout: int, celery: Celery) -> dict[st
     p99 = {}
     for label, dead in (("without", False), ("with", True)):
         slow_env = new_environment(f"slow-{label}")
-        receiver = Receiver(workdir, {}, [])
-        secrets = make_endpoints(slow_env, receiver, 20, "s")
-        receiver.process.terminate()
-        receiver.process.wait()
-        receiver = Receiver(workdir, secrets, ["/s0"] if dead else [])
+        receiver, _ = receiver_for(workdir, slow_env, 20, "s", ["/s0"] if dead else [])
         published = publish(slow_env, max(30, events // 10), rate=10)
         time.sleep(3)
         got = receiver.finish()

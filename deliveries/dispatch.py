@@ -20,13 +20,14 @@ from functools import cache
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Case, F, Value, When
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from api import metrics
 from deliveries import schedule, signature, transport
 from deliveries.models import Delivery, DeliveryAttempt
+from deliveries.selectors import deliveries_due
 from deliveries.services import endpoint_deliveries_cancel
 from webhooks import encryption
 from webhooks.models import EndpointSecret, WebhookEndpoint
@@ -83,20 +84,34 @@ def lease_seconds() -> float:
     return float(settings.WEBHOOKS_DELIVERY_TIMEOUT) + float(settings.WEBHOOKS_CLAIM_LEASE_MARGIN)
 
 
-def deliveries_send(*, delivery_ids: list[int]) -> None:
-    """Attempts every delivery in `delivery_ids` that is due and not held by another worker."""
+def deliveries_send(*, delivery_ids: list[int], top_up: bool = True) -> None:
+    """Attempts every delivery in `delivery_ids` that is due and not held by another worker.
+
+    With `top_up`, a batch smaller than WEBHOOKS_DELIVERY_BATCH_SIZE is filled with other due
+    deliveries, oldest first: under load, tasks then carry full batches (a batch costs about
+    the same few queries whatever its size), and the tasks of deliveries taken this way find
+    nothing left to claim. At rest it changes nothing.
+    """
     token = uuid.uuid4()
     now = timezone.now()
-    claimed = Delivery.objects.filter(
-        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
-        id__in=delivery_ids,
-        status=Delivery.Status.PENDING,
-        next_attempt_at__lte=now,
-    ).update(claimed_until=now + timedelta(seconds=lease_seconds()), claim_token=token)
+    candidates = list(delivery_ids)
+    room = settings.WEBHOOKS_DELIVERY_BATCH_SIZE - len(candidates)
+    if top_up and room > 0:
+        candidates += list(
+            deliveries_due(now)
+            .exclude(id__in=candidates)
+            .order_by("next_attempt_at")
+            .values_list("id", flat=True)[:room]
+        )
+    claimed = (
+        deliveries_due(now)
+        .filter(id__in=candidates)
+        .update(claimed_until=now + timedelta(seconds=lease_seconds()), claim_token=token)
+    )
     if not claimed:
         return
     deliveries = list(
-        Delivery.objects.filter(id__in=delivery_ids, claim_token=token).select_related(
+        Delivery.objects.filter(id__in=candidates, claim_token=token).select_related(
             "event", "endpoint__environment"
         )
     )

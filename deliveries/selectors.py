@@ -1,8 +1,9 @@
 """Reads for events and deliveries, always within one environment."""
 
 from collections import Counter
+from datetime import datetime
 
-from django.db.models import Count, Prefetch, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet
 
 from accounts.models import Environment
 from api.ids import is_public_id
@@ -17,6 +18,15 @@ from deliveries.models import (
 from webhooks.models import WebhookEndpoint
 
 EVENT_DELIVERIES_SHOWN = 100
+
+
+def deliveries_due(now: datetime) -> QuerySet[Delivery]:
+    """Pending deliveries whose attempt is due and that no live worker holds."""
+    return Delivery.objects.filter(
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
+        status=Delivery.Status.PENDING,
+        next_attempt_at__lte=now,
+    )
 
 
 def events_of(environment: Environment) -> QuerySet[Event]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Environment
@@ -26,6 +26,7 @@ from api import metrics
 from api.errors import InvalidInput
 from api.serializers import API_DATETIME_FORMAT
 from deliveries.models import Delivery, Event
+from deliveries.selectors import deliveries_due
 from webhooks.catalog import TEST_EVENT_TYPE, filter_matches, is_known
 from webhooks.models import WebhookEndpoint
 
@@ -146,20 +147,12 @@ def deliveries_enqueue(delivery_ids: list[int]) -> None:
         deliver_task.delay(delivery_ids[start : start + size])
 
 
-def _due(now: datetime) -> QuerySet[Delivery]:
-    return Delivery.objects.filter(
-        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
-        status=Delivery.Status.PENDING,
-        next_attempt_at__lte=now,
-    )
-
-
 def deliveries_sweep(*, now: datetime | None = None) -> int:
     """Queues every delivery that is due and has no live task or claim; returns how many."""
     now = now or timezone.now()
     stale = now - timedelta(seconds=settings.WEBHOOKS_REENQUEUE_AFTER)
     ids = list(
-        _due(now)
+        deliveries_due(now)
         .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale))
         .order_by("next_attempt_at")
         .values_list("id", flat=True)[:SWEEP_LIMIT]

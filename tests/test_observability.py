@@ -113,3 +113,45 @@ def test_task_log_lines_carry_their_context():
         "event_id": "evt_1",
         "delivery_pks": [1, 2],
     }
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_one_scrape_of_the_web_reports_the_workers_deliveries(broker, receiver, tmp_path):
+    """Multiprocess mode: gunicorn and a Celery worker share PROMETHEUS_MULTIPROC_DIR."""
+    from django.db import connection
+
+    from tests.servers import FAST_DELIVERY_SETTINGS, CeleryWorker, Gunicorn, wait_for
+
+    s = connection.settings_dict
+    database_url = f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+    shared = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), **FAST_DELIVERY_SETTINGS}
+    web = Gunicorn(database_url, broker.url, WORKERS="2", **shared)
+    worker = CeleryWorker(database_url, broker.url, **shared)
+    try:
+        env = factories.environment()
+        _, raw = factories.api_key(env)
+        headers = {"Authorization": f"Bearer {raw}"}
+        import requests
+
+        created = requests.post(
+            f"{web.url}/v1/webhook_endpoints",
+            json={"url": f"{receiver.url}/metrics-hook"},
+            headers=headers,
+            timeout=10,
+        )
+        assert created.status_code == 201, created.text
+        requests.post(
+            f"{web.url}/v1/events", json={"type": "packet.created"}, headers=headers, timeout=10
+        )
+        wait_for(lambda: receiver.received("/metrics-hook"), timeout=30)
+
+        def succeeded() -> float:
+            text = requests.get(f"{web.url}/metrics", timeout=10).text
+            return sample(text, "kinetic_delivery_attempts_total", outcome="succeeded")
+
+        # Only the worker process attempted the delivery; the web process reports it.
+        assert wait_for(lambda: succeeded() >= 1, timeout=20)
+    finally:
+        worker.stop()
+        web.stop()

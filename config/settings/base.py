@@ -215,6 +215,9 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
 # Workers log through LOGGING above (JSON in production, with task context), not Celery's own.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
+# A folder shared by the web and worker processes of one host: /metrics then reports them all
+# (prometheus-client reads it from the environment itself; empty it when the service starts).
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
 # /metrics answers only with `Authorization: Bearer <METRICS_TOKEN>` when this is set.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
