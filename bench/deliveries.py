@@ -297,25 +297,11 @@ def _measure(workdir: Path, events: int, fanout: int, celery: Celery) -> dict[st
     results["bare_loop_per_s"] = bare_loop_processes(bodies_file, 2, threads // 2)
     receiver.finish()
 
-    # Latency at rest: half the target rate.
-    latency_env = new_environment("latency")
-    receiver, _ = receiver_for(workdir, latency_env, 10, "l")
-    published = publish(latency_env, max(50, events // 5), rate=50)
-    wait_recorded(latency_env, len(published) * 10, 300)
-    got = receiver.finish()
-    latencies = [(t - published[e]) * 1000 for e, _, t in got["received"] if e in published]
-    results["delivery_p50_ms"] = percentile(latencies, 0.5)
-    results["delivery_p99_ms"] = percentile(latencies, 0.99)
-
-    # And at rest: 5 events/s (50 deliveries/s), well within what the stack sustains.
-    rest_env = new_environment("rest")
-    receiver, _ = receiver_for(workdir, rest_env, 10, "r")
-    published = publish(rest_env, 50, rate=5)
-    wait_recorded(rest_env, len(published) * 10, 120)
-    got = receiver.finish()
-    latencies = [(t - published[e]) * 1000 for e, _, t in got["received"] if e in published]
-    results["rest_50_per_s_p50_ms"] = percentile(latencies, 0.5)
-    results["rest_50_per_s_p99_ms"] = percentile(latencies, 0.99)
+    # Publish-to-receipt latency at half the target rate, and at rest (50 deliveries/s).
+    p50, p99 = _latency(workdir, "latency", max(50, events // 5), rate=50)
+    results["delivery_p50_ms"], results["delivery_p99_ms"] = p50, p99
+    p50, p99 = _latency(workdir, "rest", 50, rate=5)
+    results["rest_50_per_s_p50_ms"], results["rest_50_per_s_p99_ms"] = p50, p99
 
     # Fan-out: one event to `fanout` endpoints.
     from deliveries.models import Delivery
@@ -346,6 +332,17 @@ def _measure(workdir: Path, events: int, fanout: int, celery: Celery) -> dict[st
     results["healthy_p99_ms_with_dead"] = p99["with"]
     results["slow_endpoint_p99_ratio"] = p99["with"] / p99["without"]
     return results
+
+
+def _latency(workdir: Path, name: str, events: int, rate: float) -> tuple[float, float]:
+    """p50 and p99 publish-to-receipt (ms) of `events` events x 10 endpoints at `rate`/s."""
+    environment = new_environment(name)
+    receiver, _ = receiver_for(workdir, environment, 10, name[0])
+    published = publish(environment, events, rate=rate)
+    wait_recorded(environment, len(published) * 10, 300)
+    got = receiver.finish()
+    latencies = [(t - published[e]) * 1000 for e, _, t in got["received"] if e in published]
+    return percentile(latencies, 0.5), percentile(latencies, 0.99)
 
 
 def _bare_loop_child(bodies_file: str, index: int, processes: int, threads: int) -> None:
