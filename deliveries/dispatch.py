@@ -12,14 +12,14 @@ import threading
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 
 from django.conf import settings
-from django.db import transaction
+from django.db import close_old_connections, transaction
 from django.db.models import Case, F, Value, When
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
@@ -34,8 +34,8 @@ from webhooks.models import EndpointSecret, WebhookEndpoint
 
 logger = logging.getLogger(__name__)
 
-# Results finished within this long are recorded at once; slower ones in a second round, so a
-# dead endpoint in a batch does not hold up the record of the healthy ones.
+# Results finished within this long are recorded together by the task; slower ones each by the
+# thread that sent it, when it ends.
 FIRST_WAVE_SECONDS = 0.5
 # A delivery that found its endpoint at the in-flight limit waits about this long.
 BUSY_ENDPOINT_DELAY = timedelta(seconds=2)
@@ -84,13 +84,20 @@ def lease_seconds() -> float:
     return float(settings.WEBHOOKS_DELIVERY_TIMEOUT) + float(settings.WEBHOOKS_CLAIM_LEASE_MARGIN)
 
 
-def deliveries_send(*, delivery_ids: list[int], top_up: bool = True) -> None:
+def deliveries_send(
+    *, delivery_ids: list[int], top_up: bool = True, wait_for_all: bool = False
+) -> None:
     """Attempts every delivery in `delivery_ids` that is due and not held by another worker.
 
     With `top_up`, a batch smaller than WEBHOOKS_DELIVERY_BATCH_SIZE is filled with other due
     deliveries, oldest first: under load, tasks then carry full batches (a batch costs about
     the same few queries whatever its size), and the tasks of deliveries taken this way find
     nothing left to claim. At rest it changes nothing.
+
+    Attempts still running after FIRST_WAVE_SECONDS are recorded by the sending thread when
+    they end, and this returns: a task never waits on a slow endpoint, so a dead endpoint
+    cannot hold the worker's task slots. `wait_for_all` waits for them instead (for a caller
+    that reports the outcome).
     """
     token = uuid.uuid4()
     now = timezone.now()
@@ -127,11 +134,22 @@ def deliveries_send(*, delivery_ids: list[int], top_up: bool = True) -> None:
     _postpone(busy, token, now + BUSY_ENDPOINT_DELAY)
 
     futures = [_executor().submit(_attempt, d, secrets[d.endpoint_id]) for d in admitted]
-    done, pending = wait(futures, timeout=FIRST_WAVE_SECONDS, return_when=FIRST_EXCEPTION)
+    done, pending = wait(futures, timeout=None if wait_for_all else FIRST_WAVE_SECONDS)
     _record([f.result() for f in done], token)
-    if pending:
-        done, _ = wait(pending)
-        _record([f.result() for f in done], token)
+    for future in pending:
+        future.add_done_callback(lambda f: _record_late(f.result(), token))
+
+
+def _record_late(sent: Sent, token: uuid.UUID) -> None:
+    """Records one slow attempt from the thread that made it (its own database connection,
+    looked after as a request's would be)."""
+    close_old_connections()
+    try:
+        _record([sent], token)
+    except Exception:  # the claim's lease runs out and the sweep retries it
+        logger.exception("delivery %s: recording a late attempt failed", sent.delivery.public_id)
+    finally:
+        close_old_connections()
 
 
 def _attempt(delivery: Delivery, secrets: list[str]) -> Sent:

@@ -96,6 +96,7 @@ def deliver_here(environment: Environment, type_: str = "packet.created") -> Any
     event = event_publish(environment=environment, type=type_, data={"n": 1})
     event_fan_out(event_id=event.pk)
     deliveries_send(
-        delivery_ids=list(Delivery.objects.filter(event=event).values_list("id", flat=True))
+        delivery_ids=list(Delivery.objects.filter(event=event).values_list("id", flat=True)),
+        wait_for_all=True,  # the test's transaction is invisible to other threads' connections
     )
     return event

@@ -70,7 +70,9 @@ def console(db, settings, receiver: Receiver) -> Console:
     receiver.script("/failing", Reply(status=500, body=b"upstream exploded " * 40))
     event = event_publish(environment=acme_sandbox, type="judgment.created", data={"n": 1})
     event_fan_out(event_id=event.pk)
-    deliveries_send(delivery_ids=list(event.deliveries.values_list("id", flat=True)))
+    deliveries_send(
+        delivery_ids=list(event.deliveries.values_list("id", flat=True)), wait_for_all=True
+    )
     api_key, _ = api_key_create(environment=acme_sandbox, scopes=["events:read"], name="ci")
     return Console(
         acme=acme,
@@ -445,7 +447,7 @@ def test_send_test_event_delivers_a_ping_to_that_endpoint_only(admin_client, con
     event_fan_out(event_id=delivery.event_id)  # even if asked, it fans out to no one
     assert Delivery.objects.filter(event=delivery.event).count() == 1
 
-    deliveries_send(delivery_ids=[delivery.pk])
+    deliveries_send(delivery_ids=[delivery.pk], wait_for_all=True)
     received = receiver.received("/healthy")[-1]
     assert received.headers["MD-Event-Type"] == "ping"
     assert received.json["data"] == {"webhook_endpoint_id": console.healthy.public_id}
@@ -490,7 +492,9 @@ def test_retry_now_sends_another_attempt(admin_client, console, receiver):
         assert delivery.status == "pending"
         assert delivery.next_attempt_at <= timezone.now()
 
-    deliveries_send(delivery_ids=[console.failed_delivery.pk, console.ok_delivery.pk])
+    deliveries_send(
+        delivery_ids=[console.failed_delivery.pk, console.ok_delivery.pk], wait_for_all=True
+    )
     console.failed_delivery.refresh_from_db()
     assert console.failed_delivery.attempt_count == 2
     assert console.failed_delivery.status == "succeeded"  # the receiver's script ran out

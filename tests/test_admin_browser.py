@@ -71,7 +71,9 @@ def test_operator_disables_a_failing_endpoint_and_rotates_its_secret(
     receiver.script("/down", Reply(status=503))
     event = event_publish(environment=environment, type="packet.created")
     event_fan_out(event_id=event.pk)
-    deliveries_send(delivery_ids=list(event.deliveries.values_list("id", flat=True)))
+    deliveries_send(
+        delivery_ids=list(event.deliveries.values_list("id", flat=True)), wait_for_all=True
+    )
     endpoint_id = failing.endpoint.public_id
     assert WebhookEndpoint.objects.get(public_id=endpoint_id).consecutive_failures == 1
 

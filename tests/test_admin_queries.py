@@ -52,7 +52,9 @@ def publish_and_send(environment: Environment, events: int = 2) -> None:
     for n in range(events):
         event = event_publish(environment=environment, type="judgment.created", data={"n": n})
         event_fan_out(event_id=event.pk)
-        deliveries_send(delivery_ids=list(event.deliveries.values_list("id", flat=True)))
+        deliveries_send(
+            delivery_ids=list(event.deliveries.values_list("id", flat=True)), wait_for_all=True
+        )
 
 
 def queries_for(client: Client, url: str) -> list[str]:

@@ -170,7 +170,7 @@ class EndpointTestEventViewSet(ApiViewSet):
             raise _not_found("webhook endpoint", "webhook_endpoint_id", webhook_endpoint_id)
         delivery = services.endpoint_test_event_send(endpoint=endpoint, enqueue=False)
         # Sent here, in this request: the caller wants the outcome, not a promise.
-        dispatch.deliveries_send(delivery_ids=[delivery.pk])
+        dispatch.deliveries_send(delivery_ids=[delivery.pk], top_up=False, wait_for_all=True)
         delivery = selectors.endpoint_deliveries(endpoint).get(pk=delivery.pk)
         return Response(DeliveryWithAttemptsOutput(delivery).data)
 
