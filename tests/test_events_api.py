@@ -206,3 +206,23 @@ def test_test_events_need_an_enabled_endpoint_of_ones_own(api):
     )
     reader = factories.api_client(api.environment, scopes=["webhook_endpoints:read"])
     assert_error(reader.post(f"{path}/test"), 403, "insufficient_scope")
+
+
+@pytest.mark.parametrize("how", ["delete", "disable"])
+def test_deleting_or_disabling_cancels_queued_deliveries(api, how):
+    endpoint = api.create_endpoint()
+    other = api.create_endpoint()
+    event = Event.objects.get(
+        public_id=api.post("/v1/events", {"type": "packet.created"}).json()["event_id"]
+    )
+    event_fan_out(event_id=event.pk)  # queued, not sent yet
+    path = f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}"
+    if how == "delete":
+        api.delete(path)
+    else:
+        api.patch(path, {"status": "disabled"})
+    mine = Delivery.objects.get(event=event, endpoint__public_id=endpoint["webhook_endpoint_id"])
+    theirs = Delivery.objects.get(event=event, endpoint__public_id=other["webhook_endpoint_id"])
+    assert (mine.status, mine.next_attempt_at) == ("cancelled", None)
+    assert mine.last_error == f"endpoint {how}d"
+    assert theirs.status == "pending"
