@@ -12,7 +12,7 @@ import threading
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,8 +34,8 @@ from webhooks.models import EndpointSecret, WebhookEndpoint
 
 logger = logging.getLogger(__name__)
 
-# Results finished within this long are recorded together by the task; slower ones each by the
-# thread that sent it, when it ends.
+# Results finished within this long are recorded together by the task; slower ones by a
+# recorder thread, a group at a time as they end.
 FIRST_WAVE_SECONDS = 0.5
 # A delivery that found its endpoint at the in-flight limit waits about this long.
 BUSY_ENDPOINT_DELAY = timedelta(seconds=2)
@@ -94,8 +94,8 @@ def deliveries_send(
     the same few queries whatever its size), and the tasks of deliveries taken this way find
     nothing left to claim. At rest it changes nothing.
 
-    Attempts still running after FIRST_WAVE_SECONDS are recorded by the sending thread when
-    they end, and this returns: a task never waits on a slow endpoint, so a dead endpoint
+    Attempts still running after FIRST_WAVE_SECONDS are recorded by a recorder thread as they
+    end, and this returns: a task never waits on a slow endpoint, so a dead endpoint
     cannot hold the worker's task slots. `wait_for_all` waits for them instead (for a caller
     that reports the outcome).
     """
@@ -136,18 +136,26 @@ def deliveries_send(
     futures = [_executor().submit(_attempt, d, secrets[d.endpoint_id]) for d in admitted]
     done, pending = wait(futures, timeout=None if wait_for_all else FIRST_WAVE_SECONDS)
     _record([f.result() for f in done], token)
-    for future in pending:
-        future.add_done_callback(lambda f: _record_late(f.result(), token))
+    if pending:
+        _late_recorder().submit(_record_when_done, pending, token)
 
 
-def _record_late(sent: Sent, token: uuid.UUID) -> None:
-    """Records one slow attempt from the thread that made it (its own database connection,
-    looked after as a request's would be)."""
+@cache
+def _late_recorder() -> ThreadPoolExecutor:
+    # Waits for attempts that outlived the first wave, so that the task does not.
+    return ThreadPoolExecutor(max_workers=32, thread_name_prefix="webhook-record")
+
+
+def _record_when_done(pending: set[Future[Sent]], token: uuid.UUID) -> None:
+    """Records slow attempts as they end, a group at a time, on its own database connection
+    (looked after as a request's would be)."""
     close_old_connections()
     try:
-        _record([sent], token)
-    except Exception:  # the claim's lease runs out and the sweep retries it
-        logger.exception("delivery %s: recording a late attempt failed", sent.delivery.public_id)
+        while pending:
+            done, pending = wait(pending, timeout=FIRST_WAVE_SECONDS)
+            _record([f.result() for f in done], token)
+    except Exception:  # the claims' lease runs out and the sweep retries them
+        logger.exception("recording late delivery attempts failed")
     finally:
         close_old_connections()
 
