@@ -79,6 +79,11 @@ class InvalidInput(ValueError):
         self.message = message
 
 
+def not_found(object_name: str, param: str, value: str) -> ApiError:
+    """`404 not_found` for an id the caller cannot see (missing, or another tenant's)."""
+    return ApiError("not_found", f"No such {object_name}: '{value[:100]}'.", param=param)
+
+
 def error_body(code: str, message: str, *, param: str | None = None) -> dict[str, Any]:
     return {
         "error": {

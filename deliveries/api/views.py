@@ -4,7 +4,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts import scopes
-from api.errors import ApiError
+from api.errors import ApiError, not_found
 from api.openapi import LIST_PARAMETERS, api_operation, object_id_parameter
 from api.pagination import LIST_PARAMS, keyset_page, parse_page_request
 from api.views import ApiViewSet
@@ -18,16 +18,12 @@ from deliveries.api.serializers import (
     EventOutput,
 )
 from webhooks.api.openapi import WEBHOOK_ENDPOINT_ID
-from webhooks.selectors import endpoint_get
+from webhooks.api.views import endpoint_or_404
 
 TAG_EVENTS = "Events"
 TAG_DELIVERIES = "Deliveries"
 EVENT_ID = object_id_parameter("event_id", "event", "evt_3kTq9Zb2Lm8RvX1cWd4N")
 DELIVERY_ID = object_id_parameter("delivery_id", "delivery", "dlv_7PqR2sT4uV6wX8yZ0aB1")
-
-
-def _not_found(kind: str, param: str, value: str) -> ApiError:
-    return ApiError("not_found", f"No such {kind}: '{value[:100]}'.", param=param)
 
 
 class EventViewSet(ApiViewSet):
@@ -100,7 +96,7 @@ class EventViewSet(ApiViewSet):
     def retrieve(self, request: Request, event_id: str) -> Response:
         event = selectors.event_get(environment=self.environment, public_id=event_id)
         if event is None:
-            raise _not_found("event", "event_id", event_id)
+            raise not_found("event", "event_id", event_id)
         context = {
             "delivery_counts": selectors.delivery_counts([event.pk]),
             "deliveries": selectors.event_deliveries(event),
@@ -128,9 +124,7 @@ class EndpointDeliveryViewSet(ApiViewSet):
         responses={200: DeliveryListOutput},
     )
     def list(self, request: Request, webhook_endpoint_id: str) -> Response:
-        endpoint = endpoint_get(environment=self.environment, public_id=webhook_endpoint_id)
-        if endpoint is None:
-            raise _not_found("webhook endpoint", "webhook_endpoint_id", webhook_endpoint_id)
+        endpoint = endpoint_or_404(self.environment, webhook_endpoint_id)
         deliveries = selectors.endpoint_deliveries(endpoint)
         page = keyset_page(
             deliveries,
@@ -165,9 +159,7 @@ class EndpointTestEventViewSet(ApiViewSet):
         responses={200: DeliveryWithAttemptsOutput},
     )
     def send(self, request: Request, webhook_endpoint_id: str) -> Response:
-        endpoint = endpoint_get(environment=self.environment, public_id=webhook_endpoint_id)
-        if endpoint is None:
-            raise _not_found("webhook endpoint", "webhook_endpoint_id", webhook_endpoint_id)
+        endpoint = endpoint_or_404(self.environment, webhook_endpoint_id)
         delivery = services.endpoint_test_event_send(endpoint=endpoint, enqueue=False)
         # Sent here, in this request: the caller wants the outcome, not a promise.
         dispatch.deliveries_send(delivery_ids=[delivery.pk], top_up=False, wait_for_all=True)
@@ -198,7 +190,7 @@ class DeliveryViewSet(ApiViewSet):
     def retry(self, request: Request, delivery_id: str) -> Response:
         delivery = selectors.delivery_get(environment=self.environment, public_id=delivery_id)
         if delivery is None:
-            raise _not_found("delivery", "delivery_id", delivery_id)
+            raise not_found("delivery", "delivery_id", delivery_id)
         if not delivery.endpoint.is_enabled:
             raise ApiError(
                 "parameter_invalid",

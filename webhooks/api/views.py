@@ -5,7 +5,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts import scopes
-from api.errors import ApiError
+from accounts.models import Environment
+from api.errors import not_found
 from api.openapi import LIST_PARAMETERS, api_operation
 from api.pagination import LIST_PARAMS, keyset_page, parse_page_request
 from api.views import ApiViewSet
@@ -26,6 +27,14 @@ from webhooks.models import WebhookEndpoint
 from webhooks.selectors import endpoint_get, endpoints_of
 
 
+def endpoint_or_404(environment: Environment, webhook_endpoint_id: str) -> WebhookEndpoint:
+    """The caller's endpoint with this id, or `404 not_found` (for every view that takes one)."""
+    endpoint = endpoint_get(environment=environment, public_id=webhook_endpoint_id)
+    if endpoint is None:
+        raise not_found("webhook endpoint", "webhook_endpoint_id", webhook_endpoint_id)
+    return endpoint
+
+
 class WebhookEndpointViewSet(ApiViewSet):
     """`/v1/webhook_endpoints`: the five operations of the reference."""
 
@@ -42,14 +51,7 @@ class WebhookEndpointViewSet(ApiViewSet):
     query_params = {"list": LIST_PARAMS}
 
     def get_endpoint(self, webhook_endpoint_id: str) -> WebhookEndpoint:
-        endpoint = endpoint_get(environment=self.environment, public_id=webhook_endpoint_id)
-        if endpoint is None:
-            raise ApiError(
-                "not_found",
-                f"No such webhook endpoint: '{webhook_endpoint_id[:100]}'.",
-                param="webhook_endpoint_id",
-            )
-        return endpoint
+        return endpoint_or_404(self.environment, webhook_endpoint_id)
 
     @api_operation(
         operation_id="webhook_endpoints_list",
