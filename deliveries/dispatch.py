@@ -393,7 +393,9 @@ def _observe(
             metrics.ATTEMPTS_PER_DELIVERY.observe(r.delivery.attempt_count + 1)
 
 
-def _record_failures(failures: list[Sent], token: uuid.UUID, now: datetime, gone: set[int]) -> None:
+def _record_failures(
+    failures: list[Sent], token: uuid.UUID, now: datetime, gone: set[int]
+) -> dict[int, datetime | None]:
     next_at: dict[int, datetime | None] = {}
     for r in failures:
         retry_after = None
@@ -404,16 +406,20 @@ def _record_failures(failures: list[Sent], token: uuid.UUID, now: datetime, gone
             delay = schedule.next_delay(r.delivery.attempt_count + 1, retry_after)
         next_at[r.delivery.pk] = None if delay is None else now + timedelta(seconds=delay)
     Delivery.objects.filter(id__in=list(next_at), claim_token=token).update(
-        status=_per_delivery(
-            failures,
-            "status",
-            lambda r: Delivery.Status.FAILED if next_at[r.delivery.pk] is None else "pending",
+        status=_unless_cancelled(
+            _per_delivery(
+                failures,
+                "status",
+                lambda r: Delivery.Status.FAILED if next_at[r.delivery.pk] is None else "pending",
+            )
         ),
-        next_attempt_at=_per_delivery(
-            failures, "next_attempt_at", lambda r: next_at[r.delivery.pk]
+        next_attempt_at=_unless_cancelled(
+            _per_delivery(failures, "next_attempt_at", lambda r: next_at[r.delivery.pk])
         ),
-        completed_at=_per_delivery(
-            failures, "completed_at", lambda r: now if next_at[r.delivery.pk] is None else None
+        completed_at=_unless_cancelled(
+            _per_delivery(
+                failures, "completed_at", lambda r: now if next_at[r.delivery.pk] is None else None
+            )
         ),
         attempt_count=F("attempt_count") + 1,
         last_attempt_at=now,
@@ -426,6 +432,17 @@ def _record_failures(failures: list[Sent], token: uuid.UUID, now: datetime, gone
         enqueued_at=None,
     )
     return next_at
+
+
+def _unless_cancelled(value: Case) -> Case:
+    """A delivery cancelled while its attempt was in flight (its endpoint was disabled or
+    deleted) keeps its state: the failed attempt is recorded, the retry it would lead to is not.
+    (A success is recorded as one: the receiver did get the event.)"""
+    return Case(
+        When(status=Delivery.Status.CANCELLED, then=F(value.output_field.name)),
+        default=value,
+        output_field=value.output_field,
+    )
 
 
 def _per_delivery(results: list[Sent], field: str, value: Callable[[Sent], object]) -> Case:

@@ -1,6 +1,7 @@
 """Signed delivery end to end: a real Celery worker, Redis, PostgreSQL and HTTP receiver."""
 
 import json
+import time
 from io import StringIO
 
 import pytest
@@ -142,6 +143,28 @@ def test_disabling_cancels_what_is_queued_and_reenabling_resumes_new_events_only
     ids = [r.headers["MD-Event-Id"] for r in receiver.received("/flaky")[sent_before:]]
     assert set(ids) == {second["event_id"]}
     assert Delivery.objects.get(pk=delivery.pk).status == "cancelled"
+
+
+def test_a_failure_recorded_after_the_endpoint_was_disabled_does_not_revive_the_delivery(
+    tenant, receiver
+):
+    endpoint = tenant.create_endpoint(f"{receiver.url}/slow-fail")
+    receiver.script("/slow-fail", Reply(500, delay=1.5), Reply(500), Reply(500))
+    event = publish(tenant)
+    wait_for(lambda: len(receiver.received("/slow-fail")) == 1)  # in flight: answers in 1.5 s
+    tenant.patch(f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}", {"status": "disabled"})
+    delivery = delivery_of(event["event_id"], endpoint["webhook_endpoint_id"])
+    wait_for(lambda: DeliveryAttempt.objects.filter(delivery=delivery).count() == 1)
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.next_attempt_at) == ("cancelled", None)
+    assert (delivery.attempt_count, delivery.last_status_code) == (1, 500)
+    # Retries come 1 s apart here and the sweep runs every 0.3 s: a revived delivery would be
+    # sent again within this wait, once the endpoint is enabled.
+    tenant.patch(f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}", {"status": "enabled"})
+    time.sleep(2.5)
+    assert Delivery.objects.get(pk=delivery.pk).status == "cancelled"
+    assert len(receiver.received("/slow-fail")) == 1
 
 
 def test_failures_are_retried_until_a_2xx_with_the_same_event(tenant, receiver):
