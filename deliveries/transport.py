@@ -14,12 +14,13 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from functools import cache
-from http.cookiejar import DefaultCookiePolicy
+from functools import cache, lru_cache
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.models import PreparedRequest
+from requests.structures import CaseInsensitiveDict
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NameResolutionError, NewConnectionError
@@ -177,16 +178,34 @@ class _GuardedAdapter(HTTPAdapter):
 
 
 @cache
-def session(allow_private: bool) -> requests.Session:
-    """One pooled session per process and policy (thread-safe for concurrent POSTs)."""
-    s = requests.Session()
-    s.trust_env = False  # no proxies, .netrc or CA bundles from the environment
-    s.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-    adapter = _GuardedAdapter(allow_private)
-    s.mount("http://", adapter)
-    s.mount("https://", adapter)
-    s.headers.clear()
-    return s
+def adapter(allow_private: bool) -> _GuardedAdapter:
+    """One pooled adapter per process and policy (thread-safe for concurrent POSTs)."""
+    return _GuardedAdapter(allow_private)
+
+
+@lru_cache(maxsize=4096)
+def _normalized_url(url: str) -> str:
+    request = PreparedRequest()
+    request.prepare_url(url, None)
+    return str(request.url)
+
+
+def _prepare(url: str, body: bytes, headers: dict[str, str]) -> PreparedRequest:
+    """The request, prepared directly rather than through a Session.
+
+    A Session merges cookies, environment settings, auth and hooks into every request, and
+    follows redirects: deliveries want none of it, and that merging cost a third of the CPU
+    of a POST. Sending the prepared request through the adapter also means no proxy, .netrc
+    or CA bundle from the environment can apply.
+    """
+    request = PreparedRequest()
+    request.method = "POST"
+    request.url = _normalized_url(url)
+    request.headers = CaseInsensitiveDict(
+        {"User-Agent": USER_AGENT, **headers, "Content-Length": str(len(body))}
+    )
+    request.body = body
+    return request
 
 
 @dataclass(frozen=True)
@@ -253,13 +272,11 @@ def post(
     _current.attempt = attempt
     _watchdog.watch(attempt, deadline)
     try:
-        with session(allow_private).post(
-            url,
-            data=body,
-            headers={"User-Agent": USER_AGENT, **headers},
-            timeout=(min(timeout, 5.0), timeout),
-            allow_redirects=False,
+        with adapter(allow_private).send(
+            _prepare(url, body, headers),
             stream=True,
+            timeout=(min(timeout, 5.0), timeout),
+            proxies={},
         ) as response:
             if attempt.aborted:
                 # Cut off mid-headers: what arrived is not a response.
