@@ -1,0 +1,142 @@
+"""The README's first command: `bin/dev` runs the whole service on embedded defaults.
+
+A copy of the repository (the files a commit of this working tree would hold) runs
+`bin/dev` with no DATABASE_URL or broker set, so it is on SQLite and a folder broker exactly as
+on a developer's fresh clone. Through its API, an endpoint on a local receiver gets a published
+event, signed with the secret the API returned: the web server, the worker, the broker folder
+and the SQLite hot path all took part. Ctrl-C stops every process it started.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from deliveries import signature
+from tests.servers import Receiver, free_port, wait_for
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+KEY_LINE = re.compile(r"Sandbox API key (md_test_\w+)")
+
+
+def _tracked_files() -> list[str]:
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout
+    return [p for p in listed.decode().split("\0") if p and (REPO / p).is_file()]
+
+
+@pytest.fixture
+def dev_checkout(tmp_path: Path) -> Path:
+    root = tmp_path / "checkout"
+    for relative in _tracked_files():
+        target = root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / relative, target)
+    return root
+
+
+def _environment(port: int) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_", "CELERY_", "DJANGO_", "WEBHOOKS_", "PYTEST"))
+    }
+    # This test's interpreter's venv: bin/dev would otherwise build one in the copy.
+    env["KINETIC_VENV"] = sys.prefix
+    env["PORT"] = str(port)
+    return env
+
+
+def test_bin_dev_runs_api_worker_and_beat_on_sqlite_and_a_folder_broker(dev_checkout):
+    port = free_port()
+    log = (dev_checkout / "dev.log").open("wb")
+    process = subprocess.Popen(
+        ["bin/dev"],
+        cwd=dev_checkout,
+        env=_environment(port),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # Ctrl-C goes to the whole group, as in a terminal
+    )
+    receiver = Receiver()
+    try:
+        output = lambda: (dev_checkout / "dev.log").read_text(errors="replace")  # noqa: E731
+        wait_for(lambda: KEY_LINE.search(output()) or process.poll() is not None, timeout=120)
+        assert process.poll() is None, output()
+        key = KEY_LINE.search(output()).group(1)
+        assert key == (dev_checkout / "var" / "demo_api_key").read_text().strip()
+        base = f"http://127.0.0.1:{port}"
+        headers = {"Authorization": f"Bearer {key}", "MD-Version": "2026-06-11"}
+
+        def ready() -> bool:
+            try:
+                return requests.get(f"{base}/readyz", timeout=2).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_for(ready, timeout=60)
+        created = requests.post(
+            f"{base}/v1/webhook_endpoints",
+            json={"url": f"{receiver.url}/dev", "enabled_events": ["judgment.created"]},
+            headers=headers,
+            timeout=10,
+        )
+        assert created.status_code == 201, created.text
+        secret = created.json()["signing_secret"]
+        published = requests.post(
+            f"{base}/v1/events",
+            json={"type": "judgment.created", "data": {"judgment": "jdg_1"}},
+            headers=headers,
+            timeout=10,
+        )
+        assert published.status_code == 201, published.text
+
+        wait_for(lambda: receiver.received("/dev"), timeout=60)
+        delivery = receiver.received("/dev")[0]
+        signature.verify(delivery.body, delivery.headers["MD-Signature"], secret)
+        assert json.loads(delivery.body)["id"] == published.json()["event_id"]
+        event_url = f"{base}/v1/events/{published.json()['event_id']}"
+
+        def succeeded() -> int:
+            counts = requests.get(event_url, headers=headers, timeout=10).json()["delivery_counts"]
+            return int(counts["succeeded"])
+
+        wait_for(lambda: succeeded() == 1, timeout=30)  # recorded by the worker in SQLite
+        assert (dev_checkout / "var" / "kinetic.sqlite3").is_file()
+    finally:
+        receiver.close()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(30)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            log.close()
+    # Every process bin/dev started (runserver, worker, beat) is gone with it.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and _group_alive(process.pid):
+        time.sleep(0.2)
+    assert not _group_alive(process.pid)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
