@@ -2,7 +2,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
@@ -24,3 +24,19 @@ def _database_connections_as_around_a_request(**kwargs: Any) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@worker_init.connect
+def worker_commits_without_waiting_for_the_disk(**kwargs: Any) -> None:
+    """WEBHOOKS_WORKER_SYNCHRONOUS_COMMIT (see its comment in the settings)."""
+    from django.conf import settings
+    from django.db.backends.signals import connection_created
+
+    if not settings.WEBHOOKS_WORKER_SYNCHRONOUS_COMMIT:
+        connection_created.connect(_commit_asynchronously, dispatch_uid="worker-async-commit")
+
+
+def _commit_asynchronously(sender: Any, connection: Any, **kwargs: Any) -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET synchronous_commit = off")

@@ -265,6 +265,12 @@ WEBHOOKS_SEND_THREADS = env.int("WEBHOOKS_SEND_THREADS", default=64)
 # Requests in flight to one endpoint from one worker process; more wait their turn, so a slow
 # endpoint cannot take every sending thread.
 WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT = env.int("WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT", default=8)
+# Whether worker transactions (fan-out, claims, attempt records) wait for their WAL flush. Off
+# by default: PostgreSQL stays consistent, and a database crash can only forget the last
+# moments of worker writes, which the sweep redoes (at worst a delivery is sent twice, as
+# at-least-once allows). It takes ~1.3 ms of fsync off each of them here, twice on the path
+# from publish to receipt. Publishing, in the producer's transaction, always waits.
+WEBHOOKS_WORKER_SYNCHRONOUS_COMMIT = env.bool("WEBHOOKS_WORKER_SYNCHRONOUS_COMMIT", default=False)
 # Events, their deliveries and attempts are kept this long (idempotency keys: their TTL).
 WEBHOOKS_RETENTION_DAYS = env.int("WEBHOOKS_RETENTION_DAYS", default=30)
 WEBHOOKS_EVENT_DATA_MAX_BYTES = env.int("WEBHOOKS_EVENT_DATA_MAX_BYTES", default=64 * 1024)
