@@ -16,6 +16,13 @@ BENCH_DB_NAME = "kinetic_bench"
 DEFAULT_DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{BENCH_DB_NAME}"
 SETTINGS_MODULE = "bench.settings"
 
+# Workload names, known before Django starts: the delivery ones need the private broker, which
+# must be in the environment before Django reads its settings. `peer` runs django-webhook in
+# its own virtualenv; `gunicorn` (comparing worker setups) runs only when asked for.
+DELIVERY_WORKLOADS = ("deliveries", "latency", "fanout", "slow", "memory")
+DEFAULT_WORKLOADS = ("api", "deep", *DELIVERY_WORKLOADS, "peer")
+ALL_WORKLOADS = (*DEFAULT_WORKLOADS, "gunicorn")
+
 
 class BenchError(RuntimeError):
     """Something the bench cannot work around; the message says what to do."""

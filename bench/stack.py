@@ -24,9 +24,9 @@ from psycopg import sql
 
 from bench.config import REPO_ROOT, SETTINGS_MODULE, BenchError, check_database_name
 
-# Held for the whole run on the maintenance connection: two bench runs on one PostgreSQL
-# server would otherwise drop each other's database.
-_ADVISORY_LOCK_KEY = 0x6B62656E6368  # "kbench"
+# Held for the whole run on the maintenance connection, per database name: two bench runs on
+# one database would otherwise drop it under each other (runs on distinct names may overlap).
+_ADVISORY_LOCK_CLASS = 0x6B62  # "kb"
 
 
 # --- PostgreSQL ------------------------------------------------------------------------------
@@ -49,7 +49,9 @@ def bench_database(db: dict, *, keep: bool = False) -> Iterator[None]:
     except psycopg.OperationalError as exc:
         raise BenchError(f"cannot reach PostgreSQL for the bench database: {exc}") from None
     with admin:
-        locked = admin.execute("SELECT pg_try_advisory_lock(%s)", [_ADVISORY_LOCK_KEY]).fetchone()
+        locked = admin.execute(
+            "SELECT pg_try_advisory_lock(%s, hashtext(%s))", [_ADVISORY_LOCK_CLASS, name]
+        ).fetchone()
         if not (locked and locked[0]):
             raise BenchError("another bench run holds the bench database; wait for it to finish")
         _drop(admin, name)

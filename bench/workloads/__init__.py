@@ -1,7 +1,8 @@
 """Workloads: each takes the run's context and returns a report section plus its metrics.
 
-A workload is a function `run(ctx) -> Section` registered in `WORKLOADS`; it writes its figures
-into `ctx.metrics` under its own prefix. Later workloads (deliveries) plug in the same way.
+A workload is a function `run(ctx) -> Section` listed by `registry()`; it writes its figures
+into `ctx.metrics` under its own prefix. The delivery workloads share one Celery stack
+(`ctx.delivery_stack()`), started on first use with a warm-up and stopped at the end.
 """
 
 import json
@@ -10,6 +11,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from django.db import connection
@@ -19,6 +21,7 @@ from django.test.utils import CaptureQueriesContext
 from bench import wrk
 from bench.config import BenchError
 from bench.cpu import CpuMeter, CpuShare, wait_for_quiet
+from bench.deliveries import Broker, DeliveryStack
 from bench.report import Measurement, Section
 from bench.stack import Gunicorn
 
@@ -34,7 +37,28 @@ class Context:
     # Seconds the whole run may spend waiting for other processes to quiet down, and on
     # repeating noisy measurements; once spent, measurements are taken as they come.
     quiet_budget_s: float = 60.0
-    metrics: dict[str, float | int] = field(default_factory=dict)
+    quick: bool = False
+    # The delivery workloads': the private broker (started before Django read its settings),
+    # a scratch folder, Celery worker processes, and the stack once started.
+    broker: Broker | None = None
+    workdir: Path | None = None
+    workers: int = 1
+    deliveries: DeliveryStack | None = None
+    metrics: dict[str, float | int | str | None] = field(default_factory=dict)
+
+    def close(self) -> None:
+        """Stops the delivery stack's processes, if it was started."""
+        stack, self.deliveries = self.deliveries, None
+        if stack is not None:
+            stack.close()
+
+    def delivery_stack(self) -> DeliveryStack:
+        """The Celery stack (started by its first use); main() closes it at the end."""
+        if self.deliveries is None:
+            if self.broker is None or self.workdir is None:
+                raise BenchError("the delivery workloads need the private broker from main()")
+            self.deliveries = DeliveryStack(self.workdir, self.broker, self.workers)
+        return self.deliveries
 
 
 def http(
@@ -148,11 +172,18 @@ def check(condition: object, message: str) -> None:
         raise BenchError(message)
 
 
-DEFAULT = ("api", "deep")
-
-
 def registry() -> dict[str, Callable[[Context], Section]]:
     """Every workload by name (imported here: they import this module's helpers)."""
-    from bench.workloads import api, deep, gunicorn
+    from bench.workloads import api, deep, deliveries, gunicorn, memory, peer
 
-    return {"api": api.run, "deep": deep.run, "gunicorn": gunicorn.run}
+    return {
+        "api": api.run,
+        "deep": deep.run,
+        "deliveries": deliveries.run_throughput,
+        "latency": deliveries.run_latency,
+        "fanout": deliveries.run_fanout,
+        "slow": deliveries.run_dead_endpoint,
+        "memory": memory.run,
+        "peer": peer.run,
+        "gunicorn": gunicorn.run,
+    }
