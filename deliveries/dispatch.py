@@ -111,9 +111,15 @@ def lease_seconds() -> float:
 
 
 def deliveries_send(
-    *, delivery_ids: list[int], top_up: bool = True, wait_for_all: bool = False
+    *,
+    delivery_ids: list[int],
+    top_up: bool = True,
+    wait_for_all: bool = False,
+    held_with: uuid.UUID | None = None,
 ) -> None:
-    """Attempts every delivery in `delivery_ids` that is due and not held by another worker.
+    """Attempts every delivery in `delivery_ids` that is due and not held by another worker,
+    or, with `held_with`, those of them the caller already claimed with that token (fan-out
+    makes its first batch claimed: it needs no claiming UPDATE).
 
     With `top_up`, a batch smaller than WEBHOOKS_DELIVERY_BATCH_SIZE is filled with other due
     deliveries, oldest first: under load, tasks then carry full batches (a batch costs about
@@ -125,10 +131,10 @@ def deliveries_send(
     cannot hold the worker's task slots. `wait_for_all` waits for them instead (for a caller
     that reports the outcome).
     """
-    token = uuid.uuid4()
+    token = held_with or uuid.uuid4()
     now = timezone.now()
     room = settings.WEBHOOKS_DELIVERY_BATCH_SIZE - len(delivery_ids) if top_up else 0
-    deliveries = _claim(delivery_ids, max(room, 0), now, token)
+    deliveries = _claim(delivery_ids, max(room, 0), now, token, held=held_with is not None)
     if not deliveries:
         return
     live = [d for d in deliveries if d.endpoint_enabled]
@@ -167,6 +173,18 @@ UPDATE {delivery} SET claimed_until = %s, claim_token = %s
 WHERE id IN (SELECT id FROM asked UNION ALL SELECT id FROM extra)
 RETURNING id
 """
+# The top-up alone, for a batch its caller holds already.
+_TOP_UP = """
+WITH extra AS (
+    SELECT id FROM {delivery}
+    WHERE status = 'pending' AND next_attempt_at <= %s
+        AND (claimed_until IS NULL OR claimed_until < %s) AND id NOT IN ({held})
+    ORDER BY next_attempt_at LIMIT %s{lock}
+)
+UPDATE {delivery} SET claimed_until = %s, claim_token = %s
+WHERE id IN (SELECT id FROM extra)
+RETURNING id
+"""
 _LOAD = """
 SELECT d.id, d.public_id, d.attempt_count, d.endpoint_id, e.public_id, e.type, e.body,
        e.created_at, w.url, w.status, w.deleted_at IS NOT NULL, w.failing_since IS NOT NULL,
@@ -175,7 +193,7 @@ FROM {delivery} d
 JOIN {event} e ON e.id = d.event_id
 JOIN {endpoint} w ON w.id = d.endpoint_id
 JOIN {environment} env ON env.id = w.environment_id
-WHERE d.id IN ({ids})
+WHERE d.id IN ({ids}) AND d.claim_token = %s
 """
 # EndpointSecret.objects.signing(): unexpired, newest first.
 _SECRETS = """
@@ -196,29 +214,39 @@ VALUES {rows}
 """
 
 
-def _db_token(token: uuid.UUID | None) -> object:
-    return Delivery._meta.get_field("claim_token").get_db_prep_value(token, connection)
-
-
-def _claim(delivery_ids: list[int], room: int, now: datetime, token: uuid.UUID) -> list[Claimed]:
-    """Claims the due ones among `delivery_ids` and up to `room` other due deliveries (oldest
-    first) in one UPDATE, and loads them with their events and endpoints in one SELECT."""
+def _claim(
+    delivery_ids: list[int], room: int, now: datetime, token: uuid.UUID, held: bool
+) -> list[Claimed]:
+    """Claims the due ones among `delivery_ids` (unless the caller `held` them already) and up
+    to `room` other due deliveries (oldest first) in one UPDATE, and loads what this token
+    holds of them, with their events and endpoints, in one SELECT."""
     if not delivery_ids:
         return []
     features = connection.features
     lock = " FOR UPDATE SKIP LOCKED" if features.has_select_for_update_skip_locked else ""
     t_now = sql.db_time(now)
     lease_until = sql.db_time(now + timedelta(seconds=lease_seconds()))
-    claim = _db_token(token)
+    claim = sql.db_uuid(token)
     with connection.cursor() as cursor:
-        cursor.execute(
-            sql.statement(_CLAIM, asked=sql.marks(delivery_ids), lock=lock),
-            [*delivery_ids, t_now, t_now, t_now, t_now, *delivery_ids, room, lease_until, claim],
-        )
-        claimed = [row[0] for row in cursor.fetchall()]
+        if held:
+            claimed = list(delivery_ids)
+            if room:
+                cursor.execute(
+                    sql.statement(_TOP_UP, held=sql.marks(delivery_ids), lock=lock),
+                    [t_now, t_now, *delivery_ids, room, lease_until, claim],
+                )
+                claimed += [row[0] for row in cursor.fetchall()]
+        else:
+            asked = [*delivery_ids, t_now, t_now]
+            extra = [t_now, t_now, *delivery_ids, room]
+            cursor.execute(
+                sql.statement(_CLAIM, asked=sql.marks(delivery_ids), lock=lock),
+                [*asked, *extra, lease_until, claim],
+            )
+            claimed = [row[0] for row in cursor.fetchall()]
         if not claimed:
             return []
-        cursor.execute(sql.statement(_LOAD, ids=sql.marks(claimed)), claimed)
+        cursor.execute(sql.statement(_LOAD, ids=sql.marks(claimed)), [*claimed, claim])
         return [_claimed(row) for row in cursor.fetchall()]
 
 
@@ -352,7 +380,7 @@ def _record(results: list[Sent], token: uuid.UUID) -> None:
         for status_code, ids in by_status.items():
             cursor.execute(
                 sql.statement(_SUCCEEDED, ids=sql.marks(ids)),
-                [sql.db_time(now), status_code, sql.db_time(now), *ids, _db_token(token)],
+                [sql.db_time(now), status_code, sql.db_time(now), *ids, sql.db_uuid(token)],
             )
         gone = {r.delivery.endpoint_id for r in failures if r.outcome.status_code == 410}
         next_at = _record_failures(failures, token, now, gone) if failures else {}

@@ -6,6 +6,7 @@ SQL that PostgreSQL and the SQLite file of `bin/dev` both accept. `statement()` 
 names and `%s` lists, never a value: values are always parameters.
 """
 
+import uuid
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -42,6 +43,13 @@ def marks(values: list[Any]) -> str:
 def rows(row: str, count: int) -> str:
     """`(…), (…), …`: a VALUES list of `count` rows, each `row`."""
     return ", ".join([row] * count)
+
+
+def db_uuid(value: uuid.UUID | None) -> object:
+    """A UUID as the database takes it as a parameter (SQLite takes hex text)."""
+    if value is None or connection.features.has_native_uuid_field:
+        return value
+    return value.hex
 
 
 def db_time(value: datetime | None) -> object:

@@ -4,8 +4,12 @@ Every task is safe to run twice or late: fan-out is once per event, sends claim 
 and the sweep only queues what PostgreSQL says is due.
 """
 
+import uuid
+from datetime import timedelta
+
 from celery import shared_task
 from django.conf import settings
+from django.utils import timezone
 
 from api.logging import log_context
 from deliveries import dispatch, retention, services
@@ -16,14 +20,17 @@ def fan_out_task(event_id: int) -> None:
     """Turns one event into its deliveries, sends the first batch itself and queues the rest.
 
     Sending the first batch here saves a trip through the broker for the common event that
-    goes to a few endpoints; the rest are queued first, so other workers start on them at once.
+    goes to a few endpoints (and that batch is made claimed, saving the claiming UPDATE); the
+    rest are queued first, so other workers start on them at once.
     """
     with log_context(event_pk=event_id):
-        delivery_ids = services.event_fan_out(event_id=event_id)
         size = settings.WEBHOOKS_DELIVERY_BATCH_SIZE
+        lease = timedelta(seconds=dispatch.lease_seconds())
+        first = services.FirstClaim(token=uuid.uuid4(), until=timezone.now() + lease, count=size)
+        delivery_ids = services.event_fan_out(event_id=event_id, first_claim=first)
         services.deliveries_enqueue(delivery_ids[size:])
         if delivery_ids:
-            dispatch.deliveries_send(delivery_ids=delivery_ids[:size])
+            dispatch.deliveries_send(delivery_ids=delivery_ids[:size], held_with=first.token)
 
 
 @shared_task(name="deliveries.deliver", ignore_result=True)

@@ -2,11 +2,14 @@
 
 import json
 import time
+import uuid
+from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
 from django.db import transaction
+from django.utils import timezone
 
 from deliveries import signature
 from deliveries.models import Delivery, DeliveryAttempt, Event
@@ -315,3 +318,26 @@ def test_publish_event_command(tenant, receiver):
     wait_for(finished(event_id, endpoint["webhook_endpoint_id"]))
     [request] = receiver.received("/cli")
     assert json.loads(request.body)["data"] == {"packet": {"id": "pkt_9"}}
+
+
+def test_fan_out_makes_its_first_batch_claimed_for_the_sender_alone(api, receiver):
+    from deliveries.dispatch import deliveries_send
+    from deliveries.services import FirstClaim, event_fan_out
+
+    for i in range(3):
+        api.create_endpoint(f"{receiver.url}/claimed{i}")
+    event = event_publish(environment=api.environment, type="packet.created", data={})
+    first = FirstClaim(token=uuid.uuid4(), until=timezone.now() + timedelta(minutes=5), count=2)
+    ids = event_fan_out(event_id=event.pk, first_claim=first)
+    tokens = dict(Delivery.objects.filter(id__in=ids).values_list("id", "claim_token"))
+    assert [tokens[pk] for pk in ids] == [first.token, first.token, None]  # claimed first
+
+    # Another sender (or the sweep) gets only the unclaimed one...
+    deliveries_send(delivery_ids=ids, top_up=False, wait_for_all=True)
+    assert len(receiver.received()) == 1
+    # ...and the holder sends its two without claiming them again.
+    deliveries_send(delivery_ids=ids[:2], top_up=False, wait_for_all=True, held_with=first.token)
+    assert len(receiver.received()) == 3
+    assert set(Delivery.objects.filter(id__in=ids).values_list("status", "claim_token")) == {
+        ("succeeded", None)
+    }
