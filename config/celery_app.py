@@ -4,7 +4,10 @@ from typing import Any
 from celery import Celery
 from celery.signals import task_postrun, task_prerun, worker_init
 
+from config import broker
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+broker.install()
 
 app = Celery("kinetic")
 app.config_from_object("django.conf:settings", namespace="CELERY")
