@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from functools import cache
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -125,6 +126,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     return HttpResponse(generate_latest(registry()), content_type=CONTENT_TYPE_LATEST)
 
 
+@cache  # one entry per URL pattern: the set is fixed
 def route_label(route: str) -> str:
     """`v1/^webhook_endpoints/(?P<webhook_endpoint_id>[^/]+)$` -> `/v1/webhook_endpoints/<…>`."""
     route = _NAMED_GROUP.sub(lambda m: f"<{m.group(1)}>", route)

@@ -42,8 +42,9 @@ class ApiRequestMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if not is_api_path(request):
             return self.get_response(request)
-        # Absent means the newest; present (even empty) must name a version.
-        version = request.headers.get("MD-Version", self.versions[-1])
+        # Absent means the newest; present (even empty) must name a version. (META, not
+        # request.headers: that would build a dict of every header for this one.)
+        version = request.META.get("HTTP_MD_VERSION", self.versions[-1])
         try:
             if version not in self.versions:
                 raise ApiError(
@@ -60,11 +61,12 @@ class ApiRequestMiddleware:
         response["MD-Version"] = version if version in self.versions else self.versions[-1]
         return response
 
-    def _check_body(self, request: HttpRequest) -> None:
-        too_large = ApiError(
-            "payload_too_large",
-            f"Request bodies are limited to {self.max_body} bytes.",
+    def _too_large(self) -> ApiError:
+        return ApiError(
+            "payload_too_large", f"Request bodies are limited to {self.max_body} bytes."
         )
+
+    def _check_body(self, request: HttpRequest) -> None:
         raw_length = request.META.get("CONTENT_LENGTH") or ""
         if not raw_length:
             if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
@@ -78,8 +80,8 @@ class ApiRequestMiddleware:
         except ValueError:
             raise ApiError("parameter_invalid", "Invalid Content-Length header.") from None
         if length > self.max_body:
-            raise too_large
+            raise self._too_large()
         try:
             request.body  # noqa: B018  read now, within the limit, for parsing and idempotency
         except RequestDataTooBig:
-            raise too_large from None
+            raise self._too_large() from None

@@ -1,6 +1,7 @@
 """Strict input: JSON types as declared, unknown and read-only fields refused by name."""
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from rest_framework import serializers
@@ -8,6 +9,12 @@ from rest_framework import serializers
 from api.errors import ApiError
 
 API_DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def api_datetime(value: datetime) -> str:
+    """`2026-06-12T18:40:00Z`: how the API writes a time (as DRF's DateTimeField with
+    API_DATETIME_FORMAT would, for representations built without it)."""
+    return value.astimezone(UTC).strftime(API_DATETIME_FORMAT)
 
 
 class StrictCharField(serializers.CharField):

@@ -75,6 +75,16 @@ DATABASES = {
 }
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# The queries every API request runs (api.sql) are prepared once per connection after this many
+# runs, so PostgreSQL stops parsing and planning them on each request. Only they ask for it: the
+# ORM's cursors bind parameters on the client and never prepare. (Behind PgBouncer in
+# transaction mode this needs PgBouncer 1.21+ with max_prepared_statements.)
+POSTGRESQL_OPTIONS = {"prepare_threshold": 5}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["OPTIONS"] = {
+        **POSTGRESQL_OPTIONS,
+        **DATABASES["default"].get("OPTIONS", {}),  # the URL's own options win
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat share the file: WAL lets readers run beside the writer, and
     # IMMEDIATE transactions queue writers instead of failing them with "database is locked".

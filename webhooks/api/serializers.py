@@ -1,3 +1,5 @@
+from typing import TYPE_CHECKING, Any
+
 from rest_framework import serializers
 
 from api.serializers import (
@@ -6,9 +8,13 @@ from api.serializers import (
     StrictCharField,
     StrictChoiceField,
     StrictIntegerField,
+    api_datetime,
 )
 from webhooks.models import WebhookEndpoint
 from webhooks.url_policy import MAX_URL_LENGTH
+
+if TYPE_CHECKING:
+    from webhooks.services import CreatedEndpoint
 
 READ_ONLY_PARAMS = frozenset({"webhook_endpoint_id", "signing_secret", "created_at"})
 MAX_FILTER_ENTRIES = 256
@@ -54,11 +60,30 @@ class RotateSecretInput(InputSerializer):
 
 
 class WebhookEndpointOutput(serializers.Serializer):
+    """An endpoint as every response shows it.
+
+    The fields describe it for the OpenAPI schema (the tests check responses against it); the
+    representation itself is built directly: DRF's field-by-field path cost ~25 µs an
+    endpoint, half a millisecond on a list page (issue 7).
+    """
+
+    # What `to_representation` reads: a list page loads only these columns (and the id).
+    model_fields = ("public_id", "url", "enabled_events", "status", "created_at")
+
     webhook_endpoint_id = serializers.CharField(source="public_id")
     url = serializers.CharField()
     enabled_events = serializers.ListField(child=serializers.CharField())
     status = serializers.ChoiceField(choices=WebhookEndpoint.Status.choices)
     created_at = serializers.DateTimeField(format=API_DATETIME_FORMAT)
+
+    def to_representation(self, instance: WebhookEndpoint) -> dict[str, Any]:
+        return {
+            "webhook_endpoint_id": instance.public_id,
+            "url": instance.url,
+            "enabled_events": instance.enabled_events,
+            "status": instance.status,
+            "created_at": api_datetime(instance.created_at),
+        }
 
 
 class WebhookEndpointCreatedOutput(serializers.Serializer):
@@ -76,6 +101,11 @@ class WebhookEndpointCreatedOutput(serializers.Serializer):
         help_text="Returned once, on this response only. Store it to verify MD-Signature."
     )
     created_at = serializers.DateTimeField(format=API_DATETIME_FORMAT, source="endpoint.created_at")
+
+    def to_representation(self, instance: "CreatedEndpoint") -> dict[str, Any]:
+        shown = WebhookEndpointOutput().to_representation(instance.endpoint)
+        created_at = shown.pop("created_at")
+        return {**shown, "signing_secret": instance.signing_secret, "created_at": created_at}
 
 
 class WebhookEndpointDeletedOutput(serializers.Serializer):

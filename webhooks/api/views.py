@@ -68,7 +68,7 @@ class WebhookEndpointViewSet(ApiViewSet):
         error_examples=docs.LIST_ERRORS,
     )
     def list(self, request: Request) -> Response:
-        endpoints = endpoints_of(self.environment)
+        endpoints = endpoints_of(self.environment).only(*WebhookEndpointOutput.model_fields)
         page = keyset_page(
             endpoints,
             parse_page_request(request.query_params),

@@ -1,0 +1,61 @@
+"""What an API request asks of PostgreSQL: few queries, no writes on reads, and no failure when
+the connection kept from an earlier request has died meanwhile."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+import pytest
+from django.db import close_old_connections, connection
+from django.test.utils import CaptureQueriesContext
+
+
+def test_list_and_retrieve_run_two_queries_and_write_nothing(api):
+    endpoint_id = api.create_endpoint()["webhook_endpoint_id"]
+    api.get("/v1/webhook_endpoints")  # the key's last use is recorded (at most once a minute)
+    for path in ("/v1/webhook_endpoints?limit=20", f"/v1/webhook_endpoints/{endpoint_id}"):
+        with CaptureQueriesContext(connection) as queries:
+            assert api.get(path).status_code == 200
+        statements = [q["sql"].lstrip().upper() for q in queries.captured_queries]
+        # The key with its environment, then the endpoint or the page.
+        assert len(statements) == 2, statements
+        assert all(s.startswith("SELECT") for s in statements), statements
+
+
+@contextmanager
+def connection_settings_of_the_service() -> Iterator[None]:
+    """`config.settings.base`'s: a connection kept between requests (the tests' are closed
+    after each one), health-checked at the first query of each request."""
+    service = {"CONN_MAX_AGE": 60, "CONN_HEALTH_CHECKS": True}
+    saved = {name: connection.settings_dict[name] for name in service}
+    connection.settings_dict.update(service)
+    connection.close()
+    try:
+        yield
+    finally:
+        connection.settings_dict.update(saved)
+        connection.close()
+
+
+def terminate_backend(pid: int) -> None:
+    """Ends one PostgreSQL session, ours, as a server restart would end all of them."""
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("prepare_threshold", None)
+    with psycopg.connect(**params, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_dropped_between_requests_fails_no_request(api):
+    endpoint_id = api.create_endpoint()["webhook_endpoint_id"]
+    with connection_settings_of_the_service():
+        for path in ("/v1/webhook_endpoints", f"/v1/webhook_endpoints/{endpoint_id}"):
+            assert api.get(path).status_code == 200
+            pid = connection.connection.info.backend_pid
+            terminate_backend(pid)
+            # What Django does as each request starts (its test client leaves it out).
+            close_old_connections()
+            response = api.get(path)
+            assert response.status_code == 200, response.content
+            assert connection.connection.info.backend_pid != pid  # a new connection served it
