@@ -36,9 +36,11 @@ timeout = 30
 graceful_timeout = 25
 
 # Recycling workers bounds the damage of a slow memory leak; the jitter keeps them from all
-# restarting at the same moment.
-max_requests = 1000
-max_requests_jitter = 100
+# restarting at the same moment. Not often: a new worker spends ~0.6 s of CPU starting (1,000
+# requests cost a worker restart every second or two at the bench's rate, ~0.5 ms a request),
+# and `python -m bench` measures web RSS flat over 10x the requests.
+max_requests = 50_000
+max_requests_jitter = 5_000
 
 # Containers log to stdout/stderr; the platform collects them.
 accesslog = "-"
