@@ -61,7 +61,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"(default: all but gunicorn)",
     )
     parser.add_argument(
-        "--workers", type=int, default=1, help="Celery worker processes for the delivery workloads"
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="Celery worker processes for the delivery workloads (default: one per CPU, as "
+        "deployed; python -m bench.scaling compares 1, 2 and 4)",
     )
     parser.add_argument(
         "--keep-db", action="store_true", help="leave the bench database for inspection"

@@ -659,7 +659,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser = argparse.ArgumentParser(prog="python -m bench.deliveries")
     parser.add_argument("--quick", action="store_true", help="a tenth of every workload's size")
-    parser.add_argument("--workers", type=int, default=1, help="celery worker processes")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="celery worker processes"
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
