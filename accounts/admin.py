@@ -18,7 +18,13 @@ from django.utils.html import format_html
 from accounts.models import ApiKey, Environment, Organization
 from accounts.scopes import SCOPES
 from accounts.services import api_key_create, api_key_revoke, organization_create
-from api.admin import EnvironmentFilter, ReadOnlyTabularInline, adopt, organization_filter
+from api.admin import (
+    EnvironmentFilter,
+    NoFormWrites,
+    ReadOnlyTabularInline,
+    adopt,
+    organization_filter,
+)
 
 
 class EnvironmentInline(ReadOnlyTabularInline):
@@ -61,7 +67,7 @@ class OrganizationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Environment)
-class EnvironmentAdmin(admin.ModelAdmin):
+class EnvironmentAdmin(NoFormWrites, admin.ModelAdmin):
     """Not on the index (environments are shown inside their organization); registered for
     the API key form's organization search and for links to an environment."""
 
@@ -86,15 +92,6 @@ class EnvironmentAdmin(admin.ModelAdmin):
 
     def get_model_perms(self, request: HttpRequest) -> dict[str, bool]:
         return {}  # hidden from the index only
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class RevokedFilter(admin.SimpleListFilter):

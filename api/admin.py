@@ -81,10 +81,8 @@ def _estimated_rows(queryset: QuerySet[Any]) -> int | None:
     return int(row[0]) if row and row[0] >= 0 else None
 
 
-class ReadOnlyModelAdmin(admin.ModelAdmin):
-    """Shown, never edited through a form. Actions that call services are the only writes;
-    they need the model's Django `change` permission (see `has_operate_permission`), which the
-    read-only operators' group does not have."""
+class NoFormWrites:
+    """No add, change or delete through the admin's forms, for model admins and inlines."""
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -94,6 +92,12 @@ class ReadOnlyModelAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class ReadOnlyModelAdmin(NoFormWrites, admin.ModelAdmin):
+    """Shown, never edited through a form. Actions that call services are the only writes;
+    they need the model's Django `change` permission (see `has_operate_permission`), which the
+    read-only operators' group does not have."""
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         """May run this admin's actions: holds the model's `change` permission."""
@@ -203,19 +207,10 @@ class CappedInlineFormSet(BaseInlineFormSet):
         return self._capped
 
 
-class ReadOnlyTabularInline(admin.TabularInline):
+class ReadOnlyTabularInline(NoFormWrites, admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 def adopt(obj: Model, created: Model) -> None:
