@@ -155,36 +155,32 @@ def deliveries_send(
         _late_recorder().submit(_record_when_done, pending, token)
 
 
-# The asked deliveries that are due (selectors.deliveries_due, written out here),
-# topped up with other due ones, oldest first. SKIP LOCKED: rows another worker is claiming at
-# this instant are theirs; waiting for them gains nothing.
-_CLAIM = """
-WITH asked AS (
-    SELECT id FROM {delivery}
-    WHERE id IN ({asked}) AND status = 'pending' AND next_attempt_at <= %s
-        AND (claimed_until IS NULL OR claimed_until < %s){lock}
-), extra AS (
-    SELECT id FROM {delivery}
-    WHERE status = 'pending' AND next_attempt_at <= %s
-        AND (claimed_until IS NULL OR claimed_until < %s) AND id NOT IN ({asked})
-    ORDER BY next_attempt_at LIMIT %s{lock}
+# Due: selectors.deliveries_due, written out (pending, next attempt now or past, held by no
+# live claim; parameters: now, now). SKIP LOCKED: rows another worker is claiming at this
+# instant are theirs; waiting for them gains nothing.
+_DUE = (
+    "status = 'pending' AND next_attempt_at <= %s AND (claimed_until IS NULL OR claimed_until < %s)"
 )
+# Other due deliveries, oldest first, to top a batch up (parameters: now, now, the batch's
+# ids, how many).
+_EXTRA = """extra AS (
+    SELECT id FROM {delivery} WHERE {due} AND id NOT IN ({batch})
+    ORDER BY next_attempt_at LIMIT %s{lock}
+)"""
+# The asked deliveries that are due, topped up.
+_CLAIM = """
+WITH asked AS (SELECT id FROM {delivery} WHERE id IN ({batch}) AND {due}{lock}), {extra}
 UPDATE {delivery} SET claimed_until = %s, claim_token = %s
 WHERE id IN (SELECT id FROM asked UNION ALL SELECT id FROM extra)
 RETURNING id
-"""
+""".replace("{extra}", _EXTRA).replace("{due}", _DUE)
 # The top-up alone, for a batch its caller holds already.
 _TOP_UP = """
-WITH extra AS (
-    SELECT id FROM {delivery}
-    WHERE status = 'pending' AND next_attempt_at <= %s
-        AND (claimed_until IS NULL OR claimed_until < %s) AND id NOT IN ({held})
-    ORDER BY next_attempt_at LIMIT %s{lock}
-)
+WITH {extra}
 UPDATE {delivery} SET claimed_until = %s, claim_token = %s
 WHERE id IN (SELECT id FROM extra)
 RETURNING id
-"""
+""".replace("{extra}", _EXTRA).replace("{due}", _DUE)
 _LOAD = """
 SELECT d.id, d.public_id, d.attempt_count, d.endpoint_id, e.public_id, e.type, e.body,
        e.created_at, w.url, w.status, w.deleted_at IS NOT NULL, w.failing_since IS NOT NULL,
@@ -232,7 +228,7 @@ def _claim(
             claimed = list(delivery_ids)
             if room:
                 cursor.execute(
-                    sql.statement(_TOP_UP, held=sql.marks(delivery_ids), lock=lock),
+                    sql.statement(_TOP_UP, batch=sql.marks(delivery_ids), lock=lock),
                     [t_now, t_now, *delivery_ids, room, lease_until, claim],
                 )
                 claimed += [row[0] for row in cursor.fetchall()]
@@ -240,7 +236,7 @@ def _claim(
             asked = [*delivery_ids, t_now, t_now]
             extra = [t_now, t_now, *delivery_ids, room]
             cursor.execute(
-                sql.statement(_CLAIM, asked=sql.marks(delivery_ids), lock=lock),
+                sql.statement(_CLAIM, batch=sql.marks(delivery_ids), lock=lock),
                 [*asked, *extra, lease_until, claim],
             )
             claimed = [row[0] for row in cursor.fetchall()]
