@@ -4,7 +4,7 @@ Keyset on (created_at, id), newest first: a page costs the same at row 1 and row
 (no OFFSET, no COUNT), and stays stable while rows are added and removed around the cursor.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -12,12 +12,14 @@ from django.db.models import Model, Q, QuerySet
 from django.http import QueryDict
 
 from api.errors import ApiError
+from api.sql import db_time, fetch_all
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 LIST_PARAMS = frozenset({"limit", "starting_after", "ending_before"})
 
 M = TypeVar("M", bound=Model)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -28,8 +30,8 @@ class PageRequest:
 
 
 @dataclass(frozen=True)
-class Page(Generic[M]):
-    items: list[M]
+class Page(Generic[T]):
+    items: list[T]
     has_more: bool
 
 
@@ -70,21 +72,8 @@ def keyset_page(
     `find_cursor(id)` returns the cursor object within the same scope, or None: an id the
     caller cannot see is a 400, never a page of someone else's rows.
     """
-    cursor_param, cursor_id = (
-        ("ending_before", page.ending_before)
-        if page.ending_before is not None
-        else ("starting_after", page.starting_after)
-    )
-    cursor = None
-    if cursor_id is not None:
-        cursor = find_cursor(cursor_id)
-        if cursor is None:
-            raise ApiError(
-                "parameter_invalid",
-                f"No such {object_name}: '{cursor_id[:100]}'.",
-                param=cursor_param,
-            )
-    if cursor is not None and cursor_param == "ending_before":
+    cursor, backwards = _cursor(page, find_cursor, object_name)
+    if cursor is not None and backwards:
         # Walk towards newer rows, then present them newest first like every page.
         rows = list(
             queryset.filter(
@@ -92,10 +81,7 @@ def keyset_page(
                 Q(created_at__gt=cursor.created_at) | Q(id__gt=cursor.id),
             ).order_by("created_at", "id")[: page.limit + 1]
         )
-        has_more = len(rows) > page.limit
-        rows = rows[: page.limit]
-        rows.reverse()
-        return Page(items=rows, has_more=has_more)
+        return _page(rows, page.limit, backwards)
     if cursor is not None:
         # `created_at <=` bounds the index range; the OR only settles ties at the boundary.
         queryset = queryset.filter(
@@ -103,4 +89,73 @@ def keyset_page(
             Q(created_at__lt=cursor.created_at) | Q(id__lt=cursor.id),
         )
     rows = list(queryset.order_by("-created_at", "-id")[: page.limit + 1])
-    return Page(items=rows[: page.limit], has_more=len(rows) > page.limit)
+    return _page(rows, page.limit, backwards=False)
+
+
+class KeysetSql:
+    """`keyset_page`'s walk written in SQL, for lists too hot for the ORM (see api.sql).
+
+    `select` is the column list; `source` the FROM and WHERE that scope the rows to the
+    caller, whose parameters come first; `alias` the table whose (created_at, id) orders them.
+    The three statements (first page, after a cursor, before one) are built once.
+    """
+
+    def __init__(self, *, select: str, source: str, alias: str) -> None:
+        created, id_ = f"{alias}.created_at", f"{alias}.id"
+        head = f"SELECT {select} FROM {source}"  # noqa: S608  no values: parameters only
+        newest_first = f"ORDER BY {created} DESC, {id_} DESC LIMIT %s"
+        self.first = f"{head} {newest_first}"
+        self.after = f"{head} AND {created} <= %s AND ({created} < %s OR {id_} < %s) {newest_first}"
+        self.before = (
+            f"{head} AND {created} >= %s AND ({created} > %s OR {id_} > %s) "
+            f"ORDER BY {created}, {id_} LIMIT %s"
+        )
+
+
+def keyset_rows(
+    query: KeysetSql,
+    scope: Sequence[Any],
+    page: PageRequest,
+    find_cursor: Callable[[str], Any | None],
+    object_name: str,
+) -> Page[tuple[Any, ...]]:
+    """One page of `query`'s rows for the caller (`scope`: the parameters of its WHERE)."""
+    cursor, backwards = _cursor(page, find_cursor, object_name)
+    if cursor is None:
+        return _page(fetch_all(query.first, [*scope, page.limit + 1]), page.limit, False)
+    created_at = db_time(cursor.created_at)
+    sql = query.before if backwards else query.after
+    rows = fetch_all(sql, [*scope, created_at, created_at, cursor.id, page.limit + 1])
+    return _page(rows, page.limit, backwards)
+
+
+def _cursor(
+    page: PageRequest, find_cursor: Callable[[str], Any | None], object_name: str
+) -> tuple[Any | None, bool]:
+    """The cursor object (None for the first page), and whether the page lies before it."""
+    backwards = page.ending_before is not None
+    cursor_param, cursor_id = (
+        ("ending_before", page.ending_before)
+        if backwards
+        else ("starting_after", page.starting_after)
+    )
+    if cursor_id is None:
+        return None, False
+    cursor = find_cursor(cursor_id)
+    if cursor is None:
+        raise ApiError(
+            "parameter_invalid",
+            f"No such {object_name}: '{cursor_id[:100]}'.",
+            param=cursor_param,
+        )
+    return cursor, backwards
+
+
+def _page(rows: list[T], limit: int, backwards: bool) -> Page[T]:
+    """A page of the `limit + 1` rows fetched, newest first (a backward walk fetched oldest
+    first, towards newer rows)."""
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    if backwards:
+        rows.reverse()
+    return Page(items=rows, has_more=has_more)

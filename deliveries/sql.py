@@ -16,6 +16,10 @@ from django.db import connection
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from api.sql import db_time
+
+__all__ = ["db_time", "db_uuid", "from_db_time", "marks", "rows", "statement"]
+
 
 @cache
 def _tables() -> dict[str, str]:
@@ -50,11 +54,6 @@ def db_uuid(value: uuid.UUID | None) -> object:
     if value is None or connection.features.has_native_uuid_field:
         return value
     return value.hex
-
-
-def db_time(value: datetime | None) -> object:
-    """A datetime as the database takes it as a parameter (SQLite takes text)."""
-    return connection.ops.adapt_datetimefield_value(value)
 
 
 def from_db_time(value: datetime | str | None) -> datetime | None:

@@ -117,6 +117,27 @@ def test_bin_dev_runs_api_worker_and_beat_on_sqlite_and_a_folder_broker(dev_chec
 
         wait_for(lambda: succeeded() == 1, timeout=30)  # recorded by the worker in SQLite
         assert (dev_checkout / "var" / "kinetic.sqlite3").is_file()
+
+        # The list's hand-written SQL (webhooks.selectors) on SQLite: pages and both cursors.
+        second = requests.post(
+            f"{base}/v1/webhook_endpoints",
+            json={"url": f"{receiver.url}/second"},
+            headers=headers,
+            timeout=10,
+        ).json()["webhook_endpoint_id"]
+        first = created.json()["webhook_endpoint_id"]
+
+        def page(query: str) -> tuple[list[str], bool]:
+            listed = requests.get(
+                f"{base}/v1/webhook_endpoints?{query}", headers=headers, timeout=10
+            )
+            assert listed.status_code == 200, listed.text
+            ids = [endpoint["webhook_endpoint_id"] for endpoint in listed.json()["data"]]
+            return ids, listed.json()["has_more"]
+
+        assert page("limit=1") == ([second], True)
+        assert page(f"limit=1&starting_after={second}") == ([first], False)
+        assert page(f"limit=5&ending_before={first}") == ([second], False)
     finally:
         receiver.close()
         if process.poll() is None:

@@ -67,7 +67,8 @@ class WebhookEndpointOutput(serializers.Serializer):
     endpoint, half a millisecond on a list page (issue 7).
     """
 
-    # What `to_representation` reads: a list page loads only these columns (and the id).
+    # What `to_representation` reads: a list page loads only these columns, as records
+    # (webhooks.selectors.endpoint_page), not as model instances.
     model_fields = ("public_id", "url", "enabled_events", "status", "created_at")
 
     webhook_endpoint_id = serializers.CharField(source="public_id")

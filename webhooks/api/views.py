@@ -8,7 +8,7 @@ from accounts import scopes
 from accounts.models import Environment
 from api.errors import not_found
 from api.openapi import LIST_PARAMETERS, api_operation
-from api.pagination import LIST_PARAMS, keyset_page, parse_page_request
+from api.pagination import LIST_PARAMS, parse_page_request
 from api.views import ApiViewSet
 from webhooks import services
 from webhooks.api import openapi as docs
@@ -24,7 +24,7 @@ from webhooks.api.serializers import (
 )
 from webhooks.catalog import EVENT_TYPES
 from webhooks.models import WebhookEndpoint
-from webhooks.selectors import endpoint_get, endpoints_of
+from webhooks.selectors import endpoint_get, endpoint_page
 
 
 def endpoint_or_404(environment: Environment, webhook_endpoint_id: str) -> WebhookEndpoint:
@@ -68,14 +68,10 @@ class WebhookEndpointViewSet(ApiViewSet):
         error_examples=docs.LIST_ERRORS,
     )
     def list(self, request: Request) -> Response:
-        endpoints = endpoints_of(self.environment).only(*WebhookEndpointOutput.model_fields)
-        page = keyset_page(
-            endpoints,
-            parse_page_request(request.query_params),
-            find_cursor=lambda public_id: endpoint_get(
-                environment=self.environment, public_id=public_id
-            ),
-            object_name="webhook endpoint",
+        page = endpoint_page(
+            environment=self.environment,
+            page=parse_page_request(request.query_params),
+            fields=WebhookEndpointOutput.model_fields,
         )
         return Response(
             {
