@@ -8,4 +8,9 @@ class ApiConfig(AppConfig):
     verbose_name = "API platform"
 
     def ready(self) -> None:
-        from api import checks  # noqa: F401  registers the system checks
+        from api import (
+            checks,  # noqa: F401  registers the system checks
+            postgres,
+        )
+
+        postgres.install()

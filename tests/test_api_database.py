@@ -6,7 +6,7 @@ from contextlib import contextmanager
 
 import psycopg
 import pytest
-from django.db import close_old_connections, connection
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connection, connections
 from django.test.utils import CaptureQueriesContext
 
 
@@ -59,3 +59,37 @@ def test_a_connection_dropped_between_requests_fails_no_request(api):
             response = api.get(path)
             assert response.status_code == 200, response.content
             assert connection.connection.info.backend_pid != pid  # a new connection served it
+
+
+def test_times_load_through_psycopgs_c_loader_with_djangos_values(api):
+    """api.postgres: psycopg's C loader stands in for Django's Python one and loads the same
+    values (aware, `datetime.timezone.utc`, microseconds kept), whatever zone a time was
+    written in."""
+    from datetime import UTC
+
+    from django.db.backends.postgresql.psycopg_any import BaseTzLoader, register_tzloader
+
+    fresh = connections.create_connection(DEFAULT_DB_ALIAS)  # connection_created runs
+    fresh.ensure_connection()
+    try:
+        loader = fresh.connection.adapters.get_loader(1184, psycopg.pq.Format.TEXT)
+        assert not issubclass(loader, BaseTzLoader), loader  # not Django's Python loader
+        texts = [
+            "2026-06-12 18:40:00.123456+00",
+            "2026-03-29 02:30:00+02",  # inside Europe's DST gap
+            "1969-12-31 23:59:59.999999-08",
+            "0001-01-02 00:00:00+00",
+            "9999-12-30 23:59:59+00",
+        ]
+        select = "SELECT " + ", ".join(["%s::timestamptz"] * len(texts)) + ", NULL::timestamptz"
+        with fresh.cursor() as cursor:
+            cursor.execute(select, texts)
+            ours = cursor.fetchone()
+        with fresh.connection.cursor() as djangos:
+            register_tzloader(UTC, djangos)  # Django's own loader, as Django registers it
+            djangos.execute(select, texts)
+            expected = djangos.fetchone()
+    finally:
+        fresh.close()
+    assert ours == expected
+    assert [value.tzinfo for value in ours[:-1]] == [UTC] * len(texts)
