@@ -9,7 +9,6 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from deliveries import signature
-from deliveries.models import Delivery
 from tests import factories
 from tests.servers import wait_for
 from tests.test_auth import assert_error
@@ -209,28 +208,3 @@ def test_deliveries_during_the_overlap_verify_with_either_secret(worker, receive
     for stale in (old, new):
         with pytest.raises(signature.SignatureVerificationError):
             signature.verify(after.body, after.headers["MD-Signature"], [stale])
-
-
-@pytest.mark.slow
-@pytest.mark.django_db(transaction=True)
-def test_after_an_encryption_key_rotation_every_endpoint_delivers(
-    private_worker, receiver, settings
-):
-    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
-    client = factories.api_client(factories.environment())
-    endpoints = [client.create_endpoint(f"{receiver.url}/k{i}") for i in range(3)]
-    new_key = Fernet.generate_key().decode()
-    settings.SIGNING_SECRET_ENCRYPTION_KEYS = [new_key, *settings.SIGNING_SECRET_ENCRYPTION_KEYS]
-    run("rotate_encryption_key")
-    # A worker that knows only the new key.
-    private_worker(SIGNING_SECRET_ENCRYPTION_KEYS=new_key)
-    event = client.post("/v1/events", {"type": "packet.created"}).json()
-    wait_for(
-        lambda: (
-            Delivery.objects.filter(event__public_id=event["event_id"], status="succeeded").count()
-            == 3
-        )
-    )
-    for i, endpoint in enumerate(endpoints):
-        [request] = receiver.received(f"/k{i}")
-        signature.verify(request.body, request.headers["MD-Signature"], endpoint["signing_secret"])
