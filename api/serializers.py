@@ -14,7 +14,11 @@ API_DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 def api_datetime(value: datetime) -> str:
     """`2026-06-12T18:40:00Z`: how the API writes a time (as DRF's DateTimeField with
     API_DATETIME_FORMAT would, for representations built without it)."""
-    return value.astimezone(UTC).strftime(API_DATETIME_FORMAT)
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # isoformat: half strftime's cost, and a 4-digit year before 1000 too (strftime's %Y on
+    # glibc writes "5-01-01"). "2026-06-12T18:40:00+00:00"[:19] + "Z".
+    return value.isoformat(timespec="seconds")[:19] + "Z"
 
 
 class StrictCharField(serializers.CharField):

@@ -1,6 +1,7 @@
 """The five operations of /v1/webhook_endpoints, as the reference shows them."""
 
 import re
+from datetime import UTC
 
 import pytest
 
@@ -214,3 +215,27 @@ def test_production_requires_https(live_api):
 
 def test_sandbox_accepts_http(api):
     assert api.create_endpoint("http://example.com/hook")["url"] == "http://example.com/hook"
+
+
+def test_created_at_is_utc_to_the_second_in_list_and_retrieve(api):
+    """`YYYY-MM-DDTHH:MM:SSZ` (the contract), whatever zone the time was written in, with its
+    microseconds dropped; the year has four digits even before 1000."""
+    from datetime import datetime, timedelta, timezone
+
+    from webhooks.models import WebhookEndpoint
+
+    cases = {
+        datetime(2026, 6, 12, 20, 40, 5, 999999, tzinfo=timezone(timedelta(hours=2))): (
+            "2026-06-12T18:40:05Z"
+        ),
+        datetime(987, 1, 2, 3, 4, 5, tzinfo=UTC): "0987-01-02T03:04:05Z",
+    }
+    for written, shown in cases.items():
+        endpoint_id = api.create_endpoint()["webhook_endpoint_id"]
+        WebhookEndpoint.objects.filter(public_id=endpoint_id).update(created_at=written)
+        retrieved = api.get(f"/v1/webhook_endpoints/{endpoint_id}").json()
+        assert retrieved["created_at"] == shown
+        listed = {
+            e["webhook_endpoint_id"]: e for e in api.get("/v1/webhook_endpoints").json()["data"]
+        }
+        assert listed[endpoint_id]["created_at"] == shown

@@ -73,10 +73,11 @@ class WebhookEndpointViewSet(ApiViewSet):
             page=parse_page_request(request.query_params),
             fields=WebhookEndpointOutput.model_fields,
         )
+        represent = WebhookEndpointOutput().to_representation  # per record, no ListSerializer
         return Response(
             {
                 "object": "list",
-                "data": WebhookEndpointOutput(page.items, many=True).data,
+                "data": [represent(endpoint) for endpoint in page.items],
                 "has_more": page.has_more,
             }
         )
