@@ -17,12 +17,12 @@ import logging
 import threading
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 from django.conf import settings
@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from accounts.models import Environment
 from api import metrics
-from deliveries import schedule, signature, sql, transport
+from deliveries import schedule, signature, sql, transient, transport
 from deliveries.models import Delivery
 from deliveries.services import endpoint_deliveries_cancel
 from webhooks import encryption
@@ -41,9 +41,11 @@ from webhooks.models import WebhookEndpoint
 
 logger = logging.getLogger(__name__)
 
-# Results finished within this long are recorded together by the task; slower ones by a
-# recorder thread, a group at a time as they end.
+# Results finished within this long are recorded together by the task; slower ones by the
+# process's recorder thread, as they end.
 FIRST_WAVE_SECONDS = 0.5
+# The recorder thread writes at most this many results in one transaction.
+ROUND_LIMIT = 500
 # A delivery that found its endpoint at the in-flight limit waits about this long.
 BUSY_ENDPOINT_DELAY = timedelta(seconds=2)
 
@@ -126,10 +128,15 @@ def deliveries_send(
     the same few queries whatever its size), and the tasks of deliveries taken this way find
     nothing left to claim. At rest it changes nothing.
 
-    Attempts still running after FIRST_WAVE_SECONDS are recorded by a recorder thread as they
-    end, and this returns: a task never waits on a slow endpoint, so a dead endpoint
-    cannot hold the worker's task slots. `wait_for_all` waits for them instead (for a caller
-    that reports the outcome).
+    Attempts still running after FIRST_WAVE_SECONDS are recorded by the process's recorder
+    thread as they end, and this returns: a task never waits on a slow endpoint, so a dead
+    endpoint cannot hold the worker's task slots. `wait_for_all` waits for them instead (for a
+    caller that reports the outcome).
+
+    Each database step goes through a transient error (PostgreSQL restarting or out of
+    connection slots) by trying again (`transient.retrying`): what is claimed here is held by
+    this token until the lease runs out, and what is sent here is sent, so giving up would
+    leave the claims to lapse and the attempts to be made twice.
     """
     token = held_with or uuid.uuid4()
     now = timezone.now()
@@ -138,21 +145,33 @@ def deliveries_send(
     if not deliveries:
         return
     live = [d for d in deliveries if d.endpoint_enabled]
-    _cancel_for_gone_endpoints([d for d in deliveries if not d.endpoint_enabled], token)
-    secrets = _signing_secrets({d.endpoint_id for d in live}, now)
+    gone = [d for d in deliveries if not d.endpoint_enabled]
+    if gone:
+        transient.retrying(
+            partial(_cancel_for_gone_endpoints, gone, token), "cancelling deliveries"
+        )
+    secrets = transient.retrying(
+        partial(_signing_secrets, {d.endpoint_id for d in live}, now), "loading signing secrets"
+    )
     sendable = [d for d in live if secrets.get(d.endpoint_id)]
 
     limit = settings.WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT
     admitted, busy = [], []
     for delivery in sendable:
         (admitted if in_flight.try_acquire(delivery.endpoint_id, limit) else busy).append(delivery)
-    _postpone(busy, token, now + BUSY_ENDPOINT_DELAY)
-
     futures = [_executor().submit(_attempt, d, secrets[d.endpoint_id]) for d in admitted]
-    done, pending = wait(futures, timeout=None if wait_for_all else FIRST_WAVE_SECONDS)
-    _record([f.result() for f in done], token)
-    if pending:
-        _late_recorder().submit(_record_when_done, pending, token)
+    try:
+        if busy:
+            transient.retrying(
+                partial(_postpone, busy, token, now + BUSY_ENDPOINT_DELAY), "postponing deliveries"
+            )
+    finally:  # what was sent is recorded whatever happened to the postponing
+        done, pending = wait(futures, timeout=None if wait_for_all else FIRST_WAVE_SECONDS)
+        if pending:
+            late_recorder.watch(pending, token)
+        if done:
+            results = [f.result() for f in done]
+            transient.retrying(partial(_record, {token: results}), "recording delivery attempts")
 
 
 # Due: selectors.deliveries_due, written out (pending, next attempt now or past, held by no
@@ -201,7 +220,7 @@ _SUCCEEDED = """
 UPDATE {delivery} SET status = 'succeeded', attempt_count = attempt_count + 1,
     last_attempt_at = %s, last_status_code = %s, last_error = '', completed_at = %s,
     next_attempt_at = NULL, claimed_until = NULL, claim_token = NULL
-WHERE id IN ({ids}) AND claim_token = %s
+WHERE {held}
 """
 _ATTEMPTS = """
 INSERT INTO {attempt}
@@ -215,9 +234,27 @@ def _claim(
 ) -> list[Claimed]:
     """Claims the due ones among `delivery_ids` (unless the caller `held` them already) and up
     to `room` other due deliveries (oldest first) in one UPDATE, and loads what this token
-    holds of them, with their events and endpoints, in one SELECT."""
+    holds of them, with their events and endpoints, in one SELECT.
+
+    Each statement is tried again on its own after a transient error: the load of rows this
+    token holds must not be lost for want of a connection."""
     if not delivery_ids:
         return []
+    claimed = list(delivery_ids) if held else []
+    if room or not held:
+        claimed += transient.retrying(
+            partial(_claim_rows, delivery_ids, room, now, token, held), "claiming deliveries"
+        )
+    if not claimed:
+        return []
+    return transient.retrying(partial(_load, claimed, token), "loading claimed deliveries")
+
+
+def _claim_rows(
+    delivery_ids: list[int], room: int, now: datetime, token: uuid.UUID, held: bool
+) -> list[int]:
+    """The claiming UPDATE (or, for a batch the caller `held`, the top-up alone); the ids this
+    token now holds by it."""
     features = connection.features
     lock = " FOR UPDATE SKIP LOCKED" if features.has_select_for_update_skip_locked else ""
     t_now = sql.db_time(now)
@@ -225,13 +262,10 @@ def _claim(
     claim = sql.db_uuid(token)
     with connection.cursor() as cursor:
         if held:
-            claimed = list(delivery_ids)
-            if room:
-                cursor.execute(
-                    sql.statement(_TOP_UP, batch=sql.marks(delivery_ids), lock=lock),
-                    [t_now, t_now, *delivery_ids, room, lease_until, claim],
-                )
-                claimed += [row[0] for row in cursor.fetchall()]
+            cursor.execute(
+                sql.statement(_TOP_UP, batch=sql.marks(delivery_ids), lock=lock),
+                [t_now, t_now, *delivery_ids, room, lease_until, claim],
+            )
         else:
             asked = [*delivery_ids, t_now, t_now]
             extra = [t_now, t_now, *delivery_ids, room]
@@ -239,10 +273,12 @@ def _claim(
                 sql.statement(_CLAIM, batch=sql.marks(delivery_ids), lock=lock),
                 [*asked, *extra, lease_until, claim],
             )
-            claimed = [row[0] for row in cursor.fetchall()]
-        if not claimed:
-            return []
-        cursor.execute(sql.statement(_LOAD, ids=sql.marks(claimed)), [*claimed, claim])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _load(claimed: list[int], token: uuid.UUID) -> list[Claimed]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql.statement(_LOAD, ids=sql.marks(claimed)), [*claimed, sql.db_uuid(token)])
         return [_claimed(row) for row in cursor.fetchall()]
 
 
@@ -266,24 +302,72 @@ def _claimed(row: tuple) -> Claimed:
     )
 
 
-@cache
-def _late_recorder() -> ThreadPoolExecutor:
-    # Waits for attempts that outlived the first wave, so that the task does not.
-    return ThreadPoolExecutor(max_workers=32, thread_name_prefix="webhook-record")
+class _LateRecorder:
+    """Records the attempts that outlived their task's first wave, as they end, on one thread
+    per process, and so on one database connection, however many tasks left attempts behind.
 
+    (A thread per task's stragglers, each with its own connection, held up to 32 connections
+    per worker process besides the task threads' own: four processes ran a PostgreSQL with
+    max_connections = 100 out of slots, and the tasks and records refused a connection were
+    left to the sweep, a minute later.) A worker process thus holds at most
+    CELERY_WORKER_CONCURRENCY + 1 connections.
 
-def _record_when_done(pending: set[Future[Sent]], token: uuid.UUID) -> None:
-    """Records slow attempts as they end, a group at a time, on its own database connection
-    (looked after as a request's would be)."""
-    close_old_connections()
-    try:
-        while pending:
-            done, pending = wait(pending, timeout=FIRST_WAVE_SECONDS)
-            _record([f.result() for f in done], token)
-    except Exception:  # the claims' lease runs out and the sweep retries them
-        logger.exception("recording late delivery attempts failed")
-    finally:
+    What has ended is recorded together, in one transaction whatever the claims it belongs
+    to: while one round is being written, the next gathers. The thread is not a daemon: a
+    worker shutting down records what its attempts still in flight bring back, then exits.
+    """
+
+    def __init__(self) -> None:
+        self._wake = threading.Condition()
+        self._ended: list[tuple[uuid.UUID, Future[Sent]]] = []
+        self._outstanding = 0  # attempts watched and not yet recorded
+        self._thread: threading.Thread | None = None
+
+    def watch(self, pending: Collection[Future[Sent]], token: uuid.UUID) -> None:
+        with self._wake:
+            self._outstanding += len(pending)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="webhook-record")
+                self._thread.start()
+        for future in pending:
+            future.add_done_callback(partial(self._ended_one, token))
+
+    def _ended_one(self, token: uuid.UUID, future: Future[Sent]) -> None:
+        with self._wake:
+            self._ended.append((token, future))
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._ended:
+                    if not self._outstanding and not threading.main_thread().is_alive():
+                        return  # the interpreter is exiting and nothing is left in flight
+                    self._wake.wait(timeout=0.5)
+                ended, self._ended = self._ended[:ROUND_LIMIT], self._ended[ROUND_LIMIT:]
+            try:
+                self._record(ended)
+            except Exception:  # the claims' lease runs out and the sweep retries them
+                logger.exception("recording late delivery attempts failed")
+            finally:
+                with self._wake:
+                    self._outstanding -= len(ended)
+
+    @staticmethod
+    def _record(ended: list[tuple[uuid.UUID, Future[Sent]]]) -> None:
+        claims: dict[uuid.UUID, list[Sent]] = defaultdict(list)
+        for token, future in ended:
+            claims[token].append(future.result())  # _attempt returns, never raises
+        # The connection is looked after as a request's would be.
         close_old_connections()
+        try:
+            transient.retrying(partial(_record, claims), "recording late delivery attempts")
+        finally:
+            close_old_connections()
+
+
+# One per process; its thread starts with the first attempt it is given (so after any fork).
+late_recorder = _LateRecorder()
 
 
 def _attempt(delivery: Claimed, secrets: list[str]) -> Sent:
@@ -340,18 +424,22 @@ def _cancel_for_gone_endpoints(deliveries: list[Claimed], token: uuid.UUID) -> N
     if not deliveries:
         return
     now = timezone.now()
-    for reason, group in (
+    groups = (
         ("endpoint deleted", [d for d in deliveries if d.endpoint_deleted]),
         ("endpoint disabled", [d for d in deliveries if not d.endpoint_deleted]),
-    ):
+    )
+    with transaction.atomic():  # all or nothing: the caller may run it again
+        for reason, group in groups:
+            if group:
+                Delivery.objects.filter(id__in=[d.pk for d in group], claim_token=token).update(
+                    status=Delivery.Status.CANCELLED,
+                    completed_at=now,
+                    next_attempt_at=None,
+                    claimed_until=None,
+                    last_error=reason,
+                )
+    for _reason, group in groups:
         metrics.DELIVERIES_CANCELLED.inc(len(group))
-        Delivery.objects.filter(id__in=[d.pk for d in group], claim_token=token).update(
-            status=Delivery.Status.CANCELLED,
-            completed_at=now,
-            next_attempt_at=None,
-            claimed_until=None,
-            last_error=reason,
-        )
 
 
 def _postpone(deliveries: list[Claimed], token: uuid.UUID, when: datetime) -> None:
@@ -362,7 +450,13 @@ def _postpone(deliveries: list[Claimed], token: uuid.UUID, when: datetime) -> No
         )
 
 
-def _record(results: list[Sent], token: uuid.UUID) -> None:
+def _record(claims: dict[uuid.UUID, list[Sent]]) -> None:
+    """Records the attempts made under one claim or several (token: its results) in one
+    transaction: every attempt in one INSERT, the successes in one UPDATE per status code,
+    each delivery guarded by the token it was claimed with. The recorder thread writes all
+    that has ended since its last round this way: a statement costs it a wait for the GIL on
+    each round trip, so a statement per claim fell behind under load."""
+    results = [r for held in claims.values() for r in held]
     if not results:
         return
     now = timezone.now()
@@ -370,16 +464,26 @@ def _record(results: list[Sent], token: uuid.UUID) -> None:
     failures = [r for r in results if not r.outcome.succeeded]
     with transaction.atomic(), connection.cursor() as cursor:
         _insert_attempts(cursor, results)
-        by_status: dict[int | None, list[int]] = defaultdict(list)
-        for r in successes:
-            by_status[r.outcome.status_code].append(r.delivery.pk)
-        for status_code, ids in by_status.items():
-            cursor.execute(
-                sql.statement(_SUCCEEDED, ids=sql.marks(ids)),
-                [sql.db_time(now), status_code, sql.db_time(now), *ids, sql.db_uuid(token)],
+        by_status: defaultdict[int | None, defaultdict[uuid.UUID, list[int]]]
+        by_status = defaultdict(lambda: defaultdict(list))
+        for token, held in claims.items():
+            for r in held:
+                if r.outcome.succeeded:
+                    by_status[r.outcome.status_code][token].append(r.delivery.pk)
+        for status_code, ids_by_token in by_status.items():
+            guard = " OR ".join(
+                f"(claim_token = %s AND id IN ({sql.marks(ids)}))" for ids in ids_by_token.values()
             )
+            params: list[object] = [sql.db_time(now), status_code, sql.db_time(now)]
+            for token, ids in ids_by_token.items():
+                params += [sql.db_uuid(token), *ids]
+            cursor.execute(sql.statement(_SUCCEEDED, held=guard), params)
         gone = {r.delivery.endpoint_id for r in failures if r.outcome.status_code == 410}
-        next_at = _record_failures(failures, token, now, gone) if failures else {}
+        next_at: dict[int, datetime | None] = {}
+        for token, held in claims.items():
+            failed = [r for r in held if not r.outcome.succeeded]
+            if failed:
+                next_at |= _record_failures(failed, token, now, gone)
         _update_endpoint_health(successes, failures, gone, now)
     _observe(successes, failures, next_at, now)
 

@@ -2,20 +2,36 @@
 
 Every task is safe to run twice or late: fan-out is once per event, sends claim their rows,
 and the sweep only queues what PostgreSQL says is due.
+
+A fan-out or send task that still meets a transient database error after retrying its step
+in place (deliveries.transient) is retried by Celery a few times, with backoff, rather than
+failed: a failed task is acknowledged and gone, and its work would wait for the sweep
+(WEBHOOKS_REENQUEUE_AFTER, a minute by default). The sweep itself runs every second.
 """
 
 import uuid
 from datetime import timedelta
+from functools import partial
 
 from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
 from api.logging import log_context
-from deliveries import dispatch, retention, services
+from deliveries import dispatch, retention, services, transient
+
+# Celery's own retry: the task is sent again, due 1, 2, 4, ... s later (up to 30 s, with full
+# jitter), before this one is acknowledged; after the last retry the sweep still has the work.
+_ON_DATABASE_ERRORS = {
+    "autoretry_for": transient.ERRORS,
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "retry_jitter": True,
+    "max_retries": 8,
+}
 
 
-@shared_task(name="deliveries.fan_out", ignore_result=True)
+@shared_task(name="deliveries.fan_out", ignore_result=True, **_ON_DATABASE_ERRORS)
 def fan_out_task(event_id: int) -> None:
     """Turns one event into its deliveries, sends the first batch itself and queues the rest.
 
@@ -27,13 +43,16 @@ def fan_out_task(event_id: int) -> None:
         size = settings.WEBHOOKS_DELIVERY_BATCH_SIZE
         lease = timedelta(seconds=dispatch.lease_seconds())
         first = services.FirstClaim(token=uuid.uuid4(), until=timezone.now() + lease, count=size)
-        delivery_ids = services.event_fan_out(event_id=event_id, first_claim=first)
+        delivery_ids = transient.retrying(
+            partial(services.event_fan_out, event_id=event_id, first_claim=first),
+            "fanning out an event",
+        )
         services.deliveries_enqueue(delivery_ids[size:])
         if delivery_ids:
             dispatch.deliveries_send(delivery_ids=delivery_ids[:size], held_with=first.token)
 
 
-@shared_task(name="deliveries.deliver", ignore_result=True)
+@shared_task(name="deliveries.deliver", ignore_result=True, **_ON_DATABASE_ERRORS)
 def deliver_task(delivery_ids: list[int]) -> None:
     """Attempts a batch of deliveries (those still due and unclaimed)."""
     with log_context(delivery_pks=delivery_ids):

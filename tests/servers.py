@@ -322,9 +322,11 @@ class SupervisedWorker:
 
 class PrivatePostgres:
     """A PostgreSQL cluster of our own (initdb into a temporary folder, a free port), to stop
-    and start at will. Runs as the `postgres` user when the tests run as root."""
+    and start at will. Runs as the `postgres` user when the tests run as root. `server_settings`
+    are passed to the server as `-c name=value` (e.g. max_connections="16")."""
 
-    def __init__(self) -> None:
+    def __init__(self, **server_settings: str) -> None:
+        self.server_settings = server_settings
         found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
         if not found:
             raise RuntimeError("PostgreSQL server binaries are not installed")
@@ -356,6 +358,7 @@ class PrivatePostgres:
             f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off"
         )
+        options += "".join(f" -c {name}={value}" for name, value in self.server_settings.items())
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-w", "-l",
                   str(self.dir / "log"), "start")  # fmt: skip
 

@@ -269,6 +269,10 @@ WEBHOOKS_CLAIM_LEASE_MARGIN = env.float("WEBHOOKS_CLAIM_LEASE_MARGIN", default=6
 # broker may have lost it: Redis flushed or restarted).
 WEBHOOKS_REENQUEUE_AFTER = env.float("WEBHOOKS_REENQUEUE_AFTER", default=60.0)
 WEBHOOKS_SWEEP_INTERVAL = env.float("WEBHOOKS_SWEEP_INTERVAL", default=1.0)
+# A worker step that meets a transient database error (PostgreSQL restarting, out of connection
+# slots, a connection lost) is tried again on a new connection, with backoff, for this long;
+# then its task is retried by Celery, and the sweep remains the backstop (deliveries.transient).
+WEBHOOKS_DATABASE_RETRY_SECONDS = env.float("WEBHOOKS_DATABASE_RETRY_SECONDS", default=10.0)
 # Deliveries per send task, and concurrent HTTP requests per worker process.
 WEBHOOKS_DELIVERY_BATCH_SIZE = env.int("WEBHOOKS_DELIVERY_BATCH_SIZE", default=50)
 WEBHOOKS_SEND_THREADS = env.int("WEBHOOKS_SEND_THREADS", default=64)

@@ -1,0 +1,56 @@
+"""Transient database errors, and going through them instead of dropping the work.
+
+PostgreSQL refusing a connection (restarting, or out of connection slots: "sorry, too many
+clients already") or a connection lost mid-statement passes within seconds. A worker step that
+meets one tries again on a fresh connection, with backoff, for up to
+WEBHOOKS_DATABASE_RETRY_SECONDS; a task whose step still fails is retried by Celery (see
+deliveries.tasks). Neither is needed for correctness, which the sweep provides, but the sweep
+only queues again what has waited WEBHOOKS_REENQUEUE_AFTER (a lost fan-out or send task), or
+what a lapsed claim released (an attempt sent but not recorded: sent a second time).
+"""
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection
+
+logger = logging.getLogger(__name__)
+
+# What a lost, refused or broken connection raises (Django wraps psycopg's errors in these).
+# OperationalError also covers a deadlock, a serialization failure or a cancelled statement:
+# the transaction was rolled back, so trying again is as safe.
+ERRORS = (OperationalError, InterfaceError)
+
+FIRST_DELAY = 0.05
+MAX_DELAY = 2.0
+
+T = TypeVar("T")
+
+
+def retrying(step: Callable[[], T], what: str) -> T:
+    """`step()`, tried again while it raises a transient database error, for up to
+    WEBHOOKS_DATABASE_RETRY_SECONDS (then the error propagates).
+
+    `step` must be safe to run again after a failure: its own transaction, or one statement in
+    autocommit. Inside a transaction the caller opened nothing can be retried (the transaction
+    is lost with the connection), so the error propagates at once.
+    """
+    deadline = time.monotonic() + float(settings.WEBHOOKS_DATABASE_RETRY_SECONDS)
+    delay = FIRST_DELAY
+    while True:
+        try:
+            return step()
+        except ERRORS as exc:
+            if connection.in_atomic_block or time.monotonic() + delay > deadline:
+                raise
+            logger.warning("%s: database error, trying again in %.2f s: %s", what, delay, exc)
+        # A broken connection is dropped, so the next try opens a new one; a healthy one (the
+        # error was a deadlock, say) is kept.
+        connection.close_if_unusable_or_obsolete()
+        # Jittered: the threads that failed together do not all come back at once.
+        time.sleep(delay * random.uniform(0.5, 1.0))
+        delay = min(delay * 2, MAX_DELAY)

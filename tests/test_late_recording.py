@@ -1,0 +1,57 @@
+"""The recorder writes what has ended in one transaction, whatever the claims it belongs to, and
+each delivery's outcome only under the claim it was sent with.
+
+A worker process records the attempts that outlive their task's first wave on one thread (one
+database connection), a round at a time; a round mixes the results of many tasks' claims.
+"""
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from deliveries import dispatch, transport
+from deliveries.models import Delivery, DeliveryAttempt
+from deliveries.services import event_fan_out, event_publish
+
+
+@pytest.fixture(autouse=True)
+def _private_destinations(settings):
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+
+
+def test_a_round_records_each_delivery_under_its_own_claim(api):
+    for i in range(3):
+        api.create_endpoint(f"http://127.0.0.1:9/round{i}")
+    event = event_publish(environment=api.environment, type="packet.created", data={})
+    ids = event_fan_out(event_id=event.pk)
+    a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    until = timezone.now() + timedelta(minutes=5)
+    for pk, token in zip(ids, (a, b, c), strict=True):
+        Delivery.objects.filter(pk=pk).update(claim_token=token, claimed_until=until)
+    [first], [second], [third] = (
+        dispatch._load([pk], token) for pk, token in zip(ids, (a, b, c), strict=True)
+    )
+    ok = transport.Outcome(200, "", "ok", 5)
+    failed = transport.Outcome(500, "http_500", "oops", 5)
+
+    def sent(delivery: dispatch.Claimed, outcome: transport.Outcome) -> dispatch.Sent:
+        return dispatch.Sent(delivery=delivery, started_at=timezone.now(), outcome=outcome)
+
+    # One round: a success under claim a, a failure under claim b, and a success sent under a
+    # claim (a) that lapsed: the delivery is now another sender's (c).
+    dispatch._record({a: [sent(first, ok), sent(third, ok)], b: [sent(second, failed)]})
+
+    rows = {
+        d.pk: d
+        for d in Delivery.objects.filter(id__in=ids).only("status", "claim_token", "attempt_count")
+    }
+    assert (rows[ids[0]].status, rows[ids[0]].claim_token) == ("succeeded", None)
+    assert (rows[ids[1]].status, rows[ids[1]].claim_token) == ("pending", None)  # a retry
+    assert rows[ids[1]].attempt_count == 1
+    # The other sender's claim is left alone...
+    assert (rows[ids[2]].status, rows[ids[2]].claim_token) == ("pending", c)
+    assert rows[ids[2]].attempt_count == 0
+    # ...and every attempt made is on record, the lapsed claim's too.
+    assert DeliveryAttempt.objects.filter(delivery_id__in=ids).count() == 3
