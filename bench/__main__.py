@@ -70,6 +70,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--keep-db", action="store_true", help="leave the bench database for inspection"
     )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the scratch folder of the delivery workloads (celery.log: the worker and "
+        "beat logs, the receivers' records) and print its path",
+    )
     docs = parser.add_mutually_exclusive_group()
     docs.add_argument("--docs", dest="docs", action="store_true", default=None)
     docs.add_argument(
@@ -120,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench.deliveries import broker_environment
 
             workdir = Path(tempfile.mkdtemp(prefix="kinetic-bench-"))
-            resources.callback(shutil.rmtree, workdir, ignore_errors=True)
+            if args.keep:
+                resources.callback(print, f"bench: kept {workdir}", file=sys.stderr, flush=True)
+            else:
+                resources.callback(shutil.rmtree, workdir, ignore_errors=True)
             # Before django.setup(): bench.settings reads the broker's URL when it loads.
             broker = resources.enter_context(broker_environment(workdir))
         command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])

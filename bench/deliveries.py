@@ -30,6 +30,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -447,6 +448,45 @@ def warm_up(stack: DeliveryStack) -> None:
 # --- throughput ------------------------------------------------------------------------------
 
 
+class ConnectionPeak(threading.Thread):
+    """The most PostgreSQL connections open at once, to the bench database and to the whole
+    server, sampled every 0.2 s on a connection of its own (opened first, so a server out of
+    slots is still seen)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="bench-connections", daemon=True)
+        from django.db import connection
+
+        params = connection.get_connection_params()
+        self.database = connection.settings_dict["NAME"]
+        self.params = {k: params[k] for k in ("host", "port", "user", "password") if k in params}
+        self.bench = self.server = self.max_connections = 0
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        import psycopg
+
+        with psycopg.connect(dbname="postgres", autocommit=True, **self.params) as conn:
+            row = conn.execute("SHOW max_connections").fetchone()
+            self.max_connections = int(row[0]) if row else 0
+            while not self.stopping.wait(0.2):
+                row = conn.execute(
+                    "SELECT count(*) FILTER (WHERE datname = %s), count(*) FROM pg_stat_activity "
+                    "WHERE backend_type = 'client backend'",
+                    [self.database],
+                ).fetchone()
+                if row:
+                    self.bench, self.server = max(self.bench, row[0]), max(self.server, row[1])
+
+    def __enter__(self) -> "ConnectionPeak":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.join(5)
+
+
 @dataclass
 class Throughput:
     deliveries: int
@@ -456,6 +496,7 @@ class Throughput:
     cpu: procs.CpuUsage
     secrets: dict[str, str]
     receiver_port: int
+    connections: ConnectionPeak
 
     @property
     def per_s(self) -> float:
@@ -469,7 +510,7 @@ def measure_throughput(stack: DeliveryStack, events: int) -> Throughput:
     stack.celery()
     environment = stack.environment("throughput")
     receiver, secrets = stack.receiver(environment, ENDPOINTS_PER_EVENT, "e")
-    with procs.CpuSampler(stack.cpu_groups()) as sampler:
+    with procs.CpuSampler(stack.cpu_groups()) as sampler, ConnectionPeak() as connections:
         started = time.time()
         published = publish_concurrently(environment, events, PRODUCERS)
         finished = wait_recorded(environment, events * ENDPOINTS_PER_EVENT, 600)
@@ -483,6 +524,7 @@ def measure_throughput(stack: DeliveryStack, events: int) -> Throughput:
         cpu=sampler.usage,
         secrets=secrets,
         receiver_port=receiver.port,
+        connections=connections,
     )
 
 

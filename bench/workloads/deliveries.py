@@ -40,6 +40,8 @@ def run_throughput(ctx: Context) -> Section:
             "deliveries_vs_bare_loop": round(ratio, 3),
             **{f"deliveries_cpu_{k}": v for k, v in run.cpu.as_dict(busiest=False).items()},
             "deliveries_cpu_busiest_worker_cores": round(run.cpu.busiest["celery_workers"], 3),
+            "deliveries_db_connections_peak": run.connections.bench,
+            "deliveries_server_connections_peak": run.connections.server,
         }
     )
     section = _figures(
@@ -57,6 +59,9 @@ def run_throughput(ctx: Context) -> Section:
         f"{run.deliveries:,} deliveries in {run.seconds:.1f} s, each recorded as succeeded in "
         "PostgreSQL and its signature verified by the receiver",
         "CPU during the run (cores): " + cpu_line(run.cpu),
+        f"PostgreSQL connections during the run: at most {run.connections.bench} to the bench "
+        f"database, {run.connections.server} to the server (max_connections "
+        f"{run.connections.max_connections})",
     ]
     if run.publish_per_s * d.ENDPOINTS_PER_EVENT < PRODUCER_MARGIN * run.per_s:
         section.summary.append(
