@@ -168,9 +168,12 @@ def _cursor(db: BaseDatabaseWrapper) -> Any:
 
 
 class _LoggedCursor(CursorDebugWrapper):
-    """Django's debug cursor (DEBUG, query counts in tests), logging the SQL as written: Django
-    looks for the text of a prepared statement where psycopg does not keep it."""
+    """Django's debug cursor (DEBUG, query counts in tests), logging the SQL with its values
+    as the ORM's queries are logged. Django's own way, reading the statement psycopg last
+    sent, finds nothing for a prepared one; the values are put in client-side instead (only
+    when queries are logged), so the log can be read and run (EXPLAIN, bench/)."""
 
     def execute(self, sql: str, params: Any = None) -> Any:
-        with self.debug_sql(sql, params):
+        logged = self.db.ops.compose_sql(sql, params) if params else sql
+        with self.debug_sql(logged, params):
             return CursorWrapper.execute(self, sql, params)
