@@ -8,17 +8,23 @@ from rest_framework import serializers
 
 from api.errors import ApiError
 
-API_DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-
 
 def api_datetime(value: datetime) -> str:
-    """`2026-06-12T18:40:00Z`: how the API writes a time (as DRF's DateTimeField with
-    API_DATETIME_FORMAT would, for representations built without it)."""
+    """`2026-06-12T18:40:00Z`: how the API writes a time, in responses (`ApiDateTimeField`,
+    and representations built directly) and in delivered event bodies."""
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
     # isoformat: half strftime's cost, and a 4-digit year before 1000 too (strftime's %Y on
     # glibc writes "5-01-01"). "2026-06-12T18:40:00+00:00"[:19] + "Z".
     return value.isoformat(timespec="seconds")[:19] + "Z"
+
+
+class ApiDateTimeField(serializers.DateTimeField):
+    """A time in a response, written by `api_datetime` (DRF's own formatting goes through
+    strftime, which writes years before 1000 with fewer than four digits)."""
+
+    def to_representation(self, value: datetime | None) -> str | None:
+        return None if value is None else api_datetime(value)
 
 
 class StrictCharField(serializers.CharField):

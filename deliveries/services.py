@@ -26,7 +26,7 @@ from django.utils import timezone
 from accounts.models import Environment
 from api import metrics
 from api.errors import InvalidInput
-from api.serializers import API_DATETIME_FORMAT
+from api.serializers import api_datetime
 from deliveries import sql
 from deliveries.models import Delivery, Event, new_delivery_id
 from deliveries.selectors import deliveries_due
@@ -45,7 +45,7 @@ def event_body(event: Event, environment: Environment, data: dict[str, Any]) -> 
             "type": event.type,
             "api_version": event.api_version,
             "environment": environment.name,
-            "created_at": event.created_at.strftime(API_DATETIME_FORMAT),
+            "created_at": api_datetime(event.created_at),
             "data": data,
         },
         separators=(",", ":"),

@@ -226,3 +226,26 @@ def test_deleting_or_disabling_cancels_queued_deliveries(api, how):
     assert (mine.status, mine.next_attempt_at) == ("cancelled", None)
     assert mine.last_error == f"endpoint {how}d"
     assert theirs.status == "pending"
+
+
+def test_event_and_delivery_times_are_utc_to_the_second_with_four_digit_years(api):
+    """The contract's `YYYY-MM-DDTHH:MM:SSZ` on events and deliveries too (api.serializers'
+    ApiDateTimeField): in UTC whatever zone the time was written in, microseconds dropped,
+    and a year before 1000 with its leading zero."""
+    from datetime import datetime, timedelta, timezone
+
+    endpoint = api.create_endpoint()
+    event_id = api.post("/v1/events", {"type": "packet.created"}).json()["event_id"]
+    event = Event.objects.get(public_id=event_id)
+    event_fan_out(event_id=event.pk)
+    written = datetime(987, 1, 2, 5, 4, 5, 999999, tzinfo=timezone(timedelta(hours=2)))
+    Event.objects.filter(pk=event.pk).update(created_at=written)
+    Delivery.objects.filter(event=event).update(created_at=written)
+    shown = "0987-01-02T03:04:05Z"
+
+    assert api.get(f"/v1/events/{event_id}").json()["created_at"] == shown
+    listed = {e["event_id"]: e for e in api.get("/v1/events").json()["data"]}
+    assert listed[event_id]["created_at"] == shown
+    path = f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}/deliveries"
+    [delivery] = api.get(path).json()["data"]
+    assert delivery["created_at"] == shown

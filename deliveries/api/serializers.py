@@ -4,7 +4,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from api.serializers import API_DATETIME_FORMAT, InputSerializer, StrictCharField
+from api.serializers import ApiDateTimeField, InputSerializer, StrictCharField
 from deliveries.models import Delivery, Event
 from webhooks.catalog import EVENT_TYPES
 
@@ -18,8 +18,8 @@ class EventCreateInput(InputSerializer):
     )
 
 
-def _timestamp() -> serializers.DateTimeField:
-    return serializers.DateTimeField(format=API_DATETIME_FORMAT, allow_null=True)
+def _timestamp() -> ApiDateTimeField:
+    return ApiDateTimeField(allow_null=True)
 
 
 class AttemptOutput(serializers.Serializer):

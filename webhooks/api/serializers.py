@@ -3,7 +3,7 @@ from typing import TYPE_CHECKING, Any
 from rest_framework import serializers
 
 from api.serializers import (
-    API_DATETIME_FORMAT,
+    ApiDateTimeField,
     InputSerializer,
     StrictCharField,
     StrictChoiceField,
@@ -75,7 +75,7 @@ class WebhookEndpointOutput(serializers.Serializer):
     url = serializers.CharField()
     enabled_events = serializers.ListField(child=serializers.CharField())
     status = serializers.ChoiceField(choices=WebhookEndpoint.Status.choices)
-    created_at = serializers.DateTimeField(format=API_DATETIME_FORMAT)
+    created_at = ApiDateTimeField()
 
     def to_representation(self, instance: WebhookEndpoint) -> dict[str, Any]:
         return {
@@ -101,7 +101,7 @@ class WebhookEndpointCreatedOutput(serializers.Serializer):
     signing_secret = serializers.CharField(
         help_text="Returned once, on this response only. Store it to verify MD-Signature."
     )
-    created_at = serializers.DateTimeField(format=API_DATETIME_FORMAT, source="endpoint.created_at")
+    created_at = ApiDateTimeField(source="endpoint.created_at")
 
     def to_representation(self, instance: "CreatedEndpoint") -> dict[str, Any]:
         shown = WebhookEndpointOutput().to_representation(instance.endpoint)
