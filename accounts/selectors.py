@@ -11,8 +11,8 @@ _ENVIRONMENT = ModelColumns(Environment, "e")
 # ORM's version cost a fifth of a whole retrieve. (The organization is not needed on that path.)
 _ACTIVE_KEY_SQL = f"""
     SELECT {_KEY.select}, {_ENVIRONMENT.select}
-    FROM accounts_apikey k
-    JOIN accounts_environment e ON e.id = k.environment_id
+    FROM {_KEY.table}
+    JOIN {_ENVIRONMENT.table} ON e.id = k.environment_id
     WHERE k.key_hash = %s AND k.revoked_at IS NULL
 """  # noqa: S608  the column lists come from the models; the hash is a parameter
 

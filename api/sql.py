@@ -6,13 +6,15 @@ thirds of its time for such a query parsing and planning it. So the few queries 
 - are SQL, tied to their models by `ModelColumns`: the select list is every concrete field of
   the model (a new field is read without touching the SQL), and rows become model instances
   through the fields' own database converters, as the ORM would make them;
-- run on a cursor that lets psycopg prepare them once per connection (`_cursor`);
+- run on a cursor that lets psycopg prepare them once per connection (`_cursor`, kept per
+  connection by `_kept_cursor`);
 - stand in for Django's `SELECT 1` health check when they are a request's first query
   (`fetch_one`).
 """
 
 from collections import namedtuple
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from datetime import datetime
 from functools import cached_property
 from typing import Any, Generic, TypeVar
@@ -26,8 +28,9 @@ M = TypeVar("M", bound=Model)
 
 
 class ModelColumns(Generic[M]):
-    """Columns of `model` under a table alias: `select` for the SQL; `instance` or `record` for
-    a row. All concrete fields, or only `only` (by name) where a list needs just those."""
+    """Columns of `model` under a table alias: `table` and `select` for the SQL; `instance` or
+    `record` for a row. All concrete fields, or only `only` (by name) where a list needs just
+    those."""
 
     def __init__(self, model: type[M], alias: str, only: Sequence[str] | None = None) -> None:
         self.model = model
@@ -36,6 +39,7 @@ class ModelColumns(Generic[M]):
         self.fields = [model._meta.get_field(name) for name in only] if only else list(fields)
         self.attnames = [field.attname for field in self.fields]
         quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
+        self.table = f"{quote(model._meta.db_table)} {alias}"  # for FROM and JOIN
         self.select = ", ".join(f"{alias}.{quote(field.column)}" for field in self.fields)
         # A read-only row with the fields as attributes, for lists that make no instances.
         self.record_type = namedtuple(f"{model.__name__}Record", self.attnames)  # type: ignore[misc]
@@ -108,43 +112,33 @@ def _read(sql: str, params: Sequence[Any], *, many: bool) -> Any:
 
 
 def _execute(db: BaseDatabaseWrapper, sql: str, params: Sequence[Any], many: bool) -> Any:
-    cursor = _kept_cursor(db)
-    if cursor is None:
-        with _cursor(db) as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchall() if many else cursor.fetchone()
-    with db.wrap_database_errors:
+    kept = _kept_cursor(db)
+    with nullcontext(kept) if kept is not None else _cursor(db) as cursor, db.wrap_database_errors:
         cursor.execute(sql, params)
         return cursor.fetchall() if many else cursor.fetchone()
-
-
-def _kept_cursor(db: BaseDatabaseWrapper) -> Any:
-    """On PostgreSQL, one server-binding cursor kept per connection, or None where Django's
-    own cursor must run (queries logged or wrapped: DEBUG, tests, instrumentation).
-
-    Making Django's cursor for each query (a new psycopg cursor, Django's wrapper, closing
-    both) cost 50 µs of CPU a query, more than psycopg's 35 µs round trip itself (bench/,
-    issue 7). The checks Django makes before a query are kept: a failed health check closes
-    the connection, a broken transaction refuses, a closed connection reopens.
-    """
-    if db.vendor != "postgresql" or db.queries_logged or db.execute_wrappers:
-        return None
-    db.close_if_health_check_failed()
-    db.ensure_connection()
-    db.validate_no_broken_transaction()
-    kept = getattr(db, "_kept_cursor", None)
-    if kept is None or kept.connection is not db.connection or kept.closed:
-        from django.db.backends.postgresql.base import ServerBindingCursor
-
-        with db.wrap_database_errors:
-            kept = ServerBindingCursor(db.connection)
-        db._kept_cursor = kept  # type: ignore[attr-defined]
-    return kept
 
 
 def db_time(value: datetime | None) -> object:
     """A datetime as the database takes it as a parameter (SQLite takes text)."""
     return connections[DEFAULT_DB_ALIAS].ops.adapt_datetimefield_value(value)
+
+
+def _kept_cursor(db: BaseDatabaseWrapper) -> Any:
+    """On PostgreSQL, one server-binding cursor kept per connection, or None where Django's
+    own cursor must run (other databases; queries logged or wrapped: DEBUG, tests,
+    instrumentation).
+
+    Making Django's cursor for each query (a new psycopg cursor, Django's wrapper, closing
+    both) cost 50 µs of CPU a query, more than psycopg's 35 µs round trip itself (bench/,
+    issue 7).
+    """
+    if db.vendor != "postgresql" or db.queries_logged or db.execute_wrappers:
+        return None
+    _before_query(db)
+    kept = getattr(db, "_kept_cursor", None)
+    if kept is None or kept.connection is not db.connection or kept.closed:
+        kept = db._kept_cursor = _server_binding(db)  # type: ignore[attr-defined]
+    return kept
 
 
 def _cursor(db: BaseDatabaseWrapper) -> Any:
@@ -157,14 +151,25 @@ def _cursor(db: BaseDatabaseWrapper) -> Any:
     """
     if db.vendor != "postgresql":
         return db.cursor()
-    from django.db.backends.postgresql.base import ServerBindingCursor
+    _before_query(db)
+    cursor = _server_binding(db)
+    return _LoggedCursor(cursor, db) if db.queries_logged else db.make_cursor(cursor)
 
+
+def _before_query(db: BaseDatabaseWrapper) -> None:
+    """The checks Django's `cursor()` makes: a failed health check closes the connection, a
+    closed one reopens, another thread's refuses, a broken transaction refuses."""
     db.close_if_health_check_failed()
     db.ensure_connection()
-    with db.wrap_database_errors:
-        cursor = ServerBindingCursor(db.connection)
     db.validate_thread_sharing()
-    return _LoggedCursor(cursor, db) if db.queries_logged else db.make_cursor(cursor)
+    db.validate_no_broken_transaction()
+
+
+def _server_binding(db: BaseDatabaseWrapper) -> Any:
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    with db.wrap_database_errors:
+        return ServerBindingCursor(db.connection)
 
 
 class _LoggedCursor(CursorDebugWrapper):

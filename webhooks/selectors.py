@@ -16,7 +16,7 @@ from api.sql import ModelColumns, fetch_one
 from webhooks.models import ENDPOINT_ID_PREFIX, WebhookEndpoint
 
 _ENDPOINT = ModelColumns(WebhookEndpoint, "w")
-_LIVE = "webhooks_webhookendpoint w WHERE w.environment_id = %s AND w.deleted_at IS NULL"
+_LIVE = f"{_ENDPOINT.table} WHERE w.environment_id = %s AND w.deleted_at IS NULL"
 _LIVE_ENDPOINT_SQL = f"SELECT {_ENDPOINT.select} FROM {_LIVE} AND w.public_id = %s"  # noqa: S608
 
 

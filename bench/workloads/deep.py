@@ -5,8 +5,6 @@ one sandbox environment, times both pages with wrk, and prints the plan PostgreS
 the exact SQL the view ran, to show the walk starts at the cursor in the list index (no OFFSET).
 """
 
-import re
-
 from django.db import connection
 
 from bench import seed
@@ -77,8 +75,7 @@ def run(ctx: Context) -> Section:
     section.measurements += [first, second, deep_m]
 
     table = WebhookEndpoint._meta.db_table
-    # The table's name as the ORM writes it ("quoted") or as webhooks.selectors does (bare).
-    endpoint_sql = [s for s in statements if re.search(rf"\b{table}\b", s)]
+    endpoint_sql = [s for s in statements if f'"{table}"' in s]
     uses_offset = any(" OFFSET " in s.upper() for s in statements)
     page_sql = next((s for s in endpoint_sql if f"LIMIT {LIMIT + 1}" in s), None)
     check(page_sql is not None, f"no page query among the deep request's SQL: {statements}")
