@@ -15,6 +15,7 @@ Django's loader in place.
 """
 
 from datetime import UTC
+from functools import cache
 from typing import Any
 
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -33,33 +34,28 @@ def _load_times_in_c(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any
         connection.connection.adapters.register_loader("timestamptz", loader)
 
 
-_LOADER: list[type | None] = []
-
-
+@cache
 def _c_loader() -> type | None:
     """A loader with Django's `timezone` attribute that loads with psycopg's C loader, or None
     without psycopg's C extension (psycopg-binary or psycopg-c)."""
-    if not _LOADER:
-        import psycopg
-        from psycopg.adapt import Loader
-        from psycopg.pq import Format
+    import psycopg
+    from psycopg.adapt import Loader
+    from psycopg.pq import Format
 
-        oid = psycopg.postgres.types["timestamptz"].oid
-        c_loader = psycopg.adapters.get_loader(oid, Format.TEXT)
-        if c_loader is None or c_loader.__module__.startswith("psycopg.types"):
-            _LOADER.append(None)  # the pure-Python loader: Django's is as fast
-        else:
+    oid = psycopg.postgres.types["timestamptz"].oid
+    c_loader = psycopg.adapters.get_loader(oid, Format.TEXT)
+    if c_loader is None or c_loader.__module__.startswith("psycopg.types"):
+        return None  # the pure-Python loader: Django's is as fast
 
-            class UtcTimestamptzLoader(Loader):
-                timezone = UTC  # what Django's create_cursor compares with its own
+    class UtcTimestamptzLoader(Loader):
+        timezone = UTC  # what Django's create_cursor compares with its own
 
-                def __init__(self, oid: int, context: Any = None) -> None:
-                    super().__init__(oid, context)
-                    # The C loader's own bound method: psycopg calls it with no Python frame.
-                    self.load = c_loader(oid, context).load  # type: ignore[method-assign]
+        def __init__(self, oid: int, context: Any = None) -> None:
+            super().__init__(oid, context)
+            # The C loader's own bound method: psycopg calls it with no Python frame.
+            self.load = c_loader(oid, context).load  # type: ignore[method-assign]
 
-                def load(self, data: Any) -> Any:  # replaced per instance in __init__
-                    raise NotImplementedError
+        def load(self, data: Any) -> Any:  # replaced per instance in __init__
+            raise NotImplementedError
 
-            _LOADER.append(UtcTimestamptzLoader)
-    return _LOADER[0]
+    return UtcTimestamptzLoader
