@@ -55,24 +55,26 @@ class ModelColumns(Generic[M]):
                 converters.append((position, convert, column))
         return converters
 
-    def _values(self, row: Sequence[Any]) -> list[Any]:
+    def _values(self, row: Sequence[Any], db: BaseDatabaseWrapper) -> list[Any]:
         values = list(row[: len(self.fields)])
-        if self._converters:
-            db = connections[DEFAULT_DB_ALIAS]
-            for position, convert, column in self._converters:
-                values[position] = convert(values[position], column, db)
+        for position, convert, column in self._converters:
+            values[position] = convert(values[position], column, db)
         return values
 
     def instance(self, row: Sequence[Any]) -> tuple[M, Sequence[Any]]:
         """The instance made of the first columns of `row`, and the columns after them."""
-        values = self._values(row)
+        values = self._values(row, connections[DEFAULT_DB_ALIAS])
         instance = self.model.from_db(DEFAULT_DB_ALIAS, self.attnames, values)
         return instance, row[len(self.fields) :]
 
-    def record(self, row: Sequence[Any]) -> Any:
-        """The first columns of `row` as a `record_type`: the values an instance would hold,
+    def records(self, rows: Sequence[Sequence[Any]]) -> list[Any]:
+        """The first columns of each row as a `record_type`: the values an instance would hold,
         at a tenth of the cost of making one (no signals, no field defaults)."""
-        return self.record_type._make(self._values(row))
+        # The connection is looked up once: `connections[alias]` (a thread-local) for every
+        # row cost a tenth of a list request (issue 7).
+        db = connections[DEFAULT_DB_ALIAS]
+        make = self.record_type._make
+        return [make(self._values(row, db)) for row in rows]
 
 
 def fetch_one(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:

@@ -44,7 +44,7 @@ def endpoint_page(
         find_cursor=lambda public_id: endpoint_get(environment=environment, public_id=public_id),
         object_name="webhook endpoint",
     )
-    return Page(items=[columns.record(row) for row in result.items], has_more=result.has_more)
+    return Page(items=columns.records(result.items), has_more=result.has_more)
 
 
 @cache
