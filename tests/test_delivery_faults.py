@@ -47,6 +47,54 @@ def test_one_dead_endpoint_does_not_take_every_sending_thread(private_worker, re
     assert ids == {e["event_id"] for e in events}
 
 
+def test_a_burst_beyond_an_endpoints_limit_waits_in_the_worker_for_its_slots(
+    private_worker, receiver
+):
+    """Deliveries past WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT wait in the worker and go out as
+    the endpoint's requests end, never more than the limit at once; they are not postponed
+    through the database (2 s, then the sweep)."""
+    private_worker(WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT="2", WEBHOOKS_CLAIM_LEASE_MARGIN="10")
+    client = factories.api_client(factories.environment())
+    client.create_endpoint(f"{receiver.url}/burst")
+    receiver.script("/burst", *[Reply(delay=1.0) for _ in range(4)])
+    events = [publish(client, {"i": i}) for i in range(4)]
+    ids = [e["event_id"] for e in events]
+    wait_for(lambda: statuses(ids).count("succeeded") == 4, timeout=20)
+    arrived = sorted(r.at for r in receiver.received("/burst"))
+    assert len(arrived) == 4
+    # Two at once; the other two when those two answer, a second later: not before (the
+    # limit holds), and not two seconds and a sweep later (postponed).
+    assert arrived[2] - arrived[0] >= 0.9
+    assert arrived[3] - arrived[0] < 1.8, [round(t - arrived[0], 2) for t in arrived]
+    assert Delivery.objects.filter(event__public_id__in=ids, attempt_count=1).count() == 4
+
+
+def test_a_worker_shutting_down_sends_nothing_that_waits_for_a_slot(private_worker, receiver):
+    """Told to stop, a worker finishes its requests in flight but starts none of the deliveries
+    waiting for their endpoint's slot: they are left claimed, unattempted, and the next worker
+    sends them once the claim lapses (each event still arrives once)."""
+    settings = {"WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT": "1", "WEBHOOKS_CLAIM_LEASE_MARGIN": "3"}
+    worker = private_worker(**settings)
+    client = factories.api_client(factories.environment())
+    client.create_endpoint(f"{receiver.url}/one-at-a-time")
+    receiver.script("/one-at-a-time", Reply(delay=1.5))
+    events = [publish(client, {"i": i}) for i in range(2)]
+    ids = [e["event_id"] for e in events]
+    wait_for(lambda: len(receiver.received("/one-at-a-time")) == 1)
+    worker.stop()  # warm shutdown, while the second delivery waits for the slot
+    assert worker.process.returncode == 0
+    assert len(receiver.received("/one-at-a-time")) == 1
+    assert sorted(statuses(ids)) == ["pending", "succeeded"]
+    waited = Delivery.objects.get(event__public_id__in=ids, status="pending")
+    assert waited.attempt_count == 0
+    assert not waited.attempts.exists()
+
+    private_worker(**settings)
+    wait_for(lambda: statuses(ids).count("succeeded") == 2, timeout=30)
+    got = [r.headers["MD-Event-Id"] for r in receiver.received("/one-at-a-time")]
+    assert sorted(got) == sorted(ids)
+
+
 def test_auto_disable_after_failing_for_the_configured_period(private_worker, receiver):
     private_worker(WEBHOOKS_AUTO_DISABLE_AFTER="2", WEBHOOKS_RETRY_SCHEDULE="1,1,1,1,1,1,1,1")
     client = factories.api_client(factories.environment())
