@@ -28,3 +28,30 @@ def test_redis_urls_use_the_shared_client_transport_and_carry_messages(broker):
         finally:
             queue.clear()
             queue.close()
+
+
+def test_a_received_task_is_not_copied_to_redis_and_goes_back_unless_acknowledged(broker):
+    """No acknowledgement emulation (config.broker): receiving a message writes nothing to
+    Redis (kombu would copy it into its "unacked" hash, and delete it on ack), and a consumer
+    that closes without acknowledging hands the message back, as a warm shutdown does."""
+    name = "kinetic-test-no-ack-emulation"
+    with app.connection_for_write() as connection:
+        queue = connection.SimpleQueue(name)
+        queue.clear()
+        client = connection.default_channel._create_client()
+        unacked_key = connection.default_channel.unacked_key
+        before = client.hlen(unacked_key)
+        queue.put({"n": 1})
+        message = queue.get(timeout=5)
+        assert message.payload == {"n": 1}
+        assert client.hlen(unacked_key) == before
+        queue.close()  # not acknowledged
+    with app.connection_for_write() as connection:
+        queue = connection.SimpleQueue(name)
+        try:
+            again = queue.get(timeout=5)
+            assert again.payload == {"n": 1}
+            again.ack()
+        finally:
+            queue.clear()
+            queue.close()
