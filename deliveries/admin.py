@@ -21,6 +21,7 @@ from api.admin import (
     action_targets,
     organization_filter,
 )
+from api.errors import InvalidInput
 from deliveries.models import (
     DELIVERY_ID_PREFIX,
     EVENT_ID_PREFIX,
@@ -243,12 +244,26 @@ class DeliveryAdmin(PublicIdSearchMixin, BigTableAdmin):
         targets = action_targets(self, request, queryset)
         if targets is None:
             return
+        queued, in_flight = 0, []
         for delivery in targets:
-            delivery_retry_now(delivery=delivery)
+            try:
+                delivery_retry_now(delivery=delivery)
+            except InvalidInput:
+                in_flight.append(delivery.public_id)
+                continue
             self.log_change(request, delivery, "Retry requested.")
-        self.message_user(
-            request, f"Queued {len(targets)} delivery(ies) for another attempt.", messages.SUCCESS
-        )
+            queued += 1
+        if queued:
+            self.message_user(
+                request, f"Queued {queued} delivery(ies) for another attempt.", messages.SUCCESS
+            )
+        if in_flight:
+            self.message_user(
+                request,
+                f"Not retried, an attempt is in progress: {', '.join(in_flight)}. "
+                "Retry once it has ended.",
+                messages.WARNING,
+            )
 
 
 @admin.register(DeliveryAttempt)

@@ -208,14 +208,30 @@ def deliveries_sweep(*, now: datetime | None = None) -> int:
 
 
 def delivery_retry_now(*, delivery: Delivery) -> Delivery:
-    """Sends the delivery again now, whatever its state, as one more attempt."""
+    """Sends the delivery again now, whatever its state, as one more attempt; refused while an
+    attempt of it is in flight (held by a worker's live claim).
+
+    That attempt's outcome would overwrite the request: a success marks it succeeded, a failure
+    schedules the next retry by the backoff schedule, and the retry asked for would be lost
+    while the caller was told it was pending. The check and the change are one UPDATE, so a
+    worker cannot claim the delivery in between.
+    """
     now = timezone.now()
-    Delivery.objects.filter(pk=delivery.pk).update(
-        status=Delivery.Status.PENDING,
-        next_attempt_at=now,
-        completed_at=None,
-        enqueued_at=now,
+    requeued = (
+        Delivery.objects.filter(pk=delivery.pk)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
+        .update(
+            status=Delivery.Status.PENDING,
+            next_attempt_at=now,
+            completed_at=None,
+            enqueued_at=now,
+        )
     )
+    if not requeued:
+        raise InvalidInput(
+            "delivery_id",
+            "An attempt of this delivery is in progress; retry it once that attempt has ended.",
+        )
     delivery.refresh_from_db()
     delivery_id = delivery.pk
     transaction.on_commit(lambda: deliveries_enqueue([delivery_id]), robust=True)

@@ -6,6 +6,7 @@ process (`deliveries_send`) to a real receiver on 127.0.0.1.
 """
 
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -499,6 +500,22 @@ def test_retry_now_sends_another_attempt(admin_client, console, receiver):
     assert console.failed_delivery.attempt_count == 2
     assert console.failed_delivery.status == "succeeded"  # the receiver's script ran out
     assert DeliveryAttempt.objects.filter(delivery=console.ok_delivery).count() == 2
+
+
+def test_retry_now_leaves_a_delivery_in_flight_and_says_so(admin_client, console):
+    # A worker holds the ok delivery: its attempt is in flight.
+    Delivery.objects.filter(pk=console.ok_delivery.pk).update(
+        claimed_until=timezone.now() + timedelta(minutes=1), claim_token=uuid.uuid4()
+    )
+    response = run_action(
+        admin_client, DELIVERIES, "retry_now", [console.failed_delivery, console.ok_delivery]
+    )
+    page = admin_client.get(response["Location"]).content.decode()
+    assert "Queued 1 delivery(ies)" in page
+    assert f"Not retried, an attempt is in progress: {console.ok_delivery.public_id}" in page
+    held = Delivery.objects.get(pk=console.ok_delivery.pk)
+    assert (held.status, held.completed_at) == ("succeeded", console.ok_delivery.completed_at)
+    assert Delivery.objects.get(pk=console.failed_delivery.pk).status == "pending"
 
 
 # --- API keys and organizations ------------------------------------------------------------

@@ -280,6 +280,29 @@ def test_manual_retry_sends_again_now(tenant, receiver):
     assert Delivery.objects.get(pk=delivery.pk).status == "succeeded"
 
 
+def test_a_retry_is_refused_while_an_attempt_is_in_flight(tenant, receiver):
+    """The attempt in flight would overwrite the retry asked for (its success marks the
+    delivery succeeded): refused with a message saying why, and nothing changes. Once the
+    attempt has ended, the retry goes out."""
+    endpoint = tenant.create_endpoint(f"{receiver.url}/busy")
+    receiver.script("/busy", Reply(delay=1.5))
+    event = publish(tenant)
+    wait_for(lambda: receiver.received("/busy"))
+    delivery = delivery_of(event["event_id"], endpoint["webhook_endpoint_id"])
+    response = tenant.post(f"/v1/deliveries/{delivery.public_id}/retry")
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("parameter_invalid", "delivery_id")
+    assert "in progress" in error["message"]
+
+    wait_for(finished(event["event_id"], endpoint["webhook_endpoint_id"]))
+    assert len(receiver.received("/busy")) == 1
+    response = tenant.post(f"/v1/deliveries/{delivery.public_id}/retry")
+    assert response.status_code == 202, response.content
+    wait_for(lambda: Delivery.objects.get(pk=delivery.pk).attempt_count == 2)
+    assert len(receiver.received("/busy")) == 2
+
+
 def test_events_api_shows_each_deliverys_state(tenant, receiver):
     ok = tenant.create_endpoint(f"{receiver.url}/ok")
     gone = tenant.create_endpoint(f"{receiver.url}/gone-again")

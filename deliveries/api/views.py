@@ -179,7 +179,8 @@ class DeliveryViewSet(ApiViewSet):
         summary="Retry a delivery now",
         description=(
             "Sends the delivery again now, as one more attempt, whatever its state. The "
-            "endpoint must exist and be enabled."
+            "endpoint must exist and be enabled, and no attempt of the delivery may be in "
+            "progress (`400 parameter_invalid` on `delivery_id` says so: retry once it ends)."
         ),
         scope=scopes.WEBHOOK_ENDPOINTS_WRITE,
         tags=[TAG_DELIVERIES],
