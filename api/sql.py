@@ -6,22 +6,19 @@ thirds of its time for such a query parsing and planning it. So the few queries 
 - are SQL, tied to their models by `ModelColumns`: the select list is every concrete field of
   the model (a new field is read without touching the SQL), and rows become model instances
   through the fields' own database converters, as the ORM would make them;
-- run on a cursor that lets psycopg prepare them once per connection (`_cursor`, kept per
-  connection by `_kept_cursor`);
+- are prepared once per connection and run by name on its libpq connection (`_Prepared`);
 - stand in for Django's `SELECT 1` health check when they are a request's first query
   (`fetch_one`).
 """
 
 from collections import namedtuple
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from datetime import datetime
 from functools import cached_property
 from typing import Any, Generic, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 from django.db.models import Model
 
 M = TypeVar("M", bound=Model)
@@ -114,8 +111,12 @@ def _read(sql: str, params: Sequence[Any], *, many: bool) -> Any:
 
 
 def _execute(db: BaseDatabaseWrapper, sql: str, params: Sequence[Any], many: bool) -> Any:
-    kept = _kept_cursor(db)
-    with nullcontext(kept) if kept is not None else _cursor(db) as cursor, db.wrap_database_errors:
+    statements = _statements(db)
+    with db.wrap_database_errors:
+        if statements is not None:
+            rows = statements.run(sql, params)
+            return rows if many else (rows[0] if rows else None)
+    with _cursor(db) as cursor, db.wrap_database_errors:
         cursor.execute(sql, params)
         return cursor.fetchall() if many else cursor.fetchone()
 
@@ -125,37 +126,102 @@ def db_time(value: datetime | None) -> object:
     return connections[DEFAULT_DB_ALIAS].ops.adapt_datetimefield_value(value)
 
 
-def _kept_cursor(db: BaseDatabaseWrapper) -> Any:
-    """On PostgreSQL, one server-binding cursor kept per connection, or None where Django's
-    own cursor must run (other databases; queries logged or wrapped: DEBUG, tests,
-    instrumentation).
-
-    Making Django's cursor for each query (a new psycopg cursor, Django's wrapper, closing
-    both) cost 50 µs of CPU a query, more than psycopg's 35 µs round trip itself (bench/,
-    issue 7).
-    """
+def _statements(db: BaseDatabaseWrapper) -> "_Prepared | None":
+    """On PostgreSQL, the statements prepared on the current connection, or None where
+    Django's own cursor must run (other databases; queries logged or wrapped: DEBUG, tests
+    counting queries, instrumentation)."""
     if db.vendor != "postgresql" or db.queries_logged or db.execute_wrappers:
         return None
     _before_query(db)
-    kept = getattr(db, "_kept_cursor", None)
-    if kept is None or kept.connection is not db.connection or kept.closed:
-        kept = db._kept_cursor = _server_binding(db)  # type: ignore[attr-defined]
-    return kept
+    prepared: _Prepared | None = getattr(db, "_api_statements", None)
+    if prepared is None or prepared.connection is not db.connection:
+        prepared = db._api_statements = _Prepared(db.connection)  # type: ignore[attr-defined]
+    return prepared
+
+
+class _Prepared:
+    """The API's statements, each prepared once on one connection and then run by name on its
+    libpq connection, without a psycopg cursor.
+
+    A psycopg cursor spent ~80 us of CPU on such a query (its execution machinery, in Python),
+    against ~43 us for libpq's own call, most of it the round trip's system calls (bench/,
+    issue 7). Parameters and rows still go through psycopg's adapters (the connection's, so
+    Django's and api.postgres' loaders apply), errors through psycopg's exception classes, and
+    the connection's transaction is the caller's: a statement run here inside `atomic()` is
+    part of it.
+
+    A statement is prepared per set of parameter types psycopg dumps (an int may go as int2,
+    int4 or int8 by its size), as psycopg does itself.
+    """
+
+    def __init__(self, connection: Any) -> None:
+        from psycopg.adapt import Transformer
+
+        self.connection = connection
+        self.transformer = Transformer(connection)
+        self.queries: dict[str, Any] = {}
+        self.names: dict[tuple[str, tuple[int, ...]], bytes] = {}
+        self.count = 0  # names are never reused on a connection
+
+    def run(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        from psycopg import pq
+        from psycopg._queries import PostgresQuery
+
+        pgconn = self.connection.pgconn
+        query = self.queries.get(sql)
+        if query is None:
+            query = self.queries[sql] = PostgresQuery(self.transformer)
+            query.convert(sql, params)
+        else:
+            query.dump(params)
+        key = (sql, tuple(query.types))
+        for _ in range(2):
+            name = self.names.get(key)
+            if name is None:
+                name = b"kinetic_api_%d" % self.count
+                self.count += 1
+                self._check(pgconn.prepare(name, query.query, param_types=query.types))
+                self.names[key] = name
+            result = pgconn.exec_prepared(name, query.params, param_formats=query.formats)
+            if self._forgotten(result):
+                # Dropped by the server (DISCARD ALL, DEALLOCATE ALL: a pooler resetting the
+                # session, say): prepare again and run it once more.
+                self.names.clear()
+                continue
+            break
+        self._check(result)
+        if result.status != pq.ExecStatus.TUPLES_OK:
+            return []
+        self.transformer.set_pgresult(result)
+        rows: list[tuple[Any, ...]] = self.transformer.load_rows(0, result.ntuples, tuple)
+        return rows
+
+    def _forgotten(self, result: Any) -> bool:
+        """The statement is gone from the server, and nothing else failed: outside a
+        transaction block (inside one, the error has aborted it, and it must propagate)."""
+        from psycopg import pq
+
+        return (
+            result.status == pq.ExecStatus.FATAL_ERROR
+            and result.error_field(pq.DiagnosticField.SQLSTATE) == b"26000"
+            and self.connection.pgconn.transaction_status == pq.TransactionStatus.IDLE
+        )
+
+    def _check(self, result: Any) -> None:
+        from psycopg import errors, pq
+
+        if result.status in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+            return
+        pgconn = self.connection.pgconn
+        if pgconn.status == pq.ConnStatus.BAD:
+            raise errors.OperationalError(pgconn.get_error_message())
+        raise errors.error_from_result(result, encoding=self.connection.info.encoding)
 
 
 def _cursor(db: BaseDatabaseWrapper) -> Any:
-    """Django's cursor; on PostgreSQL one that binds parameters on the server.
-
-    psycopg prepares a statement only on such a cursor (after the connection's
-    `prepare_threshold` runs, see config.settings.base); PostgreSQL then no longer parses and
-    plans these queries on every request, two thirds of its work for them. The ORM's cursors
-    bind on the client and never prepare.
-    """
-    if db.vendor != "postgresql":
-        return db.cursor()
-    _before_query(db)
-    cursor = _server_binding(db)
-    return _LoggedCursor(cursor, db) if db.queries_logged else db.make_cursor(cursor)
+    """Django's own cursor, where `_statements` does not apply (its queries are logged with
+    their values, as the ORM's are)."""
+    return db.cursor()
 
 
 def _before_query(db: BaseDatabaseWrapper) -> None:
@@ -165,22 +231,3 @@ def _before_query(db: BaseDatabaseWrapper) -> None:
     db.ensure_connection()
     db.validate_thread_sharing()
     db.validate_no_broken_transaction()
-
-
-def _server_binding(db: BaseDatabaseWrapper) -> Any:
-    from django.db.backends.postgresql.base import ServerBindingCursor
-
-    with db.wrap_database_errors:
-        return ServerBindingCursor(db.connection)
-
-
-class _LoggedCursor(CursorDebugWrapper):
-    """Django's debug cursor (DEBUG, query counts in tests), logging the SQL with its values
-    as the ORM's queries are logged. Django's own way, reading the statement psycopg last
-    sent, finds nothing for a prepared one; the values are put in client-side instead (only
-    when queries are logged), so the log can be read and run (EXPLAIN, bench/)."""
-
-    def execute(self, sql: str, params: Any = None) -> Any:
-        logged = self.db.ops.compose_sql(sql, params) if params else sql
-        with self.debug_sql(logged, params):
-            return CursorWrapper.execute(self, sql, params)

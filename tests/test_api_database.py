@@ -61,6 +61,22 @@ def test_a_connection_dropped_between_requests_fails_no_request(api):
             assert connection.connection.info.backend_pid != pid  # a new connection served it
 
 
+@pytest.mark.django_db(transaction=True)
+def test_statements_the_server_forgot_are_prepared_again(api):
+    """A pooler resetting the session (DISCARD ALL) drops the statements api.sql prepared on
+    the connection: the next request prepares them again instead of failing."""
+    endpoint_id = api.create_endpoint()["webhook_endpoint_id"]
+    with connection_settings_of_the_service():
+        for path in ("/v1/webhook_endpoints", f"/v1/webhook_endpoints/{endpoint_id}"):
+            assert api.get(path).status_code == 200
+            pid = connection.connection.info.backend_pid
+            with connection.cursor() as cursor:
+                cursor.execute("DISCARD ALL")
+            response = api.get(path)
+            assert response.status_code == 200, response.content
+            assert connection.connection.info.backend_pid == pid  # the same session
+
+
 def test_times_load_through_psycopgs_c_loader_with_djangos_values(api):
     """api.postgres: psycopg's C loader stands in for Django's Python one and loads the same
     values (aware, `datetime.timezone.utc`, microseconds kept), whatever zone a time was

@@ -75,11 +75,12 @@ DATABASES = {
 }
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-# The queries every API request runs (api.sql) are prepared once per connection after this many
-# runs, so PostgreSQL stops parsing and planning them on each request. Only they ask for it: the
-# ORM's cursors bind parameters on the client and never prepare. (Behind PgBouncer in
-# transaction mode this needs PgBouncer 1.21+ with max_prepared_statements.)
-POSTGRESQL_OPTIONS = {"prepare_threshold": 5}
+# The queries every API request runs are prepared by api.sql itself, once per connection, so
+# PostgreSQL stops parsing and planning them on each request. psycopg prepares nothing on its
+# own: after a ROLLBACK it would DEALLOCATE ALL, api.sql's statements with its own. (The ORM's
+# cursors bind on the client and never prepare anyway. Behind PgBouncer in transaction mode,
+# prepared statements need PgBouncer 1.21+ with max_prepared_statements.)
+POSTGRESQL_OPTIONS = {"prepare_threshold": None}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["OPTIONS"] = {
         **POSTGRESQL_OPTIONS,
