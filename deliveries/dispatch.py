@@ -14,6 +14,7 @@ Rare paths (failures, cancellations, endpoint health) keep the ORM.
 """
 
 import logging
+import math
 import threading
 import uuid
 from collections import Counter, defaultdict, deque
@@ -46,8 +47,11 @@ logger = logging.getLogger(__name__)
 FIRST_WAVE_SECONDS = 0.5
 # The recorder thread writes at most this many results in one transaction.
 ROUND_LIMIT = 500
-# A delivery that found its endpoint at the in-flight limit waits about this long.
+# A delivery that found its endpoint at the in-flight limit, and too many waiting for it in
+# the process (_InFlight), is postponed by about this long.
 BUSY_ENDPOINT_DELAY = timedelta(seconds=2)
+# Deliveries waiting in a process for an endpoint's slots: at most this many times its limit.
+MAX_WAITING_ROUNDS = 4
 
 
 @dataclass(slots=True)
@@ -102,16 +106,18 @@ class _InFlight:
     """Requests in flight per endpoint in this process, and the deliveries waiting for a slot.
 
     An endpoint has at most `limit` requests in flight from a process, so a slow endpoint
-    cannot take every sending thread. Up to as many deliveries again wait here for a slot,
-    without a thread: the attempt that ends hands its slot (and its thread) to the first of
-    them. Only past that are deliveries postponed through the database (BUSY_ENDPOINT_DELAY):
-    a burst of events to one fast endpoint was otherwise postponed by 2 s for a tenth of its
-    deliveries, each at the cost of an UPDATE, a sweep and a new task (issue 7).
+    cannot take every sending thread. More deliveries wait here for a slot, without a
+    thread: the attempt that ends hands its slot (and its thread) to the first of them. Only
+    past that are deliveries postponed through the database (BUSY_ENDPOINT_DELAY): a burst of
+    events to one fast endpoint was otherwise postponed by 2 s for a tenth of its deliveries,
+    each at the cost of an UPDATE, a sweep and a new task (issue 7).
 
-    A waiting delivery starts within one attempt's timeout (the slots ahead of it end by
-    then), so it is sent within 2 x WEBHOOKS_DELIVERY_TIMEOUT of its claim, inside the claim's
-    lease as long as the timeout is under WEBHOOKS_CLAIM_LEASE_MARGIN; otherwise nothing
-    waits here.
+    How many may wait is bounded by the claim's lease: the slots end an attempt each within
+    WEBHOOKS_DELIVERY_TIMEOUT, so the waiting delivery at position p starts within
+    (p // limit + 1) timeouts of its claim and ends one timeout later, and the lease is a
+    timeout plus WEBHOOKS_CLAIM_LEASE_MARGIN. `rounds` x `limit` wait, rounds being the most
+    whole timeouts strictly within the margin (3 with the defaults, 15 s and 60 s; none when
+    the timeout is as long as the margin), at most MAX_WAITING_ROUNDS.
     """
 
     def __init__(self) -> None:
@@ -144,7 +150,9 @@ class _InFlight:
     @staticmethod
     def waiting_limit(limit: int) -> int:
         timeout = float(settings.WEBHOOKS_DELIVERY_TIMEOUT)
-        return limit if timeout < float(settings.WEBHOOKS_CLAIM_LEASE_MARGIN) else 0
+        margin = float(settings.WEBHOOKS_CLAIM_LEASE_MARGIN)
+        rounds = math.ceil(margin / timeout) - 1 if timeout > 0 else 0
+        return limit * max(0, min(rounds, MAX_WAITING_ROUNDS))
 
     def release(self, endpoint_id: int) -> _Waiting | None:
         """Frees a slot of the endpoint, or passes it on: the delivery to send next with it."""
