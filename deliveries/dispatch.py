@@ -16,6 +16,7 @@ Rare paths (failures, cancellations, endpoint health) keep the ORM.
 import logging
 import math
 import threading
+import time
 import uuid
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Collection
@@ -47,6 +48,9 @@ logger = logging.getLogger(__name__)
 FIRST_WAVE_SECONDS = 0.5
 # The recorder thread writes at most this many results in one transaction.
 ROUND_LIMIT = 500
+# How often the recorder thread looks up the deliveries waiting for a slot, to drop those
+# cancelled meanwhile: "disabling takes effect at once" holds within this long.
+WAITING_CHECK_SECONDS = 0.25
 # A delivery that found its endpoint at the in-flight limit, and too many waiting for it in
 # the process (_InFlight), is postponed by about this long.
 BUSY_ENDPOINT_DELAY = timedelta(seconds=2)
@@ -89,8 +93,9 @@ def _executor() -> ThreadPoolExecutor:
 
 
 class NotAttempted(Exception):
-    """A delivery that waited for its endpoint's slot was never attempted (the worker is
-    shutting down): nothing to record; its claim lapses and the sweep sends it again."""
+    """A delivery that waited for its endpoint's slot was never attempted: nothing to record.
+    Either the worker is shutting down (its claim lapses and the sweep sends it again) or it
+    was cancelled meanwhile (its endpoint disabled or deleted: nothing is sent to it)."""
 
 
 @dataclass(slots=True)
@@ -118,6 +123,10 @@ class _InFlight:
     timeout plus WEBHOOKS_CLAIM_LEASE_MARGIN. `rounds` x `limit` wait, rounds being the most
     whole timeouts strictly within the margin (3 with the defaults, 15 s and 60 s; none when
     the timeout is as long as the margin), at most MAX_WAITING_ROUNDS.
+
+    A waiting delivery cancelled meanwhile (its endpoint disabled or deleted) is dropped by the
+    recorder thread, which looks them up every WAITING_CHECK_SECONDS: nothing queued is sent
+    to a disabled endpoint, here as in the database.
     """
 
     def __init__(self) -> None:
@@ -139,12 +148,9 @@ class _InFlight:
             if self._counts[endpoint_id] < limit:
                 self._counts[endpoint_id] += 1
                 return True
-            queue = self._waiting.setdefault(endpoint_id, deque())
-            if len(queue) < self.waiting_limit(limit):
-                queue.append(waiting)
+            if len(self._waiting.get(endpoint_id, ())) < self.waiting_limit(limit):
+                self._waiting.setdefault(endpoint_id, deque()).append(waiting)
                 return False
-            if not queue:
-                del self._waiting[endpoint_id]
             return None
 
     @staticmethod
@@ -156,24 +162,51 @@ class _InFlight:
 
     def release(self, endpoint_id: int) -> _Waiting | None:
         """Frees a slot of the endpoint, or passes it on: the delivery to send next with it."""
-        dropped: list[_Waiting] = []
         with self._lock:
             queue = self._waiting.get(endpoint_id)
-            if queue and self.closing:
-                dropped = list(queue)  # the worker is shutting down: start nothing new
-                queue.clear()
-            if queue:
+            if queue and not self.closing:
                 waiting = queue.popleft()
                 if not queue:
                     del self._waiting[endpoint_id]
                 return waiting
-            self._waiting.pop(endpoint_id, None)
+            # Shutting down, what still waits is not started.
+            dropped = self._waiting.pop(endpoint_id, ())
             self._counts[endpoint_id] -= 1
             if self._counts[endpoint_id] <= 0:
                 del self._counts[endpoint_id]
-        for waiting in dropped:
-            waiting.result.set_exception(NotAttempted())
+        _not_attempted(dropped)
         return None
+
+    def waiting_ids(self) -> list[int]:
+        with self._lock:
+            return [w.delivery.pk for queue in self._waiting.values() for w in queue]
+
+    def drop(self, delivery_ids: Collection[int]) -> None:
+        """Takes these deliveries out of the wait: they are not attempted."""
+        if not delivery_ids:
+            return
+        dropped: list[_Waiting] = []
+        with self._lock:
+            for endpoint_id, queue in list(self._waiting.items()):
+                dropped += [w for w in queue if w.delivery.pk in delivery_ids]
+                kept = deque(w for w in queue if w.delivery.pk not in delivery_ids)
+                if kept:
+                    self._waiting[endpoint_id] = kept
+                else:
+                    del self._waiting[endpoint_id]
+        _not_attempted(dropped)
+
+
+def _not_attempted(dropped: Collection[_Waiting]) -> None:
+    for waiting in dropped:
+        waiting.result.set_exception(NotAttempted())
+
+
+def _cancelled(delivery_ids: list[int]) -> set[int]:
+    """Those of these deliveries cancelled since they were claimed (their endpoint disabled
+    or deleted: endpoint_deliveries_cancel)."""
+    cancelled = Delivery.objects.filter(id__in=delivery_ids, status=Delivery.Status.CANCELLED)
+    return set(cancelled.values_list("id", flat=True))
 
 
 in_flight = _InFlight()
@@ -401,6 +434,7 @@ class _LateRecorder:
         self._ended: list[tuple[uuid.UUID, Future[Sent]]] = []
         self._outstanding = 0  # attempts watched and not yet recorded
         self._thread: threading.Thread | None = None
+        self._checked = 0.0  # when the waiting deliveries were last looked up
 
     def watch(self, pending: Collection[Future[Sent]], token: uuid.UUID) -> None:
         with self._wake:
@@ -419,28 +453,39 @@ class _LateRecorder:
     def _run(self) -> None:
         while True:
             with self._wake:
-                while not self._ended:
+                if not self._ended:
                     if not self._outstanding and not threading.main_thread().is_alive():
                         return  # the interpreter is exiting and nothing is left in flight
-                    self._wake.wait(timeout=0.5)
+                    self._wake.wait(timeout=WAITING_CHECK_SECONDS)
                 ended, self._ended = self._ended[:ROUND_LIMIT], self._ended[ROUND_LIMIT:]
             try:
-                self._record(ended)
+                self._round(ended)
             except Exception:  # the claims' lease runs out and the sweep retries them
                 logger.exception("recording late delivery attempts failed")
             finally:
                 with self._wake:
                     self._outstanding -= len(ended)
 
-    @staticmethod
-    def _record(ended: list[tuple[uuid.UUID, Future[Sent]]]) -> None:
-        claims: dict[uuid.UUID, list[Sent]] = defaultdict(list)
-        for token, future in ended:
-            claims[token] += _attempted([future])
+    def _round(self, ended: list[tuple[uuid.UUID, Future[Sent]]]) -> None:
+        """Records what has ended, and takes the deliveries cancelled meanwhile (their endpoint
+        disabled or deleted) out of the wait for a slot, at most every WAITING_CHECK_SECONDS."""
+        waiting = in_flight.waiting_ids()
+        check = bool(waiting) and time.monotonic() - self._checked >= WAITING_CHECK_SECONDS
+        if not ended and not check:
+            return
         # The connection is looked after as a request's would be.
         close_old_connections()
         try:
-            transient.retrying(partial(_record, claims), "recording late delivery attempts")
+            if check:
+                self._checked = time.monotonic()
+                in_flight.drop(
+                    transient.retrying(partial(_cancelled, waiting), "checking waiting deliveries")
+                )
+            if ended:
+                claims: dict[uuid.UUID, list[Sent]] = defaultdict(list)
+                for token, future in ended:
+                    claims[token] += _attempted([future])
+                transient.retrying(partial(_record, claims), "recording late delivery attempts")
         finally:
             close_old_connections()
 

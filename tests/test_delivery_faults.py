@@ -4,6 +4,7 @@ Each test runs its own worker (and the suite's broker is a private Redis), so ki
 flushing here disturbs nothing else.
 """
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -93,6 +94,29 @@ def test_a_worker_shutting_down_sends_nothing_that_waits_for_a_slot(private_work
     wait_for(lambda: statuses(ids).count("succeeded") == 2, timeout=30)
     got = [r.headers["MD-Event-Id"] for r in receiver.received("/one-at-a-time")]
     assert sorted(got) == sorted(ids)
+
+
+def test_a_delivery_waiting_for_its_slot_is_not_sent_once_its_endpoint_is_disabled(
+    private_worker, receiver
+):
+    """Disabling takes effect at once for what waits in the worker too: the delivery waiting
+    behind the endpoint's one request in flight is cancelled, never sent."""
+    private_worker(WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT="1", WEBHOOKS_CLAIM_LEASE_MARGIN="10")
+    client = factories.api_client(factories.environment())
+    endpoint = client.create_endpoint(f"{receiver.url}/slow-then-off")
+    receiver.script("/slow-then-off", Reply(delay=1.5))
+    events = [publish(client, {"i": i}) for i in range(2)]
+    ids = [e["event_id"] for e in events]
+    wait_for(lambda: len(receiver.received("/slow-then-off")) == 1)
+    response = client.patch(
+        f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}", {"status": "disabled"}
+    )
+    assert response.status_code == 200, response.content
+    wait_for(lambda: statuses(ids).count("succeeded") == 1, timeout=10)
+    time.sleep(2)  # past the slot's hand-off, had the waiting delivery been sent
+    assert len(receiver.received("/slow-then-off")) == 1
+    assert sorted(statuses(ids)) == ["cancelled", "succeeded"]
+    assert not Delivery.objects.get(event__public_id__in=ids, status="cancelled").attempts.exists()
 
 
 def test_auto_disable_after_failing_for_the_configured_period(private_worker, receiver):
