@@ -112,13 +112,13 @@ def _read(sql: str, params: Sequence[Any], *, many: bool) -> Any:
 
 def _execute(db: BaseDatabaseWrapper, sql: str, params: Sequence[Any], many: bool) -> Any:
     statements = _statements(db)
+    if statements is None:
+        with db.cursor() as cursor:  # Django's own: logged with their values, as the ORM's
+            cursor.execute(sql, params)
+            return cursor.fetchall() if many else cursor.fetchone()
     with db.wrap_database_errors:
-        if statements is not None:
-            rows = statements.run(sql, params)
-            return rows if many else (rows[0] if rows else None)
-    with _cursor(db) as cursor, db.wrap_database_errors:
-        cursor.execute(sql, params)
-        return cursor.fetchall() if many else cursor.fetchone()
+        rows = statements.run(sql, params)
+    return rows if many else (rows[0] if rows else None)
 
 
 def db_time(value: datetime | None) -> object:
@@ -167,34 +167,36 @@ class _Prepared:
         from psycopg import pq
         from psycopg._queries import PostgresQuery
 
-        pgconn = self.connection.pgconn
         query = self.queries.get(sql)
         if query is None:
             query = self.queries[sql] = PostgresQuery(self.transformer)
             query.convert(sql, params)
         else:
             query.dump(params)
-        key = (sql, tuple(query.types))
-        for _ in range(2):
-            name = self.names.get(key)
-            if name is None:
-                name = b"kinetic_api_%d" % self.count
-                self.count += 1
-                self._check(pgconn.prepare(name, query.query, param_types=query.types))
-                self.names[key] = name
-            result = pgconn.exec_prepared(name, query.params, param_formats=query.formats)
-            if self._forgotten(result):
-                # Dropped by the server (DISCARD ALL, DEALLOCATE ALL: a pooler resetting the
-                # session, say): prepare again and run it once more.
-                self.names.clear()
-                continue
-            break
+        result = self._exec(sql, query)
+        if self._forgotten(result):
+            # Dropped by the server (DISCARD ALL, DEALLOCATE ALL: a pooler resetting the
+            # session, say): prepare again and run it once more.
+            self.names.clear()
+            result = self._exec(sql, query)
         self._check(result)
         if result.status != pq.ExecStatus.TUPLES_OK:
             return []
         self.transformer.set_pgresult(result)
         rows: list[tuple[Any, ...]] = self.transformer.load_rows(0, result.ntuples, tuple)
         return rows
+
+    def _exec(self, sql: str, query: Any) -> Any:
+        """Runs the dumped `query` under its statement's name, preparing it first if needed."""
+        pgconn = self.connection.pgconn
+        key = (sql, tuple(query.types))
+        name = self.names.get(key)
+        if name is None:
+            name = b"kinetic_api_%d" % self.count
+            self.count += 1
+            self._check(pgconn.prepare(name, query.query, param_types=query.types))
+            self.names[key] = name
+        return pgconn.exec_prepared(name, query.params, param_formats=query.formats)
 
     def _forgotten(self, result: Any) -> bool:
         """The statement is gone from the server, and nothing else failed: outside a
@@ -216,12 +218,6 @@ class _Prepared:
         if pgconn.status == pq.ConnStatus.BAD:
             raise errors.OperationalError(pgconn.get_error_message())
         raise errors.error_from_result(result, encoding=self.connection.info.encoding)
-
-
-def _cursor(db: BaseDatabaseWrapper) -> Any:
-    """Django's own cursor, where `_statements` does not apply (its queries are logged with
-    their values, as the ORM's are)."""
-    return db.cursor()
 
 
 def _before_query(db: BaseDatabaseWrapper) -> None:
