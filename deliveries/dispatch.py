@@ -338,6 +338,8 @@ _ATTEMPTS = """
 INSERT INTO {attempt}
     (delivery_id, number, started_at, duration_ms, status_code, error, succeeded, response_body)
 VALUES {rows}
+ON CONFLICT (delivery_id, number, started_at) DO NOTHING
+RETURNING delivery_id, number, started_at
 """
 
 
@@ -586,14 +588,17 @@ def _record(claims: dict[uuid.UUID, list[Sent]]) -> None:
     each delivery guarded by the token it was claimed with. The recorder thread writes all
     that has ended since its last round this way: a statement costs it a wait for the GIL on
     each round trip, so a statement per claim fell behind under load."""
-    results = [r for held in claims.values() for r in held]
-    if not results:
+    if not any(claims.values()):
         return
     now = timezone.now()
-    successes = [r for r in results if r.outcome.succeeded]
-    failures = [r for r in results if not r.outcome.succeeded]
     with transaction.atomic(), connection.cursor() as cursor:
-        _insert_attempts(cursor, results)
+        # Only what is recorded now goes on: run again after a COMMIT that reached the server
+        # but whose answer was lost with the connection (transient.retrying), this inserts
+        # nothing, and no outcome, failure streak or metric is counted twice.
+        claims = _insert_attempts(cursor, claims)
+        results = [r for held in claims.values() for r in held]
+        successes = [r for r in results if r.outcome.succeeded]
+        failures = [r for r in results if not r.outcome.succeeded]
         by_status: defaultdict[int | None, defaultdict[uuid.UUID, list[int]]]
         by_status = defaultdict(lambda: defaultdict(list))
         for token, held in claims.items():
@@ -618,7 +623,11 @@ def _record(claims: dict[uuid.UUID, list[Sent]]) -> None:
     _observe(successes, failures, next_at, now)
 
 
-def _insert_attempts(cursor: Any, results: list[Sent]) -> None:
+def _insert_attempts(
+    cursor: Any, claims: dict[uuid.UUID, list[Sent]]
+) -> dict[uuid.UUID, list[Sent]]:
+    """Inserts the attempts not recorded yet; returns the claims' results that were."""
+    results = [r for held in claims.values() for r in held]
     row = "(%s, %s, %s, %s, %s, %s, %s, %s)"
     params: list[object] = []
     for r in results:
@@ -633,6 +642,15 @@ def _insert_attempts(cursor: Any, results: list[Sent]) -> None:
             r.outcome.response_body,
         ]
     cursor.execute(sql.statement(_ATTEMPTS, rows=sql.rows(row, len(results))), params)
+    inserted = {(pk, number, sql.from_db_time(at)) for pk, number, at in cursor.fetchall()}
+    return {
+        token: [
+            r
+            for r in held
+            if (r.delivery.pk, r.delivery.attempt_count + 1, r.started_at) in inserted
+        ]
+        for token, held in claims.items()
+    }
 
 
 def _observe(

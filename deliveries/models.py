@@ -124,7 +124,7 @@ class Delivery(models.Model):
 class DeliveryAttempt(models.Model):
     """One HTTP request made for a delivery, whatever came of it."""
 
-    # Indexed by attempt_by_delivery_idx, which leads with it.
+    # Indexed by attempt_recorded_once, which leads with it.
     delivery = models.ForeignKey(
         Delivery, on_delete=models.CASCADE, related_name="attempts", db_index=False
     )
@@ -139,9 +139,16 @@ class DeliveryAttempt(models.Model):
 
     class Meta:
         ordering = ["delivery_id", "number"]
-        indexes = [
-            models.Index(fields=["delivery", "number"], name="attempt_by_delivery_idx"),
-            models.Index(fields=["started_at"], name="attempt_prune_idx"),
+        indexes = [models.Index(fields=["started_at"], name="attempt_prune_idx")]
+        constraints = [
+            # An attempt is recorded once: recording it again (after a COMMIT whose answer was
+            # lost with the connection) inserts nothing (deliveries.dispatch._record). Two
+            # attempts with one number (a claim that lapsed mid-attempt) differ by started_at.
+            # Also the index of a delivery's attempts; it holds the time a partitioned table
+            # would be split by, as a unique index there must.
+            models.UniqueConstraint(
+                fields=["delivery", "number", "started_at"], name="attempt_recorded_once"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -14,6 +14,7 @@ from django.utils import timezone
 from deliveries import dispatch, transport
 from deliveries.models import Delivery, DeliveryAttempt
 from deliveries.services import event_fan_out, event_publish
+from webhooks.models import WebhookEndpoint
 
 
 @pytest.fixture(autouse=True)
@@ -55,3 +56,36 @@ def test_a_round_records_each_delivery_under_its_own_claim(api):
     assert rows[ids[2]].attempt_count == 0
     # ...and every attempt made is on record, the lapsed claim's too.
     assert DeliveryAttempt.objects.filter(delivery_id__in=ids).count() == 3
+
+
+def test_recording_again_after_a_lost_commit_answer_counts_nothing_twice(api):
+    """`_record` runs again when the connection fails during its COMMIT (transient.retrying),
+    though the COMMIT may have reached the server: the second run must find it all done."""
+    api.create_endpoint("http://127.0.0.1:9/answers")
+    failing = api.create_endpoint("http://127.0.0.1:9/fails")["webhook_endpoint_id"]
+    event = event_publish(environment=api.environment, type="packet.created", data={})
+    ids = event_fan_out(event_id=event.pk)
+    token = uuid.uuid4()
+    Delivery.objects.filter(pk__in=ids).update(
+        claim_token=token, claimed_until=timezone.now() + timedelta(minutes=5)
+    )
+    failing_pk = WebhookEndpoint.objects.get(public_id=failing).pk
+    deliveries = sorted(dispatch._load(ids, token), key=lambda d: d.endpoint_id == failing_pk)
+    outcomes = [transport.Outcome(200, "", "ok", 5), transport.Outcome(500, "http_500", "no", 5)]
+    claims = {
+        token: [
+            dispatch.Sent(d, timezone.now(), outcome)
+            for d, outcome in zip(deliveries, outcomes, strict=True)
+        ]
+    }
+
+    dispatch._record(claims)
+    dispatch._record(claims)  # the retry, after a COMMIT that did reach the server
+
+    attempts = DeliveryAttempt.objects.filter(delivery_id__in=ids)
+    assert sorted(attempts.values_list("number", "succeeded")) == [(1, False), (1, True)]
+    assert sorted(Delivery.objects.filter(pk__in=ids).values_list("status", "attempt_count")) == [
+        ("pending", 1),
+        ("succeeded", 1),
+    ]
+    assert WebhookEndpoint.objects.get(pk=failing_pk).consecutive_failures == 1
