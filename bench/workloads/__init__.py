@@ -6,6 +6,7 @@ into `ctx.metrics` under its own prefix. The delivery workloads share one Celery
 """
 
 import json
+import statistics
 import time
 import urllib.error
 import urllib.request
@@ -146,6 +147,72 @@ def measure(
         result=result,
         sql_per_request=sql_per_request,
         others_cpu_percent=share.others_percent,
+    )
+
+
+def measure_interleaved(
+    ctx: Context,
+    requests: dict[str, tuple[str, str, dict[str, str]]],
+    *,
+    rounds: int,
+    sql_per_request: dict[str, int] | None = None,
+) -> dict[str, Measurement]:
+    """GET workloads (name: label, URL, headers) measured in turn, one short wrk run each per
+    round, for `ctx.measure_s` each in all.
+
+    Their ratios are what the targets compare, and this machine's speed drifts by tens of
+    percent from one minute to the next: measured one after the other, ten seconds each, a
+    workload and its baseline could see different machines. In turns, the drift weighs on all
+    alike. Each workload's req/s is its requests over its seconds in all rounds; its latency
+    percentiles are the median of its rounds'."""
+    server = ctx.server
+    check(server.process is not None, "gunicorn is not running")
+    for _, url, headers in requests.values():
+        wrk.run(url, seconds=ctx.warmup_s, load=ctx.load, headers=headers)
+    started = time.monotonic()
+    wait_for_quiet(NOISY_OTHERS_PERCENT, min(QUIET_WAIT_S, ctx.quiet_budget_s))
+    ctx.quiet_budget_s -= time.monotonic() - started
+    seconds = max(1.0, ctx.measure_s / rounds)
+    runs: dict[str, list[wrk.WrkResult]] = {name: [] for name in requests}
+    others: dict[str, list[float]] = {name: [] for name in requests}
+    for _ in range(rounds):
+        for name, (_, url, headers) in requests.items():
+            meter = CpuMeter(server.process.pid, _bench_backends())  # type: ignore[union-attr]
+            meter.start()
+            runs[name].append(wrk.run(url, seconds=seconds, load=ctx.load, headers=headers))
+            others[name].append(meter.stop().others_percent)
+    measurements = {}
+    for name, (label, _, _) in requests.items():
+        result = _combined(runs[name])
+        share = sum(others[name]) / len(others[name])
+        per_round = ", ".join(f"{r.rps:,.0f}" for r in runs[name])
+        print(
+            f"  {label}: {result.rps:,.0f} req/s (rounds: {per_round}), p50 {result.p50_ms:.2f} "
+            f"ms, p99 {result.p99_ms:.2f} ms, errors {result.errors}, "
+            f"other processes {share:.0f}% CPU",
+            flush=True,
+        )
+        measurements[name] = Measurement(
+            label=label,
+            result=result,
+            sql_per_request=(sql_per_request or {}).get(name),
+            others_cpu_percent=share,
+        )
+    return measurements
+
+
+def _combined(runs: list[wrk.WrkResult]) -> wrk.WrkResult:
+    requests, seconds = sum(r.requests for r in runs), sum(r.seconds for r in runs)
+    return wrk.WrkResult(
+        rps=requests / seconds,
+        p50_ms=statistics.median(r.p50_ms for r in runs),
+        p75_ms=statistics.median(r.p75_ms for r in runs),
+        p90_ms=statistics.median(r.p90_ms for r in runs),
+        p99_ms=statistics.median(r.p99_ms for r in runs),
+        requests=requests,
+        seconds=seconds,
+        errors=sum(r.errors for r in runs),
+        raw="\n".join(r.raw for r in runs),
     )
 
 

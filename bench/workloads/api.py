@@ -4,14 +4,20 @@ Create runs twice. `create` registers a public IP-literal URL, so it measures th
 path (validation, two INSERTs, a Fernet encryption). `create_dns` registers a host name: the
 production URL policy then resolves it on the request path (`webhooks.url_policy.resolve`,
 2 s timeout), so that row shows what the resolver costs a create.
+
+The bare view, list and retrieve are measured in turns (`measure_interleaved`): their ratios are
+the targets, and on this VM the machine's speed drifted between the ten-second blocks they used
+to get one after the other (list/bare read 0.37 to 0.53 from one run to the next with the same
+code).
 """
 
 import json
 
 from bench import seed
 from bench.report import Section
-from bench.workloads import Context, check, count_queries, http, measure
+from bench.workloads import Context, check, count_queries, http, measure, measure_interleaved
 
+ROUNDS = 5  # turns of bare, list and retrieve: 2 s each in a full run, 1 s with --quick
 API_ENDPOINTS = 1_000  # the list workload's environment: full pages and has_more
 CREATE_BODY = json.dumps({"url": "https://93.184.215.14/bench/created"})
 CREATE_DNS_BODY = json.dumps({"url": "https://hooks.example.com/bench/created"})
@@ -48,11 +54,23 @@ def run(ctx: Context) -> Section:
     check(created.get("signing_secret", "").startswith("whsec_"), f"unexpected create: {created}")
 
     section = Section(key="api", title="API throughput and latency")
-    for name, (path, headers, body, status) in requests.items():  # creates last: they add rows
-        sql, _ = count_queries(path, headers, body, expect=status)
-        measurement = measure(
-            ctx, LABELS[name], base + path, headers=headers, body=body, sql_per_request=sql
+    sql = {
+        name: count_queries(path, headers, body, expect=status)[0]
+        for name, (path, headers, body, status) in requests.items()
+    }
+    # The reads and their baseline in turns (see measure_interleaved); then the creates, one
+    # after the other (they add rows).
+    reads = {
+        name: (LABELS[name], base + requests[name][0], requests[name][1])
+        for name in ("bare", "list", "retrieve")
+    }
+    measured = measure_interleaved(ctx, reads, rounds=ROUNDS, sql_per_request=sql)
+    for name in ("create", "create_dns"):
+        path, headers, body, _ = requests[name]
+        measured[name] = measure(
+            ctx, LABELS[name], base + path, headers=headers, body=body, sql_per_request=sql[name]
         )
+    for name, measurement in measured.items():
         section.measurements.append(measurement)
         result = measurement.result
         ctx.metrics[f"api_{name}_rps"] = round(result.rps, 1)
