@@ -4,7 +4,7 @@ Keyset on (created_at, id), newest first: a page costs the same at row 1 and row
 (no OFFSET, no COUNT), and stays stable while rows are added and removed around the cursor.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -12,7 +12,7 @@ from django.db.models import Model, Q, QuerySet
 from django.http import QueryDict
 
 from api.errors import ApiError
-from api.sql import db_time, fetch_all
+from api.sql import EnvironmentRead, db_time, fetch_all
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -95,16 +95,22 @@ def keyset_page(
 class KeysetSql:
     """`keyset_page`'s walk written in SQL, for lists too hot for the ORM (see api.sql).
 
-    `select` is the column list; `source` the FROM and WHERE that scope the rows to the
-    caller, whose parameters come first; `alias` the table whose (created_at, id) orders them.
-    The three statements (first page, after a cursor, before one) are built once.
+    `select` is the column list; `source` the FROM and WHERE that scope the rows to one
+    environment (`{environment}` where its id goes, as in api.sql.EnvironmentRead); `alias`
+    the table whose (created_at, id) orders them, also selected last (`keyset_created_at`,
+    `keyset_id`). The three statements (first page, after a cursor, before one) are built
+    once; the first page can ride on the API key check (`keyset_first_read`).
     """
 
     def __init__(self, *, select: str, source: str, alias: str) -> None:
         created, id_ = f"{alias}.created_at", f"{alias}.id"
-        head = f"SELECT {select} FROM {source}"  # noqa: S608  no values: parameters only
+        keys = f"{created} AS keyset_created_at, {id_} AS keyset_id"
+        head = f"SELECT {select}, {keys} FROM {source}"  # noqa: S608  no values: parameters only
         newest_first = f"ORDER BY {created} DESC, {id_} DESC LIMIT %s"
-        self.first = f"{head} {newest_first}"
+        self.first = EnvironmentRead(
+            f"{head} {newest_first}", order_by="keyset_created_at DESC, keyset_id DESC"
+        )
+        head = head.replace("{environment}", "%s")
         self.after = f"{head} AND {created} <= %s AND ({created} < %s OR {id_} < %s) {newest_first}"
         self.before = (
             f"{head} AND {created} >= %s AND ({created} > %s OR {id_} > %s) "
@@ -112,20 +118,31 @@ class KeysetSql:
         )
 
 
+def keyset_first_read(
+    query: KeysetSql, page: PageRequest
+) -> tuple[EnvironmentRead, list[Any]] | None:
+    """The page's read, for ApiViewSet.first_read: the first page only (a cursor must first be
+    found in the caller's environment)."""
+    if page.starting_after is not None or page.ending_before is not None:
+        return None
+    return query.first, [page.limit + 1]
+
+
 def keyset_rows(
     query: KeysetSql,
-    scope: Sequence[Any],
+    environment_id: int,
     page: PageRequest,
     find_cursor: Callable[[str], Any | None],
     object_name: str,
 ) -> Page[tuple[Any, ...]]:
-    """One page of `query`'s rows for the caller (`scope`: the parameters of its WHERE)."""
+    """One page of `query`'s rows in the caller's environment."""
     cursor, backwards = _cursor(page, find_cursor, object_name)
     if cursor is None:
-        return _page(fetch_all(query.first, [*scope, page.limit + 1]), page.limit, False)
+        rows = fetch_all(query.first.sql, [environment_id, page.limit + 1])
+        return _page(rows, page.limit, False)
     created_at = db_time(cursor.created_at)
     sql = query.before if backwards else query.after
-    rows = fetch_all(sql, [*scope, created_at, created_at, cursor.id, page.limit + 1])
+    rows = fetch_all(sql, [environment_id, created_at, created_at, cursor.id, page.limit + 1])
     return _page(rows, page.limit, backwards)
 
 

@@ -13,6 +13,7 @@ thirds of its time for such a query parsing and planning it. So the few queries 
 
 from collections import namedtuple
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from datetime import datetime
 from functools import cached_property
 from typing import Any, Generic, TypeVar
@@ -74,6 +75,56 @@ class ModelColumns(Generic[M]):
         return [make(self._values(row, db)) for row in rows]
 
 
+class EnvironmentRead:
+    """A SELECT of one environment's rows that can also run inside the API key check.
+
+    An API request's key check and the first read of its view are one round trip (see
+    accounts.selectors.api_key_for_raw): a round trip to PostgreSQL cost a request more CPU
+    than anything else on this path (bench/, issue 7). `sql` writes `{environment}` where the
+    environment's id goes, once, before any other parameter; it may use any table alias but
+    `k`, `e`, `q` and `r`. `order_by` orders its output columns by name where the read has an
+    order: joined to the key check, its own ORDER BY no longer orders the statement's rows.
+    """
+
+    def __init__(self, sql: str, *, order_by: str = "") -> None:
+        marker = "{environment}"
+        if sql.count(marker) != 1 or -1 < sql.find("%s") < sql.find(marker):
+            raise ValueError(f"{marker} must appear once, before any other parameter")
+        self.sql = sql.replace(marker, "%s")  # alone: the environment's id is the first param
+        self.template = sql
+        self.order_by = order_by
+
+    def within(self, environment_id_column: str) -> str:
+        """The SELECT with the environment's id read from a column of an enclosing query."""
+        return self.template.replace("{environment}", environment_id_column)
+
+
+# The rows a request's first read got with its key check, until the view asks for them: at
+# most one entry, replaced by every key check, and gone when taken or the request ends.
+_prefetched: ContextVar[tuple[tuple[str, tuple[Any, ...]], list[tuple[Any, ...]]] | None]
+_prefetched = ContextVar("api_sql_prefetched", default=None)
+
+
+def prefetched(read: EnvironmentRead, params: Sequence[Any], rows: list[tuple[Any, ...]]) -> None:
+    """Keeps `rows`, what `read` returns in the environment whose id is `params[0]` with the
+    other `params`, for this request's `fetch_one` or `fetch_all` of the same."""
+    _prefetched.set(((read.sql, tuple(params)), rows))
+
+
+def _take_prefetched(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]] | None:
+    entry = _prefetched.get()
+    if entry is None or entry[0] != (sql, tuple(params)):
+        return None
+    _prefetched.set(None)
+    return entry[1]
+
+
+def forget_prefetched(**_: Any) -> None:
+    """At every key check and at the end of every request (request_finished): nothing read
+    for one request is handed to another."""
+    _prefetched.set(None)
+
+
 def fetch_one(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
     """The first row `sql` returns, on a connection known to be alive.
 
@@ -82,13 +133,21 @@ def fetch_one(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
     the connection kept from an earlier request turns out to be dead (PostgreSQL restarted
     meanwhile), it is closed and the query sent again on a new one, which is what the health
     check would have done. Any other failure, or a second one, propagates as usual.
+
+    A read this request's API key check made already (EnvironmentRead) costs no query.
     """
+    rows = _take_prefetched(sql, params)
+    if rows is not None:
+        return rows[0] if rows else None
     row: tuple[Any, ...] | None = _read(sql, params, many=False)
     return row
 
 
 def fetch_all(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
     """Every row `sql` returns, like `fetch_one` (prepared, and the health check if first)."""
+    prefetched_rows = _take_prefetched(sql, params)
+    if prefetched_rows is not None:
+        return prefetched_rows
     rows: list[tuple[Any, ...]] = _read(sql, params, many=True)
     return rows
 

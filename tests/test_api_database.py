@@ -9,17 +9,38 @@ import pytest
 from django.db import DEFAULT_DB_ALIAS, close_old_connections, connection, connections
 from django.test.utils import CaptureQueriesContext
 
+from accounts import scopes
+from tests import factories
+from webhooks.models import WebhookEndpoint
 
-def test_list_and_retrieve_run_two_queries_and_write_nothing(api):
+
+def test_list_and_retrieve_run_one_query_and_write_nothing(api):
     endpoint_id = api.create_endpoint()["webhook_endpoint_id"]
     api.get("/v1/webhook_endpoints")  # the key's last use is recorded (at most once a minute)
     for path in ("/v1/webhook_endpoints?limit=20", f"/v1/webhook_endpoints/{endpoint_id}"):
         with CaptureQueriesContext(connection) as queries:
             assert api.get(path).status_code == 200
         statements = [q["sql"].lstrip().upper() for q in queries.captured_queries]
-        # The key with its environment, then the endpoint or the page.
-        assert len(statements) == 2, statements
-        assert all(s.startswith("SELECT") for s in statements), statements
+        # The key check, with the endpoint or the page read in the key's environment.
+        assert len(statements) == 1, statements
+        assert statements[0].startswith("WITH CALLER AS MATERIALIZED (\n"), statements
+        assert not {"INSERT", "UPDATE", "DELETE"} & set(statements[0].split()), statements
+
+
+def test_a_refused_request_hands_what_its_key_check_read_to_no_other(sandbox):
+    """A retrieve's endpoint is read with the key check, before the scope check refuses it;
+    those rows are the request's own, not a later request's that makes the same read."""
+    writer = factories.api_client(sandbox, scopes=[scopes.WEBHOOK_ENDPOINTS_WRITE])
+    endpoint_id = writer.create_endpoint("https://example.com/before")["webhook_endpoint_id"]
+    path = f"/v1/webhook_endpoints/{endpoint_id}"
+    assert writer.get(path).status_code == 403  # no read scope: the endpoint read is unused
+    WebhookEndpoint.objects.filter(public_id=endpoint_id).update(url="https://example.com/after")
+
+    updated = writer.patch(path, {"status": "disabled"})  # its own read, by a later request
+
+    assert updated.status_code == 200, updated.content
+    assert updated.json()["url"] == "https://example.com/after"
+    assert WebhookEndpoint.objects.get(public_id=endpoint_id).url == "https://example.com/after"
 
 
 @contextmanager

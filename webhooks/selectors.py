@@ -11,24 +11,40 @@ from typing import Any
 
 from accounts.models import Environment
 from api.ids import is_public_id
-from api.pagination import KeysetSql, Page, PageRequest, keyset_rows
-from api.sql import ModelColumns, fetch_one
+from api.pagination import KeysetSql, Page, PageRequest, keyset_first_read, keyset_rows
+from api.sql import EnvironmentRead, ModelColumns, fetch_one
 from webhooks.models import ENDPOINT_ID_PREFIX, WebhookEndpoint
 
 _ENDPOINT = ModelColumns(WebhookEndpoint, "w")
-_LIVE = f"{_ENDPOINT.table} WHERE w.environment_id = %s AND w.deleted_at IS NULL"
-_LIVE_ENDPOINT_SQL = f"SELECT {_ENDPOINT.select} FROM {_LIVE} AND w.public_id = %s"  # noqa: S608
+_LIVE = f"{_ENDPOINT.table} WHERE w.environment_id = {{environment}} AND w.deleted_at IS NULL"
+_LIVE_ENDPOINT = EnvironmentRead(f"SELECT {_ENDPOINT.select} FROM {_LIVE} AND w.public_id = %s")  # noqa: S608
+
+
+def endpoint_get_read(public_id: str) -> tuple[EnvironmentRead, list[Any]] | None:
+    """`endpoint_get`'s read, for ApiViewSet.first_read (None for an id that cannot exist)."""
+    if not is_public_id(public_id, ENDPOINT_ID_PREFIX):
+        return None
+    return _LIVE_ENDPOINT, [public_id]
 
 
 def endpoint_get(*, environment: Environment, public_id: str) -> WebhookEndpoint | None:
-    if not is_public_id(public_id, ENDPOINT_ID_PREFIX):
+    read = endpoint_get_read(public_id)
+    if read is None:
         return None
-    row = fetch_one(_LIVE_ENDPOINT_SQL, [environment.pk, public_id])
+    query, params = read
+    row = fetch_one(query.sql, [environment.pk, *params])
     if row is None:
         return None
     endpoint, _ = _ENDPOINT.instance(row)
     endpoint.environment = environment  # already loaded with the API key: no query
     return endpoint
+
+
+def endpoint_page_read(
+    page: PageRequest, fields: Sequence[str]
+) -> tuple[EnvironmentRead, list[Any]] | None:
+    """`endpoint_page`'s read, for ApiViewSet.first_read (None past the first page)."""
+    return keyset_first_read(_listed(tuple(fields))[1], page)
 
 
 def endpoint_page(
@@ -39,7 +55,7 @@ def endpoint_page(
     columns, query = _listed(tuple(fields))
     result = keyset_rows(
         query,
-        [environment.pk],
+        environment.pk,
         page,
         find_cursor=lambda public_id: endpoint_get(environment=environment, public_id=public_id),
         object_name="webhook endpoint",

@@ -6,9 +6,10 @@ from rest_framework.response import Response
 
 from accounts import scopes
 from accounts.models import Environment
-from api.errors import not_found
+from api.errors import ApiError, not_found
 from api.openapi import LIST_PARAMETERS, api_operation
 from api.pagination import LIST_PARAMS, parse_page_request
+from api.sql import EnvironmentRead
 from api.views import ApiViewSet
 from webhooks import services
 from webhooks.api import openapi as docs
@@ -24,7 +25,7 @@ from webhooks.api.serializers import (
 )
 from webhooks.catalog import EVENT_TYPES
 from webhooks.models import WebhookEndpoint
-from webhooks.selectors import endpoint_get, endpoint_page
+from webhooks.selectors import endpoint_get, endpoint_get_read, endpoint_page, endpoint_page_read
 
 
 def endpoint_or_404(environment: Environment, webhook_endpoint_id: str) -> WebhookEndpoint:
@@ -49,6 +50,17 @@ class WebhookEndpointViewSet(ApiViewSet):
         "rotate_secret": scopes.WEBHOOK_ENDPOINTS_WRITE,
     }
     query_params = {"list": LIST_PARAMS}
+
+    def first_read(self, request: Request) -> tuple[EnvironmentRead, list[Any]] | None:
+        if self.action == "retrieve":
+            return endpoint_get_read(self.kwargs["webhook_endpoint_id"])
+        if self.action == "list":
+            try:
+                page = parse_page_request(request.query_params)
+            except ApiError:
+                return None  # answered once the caller is known
+            return endpoint_page_read(page, WebhookEndpointOutput.model_fields)
+        return None
 
     def get_endpoint(self, webhook_endpoint_id: str) -> WebhookEndpoint:
         return endpoint_or_404(self.environment, webhook_endpoint_id)
