@@ -27,6 +27,18 @@ def test_list_and_retrieve_run_one_query_and_write_nothing(api):
         assert not {"INSERT", "UPDATE", "DELETE"} & set(statements[0].split()), statements
 
 
+@pytest.mark.parametrize("cursor", ["starting_after", "ending_before"])
+def test_a_page_past_a_cursor_runs_two_queries(api, cursor):
+    ids = [api.create_endpoint()["webhook_endpoint_id"] for _ in range(3)]
+    api.get("/v1/webhook_endpoints")  # the key's last use is recorded (at most once a minute)
+    with CaptureQueriesContext(connection) as queries:
+        page = api.get(f"/v1/webhook_endpoints?limit=1&{cursor}={ids[1]}").json()
+    # The key check with the cursor's endpoint, then the page after (or before) it.
+    assert len(queries.captured_queries) == 2, [q["sql"] for q in queries.captured_queries]
+    expected = ids[0] if cursor == "starting_after" else ids[2]  # newest first
+    assert [e["webhook_endpoint_id"] for e in page["data"]] == [expected]
+
+
 def test_a_refused_request_hands_what_its_key_check_read_to_no_other(sandbox):
     """A retrieve's endpoint is read with the key check, before the scope check refuses it;
     those rows are the request's own, not a later request's that makes the same read."""
