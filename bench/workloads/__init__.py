@@ -155,10 +155,11 @@ def measure_interleaved(
     requests: dict[str, tuple[str, str, dict[str, str]]],
     *,
     rounds: int,
+    seconds: float | None = None,
     sql_per_request: dict[str, int] | None = None,
 ) -> dict[str, Measurement]:
     """GET workloads (name: label, URL, headers) measured in turn, one short wrk run each per
-    round, for `ctx.measure_s` each in all.
+    round, for `seconds` each in all (`ctx.measure_s` by default).
 
     Their ratios are what the targets compare, and this machine's speed drifts by tens of
     percent from one minute to the next: measured one after the other, ten seconds each, a
@@ -172,7 +173,7 @@ def measure_interleaved(
     started = time.monotonic()
     wait_for_quiet(NOISY_OTHERS_PERCENT, min(QUIET_WAIT_S, ctx.quiet_budget_s))
     ctx.quiet_budget_s -= time.monotonic() - started
-    seconds = max(1.0, ctx.measure_s / rounds)
+    seconds = max(1.0, (seconds or ctx.measure_s) / rounds)
     runs: dict[str, list[wrk.WrkResult]] = {name: [] for name in requests}
     others: dict[str, list[float]] = {name: [] for name in requests}
     for _ in range(rounds):
