@@ -142,3 +142,27 @@ def test_times_load_through_psycopgs_c_loader_with_djangos_values(api):
         fresh.close()
     assert ours == expected
     assert [value.tzinfo for value in ours[:-1]] == [UTC] * len(texts)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_api_statements_are_planned_once_per_connection(api):
+    """Left to its default, PostgreSQL plans a prepared statement again at each execution while
+    it guesses the generic plan dearer: the page after a cursor did so on every request in a
+    big environment. The API's statements run on their generic plan from the first."""
+    ids = [api.create_endpoint()["webhook_endpoint_id"] for _ in range(3)]
+    with connection_settings_of_the_service():
+        for _ in range(8):
+            for path in (
+                "/v1/webhook_endpoints?limit=2",
+                f"/v1/webhook_endpoints?limit=1&starting_after={ids[2]}",
+                f"/v1/webhook_endpoints/{ids[0]}",
+            ):
+                assert api.get(path).status_code == 200
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements"
+                " WHERE name LIKE 'kinetic_api_%%'"
+            )
+            plans = cursor.fetchall()
+    assert len(plans) >= 3, plans
+    assert all(custom == 0 and generic > 0 for _, generic, custom in plans), plans
