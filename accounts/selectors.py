@@ -37,7 +37,10 @@ _READ_AT = len(_KEY.fields) + len(_ENVIRONMENT.fields) + 1
 def _key_check_with(read: EnvironmentRead) -> str:
     """The key check, and `read` in the key's environment: the key's row first (its `found`
     NULL), then one row per row read (the key's columns NULL: loading them again on every row
-    cost a list page more than the round trip saved); no row at all for a bad key."""
+    cost a list page more than the round trip saved); no row at all for a bad key.
+
+    The read appears twice: the first branch joins it ON false, which gives the key's row the
+    read's columns, typed and NULL, without running it (the plan's One-Time Filter)."""
     in_caller = read.within("caller.environment_id")
     no_key = ", ".join(["NULL"] * (_READ_AT - 1))
     order = f", {read.order_by}" if read.order_by else ""
@@ -78,6 +81,7 @@ def api_key_for_raw(
         rows = [] if row is None else [row]
     else:
         query, params = read
+        # The read's parameters once per appearance of the read in the statement.
         rows = fetch_all(_key_check_with(query), [key_hash(raw_key), *params, *params])
     if not rows:
         return None
