@@ -125,6 +125,23 @@ def forget_prefetched(**_: Any) -> None:
     _prefetched.set(None)
 
 
+def instance_in(
+    columns: ModelColumns[M], read: tuple[EnvironmentRead, Sequence[Any]] | None, environment: Model
+) -> M | None:
+    """The one instance of `columns`' model that `read` finds in `environment`, with the
+    environment set on it (already loaded with the API key: no query); None if it finds none,
+    or for no read (an id that cannot exist)."""
+    if read is None:
+        return None
+    query, params = read
+    row = fetch_one(query.sql, [environment.pk, *params])
+    if row is None:
+        return None
+    instance, _ = columns.instance(row)
+    instance.environment = environment  # type: ignore[attr-defined]
+    return instance
+
+
 def fetch_one(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
     """The first row `sql` returns, on a connection known to be alive.
 

@@ -2,11 +2,13 @@
 
 from collections import Counter
 from datetime import datetime
+from typing import Any
 
 from django.db.models import Count, Prefetch, Q, QuerySet
 
 from accounts.models import Environment
 from api.ids import is_public_id
+from api.sql import EnvironmentRead, ModelColumns, instance_in
 from deliveries.models import (
     DELIVERY_ID_PREFIX,
     EVENT_ID_PREFIX,
@@ -33,10 +35,22 @@ def events_of(environment: Environment) -> QuerySet[Event]:
     return Event.objects.filter(environment_id=environment.pk)
 
 
-def event_get(*, environment: Environment, public_id: str) -> Event | None:
+_EVENT = ModelColumns(Event, "ev")
+_EVENT_BY_ID = EnvironmentRead(
+    f"SELECT {_EVENT.select} FROM {_EVENT.table}"  # noqa: S608  columns from the model
+    " WHERE ev.environment_id = {environment} AND ev.public_id = %s"
+)
+
+
+def event_get_read(public_id: str) -> tuple[EnvironmentRead, list[Any]] | None:
+    """`event_get`'s read, for ApiViewSet.first_read (None for an id that cannot exist)."""
     if not is_public_id(public_id, EVENT_ID_PREFIX, LONG_ID_LENGTH):
         return None
-    return events_of(environment).filter(public_id=public_id).first()
+    return _EVENT_BY_ID, [public_id]
+
+
+def event_get(*, environment: Environment, public_id: str) -> Event | None:
+    return instance_in(_EVENT, event_get_read(public_id), environment)
 
 
 def delivery_counts(event_ids: list[int]) -> dict[int, Counter[str]]:

@@ -39,6 +39,28 @@ def test_a_page_past_a_cursor_runs_two_queries(api, cursor):
     assert [e["webhook_endpoint_id"] for e in page["data"]] == [expected]
 
 
+def test_reads_by_id_ride_on_the_key_check(api):
+    """The event of /v1/events/{id}, the endpoint of /v1/webhook_endpoints/{id}/deliveries and
+    an events page's cursor are read with the key check (ApiViewSet.first_read)."""
+    endpoint_id = api.create_endpoint()["webhook_endpoint_id"]
+    events = [api.post("/v1/events", {"type": "packet.created"}).json()["event_id"] for _ in "ab"]
+    api.get("/v1/events")  # the key's last use is recorded (at most once a minute)
+    expected = {
+        # key check with the event, the delivery counts, the newest deliveries
+        f"/v1/events/{events[0]}": 3,
+        # key check with the cursor's event, the page, the page's delivery counts
+        f"/v1/events?starting_after={events[1]}": 3,
+        # key check with the endpoint, the page (empty: no attempts to load)
+        f"/v1/webhook_endpoints/{endpoint_id}/deliveries": 2,
+    }
+    for path, count in expected.items():
+        with CaptureQueriesContext(connection) as queries:
+            assert api.get(path).status_code == 200
+        statements = [q["sql"] for q in queries.captured_queries]
+        assert len(statements) == count, statements
+        assert statements[0].lstrip().startswith("WITH caller AS MATERIALIZED"), statements
+
+
 def test_a_refused_request_hands_what_its_key_check_read_to_no_other(sandbox):
     """A retrieve's endpoint is read with the key check, before the scope check refuses it;
     those rows are the request's own, not a later request's that makes the same read."""

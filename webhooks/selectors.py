@@ -12,7 +12,7 @@ from typing import Any
 from accounts.models import Environment
 from api.ids import is_public_id
 from api.pagination import KeysetSql, Page, PageRequest, keyset_first_read, keyset_rows
-from api.sql import EnvironmentRead, ModelColumns, fetch_one
+from api.sql import EnvironmentRead, ModelColumns, instance_in
 from webhooks.models import ENDPOINT_ID_PREFIX, WebhookEndpoint
 
 _ENDPOINT = ModelColumns(WebhookEndpoint, "w")
@@ -28,16 +28,7 @@ def endpoint_get_read(public_id: str) -> tuple[EnvironmentRead, list[Any]] | Non
 
 
 def endpoint_get(*, environment: Environment, public_id: str) -> WebhookEndpoint | None:
-    read = endpoint_get_read(public_id)
-    if read is None:
-        return None
-    query, params = read
-    row = fetch_one(query.sql, [environment.pk, *params])
-    if row is None:
-        return None
-    endpoint, _ = _ENDPOINT.instance(row)
-    endpoint.environment = environment  # already loaded with the API key: no query
-    return endpoint
+    return instance_in(_ENDPOINT, endpoint_get_read(public_id), environment)
 
 
 def endpoint_page_read(

@@ -7,6 +7,7 @@ from accounts import scopes
 from api.errors import ApiError, not_found
 from api.openapi import LIST_PARAMETERS, api_operation, object_id_parameter
 from api.pagination import LIST_PARAMS, keyset_page, parse_page_request
+from api.sql import EnvironmentRead
 from api.views import ApiViewSet
 from deliveries import dispatch, selectors, services
 from deliveries.api.serializers import (
@@ -19,6 +20,7 @@ from deliveries.api.serializers import (
 )
 from webhooks.api.openapi import WEBHOOK_ENDPOINT_ID
 from webhooks.api.views import endpoint_or_404
+from webhooks.selectors import endpoint_get_read
 
 TAG_EVENTS = "Events"
 TAG_DELIVERIES = "Deliveries"
@@ -37,6 +39,16 @@ class EventViewSet(ApiViewSet):
         "retrieve": scopes.EVENTS_READ,
     }
     query_params = {"list": LIST_PARAMS}
+
+    def first_read(self, request: Request) -> tuple[EnvironmentRead, list[Any]] | None:
+        if self.action == "retrieve":
+            return selectors.event_get_read(self.kwargs["event_id"])
+        if self.action == "list":  # past the first page: the cursor's event
+            cursor = request.query_params.get("starting_after") or request.query_params.get(
+                "ending_before"
+            )
+            return selectors.event_get_read(cursor) if cursor else None
+        return None
 
     @api_operation(
         operation_id="events_create",
@@ -109,6 +121,10 @@ class EndpointDeliveryViewSet(ApiViewSet):
 
     required_scopes = {"list": scopes.EVENTS_READ}
     query_params = {"list": LIST_PARAMS}
+
+    def first_read(self, request: Request) -> tuple[EnvironmentRead, list[Any]] | None:
+        # The endpoint whose deliveries these are.
+        return endpoint_get_read(self.kwargs["webhook_endpoint_id"])
 
     @api_operation(
         operation_id="webhook_endpoint_deliveries_list",
