@@ -28,6 +28,11 @@ class PageRequest:
     starting_after: str | None
     ending_before: str | None
 
+    @property
+    def cursor_id(self) -> str | None:
+        """The id the page starts after or ends before; None for the first page."""
+        return self.starting_after if self.ending_before is None else self.ending_before
+
 
 @dataclass(frozen=True)
 class Page(Generic[T]):
@@ -59,6 +64,15 @@ def parse_page_request(params: QueryDict) -> PageRequest:
         if value is not None and not value:
             raise ApiError("parameter_invalid", f"{name} must be an object id.", param=name)
     return PageRequest(limit=limit, starting_after=after, ending_before=before)
+
+
+def page_request_or_none(params: QueryDict) -> PageRequest | None:
+    """The page asked for, for ApiViewSet.first_read; None when the query string is invalid
+    (the view answers that once the caller is known)."""
+    try:
+        return parse_page_request(params)
+    except ApiError:
+        return None
 
 
 def keyset_page(
@@ -155,7 +169,7 @@ def keyset_first_read(
 ) -> tuple[EnvironmentRead, list[Any]] | None:
     """The page's read, for ApiViewSet.first_read: the first page only (a cursor must first be
     found in the caller's environment)."""
-    if page.starting_after is not None or page.ending_before is not None:
+    if page.cursor_id is not None:
         return None
     return query.first(page.limit + 1), []
 
@@ -183,11 +197,7 @@ def _cursor(
 ) -> tuple[Any | None, bool]:
     """The cursor object (None for the first page), and whether the page lies before it."""
     backwards = page.ending_before is not None
-    cursor_param, cursor_id = (
-        ("ending_before", page.ending_before)
-        if backwards
-        else ("starting_after", page.starting_after)
-    )
+    cursor_param, cursor_id = ("ending_before" if backwards else "starting_after"), page.cursor_id
     if cursor_id is None:
         return None, False
     cursor = find_cursor(cursor_id)

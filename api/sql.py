@@ -153,23 +153,20 @@ def fetch_one(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
 
     A read this request's API key check made already (EnvironmentRead) costs no query.
     """
-    rows = _take_prefetched(sql, params)
-    if rows is not None:
-        return rows[0] if rows else None
     row: tuple[Any, ...] | None = _read(sql, params, many=False)
     return row
 
 
 def fetch_all(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
     """Every row `sql` returns, like `fetch_one` (prepared, and the health check if first)."""
-    prefetched_rows = _take_prefetched(sql, params)
-    if prefetched_rows is not None:
-        return prefetched_rows
     rows: list[tuple[Any, ...]] = _read(sql, params, many=True)
     return rows
 
 
 def _read(sql: str, params: Sequence[Any], *, many: bool) -> Any:
+    prefetched_rows = _take_prefetched(sql, params)
+    if prefetched_rows is not None:
+        return prefetched_rows if many else (prefetched_rows[0] if prefetched_rows else None)
     db = connections[DEFAULT_DB_ALIAS]
     checks_connection = (
         db.health_check_enabled

@@ -471,8 +471,9 @@ class _LateRecorder:
     def _round(self, ended: list[tuple[uuid.UUID, Future[Sent]]]) -> None:
         """Records what has ended, and takes the deliveries cancelled meanwhile (their endpoint
         disabled or deleted) out of the wait for a slot, at most every WAITING_CHECK_SECONDS."""
-        waiting = in_flight.waiting_ids()
-        check = bool(waiting) and time.monotonic() - self._checked >= WAITING_CHECK_SECONDS
+        due = time.monotonic() - self._checked >= WAITING_CHECK_SECONDS
+        waiting = in_flight.waiting_ids() if due else []
+        check = bool(waiting)
         if not ended and not check:
             return
         # The connection is looked after as a request's would be.

@@ -22,12 +22,15 @@ from webhooks.models import WebhookEndpoint
 EVENT_DELIVERIES_SHOWN = 100
 
 
+def unclaimed(now: datetime) -> Q:
+    """No live worker holds the delivery: never claimed, released, or its lease run out."""
+    return Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+
+
 def deliveries_due(now: datetime) -> QuerySet[Delivery]:
     """Pending deliveries whose attempt is due and that no live worker holds."""
     return Delivery.objects.filter(
-        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
-        status=Delivery.Status.PENDING,
-        next_attempt_at__lte=now,
+        unclaimed(now), status=Delivery.Status.PENDING, next_attempt_at__lte=now
     )
 
 

@@ -29,7 +29,7 @@ from api.errors import InvalidInput
 from api.serializers import api_datetime
 from deliveries import sql
 from deliveries.models import Delivery, Event, new_delivery_id
-from deliveries.selectors import deliveries_due
+from deliveries.selectors import deliveries_due, unclaimed
 from webhooks.catalog import TEST_EVENT_TYPE, filter_matches, is_known
 from webhooks.models import WebhookEndpoint
 
@@ -219,7 +219,7 @@ def delivery_retry_now(*, delivery: Delivery) -> Delivery:
     now = timezone.now()
     requeued = (
         Delivery.objects.filter(pk=delivery.pk)
-        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
+        .filter(unclaimed(now))
         .update(
             status=Delivery.Status.PENDING,
             next_attempt_at=now,

@@ -36,9 +36,8 @@ def endpoint_page_read(
 ) -> tuple[EnvironmentRead, list[Any]] | None:
     """`endpoint_page`'s first read, for ApiViewSet.first_read: the page itself, or past the
     first page the cursor's endpoint (the page's own query needs the cursor's position)."""
-    cursor_id = page.starting_after or page.ending_before
-    if cursor_id is not None:
-        return endpoint_get_read(cursor_id)
+    if page.cursor_id is not None:
+        return endpoint_get_read(page.cursor_id)
     return keyset_first_read(_listed(tuple(fields))[1], page)
 
 

@@ -6,7 +6,7 @@ from rest_framework.response import Response
 from accounts import scopes
 from api.errors import ApiError, not_found
 from api.openapi import LIST_PARAMETERS, api_operation, object_id_parameter
-from api.pagination import LIST_PARAMS, keyset_page, parse_page_request
+from api.pagination import LIST_PARAMS, keyset_page, page_request_or_none, parse_page_request
 from api.sql import EnvironmentRead
 from api.views import ApiViewSet
 from deliveries import dispatch, selectors, services
@@ -43,11 +43,9 @@ class EventViewSet(ApiViewSet):
     def first_read(self, request: Request) -> tuple[EnvironmentRead, list[Any]] | None:
         if self.action == "retrieve":
             return selectors.event_get_read(self.kwargs["event_id"])
-        if self.action == "list":  # past the first page: the cursor's event
-            cursor = request.query_params.get("starting_after") or request.query_params.get(
-                "ending_before"
-            )
-            return selectors.event_get_read(cursor) if cursor else None
+        page = page_request_or_none(request.query_params) if self.action == "list" else None
+        if page is not None and page.cursor_id is not None:  # past the first page: its cursor
+            return selectors.event_get_read(page.cursor_id)
         return None
 
     @api_operation(

@@ -6,9 +6,9 @@ from rest_framework.response import Response
 
 from accounts import scopes
 from accounts.models import Environment
-from api.errors import ApiError, not_found
+from api.errors import not_found
 from api.openapi import LIST_PARAMETERS, api_operation
-from api.pagination import LIST_PARAMS, parse_page_request
+from api.pagination import LIST_PARAMS, page_request_or_none, parse_page_request
 from api.sql import EnvironmentRead
 from api.views import ApiViewSet
 from webhooks import services
@@ -54,11 +54,8 @@ class WebhookEndpointViewSet(ApiViewSet):
     def first_read(self, request: Request) -> tuple[EnvironmentRead, list[Any]] | None:
         if self.action == "retrieve":
             return endpoint_get_read(self.kwargs["webhook_endpoint_id"])
-        if self.action == "list":
-            try:
-                page = parse_page_request(request.query_params)
-            except ApiError:
-                return None  # answered once the caller is known
+        page = page_request_or_none(request.query_params) if self.action == "list" else None
+        if page is not None:
             return endpoint_page_read(page, WebhookEndpointOutput.model_fields)
         return None
 
