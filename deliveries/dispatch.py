@@ -592,10 +592,11 @@ def _record(claims: dict[uuid.UUID, list[Sent]]) -> None:
     if not any(claims.values()):
         return
     now = timezone.now()
+    given = [r for held in claims.values() for r in held]
     with transaction.atomic(), connection.cursor() as cursor:
         # Only what is recorded now goes on: run again after a COMMIT that reached the server
         # but whose answer was lost with the connection (transient.retrying), this inserts
-        # nothing, and no outcome, failure streak or metric is counted twice.
+        # nothing, and no outcome or failure streak is counted twice.
         claims = _insert_attempts(cursor, claims)
         results = [r for held in claims.values() for r in held]
         successes = [r for r in results if r.outcome.succeeded]
@@ -614,14 +615,16 @@ def _record(claims: dict[uuid.UUID, list[Sent]]) -> None:
             for token, ids in ids_by_token.items():
                 params += [sql.db_uuid(token), *ids]
             cursor.execute(sql.statement(_SUCCEEDED, held=guard), params)
-        gone = {r.delivery.endpoint_id for r in failures if r.outcome.status_code == 410}
-        next_at: dict[int, datetime | None] = {}
+        gone = _gone(failures)
         for token, held in claims.items():
             failed = [r for r in held if not r.outcome.succeeded]
             if failed:
-                next_at |= _record_failures(failed, token, now, gone)
+                _record_failures(failed, token, now, gone)
         _update_endpoint_health(successes, failures, gone, now)
-    _observe(successes, failures, next_at, now)
+    # The metrics, though, count everything this run was given, recorded now or found on
+    # record: they are counted after the COMMIT, which a run whose COMMIT's answer was lost
+    # never got past (tests/test_lost_commit.py).
+    _observe(given, now)
 
 
 def _insert_attempts(
@@ -654,33 +657,40 @@ def _insert_attempts(
     }
 
 
-def _observe(
-    successes: list[Sent], failures: list[Sent], next_at: dict[int, datetime | None], now: datetime
-) -> None:
-    for r in successes + failures:
+def _observe(results: list[Sent], now: datetime) -> None:
+    gone = _gone(results)
+    for r in results:
         metrics.ATTEMPT_DURATION.observe(r.outcome.duration_ms / 1000)
-    for r in successes:
-        metrics.DELIVERY_ATTEMPTS.labels("succeeded").inc()
-        metrics.DELIVERY_LATENCY.observe((now - r.delivery.event_created_at).total_seconds())
-        metrics.ATTEMPTS_PER_DELIVERY.observe(r.delivery.attempt_count + 1)
-    for r in failures:
-        exhausted = next_at.get(r.delivery.pk) is None
+        if r.outcome.succeeded:
+            metrics.DELIVERY_ATTEMPTS.labels("succeeded").inc()
+            metrics.DELIVERY_LATENCY.observe((now - r.delivery.event_created_at).total_seconds())
+            metrics.ATTEMPTS_PER_DELIVERY.observe(r.delivery.attempt_count + 1)
+            continue
+        exhausted = _retry_delay(r, gone) is None
         metrics.DELIVERY_ATTEMPTS.labels("exhausted" if exhausted else "failed").inc()
         if exhausted:
             metrics.ATTEMPTS_PER_DELIVERY.observe(r.delivery.attempt_count + 1)
 
 
-def _record_failures(
-    failures: list[Sent], token: uuid.UUID, now: datetime, gone: set[int]
-) -> dict[int, datetime | None]:
+def _gone(results: list[Sent]) -> set[int]:
+    """The endpoints that answered 410 Gone: no retry, and they are disabled."""
+    return {r.delivery.endpoint_id for r in results if r.outcome.status_code == 410}
+
+
+def _retry_delay(failed: Sent, gone: set[int]) -> float | None:
+    """Seconds until a failed delivery's next attempt; None when it has had its last."""
+    if failed.delivery.endpoint_id in gone:
+        return None
+    retry_after = None
+    if failed.outcome.status_code in (429, 503):
+        retry_after = schedule.parse_retry_after(failed.outcome.retry_after)
+    return schedule.next_delay(failed.delivery.attempt_count + 1, retry_after)
+
+
+def _record_failures(failures: list[Sent], token: uuid.UUID, now: datetime, gone: set[int]) -> None:
     next_at: dict[int, datetime | None] = {}
     for r in failures:
-        retry_after = None
-        if r.outcome.status_code in (429, 503):
-            retry_after = schedule.parse_retry_after(r.outcome.retry_after)
-        delay = None
-        if r.delivery.endpoint_id not in gone:
-            delay = schedule.next_delay(r.delivery.attempt_count + 1, retry_after)
+        delay = _retry_delay(r, gone)
         next_at[r.delivery.pk] = None if delay is None else now + timedelta(seconds=delay)
     Delivery.objects.filter(id__in=list(next_at), claim_token=token).update(
         status=_unless_cancelled(
@@ -708,7 +718,6 @@ def _record_failures(
         claim_token=None,
         enqueued_at=None,
     )
-    return next_at
 
 
 def _unless_cancelled(value: Case) -> Case:

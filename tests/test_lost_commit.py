@@ -9,8 +9,8 @@ that second run must find everything done: each attempt on record once, each del
 outcome and each endpoint's failure streak counted once.
 
 tests/test_late_recording.py calls `_record` twice to the same end; this makes the COMMIT's
-answer really go missing, through the real retry path of `dispatch.deliveries_send`. Those
-attempts' metrics are not counted at all yet (not twice either): the xfail test at the end.
+answer really go missing, through the real retry path of `dispatch.deliveries_send`. Their
+metrics are counted once too: by the second run, as the first never got past its COMMIT.
 """
 
 import selectors
@@ -263,11 +263,6 @@ def test_an_attempt_whose_commit_answer_is_lost_is_recorded_once(
     assert WebhookEndpoint.objects.get(public_id=failing).consecutive_failures == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="metrics are observed after the COMMIT, so not by the run whose COMMIT's answer was "
-    "lost, and the run again inserts nothing, so observes nothing: the attempts are not counted",
-)
 def test_an_attempt_whose_commit_answer_is_lost_is_counted_once(
     api, receiver, proxy, settings, caplog
 ):
