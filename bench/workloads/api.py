@@ -24,6 +24,7 @@ CREATE_DNS_BODY = json.dumps({"url": "https://hooks.example.com/bench/created"})
 
 LABELS = {
     "bare": "GET /bench/bare (bare Django view)",
+    "bare_query": "GET /bench/bare_query (bare view + the list's SQL)",
     "list": "GET /v1/webhook_endpoints?limit=20",
     "retrieve": "GET /v1/webhook_endpoints/{id}",
     "create": "POST /v1/webhook_endpoints (IP URL)",
@@ -39,6 +40,7 @@ def run(ctx: Context) -> Section:
     collection = "/v1/webhook_endpoints"
     requests = {  # name: (path, headers, body, expected status)
         "bare": ("/bench/bare", {}, None, 200),
+        "bare_query": ("/bench/bare_query", tenant.headers, None, 200),
         "list": (f"{collection}?limit=20", tenant.headers, None, 200),
         "retrieve": (f"{collection}/{endpoint_id}", tenant.headers, None, 200),
         "create": (collection, tenant.headers, CREATE_BODY, 201),
@@ -46,6 +48,7 @@ def run(ctx: Context) -> Section:
     }
 
     http(base + "/bench/bare", headers={})
+    http(base + "/bench/bare_query", headers=tenant.headers)  # 500 unless it read 21 rows
     page = http(base + requests["list"][0], headers=tenant.headers)
     check(len(page["data"]) == 20 and page["has_more"], f"unexpected list page: {page}")
     found = http(base + requests["retrieve"][0], headers=tenant.headers)
@@ -62,7 +65,7 @@ def run(ctx: Context) -> Section:
     # after the other (they add rows).
     reads = {
         name: (LABELS[name], base + requests[name][0], requests[name][1])
-        for name in ("bare", "list", "retrieve")
+        for name in ("bare", "bare_query", "list", "retrieve")
     }
     measured = measure_interleaved(ctx, reads, rounds=ROUNDS, sql_per_request=sql)
     for name in ("create", "create_dns"):
@@ -82,6 +85,17 @@ def run(ctx: Context) -> Section:
         ratio = ctx.metrics[f"api_{name}_rps"] / bare if bare else 0.0
         ctx.metrics[f"api_{name}_bare_ratio"] = round(ratio, 3)
         section.summary.append(f"{name}/bare = {ratio:.3f} (req/s of {name} / req/s of bare)")
+    # The share of the bare view's rate left once a request reads PostgreSQL at all, and the
+    # share of that a list keeps (its own work in Python: auth, DRF, rows, JSON).
+    with_query = ctx.metrics["api_bare_query_rps"]
+    ctx.metrics["api_bare_query_bare_ratio"] = round(with_query / bare if bare else 0.0, 3)
+    ctx.metrics["api_list_bare_query_ratio"] = round(
+        ctx.metrics["api_list_rps"] / with_query if with_query else 0.0, 3
+    )
+    section.summary.append(
+        f"bare_query/bare = {ctx.metrics['api_bare_query_bare_ratio']:.3f}, "
+        f"list/bare_query = {ctx.metrics['api_list_bare_query_ratio']:.3f}"
+    )
     dns_p99 = ctx.metrics["api_create_dns_p99_ms"]
     if dns_p99 >= 1000:
         section.summary.append(
