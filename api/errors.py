@@ -4,7 +4,6 @@
 error: ours (`ApiError`), DRF's (validation, parsing, auth, 405) and Django's (404, 500).
 """
 
-import json
 import logging
 import math
 from typing import Any
@@ -15,6 +14,7 @@ from django.views import defaults as django_defaults
 from rest_framework import exceptions as drf
 
 from api.logging import current_request_id
+from api.renderers import encode
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def error_body(code: str, message: str, *, param: str | None = None) -> dict[str
 
 def error_response(error: ApiError) -> HttpResponse:
     response = HttpResponse(
-        json.dumps(error_body(error.code, error.message, param=error.param)),
+        encode(error_body(error.code, error.message, param=error.param)),
         status=error.status,
         content_type="application/json",
     )

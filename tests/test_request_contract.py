@@ -172,3 +172,33 @@ def test_unhandled_errors_are_500_envelopes_without_a_traceback(api, caplog):
         assert "secret-detail" not in body
     # The operator still gets the traceback, tagged with the request id.
     assert "secret-detail" in caplog.text
+
+
+def test_responses_are_the_json_drf_writes(api):
+    """api.renderers encodes with orjson: byte for byte what DRF's renderer writes (compact,
+    UTF-8, U+2028/U+2029 escaped), and DRF's own path for what orjson cannot encode. Errors
+    are written the same way."""
+    from rest_framework.renderers import JSONRenderer
+
+    api.create_endpoint("https://example.com/é", enabled_events=["packet.created"])
+    data = {"name": "Zoë\u2028\u2029", "float": 1.5, "nothing": None, "list": [True, {"a": []}]}
+    event = api.post("/v1/events", {"type": "packet.created", "data": data}).json()
+    responses = [
+        api.get("/v1/webhook_endpoints"),
+        api.get(f"/v1/events/{event['event_id']}"),
+        api.get("/v1/events"),
+        api.get("/v1/webhook_endpoints/we_missing"),  # an error
+    ]
+    for response in responses:
+        assert response.content == JSONRenderer().render(response.json()), response.content
+    detail = responses[1].content
+    assert "Zoë".encode() in detail and b"\\u2028\\u2029" in detail
+    assert "\u2028".encode() not in detail
+    assert responses[1].json()["data"] == data
+
+    # Past 64 bits (orjson stops there): DRF's path, the number exact.
+    big = api.post("/v1/events", {"type": "packet.created", "data": {"n": 10**30}})
+    assert big.status_code == 201, big.content
+    got = api.get(f"/v1/events/{big.json()['event_id']}")
+    assert got.status_code == 200 and got.json()["data"] == {"n": 10**30}
+    assert b'"n":1000000000000000000000000000000' in got.content
