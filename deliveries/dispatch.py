@@ -745,6 +745,11 @@ def _per_delivery(results: list[Sent], field: str, value: Callable[[Sent], objec
     )
 
 
+def _disabled(pk: int, reason: str, why: str) -> None:
+    logger.warning("endpoint %s disabled automatically: %s", pk, reason)
+    metrics.ENDPOINTS_AUTO_DISABLED.labels(why).inc()
+
+
 def _update_endpoint_health(
     successes: list[Sent], failures: list[Sent], gone: set[int], now: datetime
 ) -> None:
@@ -787,6 +792,8 @@ def _update_endpoint_health(
             id=pk, status=WebhookEndpoint.Status.ENABLED
         ).update(status=WebhookEndpoint.Status.DISABLED, disabled_reason=reason, updated_at=now)
         if disabled:
-            logger.warning("endpoint %s disabled automatically: %s", pk, reason)
-            metrics.ENDPOINTS_AUTO_DISABLED.labels("gone" if pk in gone else "failing").inc()
             endpoint_deliveries_cancel(endpoint_ids=[pk], reason="endpoint disabled")
+            # Told once it is so: not for a transaction that rolls back (its retry tells).
+            transaction.on_commit(
+                partial(_disabled, pk, reason, "gone" if pk in gone else "failing")
+            )

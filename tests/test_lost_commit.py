@@ -67,6 +67,7 @@ class CommitAnswerDropper:
         self.dropped = threading.Event()
         self.error: BaseException | None = None
         self._table: bytes | None = None
+        self._lose_commit = False
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._waker, self._wake = socket.socketpair()
@@ -77,8 +78,11 @@ class CommitAnswerDropper:
         self._thread = threading.Thread(target=self._run, name="commit-answer-dropper")
         self._thread.start()
 
-    def arm(self, table: str) -> None:
+    def arm(self, table: str, *, lose: str = "answer") -> None:
+        """`lose="commit"`: the COMMIT itself is dropped, not forwarded, and the server rolls
+        the transaction back when the connection closes."""
         self._table = table.encode()
+        self._lose_commit = lose == "commit"
 
     def close(self) -> None:
         self._wake.send(b"x")
@@ -130,6 +134,11 @@ class CommitAnswerDropper:
         link.pending += data
         for kind, body in self._messages(link):
             self._seen(link, kind, body)
+        if link.withholding and self._lose_commit:
+            self._table = None
+            self.dropped.set()
+            self._drop(link)
+            return
         link.server.sendall(data)
 
     def _messages(self, link: _Link) -> Iterator[tuple[bytes, bytes]]:
@@ -275,3 +284,33 @@ def test_an_attempt_whose_commit_answer_is_lost_is_counted_once(
         "succeeded": 1,
         "failed": 1,
     }
+
+
+def test_an_endpoint_disabled_by_a_transaction_that_rolled_back_is_reported_once(
+    api, receiver, proxy, settings, caplog
+):
+    """The log line and the metric of an automatic disable come after the COMMIT: when the
+    COMMIT never reaches the server (rolled back) and the recording runs again, the disable
+    is reported once, by the run that committed it."""
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    settings.WEBHOOKS_DATABASE_RETRY_SECONDS = TIMEOUT
+    gone = api.create_endpoint(f"{receiver.url}/gone")["webhook_endpoint_id"]
+    receiver.script("/gone", Reply(status=410))  # disables the endpoint at once
+    event = event_publish(environment=api.environment, type="packet.created", data={})
+    ids = event_fan_out(event_id=event.pk)
+    connection.ensure_connection()
+
+    def disables() -> float:
+        sample = {"reason": "gone"}
+        return REGISTRY.get_sample_value("kinetic_endpoints_auto_disabled_total", sample) or 0
+
+    before = disables()
+    proxy.arm(DeliveryAttempt._meta.db_table, lose="commit")
+    dispatch.deliveries_send(delivery_ids=ids, top_up=False, wait_for_all=True)
+
+    assert proxy.dropped.is_set() and proxy.withheld == b""  # the COMMIT never left
+    assert WebhookEndpoint.objects.get(public_id=gone).status == "disabled"
+    assert DeliveryAttempt.objects.filter(delivery_id__in=ids).count() == 1
+    told = [r for r in caplog.records if "disabled automatically" in r.getMessage()]
+    assert len(told) == 1
+    assert disables() - before == 1
