@@ -765,7 +765,9 @@ def _update_endpoint_health(
     failing = Counter(
         r.delivery.endpoint_id for r in failures if r.delivery.endpoint_id not in healthy
     )
-    for endpoint_id, count in failing.items():
+    # In id order, as every writer of several endpoints' rows: two recorders never wait on
+    # each other in a circle.
+    for endpoint_id, count in sorted(failing.items()):
         WebhookEndpoint.objects.filter(id=endpoint_id).update(
             consecutive_failures=F("consecutive_failures") + count,
             failing_since=Coalesce(F("failing_since"), Value(now)),
@@ -787,7 +789,7 @@ def _update_endpoint_health(
             "Every delivery attempt failed for "
             f"{settings.WEBHOOKS_AUTO_DISABLE_AFTER // 3600} hours or more.",
         )
-    for pk, reason in to_disable.items():
+    for pk, reason in sorted(to_disable.items()):
         disabled = WebhookEndpoint.objects.filter(
             id=pk, status=WebhookEndpoint.Status.ENABLED
         ).update(status=WebhookEndpoint.Status.DISABLED, disabled_reason=reason, updated_at=now)

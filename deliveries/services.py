@@ -239,10 +239,20 @@ def delivery_retry_now(*, delivery: Delivery) -> Delivery:
 
 
 def endpoint_deliveries_cancel(*, endpoint_ids: list[int], reason: str) -> int:
-    """Nothing queued is sent to a disabled or deleted endpoint."""
-    cancelled = Delivery.objects.filter(
-        endpoint_id__in=endpoint_ids, status=Delivery.Status.PENDING
-    ).update(
+    """Nothing queued is sent to a disabled or deleted endpoint.
+
+    Rows a worker holds locked right now are skipped, never waited for: they are being
+    claimed or recorded, that is in flight, and a worker checks the endpoint when it next
+    claims them (dispatch: cancelled then). Waiting deadlocked: the caller (an API DELETE or
+    PATCH, the admin) has already updated the endpoint's row, and a worker recording attempts
+    locks their deliveries and then that endpoint's row for its failure streak."""
+    in_hand = (
+        Delivery.objects.filter(endpoint_id__in=endpoint_ids, status=Delivery.Status.PENDING)
+        .order_by()
+        .select_for_update(skip_locked=True, of=("self",))
+        .values("id")
+    )
+    cancelled = Delivery.objects.filter(id__in=in_hand).update(
         status=Delivery.Status.CANCELLED,
         completed_at=timezone.now(),
         next_attempt_at=None,
