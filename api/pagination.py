@@ -165,12 +165,15 @@ def _fetching(sql: str, fetch: int) -> str:
 
 
 def keyset_first_read(
-    query: KeysetSql, page: PageRequest
+    query: KeysetSql,
+    page: PageRequest,
+    cursor_read: Callable[[str], tuple[EnvironmentRead, list[Any]] | None],
 ) -> tuple[EnvironmentRead, list[Any]] | None:
-    """The page's read, for ApiViewSet.first_read: the first page only (a cursor must first be
-    found in the caller's environment)."""
+    """A page's first read, for ApiViewSet.first_read: the first page itself, or past it the
+    cursor's row by its id (`cursor_read`: the page's own query needs the cursor's position,
+    found in the caller's environment first)."""
     if page.cursor_id is not None:
-        return None
+        return cursor_read(page.cursor_id)
     return query.first(page.limit + 1), []
 
 

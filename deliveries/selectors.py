@@ -8,6 +8,7 @@ from django.db.models import Count, Prefetch, Q, QuerySet
 
 from accounts.models import Environment
 from api.ids import is_public_id
+from api.pagination import KeysetSql, Page, PageRequest, keyset_first_read, keyset_rows
 from api.sql import EnvironmentRead, ModelColumns, instance_in
 from deliveries.models import (
     DELIVERY_ID_PREFIX,
@@ -34,15 +35,10 @@ def deliveries_due(now: datetime) -> QuerySet[Delivery]:
     )
 
 
-def events_of(environment: Environment) -> QuerySet[Event]:
-    return Event.objects.filter(environment_id=environment.pk)
-
-
 _EVENT = ModelColumns(Event, "ev")
-_EVENT_BY_ID = EnvironmentRead(
-    f"SELECT {_EVENT.select} FROM {_EVENT.table}"  # noqa: S608  columns from the model
-    " WHERE ev.environment_id = {environment} AND ev.public_id = %s"
-)
+_EVENTS = f"{_EVENT.table} WHERE ev.environment_id = {{environment}}"
+_EVENT_BY_ID = EnvironmentRead(f"SELECT {_EVENT.select} FROM {_EVENTS} AND ev.public_id = %s")  # noqa: S608
+_EVENTS_PAGE = KeysetSql(select=_EVENT.select, source=_EVENTS, alias="ev")
 
 
 def event_get_read(public_id: str) -> tuple[EnvironmentRead, list[Any]] | None:
@@ -54,6 +50,28 @@ def event_get_read(public_id: str) -> tuple[EnvironmentRead, list[Any]] | None:
 
 def event_get(*, environment: Environment, public_id: str) -> Event | None:
     return instance_in(_EVENT, event_get_read(public_id), environment)
+
+
+def event_page_read(page: PageRequest) -> tuple[EnvironmentRead, list[Any]] | None:
+    """`event_page`'s first read, for ApiViewSet.first_read."""
+    return keyset_first_read(_EVENTS_PAGE, page, event_get_read)
+
+
+def event_page(*, environment: Environment, page: PageRequest) -> Page[Event]:
+    """A page of the environment's events, newest first (SQL, as the endpoints' pages)."""
+    result = keyset_rows(
+        _EVENTS_PAGE,
+        environment.pk,
+        page,
+        find_cursor=lambda public_id: event_get(environment=environment, public_id=public_id),
+        object_name="event",
+    )
+    events = []
+    for row in result.items:
+        event, _ = _EVENT.instance(row)
+        event.environment = environment
+        events.append(event)
+    return Page(items=events, has_more=result.has_more)
 
 
 def delivery_counts(event_ids: list[int]) -> dict[int, Counter[str]]:

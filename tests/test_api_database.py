@@ -40,14 +40,17 @@ def test_a_page_past_a_cursor_runs_two_queries(api, cursor):
 
 
 def test_reads_by_id_ride_on_the_key_check(api):
-    """The event of /v1/events/{id}, the endpoint of /v1/webhook_endpoints/{id}/deliveries and
-    an events page's cursor are read with the key check (ApiViewSet.first_read)."""
+    """The event of /v1/events/{id}, the endpoint of /v1/webhook_endpoints/{id}/deliveries,
+    the first page of events and an events page's cursor are read with the key check
+    (ApiViewSet.first_read)."""
     endpoint_id = api.create_endpoint()["webhook_endpoint_id"]
     events = [api.post("/v1/events", {"type": "packet.created"}).json()["event_id"] for _ in "ab"]
     api.get("/v1/events")  # the key's last use is recorded (at most once a minute)
     expected = {
         # key check with the event, the delivery counts, the newest deliveries
         f"/v1/events/{events[0]}": 3,
+        # key check with the page, the page's delivery counts
+        "/v1/events": 2,
         # key check with the cursor's event, the page, the page's delivery counts
         f"/v1/events?starting_after={events[1]}": 3,
         # key check with the endpoint, the page (empty: no attempts to load)

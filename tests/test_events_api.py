@@ -96,6 +96,9 @@ def test_events_list_pages_and_stays_in_its_tenant(api):
     assert page["has_more"] is True
     rest = api.get(f"/v1/events?starting_after={made[2]}").json()
     assert [e["event_id"] for e in rest["data"]] == made[::-1][3:]
+    newer = api.get(f"/v1/events?limit=2&ending_before={made[1]}").json()
+    assert [e["event_id"] for e in newer["data"]] == [made[3], made[2]]
+    assert newer["has_more"] is True
     assert_error(api.get(f"/v1/events/{foreign}"), 404, "not_found", param="event_id")
     assert_error(
         api.get(f"/v1/events?starting_after={foreign}"), 400, "parameter_invalid", "starting_after"

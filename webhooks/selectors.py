@@ -34,11 +34,8 @@ def endpoint_get(*, environment: Environment, public_id: str) -> WebhookEndpoint
 def endpoint_page_read(
     page: PageRequest, fields: Sequence[str]
 ) -> tuple[EnvironmentRead, list[Any]] | None:
-    """`endpoint_page`'s first read, for ApiViewSet.first_read: the page itself, or past the
-    first page the cursor's endpoint (the page's own query needs the cursor's position)."""
-    if page.cursor_id is not None:
-        return endpoint_get_read(page.cursor_id)
-    return keyset_first_read(_listed(tuple(fields))[1], page)
+    """`endpoint_page`'s first read, for ApiViewSet.first_read."""
+    return keyset_first_read(_listed(tuple(fields))[1], page, endpoint_get_read)
 
 
 def endpoint_page(

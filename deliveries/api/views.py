@@ -44,9 +44,7 @@ class EventViewSet(ApiViewSet):
         if self.action == "retrieve":
             return selectors.event_get_read(self.kwargs["event_id"])
         page = page_request_or_none(request.query_params) if self.action == "list" else None
-        if page is not None and page.cursor_id is not None:  # past the first page: its cursor
-            return selectors.event_get_read(page.cursor_id)
-        return None
+        return None if page is None else selectors.event_page_read(page)
 
     @api_operation(
         operation_id="events_create",
@@ -82,13 +80,8 @@ class EventViewSet(ApiViewSet):
         responses={200: EventListOutput},
     )
     def list(self, request: Request) -> Response:
-        page = keyset_page(
-            selectors.events_of(self.environment),
-            parse_page_request(request.query_params),
-            find_cursor=lambda public_id: selectors.event_get(
-                environment=self.environment, public_id=public_id
-            ),
-            object_name="event",
+        page = selectors.event_page(
+            environment=self.environment, page=parse_page_request(request.query_params)
         )
         counts = selectors.delivery_counts([e.pk for e in page.items])
         data = EventOutput(page.items, many=True, context={"delivery_counts": counts}).data
