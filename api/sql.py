@@ -128,15 +128,18 @@ def forget_prefetched(**_: Any) -> None:
 def instance_in(
     columns: ModelColumns[M], read: tuple[EnvironmentRead, Sequence[Any]] | None, environment: Model
 ) -> M | None:
-    """The one instance of `columns`' model that `read` finds in `environment`, with the
-    environment set on it (already loaded with the API key: no query); None if it finds none,
-    or for no read (an id that cannot exist)."""
+    """The one instance of `columns`' model that `read` finds in `environment` (in_environment);
+    None if it finds none, or for no read (an id that cannot exist)."""
     if read is None:
         return None
     query, params = read
     row = fetch_one(query.sql, [environment.pk, *params])
-    if row is None:
-        return None
+    return None if row is None else in_environment(columns, row, environment)
+
+
+def in_environment(columns: ModelColumns[M], row: Sequence[Any], environment: Model) -> M:
+    """The instance of `columns`' model made of `row`, a row read in `environment`, with the
+    environment set on it (already loaded with the API key: no query)."""
     instance, _ = columns.instance(row)
     instance.environment = environment  # type: ignore[attr-defined]
     return instance

@@ -473,13 +473,12 @@ class _LateRecorder:
         disabled or deleted) out of the wait for a slot, at most every WAITING_CHECK_SECONDS."""
         due = time.monotonic() - self._checked >= WAITING_CHECK_SECONDS
         waiting = in_flight.waiting_ids() if due else []
-        check = bool(waiting)
-        if not ended and not check:
+        if not ended and not waiting:
             return
         # The connection is looked after as a request's would be.
         close_old_connections()
         try:
-            if check:
+            if waiting:
                 self._checked = time.monotonic()
                 in_flight.drop(
                     transient.retrying(partial(_cancelled, waiting), "checking waiting deliveries")

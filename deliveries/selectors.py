@@ -9,7 +9,7 @@ from django.db.models import Count, Prefetch, Q, QuerySet
 from accounts.models import Environment
 from api.ids import is_public_id
 from api.pagination import KeysetSql, Page, PageRequest, keyset_first_read, keyset_rows
-from api.sql import EnvironmentRead, ModelColumns, instance_in
+from api.sql import EnvironmentRead, ModelColumns, in_environment, instance_in
 from deliveries.models import (
     DELIVERY_ID_PREFIX,
     EVENT_ID_PREFIX,
@@ -66,11 +66,7 @@ def event_page(*, environment: Environment, page: PageRequest) -> Page[Event]:
         find_cursor=lambda public_id: event_get(environment=environment, public_id=public_id),
         object_name="event",
     )
-    events = []
-    for row in result.items:
-        event, _ = _EVENT.instance(row)
-        event.environment = environment
-        events.append(event)
+    events = [in_environment(_EVENT, row, environment) for row in result.items]
     return Page(items=events, has_more=result.has_more)
 
 

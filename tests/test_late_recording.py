@@ -82,10 +82,16 @@ def test_recording_again_after_a_lost_commit_answer_counts_nothing_twice(api):
     dispatch._record(claims)
     dispatch._record(claims)  # the retry, after a COMMIT that did reach the server
 
+    assert_recorded_once(ids, failing)
+
+
+def assert_recorded_once(ids: list[int], failing: str) -> None:
+    """Two deliveries, one attempt each (one succeeded, one failed, to the endpoint `failing`)
+    on record once: their attempts, their outcomes and the failing endpoint's streak."""
     attempts = DeliveryAttempt.objects.filter(delivery_id__in=ids)
     assert sorted(attempts.values_list("number", "succeeded")) == [(1, False), (1, True)]
     assert sorted(Delivery.objects.filter(pk__in=ids).values_list("status", "attempt_count")) == [
         ("pending", 1),
         ("succeeded", 1),
     ]
-    assert WebhookEndpoint.objects.get(pk=failing_pk).consecutive_failures == 1
+    assert WebhookEndpoint.objects.get(public_id=failing).consecutive_failures == 1

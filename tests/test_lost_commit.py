@@ -25,9 +25,10 @@ from django.db import connection
 from prometheus_client import REGISTRY
 
 from deliveries import dispatch
-from deliveries.models import Delivery, DeliveryAttempt
+from deliveries.models import DeliveryAttempt
 from deliveries.services import event_fan_out, event_publish
 from tests.servers import Reply
+from tests.test_late_recording import assert_recorded_once
 from webhooks.models import WebhookEndpoint
 
 # Real COMMITs: the server must have committed when the answer goes missing.
@@ -263,13 +264,7 @@ def test_an_attempt_whose_commit_answer_is_lost_is_recorded_once(
 ):
     ids, failing = send_losing_the_commit_answer(api, receiver, proxy, settings, caplog)
 
-    attempts = DeliveryAttempt.objects.filter(delivery_id__in=ids)
-    assert sorted(attempts.values_list("number", "succeeded")) == [(1, False), (1, True)]
-    assert sorted(Delivery.objects.filter(pk__in=ids).values_list("status", "attempt_count")) == [
-        ("pending", 1),
-        ("succeeded", 1),
-    ]
-    assert WebhookEndpoint.objects.get(public_id=failing).consecutive_failures == 1
+    assert_recorded_once(ids, failing)
 
 
 def test_an_attempt_whose_commit_answer_is_lost_is_counted_once(
