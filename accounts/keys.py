@@ -3,7 +3,7 @@
 import hashlib
 import hmac
 
-from api.ids import random_base62
+from core.ids import random_base62
 
 KEY_RANDOM_LENGTH = 40
 PREFIX_RANDOM_LENGTH = 8

@@ -8,13 +8,4 @@ class ApiConfig(AppConfig):
     verbose_name = "API platform"
 
     def ready(self) -> None:
-        from django.core.signals import request_finished
-
-        from api import (
-            checks,  # noqa: F401  registers the system checks
-            postgres,
-            sql,
-        )
-
-        postgres.install()
-        request_finished.connect(sql.forget_prefetched, dispatch_uid="api-sql-forget-prefetched")
+        from api import checks  # noqa: F401  registers the system checks

@@ -13,8 +13,9 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.views import defaults as django_defaults
 from rest_framework import exceptions as drf
 
-from api.logging import current_request_id
 from api.renderers import encode
+from core.errors import InvalidInput
+from core.logging import current_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -64,19 +65,6 @@ class ApiError(Exception):
     @property
     def status(self) -> int:
         return ERROR_CODES[self.code][0]
-
-
-class InvalidInput(ValueError):
-    """A service's refusal of one input, in words a customer can act on; `param` names it.
-
-    Services raise it without knowing about HTTP; the API answers `400 parameter_invalid`
-    and management commands print the message.
-    """
-
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(message)
-        self.param = param
-        self.message = message
 
 
 def not_found(object_name: str, param: str, value: str) -> ApiError:

@@ -11,7 +11,7 @@ Stored responses are encrypted like signing secrets (a create's response holds o
 import hashlib
 import json
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -21,7 +21,7 @@ from django.utils import timezone
 from accounts.models import ApiKey
 from api.errors import ApiError
 from api.models import IdempotencyRecord
-from webhooks import encryption  # the one box for secrets at rest
+from core import encryption  # the one box for secrets at rest
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -132,3 +132,27 @@ def replay(record: IdempotencyRecord) -> HttpResponse:
     )
     response["Idempotent-Replayed"] = "true"
     return response
+
+
+def records_reencrypt(*, batch_size: int = 500) -> int:
+    """Re-encrypts the stored responses under the first SIGNING_SECRET_ENCRYPTION_KEYS key (a
+    create's response holds a signing secret)."""
+    return encryption.reencrypt_rows(IdempotencyRecord, "response_body", batch_size, as_bytes=True)
+
+
+def records_prune(
+    *, now: datetime | None = None, batch_size: int = 500, max_batches: int = 200
+) -> int:
+    """Deletes the records past IDEMPOTENCY_KEY_TTL in bounded batches; returns how many."""
+    cutoff = (now or timezone.now()) - timedelta(seconds=settings.IDEMPOTENCY_KEY_TTL)
+    pruned = 0
+    for _ in range(max_batches):
+        batch = list(
+            IdempotencyRecord.objects.filter(created_at__lt=cutoff).values_list("id", flat=True)[
+                :batch_size
+            ]
+        )
+        if not batch:
+            break
+        pruned += IdempotencyRecord.objects.filter(id__in=batch).delete()[0]
+    return pruned

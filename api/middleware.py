@@ -11,8 +11,8 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 
 from api.errors import ApiError, error_response, is_api_path
-from api.ids import request_id
-from api.logging import current_request_id
+from core.ids import request_id
+from core.logging import current_request_id
 
 GetResponse = Callable[[HttpRequest], HttpResponse]
 

@@ -29,8 +29,8 @@ from rest_framework import serializers
 from api.errors import ERROR_CODES
 from api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from api.idempotency import MAX_KEY_LENGTH
-from api.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from api.serializers import InputSerializer
+from core.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,9 +48,9 @@ LATEST_VERSION: str = settings.API_VERSIONS[-1]
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
-    """Documents `accounts.authentication.ApiKeyAuthentication` as HTTP bearer auth."""
+    """Documents `api.authentication.ApiKeyAuthentication` as HTTP bearer auth."""
 
-    target_class = "accounts.authentication.ApiKeyAuthentication"
+    target_class = "api.authentication.ApiKeyAuthentication"
     name = SECURITY_SCHEME_NAME
 
     def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, Any]:

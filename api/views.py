@@ -11,7 +11,6 @@ from rest_framework.viewsets import ViewSet
 from accounts.models import ApiKey, Environment
 from api import idempotency
 from api.errors import ApiError
-from api.sql import EnvironmentRead
 
 
 class ApiViewSet(ViewSet):
@@ -45,18 +44,7 @@ class ApiViewSet(ViewSet):
     def environment(self) -> Environment:
         return self.api_key.environment
 
-    def first_read(self, request: Request) -> tuple[EnvironmentRead, list[Any]] | None:
-        """The read this action will make first, if it can be known before the caller is (an
-        EnvironmentRead and its parameters after the environment's id): it then runs with the
-        API key check, in the key's environment, and costs no round trip of its own.
-
-        Only an optimisation: the action still makes the read as usual and gets these rows
-        (api.sql), and a request that fails authentication, scope or validation discards them.
-        Return None when the request's input cannot say (an invalid id, a cursor)."""
-        return None
-
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        request.first_read = self.first_read(request)  # before authentication, which runs it
         super().initial(request, *args, **kwargs)
         allowed = self.query_params.get(self.action or "", frozenset())
         for name in request.query_params:

@@ -13,7 +13,7 @@ from django.db import connection
 from accounts import scopes
 from accounts.models import Environment
 from accounts.services import api_key_create, organization_create
-from api.ids import BASE62
+from core.ids import BASE62
 from webhooks.models import WebhookEndpoint
 
 # Public ids are `we_` + 14 base62: 9 random characters, then the row number in base62 over 5

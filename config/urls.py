@@ -16,8 +16,8 @@ PUBLIC_DOCS: dict[str, Any] = {
 }
 
 urlpatterns = [
-    path("v1/", include("webhooks.api.urls")),
-    path("v1/", include("deliveries.api.urls")),
+    path("v1/", include("api.webhooks.urls")),
+    path("v1/", include("api.deliveries.urls")),
     # JSON only: the API's content negotiation picks a view's first renderer, and
     # SpectacularAPIView's first renderer is YAML.
     path("v1/openapi.json", SpectacularJSONAPIView.as_view(**PUBLIC_DOCS), name="openapi-schema"),

@@ -34,11 +34,10 @@ from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from accounts.models import Environment
-from api import metrics
-from deliveries import schedule, signature, sql, transient, transport
+from core import encryption
+from deliveries import metrics, schedule, signature, sql, transient, transport
 from deliveries.models import Delivery
 from deliveries.services import endpoint_deliveries_cancel
-from webhooks import encryption
 from webhooks.models import WebhookEndpoint
 
 logger = logging.getLogger(__name__)

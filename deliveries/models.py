@@ -3,7 +3,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Environment
-from api.ids import public_id
+from core.ids import public_id
 from webhooks.models import WebhookEndpoint
 
 EVENT_ID_PREFIX = "evt"
@@ -17,6 +17,12 @@ def new_event_id() -> str:
 
 def new_delivery_id() -> str:
     return public_id(DELIVERY_ID_PREFIX, LONG_ID_LENGTH)
+
+
+class EventQuerySet(models.QuerySet["Event"]):
+    def for_environment(self, environment_id: int) -> "EventQuerySet":
+        """One tenant's events: how every read the API or a console makes reaches them."""
+        return self.filter(environment_id=environment_id)
 
 
 class Event(models.Model):
@@ -40,6 +46,8 @@ class Event(models.Model):
     # The transactional outbox: null until the fan-out task made this event's deliveries.
     fanned_out_at = models.DateTimeField(null=True, blank=True)
 
+    objects = EventQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [models.UniqueConstraint(fields=["public_id"], name="event_public_id_key")]
@@ -54,6 +62,13 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return self.public_id
+
+
+class DeliveryQuerySet(models.QuerySet["Delivery"]):
+    def for_environment(self, environment_id: int) -> "DeliveryQuerySet":
+        """Deliveries to one tenant's endpoints (deleted endpoints' included: their history
+        stays readable)."""
+        return self.filter(endpoint__environment_id=environment_id)
 
 
 class Delivery(models.Model):
@@ -90,6 +105,8 @@ class Delivery(models.Model):
     last_error = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = DeliveryQuerySet.as_manager()
 
     class Meta:
         verbose_name_plural = "deliveries"

@@ -1,6 +1,6 @@
 """Data retention: events (with their deliveries and attempts) older than
-WEBHOOKS_RETENTION_DAYS, and idempotency records past their TTL, are deleted in bounded
-batches, so a large backlog never turns into one long transaction or lock."""
+WEBHOOKS_RETENTION_DAYS are deleted in bounded batches, so a large backlog never turns into one
+long transaction or lock. (Idempotency records are the API's: api.idempotency.records_prune.)"""
 
 from datetime import datetime, timedelta
 
@@ -8,7 +8,6 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from api.models import IdempotencyRecord
 from deliveries.models import Delivery, DeliveryAttempt, Event
 
 BATCH_SIZE = 500
@@ -18,7 +17,7 @@ MAX_BATCHES = 200  # per run; the next run (hourly) carries on
 def retention_prune(
     *, now: datetime | None = None, batch_size: int = BATCH_SIZE, max_batches: int = MAX_BATCHES
 ) -> dict[str, int]:
-    """Deletes what is past retention; returns how many events and idempotency records went."""
+    """Deletes what is past retention; returns how many events went."""
     now = now or timezone.now()
     cutoff = now - timedelta(days=settings.WEBHOOKS_RETENTION_DAYS)
     events = 0
@@ -36,15 +35,4 @@ def retention_prune(
             DeliveryAttempt.objects.filter(delivery__event_id__in=batch).delete()
             Delivery.objects.filter(event_id__in=batch).delete()
             events += Event.objects.filter(id__in=batch).delete()[1].get("deliveries.Event", 0)
-    idempotency_cutoff = now - timedelta(seconds=settings.IDEMPOTENCY_KEY_TTL)
-    keys = 0
-    for _ in range(max_batches):
-        batch = list(
-            IdempotencyRecord.objects.filter(created_at__lt=idempotency_cutoff).values_list(
-                "id", flat=True
-            )[:batch_size]
-        )
-        if not batch:
-            break
-        keys += IdempotencyRecord.objects.filter(id__in=batch).delete()[0]
-    return {"events": events, "idempotency_records": keys}
+    return {"events": events}

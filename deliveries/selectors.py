@@ -1,15 +1,14 @@
-"""Reads for events and deliveries, always within one environment."""
+"""Reads for events and deliveries, always within one environment (the models'
+`for_environment`)."""
 
 from collections import Counter
 from datetime import datetime
-from typing import Any
 
 from django.db.models import Count, Prefetch, Q, QuerySet
 
 from accounts.models import Environment
-from api.ids import is_public_id
-from api.pagination import KeysetSql, Page, PageRequest, keyset_first_read, keyset_rows
-from api.sql import EnvironmentRead, ModelColumns, in_environment, instance_in
+from core.ids import is_public_id
+from core.pagination import Page, PageRequest, keyset_page
 from deliveries.models import (
     DELIVERY_ID_PREFIX,
     EVENT_ID_PREFIX,
@@ -35,39 +34,23 @@ def deliveries_due(now: datetime) -> QuerySet[Delivery]:
     )
 
 
-_EVENT = ModelColumns(Event, "ev")
-_EVENTS = f"{_EVENT.table} WHERE ev.environment_id = {{environment}}"
-_EVENT_BY_ID = EnvironmentRead(f"SELECT {_EVENT.select} FROM {_EVENTS} AND ev.public_id = %s")  # noqa: S608
-_EVENTS_PAGE = KeysetSql(select=_EVENT.select, source=_EVENTS, alias="ev")
-
-
-def event_get_read(public_id: str) -> tuple[EnvironmentRead, list[Any]] | None:
-    """`event_get`'s read, for ApiViewSet.first_read (None for an id that cannot exist)."""
+def event_get(*, environment: Environment, public_id: str) -> Event | None:
     if not is_public_id(public_id, EVENT_ID_PREFIX, LONG_ID_LENGTH):
         return None
-    return _EVENT_BY_ID, [public_id]
-
-
-def event_get(*, environment: Environment, public_id: str) -> Event | None:
-    return instance_in(_EVENT, event_get_read(public_id), environment)
-
-
-def event_page_read(page: PageRequest) -> tuple[EnvironmentRead, list[Any]] | None:
-    """`event_page`'s first read, for ApiViewSet.first_read."""
-    return keyset_first_read(_EVENTS_PAGE, page, event_get_read)
+    event = Event.objects.for_environment(environment.pk).filter(public_id=public_id).first()
+    if event is not None:
+        event.environment = environment  # the caller's, already loaded: no query
+    return event
 
 
 def event_page(*, environment: Environment, page: PageRequest) -> Page[Event]:
-    """A page of the environment's events, newest first (SQL, as the endpoints' pages)."""
-    result = keyset_rows(
-        _EVENTS_PAGE,
-        environment.pk,
+    """A page of the environment's events, newest first."""
+    return keyset_page(
+        Event.objects.for_environment(environment.pk),
         page,
         find_cursor=lambda public_id: event_get(environment=environment, public_id=public_id),
         object_name="event",
     )
-    events = [in_environment(_EVENT, row, environment) for row in result.items]
-    return Page(items=events, has_more=result.has_more)
 
 
 def delivery_counts(event_ids: list[int]) -> dict[int, Counter[str]]:
@@ -92,12 +75,8 @@ def event_deliveries(event: Event) -> list[Delivery]:
     )
 
 
-def deliveries_of(environment: Environment) -> QuerySet[Delivery]:
-    """Deliveries of this environment's endpoints (deleted endpoints' included)."""
-    return Delivery.objects.filter(endpoint__environment_id=environment.pk)
-
-
 def endpoint_deliveries(endpoint: WebhookEndpoint) -> QuerySet[Delivery]:
+    """An endpoint's deliveries, each with its event and its attempts in order."""
     return (
         Delivery.objects.filter(endpoint=endpoint)
         .select_related("event", "endpoint")
@@ -109,8 +88,20 @@ def delivery_get(*, environment: Environment, public_id: str) -> Delivery | None
     if not is_public_id(public_id, DELIVERY_ID_PREFIX, LONG_ID_LENGTH):
         return None
     return (
-        deliveries_of(environment)
+        Delivery.objects.for_environment(environment.pk)
         .filter(public_id=public_id)
         .select_related("event", "endpoint__environment")
         .first()
+    )
+
+
+def endpoint_delivery_page(
+    *, environment: Environment, endpoint: WebhookEndpoint, page: PageRequest
+) -> Page[Delivery]:
+    """A page of an endpoint's deliveries, newest first, with their attempts."""
+    return keyset_page(
+        endpoint_deliveries(endpoint),
+        page,
+        find_cursor=lambda public_id: delivery_get(environment=environment, public_id=public_id),
+        object_name="delivery",
     )

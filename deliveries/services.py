@@ -13,7 +13,6 @@ PostgreSQL says what is due; the broker only carries ids, and losing it loses no
 
 import json
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,10 +23,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Environment
-from api import metrics
-from api.errors import InvalidInput
-from api.serializers import api_datetime
-from deliveries import sql
+from core.errors import InvalidInput
+from core.times import api_datetime
+from deliveries import metrics, queue, sql
 from deliveries.models import Delivery, Event, new_delivery_id
 from deliveries.selectors import deliveries_due, unclaimed
 from webhooks.catalog import TEST_EVENT_TYPE, filter_matches, is_known
@@ -89,15 +87,8 @@ def event_publish(
     event_id = event.pk
     # robust: a broker that is down must not fail a publish that committed; the sweep queues
     # the fan-out of any event left behind.
-    transaction.on_commit(lambda: _queue_fan_out([event_id]), robust=True)
+    transaction.on_commit(lambda: queue.fan_out_queue([event_id]), robust=True)
     return event
-
-
-def _queue_fan_out(event_ids: Iterable[int]) -> None:
-    from deliveries.tasks import fan_out_task  # tasks import this module
-
-    for event_id in event_ids:
-        fan_out_task.delay(event_id)
 
 
 @dataclass(frozen=True)
@@ -175,15 +166,6 @@ RETURNING id, claimed_until IS NOT NULL
 """
 
 
-def deliveries_enqueue(delivery_ids: list[int]) -> None:
-    """Send tasks for these deliveries, in batches. Only ids travel through the broker."""
-    from deliveries.tasks import deliver_task  # tasks import this module
-
-    size = settings.WEBHOOKS_DELIVERY_BATCH_SIZE
-    for start in range(0, len(delivery_ids), size):
-        deliver_task.delay(delivery_ids[start : start + size])
-
-
 def deliveries_sweep(*, now: datetime | None = None) -> int:
     """Queues every delivery that is due and has no live task or claim; returns how many."""
     now = now or timezone.now()
@@ -196,14 +178,14 @@ def deliveries_sweep(*, now: datetime | None = None) -> int:
     )
     if ids:
         Delivery.objects.filter(id__in=ids).update(enqueued_at=now)
-        deliveries_enqueue(ids)
+        queue.deliveries_queue(ids)
     lost_events = list(
         # Not fanned out this long after publishing: its fan-out task was lost.
         Event.objects.filter(fanned_out_at__isnull=True, created_at__lt=stale)
         .order_by("created_at")
         .values_list("id", flat=True)[:100]
     )
-    _queue_fan_out(lost_events)
+    queue.fan_out_queue(lost_events)
     return len(ids)
 
 
@@ -234,7 +216,7 @@ def delivery_retry_now(*, delivery: Delivery) -> Delivery:
         )
     delivery.refresh_from_db()
     delivery_id = delivery.pk
-    transaction.on_commit(lambda: deliveries_enqueue([delivery_id]), robust=True)
+    transaction.on_commit(lambda: queue.deliveries_queue([delivery_id]), robust=True)
     return delivery
 
 
@@ -290,5 +272,5 @@ def endpoint_test_event_send(*, endpoint: WebhookEndpoint, enqueue: bool = True)
         )
         if enqueue:
             delivery_id = delivery.pk
-            transaction.on_commit(lambda: deliveries_enqueue([delivery_id]), robust=True)
+            transaction.on_commit(lambda: queue.deliveries_queue([delivery_id]), robust=True)
     return delivery

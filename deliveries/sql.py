@@ -16,8 +16,6 @@ from django.db import connection
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from api.sql import db_time
-
 __all__ = ["db_time", "db_uuid", "from_db_time", "marks", "rows", "statement"]
 
 
@@ -47,6 +45,11 @@ def marks(values: list[Any]) -> str:
 def rows(row: str, count: int) -> str:
     """`(…), (…), …`: a VALUES list of `count` rows, each `row`."""
     return ", ".join([row] * count)
+
+
+def db_time(value: datetime | None) -> object:
+    """A datetime as the database takes it as a parameter (SQLite takes text)."""
+    return connection.ops.adapt_datetimefield_value(value)
 
 
 def db_uuid(value: uuid.UUID | None) -> object:

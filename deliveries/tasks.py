@@ -17,8 +17,8 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from api.logging import log_context
-from deliveries import dispatch, retention, services, transient
+from core.logging import log_context
+from deliveries import dispatch, queue, retention, services, transient
 
 # Celery's own retry: the task is sent again, due 1, 2, 4, ... s later (up to 30 s, with full
 # jitter), before this one is acknowledged; after the last retry the sweep still has the work.
@@ -31,7 +31,7 @@ _ON_DATABASE_ERRORS = {
 }
 
 
-@shared_task(name="deliveries.fan_out", ignore_result=True, **_ON_DATABASE_ERRORS)
+@shared_task(name=queue.FAN_OUT_TASK, ignore_result=True, **_ON_DATABASE_ERRORS)
 def fan_out_task(event_id: int) -> None:
     """Turns one event into its deliveries, sends the first batch itself and queues the rest.
 
@@ -47,12 +47,12 @@ def fan_out_task(event_id: int) -> None:
             partial(services.event_fan_out, event_id=event_id, first_claim=first),
             "fanning out an event",
         )
-        services.deliveries_enqueue(delivery_ids[size:])
+        queue.deliveries_queue(delivery_ids[size:])
         if delivery_ids:
             dispatch.deliveries_send(delivery_ids=delivery_ids[:size], held_with=first.token)
 
 
-@shared_task(name="deliveries.deliver", ignore_result=True, **_ON_DATABASE_ERRORS)
+@shared_task(name=queue.DELIVER_TASK, ignore_result=True, **_ON_DATABASE_ERRORS)
 def deliver_task(delivery_ids: list[int]) -> None:
     """Attempts a batch of deliveries (those still due and unclaimed)."""
     with log_context(delivery_pks=delivery_ids):

@@ -20,13 +20,13 @@ from accounts.keys import key_hash
 from accounts.models import ApiKey, Environment, Organization
 from accounts.services import api_key_create, organization_create
 from api.models import IdempotencyRecord
+from core import encryption
 from deliveries import signature
 from deliveries.dispatch import deliveries_send
 from deliveries.models import Delivery, DeliveryAttempt, Event
 from deliveries.services import event_fan_out, event_publish
 from tests import factories
 from tests.servers import Receiver, Reply
-from webhooks import encryption
 from webhooks.models import EndpointSecret, WebhookEndpoint
 from webhooks.services import endpoint_create, endpoint_delete
 

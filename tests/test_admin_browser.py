@@ -15,10 +15,10 @@ from django.contrib.auth.models import User
 from playwright.sync_api import Page, expect, sync_playwright
 
 from accounts.services import organization_create
+from core import encryption
 from deliveries.dispatch import deliveries_send
 from deliveries.services import event_fan_out, event_publish
 from tests.servers import ROOT, Receiver, Reply
-from webhooks import encryption
 from webhooks.models import EndpointSecret, WebhookEndpoint
 from webhooks.services import endpoint_create
 

@@ -18,7 +18,7 @@ from django.urls import reverse
 
 from accounts.models import Environment
 from accounts.services import organization_create
-from api.admin import EstimatedCountPaginator
+from console.base import EstimatedCountPaginator
 from deliveries.dispatch import deliveries_send
 from deliveries.models import Delivery, Event
 from deliveries.services import event_fan_out, event_publish

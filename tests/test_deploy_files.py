@@ -146,7 +146,7 @@ def test_compose_environment_loads_the_production_settings(services):
     """The placeholders are well-formed: the URLs parse, the Fernet key is one."""
     script = (
         "import json, django; django.setup();"
-        "from django.conf import settings as s; from webhooks.encryption import box; box();"
+        "from django.conf import settings as s; from core.encryption import box; box();"
         "print(json.dumps([s.DATABASES['default']['ENGINE'], s.DATABASES['default']['HOST'],"
         " s.CELERY_BROKER_URL, len(s.SECRET_KEY), s.ALLOWED_HOSTS]))"
     )

@@ -7,7 +7,7 @@ import re
 import pytest
 from django.test import Client
 
-from api.logging import JsonFormatter, RequestIdFilter, log_context
+from core.logging import JsonFormatter, RequestIdFilter, log_context
 from tests import factories
 from tests.servers import Reply
 

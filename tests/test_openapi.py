@@ -19,15 +19,15 @@ from drf_spectacular.drainage import GENERATOR_STATS
 from drf_spectacular.validation import validate_schema
 
 from accounts import scopes
-from api.errors import ERROR_CODES
-from deliveries.api.views import (
+from api.deliveries.views import (
     DeliveryViewSet,
     EndpointDeliveryViewSet,
     EndpointTestEventViewSet,
     EventViewSet,
 )
+from api.errors import ERROR_CODES
+from api.webhooks.views import EventTypeViewSet, WebhookEndpointViewSet
 from tests import factories
-from webhooks.api.views import EventTypeViewSet, WebhookEndpointViewSet
 
 Schema = dict[str, Any]
 

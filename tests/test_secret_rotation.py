@@ -8,11 +8,11 @@ from cryptography.fernet import Fernet
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from core import encryption
 from deliveries import signature
 from tests import factories
 from tests.servers import wait_for
 from tests.test_auth import assert_error
-from webhooks import encryption
 from webhooks.models import EndpointSecret, WebhookEndpoint
 from webhooks.services import expired_secrets_purge
 

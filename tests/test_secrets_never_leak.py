@@ -30,11 +30,11 @@ from django.core.management import call_command
 
 from accounts.keys import key_hash
 from accounts.models import ApiKey
-from api.logging import JsonFormatter, RequestIdFilter
 from api.models import IdempotencyRecord
+from core import encryption
+from core.logging import JsonFormatter, RequestIdFilter
 from tests import factories
 from tests.factories import ApiClient
-from webhooks import encryption
 from webhooks.models import EndpointSecret
 
 PLAIN_FORMAT = django_settings.LOGGING["formatters"]["plain"]["format"]

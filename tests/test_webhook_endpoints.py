@@ -5,8 +5,8 @@ from datetime import UTC
 
 import pytest
 
+from core import encryption
 from tests.test_auth import assert_error
-from webhooks import encryption
 from webhooks.models import EndpointSecret, WebhookEndpoint
 
 ENDPOINT_ID = re.compile(r"^we_[0-9A-Za-z]{14}$")

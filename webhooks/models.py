@@ -5,7 +5,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Environment
-from api.ids import public_id
+from core.ids import public_id
 
 ENDPOINT_ID_PREFIX = "we"
 

@@ -4,16 +4,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Model, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Environment
-from api.errors import InvalidInput
-from api.models import IdempotencyRecord
-from deliveries.services import endpoint_deliveries_cancel
-from webhooks import encryption
+from core import encryption
+from core.errors import InvalidInput
 from webhooks.catalog import normalize_filter
 from webhooks.models import EndpointSecret, WebhookEndpoint
+from webhooks.signals import endpoints_stopped
 from webhooks.signing_secrets import generate_secret
 from webhooks.url_policy import UrlPolicy, check_url
 
@@ -82,7 +81,9 @@ def endpoint_update(
         with transaction.atomic():
             endpoint.save(update_fields=[*changed, "updated_at"])
             if endpoint.status == WebhookEndpoint.Status.DISABLED and "status" in changed:
-                endpoint_deliveries_cancel(endpoint_ids=[endpoint.pk], reason="endpoint disabled")
+                endpoints_stopped.send(
+                    WebhookEndpoint, endpoint_ids=[endpoint.pk], reason="endpoint disabled"
+                )
     return endpoint
 
 
@@ -94,7 +95,7 @@ def endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
     endpoint.status = WebhookEndpoint.Status.DISABLED
     endpoint.save(update_fields=["deleted_at", "status", "updated_at"])
     endpoint.secrets.all().delete()
-    endpoint_deliveries_cancel(endpoint_ids=[endpoint.pk], reason="endpoint deleted")
+    endpoints_stopped.send(WebhookEndpoint, endpoint_ids=[endpoint.pk], reason="endpoint deleted")
 
 
 DEFAULT_ROTATION_OVERLAP = 24 * 3600
@@ -142,34 +143,7 @@ def expired_secrets_purge(*, now: datetime | None = None) -> int:
     return deleted
 
 
-def encryption_key_rotate(*, batch_size: int = 500) -> int:
-    """Re-encrypts everything stored encrypted (signing secrets, and the idempotent responses
-    that hold one) under the first SIGNING_SECRET_ENCRYPTION_KEYS key.
-
-    Runs while the service runs: each row is rewritten on its own, only if its ciphertext has
-    not changed since it was read, and every configured key still decrypts meanwhile.
-    """
-    secrets = _reencrypt_rows(EndpointSecret, "ciphertext", batch_size, as_bytes=False)
-    responses = _reencrypt_rows(IdempotencyRecord, "response_body", batch_size, as_bytes=True)
-    return secrets + responses
-
-
-def _reencrypt_rows(model: type[Model], field: str, batch_size: int, *, as_bytes: bool) -> int:
-    done = 0
-    last_id = 0
-    while True:
-        rows = list(
-            model.objects.filter(pk__gt=last_id, **{f"{field}__isnull": False})
-            .order_by("pk")
-            .values_list("pk", field)[:batch_size]
-        )
-        if not rows:
-            return done
-        for pk, stored in rows:
-            token = bytes(stored).decode("ascii") if as_bytes else stored
-            if not token:
-                continue
-            rotated = encryption.reencrypt(token)
-            new_value = rotated.encode("ascii") if as_bytes else rotated
-            done += model.objects.filter(pk=pk, **{field: stored}).update(**{field: new_value})
-        last_id = rows[-1][0]
+def secrets_reencrypt(*, batch_size: int = 500) -> int:
+    """Re-encrypts every signing secret under the first SIGNING_SECRET_ENCRYPTION_KEYS key,
+    while the service runs (core.encryption.reencrypt_rows)."""
+    return encryption.reencrypt_rows(EndpointSecret, "ciphertext", batch_size, as_bytes=False)

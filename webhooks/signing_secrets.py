@@ -1,6 +1,6 @@
 """The signing secret format: `whsec_` and 32 random base62 characters."""
 
-from api.ids import random_base62
+from core.ids import random_base62
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a format prefix, not a secret
 SECRET_RANDOM_LENGTH = 32

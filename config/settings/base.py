@@ -31,10 +31,13 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
-    "api",
+    # The domain, from the bottom up (core, below them, is no app: it has no models).
     "accounts",
     "webhooks",
     "deliveries",
+    # The interfaces over it: the public API and the operators' console.
+    "api",
+    "console",
 ]
 
 MIDDLEWARE = [
@@ -133,7 +136,7 @@ API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="100/s")
 API_RATE_LIMIT_REDIS_URL = env.str("API_RATE_LIMIT_REDIS_URL", default="")
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.ApiKeyAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["api.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["api.permissions.HasRequiredScope"],
     "DEFAULT_THROTTLE_CLASSES": ["api.throttling.ApiKeyRateThrottle"],
     "DEFAULT_PARSER_CLASSES": ["api.parsers.StrictJSONParser"],
@@ -241,12 +244,12 @@ LOG_FORMAT = env.str("LOG_FORMAT", default="json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "api.logging.RequestIdFilter"}},
+    "filters": {"request_id": {"()": "core.logging.RequestIdFilter"}},
     "formatters": {
         "plain": {
             "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s %(context)s"
         },
-        "json": {"()": "api.logging.JsonFormatter"},
+        "json": {"()": "core.logging.JsonFormatter"},
     },
     "handlers": {
         "console": {
@@ -303,6 +306,7 @@ CELERY_TASK_ROUTES = {
     "deliveries.sweep": {"queue": "maintenance"},
     "webhooks.purge_expired_secrets": {"queue": "maintenance"},
     "deliveries.prune": {"queue": "maintenance"},
+    "api.prune_idempotency_records": {"queue": "maintenance"},
 }
 # Sending is I/O-bound: threads, not processes. One plain worker serves every queue.
 CELERY_WORKER_POOL = env.str("CELERY_WORKER_POOL", default="threads")
@@ -311,4 +315,5 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-deliveries": {"task": "deliveries.sweep", "schedule": WEBHOOKS_SWEEP_INTERVAL},
     "purge-expired-secrets": {"task": "webhooks.purge_expired_secrets", "schedule": 3600.0},
     "prune-old-data": {"task": "deliveries.prune", "schedule": 3600.0},
+    "prune-idempotency-records": {"task": "api.prune_idempotency_records", "schedule": 3600.0},
 }

@@ -18,7 +18,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.models import Environment
 from accounts.selectors import environment_get
-from api.errors import InvalidInput
+from core.errors import InvalidInput
 from deliveries import signature
 from webhooks import services
 

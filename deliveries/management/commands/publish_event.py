@@ -6,7 +6,7 @@ from django.db import transaction
 
 from accounts.models import Environment
 from accounts.selectors import environment_get
-from api.errors import InvalidInput
+from core.errors import InvalidInput
 from deliveries.services import event_publish
 from webhooks.catalog import EVENT_TYPES
 

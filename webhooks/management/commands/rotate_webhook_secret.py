@@ -3,7 +3,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.models import Environment
-from api.errors import InvalidInput
+from core.errors import InvalidInput
 from webhooks.models import WebhookEndpoint
 from webhooks.services import DEFAULT_ROTATION_OVERLAP, endpoint_secret_rotate
 

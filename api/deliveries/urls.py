@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from deliveries.api.views import (
+from api.deliveries.views import (
     DeliveryViewSet,
     EndpointDeliveryViewSet,
     EndpointTestEventViewSet,

@@ -10,6 +10,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
+from django.db.models import Model
 from django.dispatch import receiver
 
 
@@ -53,3 +54,31 @@ def decrypt(token: str) -> str:
 def reencrypt(token: str) -> str:
     """The same secret under the first key (MultiFernet.rotate keeps the original timestamp)."""
     return box().rotate(token.encode("ascii")).decode("ascii")
+
+
+def reencrypt_rows(model: type[Model], field: str, batch_size: int, *, as_bytes: bool) -> int:
+    """Rewrites `model.field` under the first key, row by row; returns how many changed.
+
+    Runs while the service runs: each row is rewritten on its own, only if its ciphertext has
+    not changed since it was read, and every configured key still decrypts meanwhile.
+    """
+    done = 0
+    last_id = 0
+    while True:
+        rows = list(
+            model._default_manager.filter(pk__gt=last_id, **{f"{field}__isnull": False})
+            .order_by("pk")
+            .values_list("pk", field)[:batch_size]
+        )
+        if not rows:
+            return done
+        for pk, stored in rows:
+            token = bytes(stored).decode("ascii") if as_bytes else stored
+            if not token:
+                continue
+            rotated = reencrypt(token)
+            new_value = rotated.encode("ascii") if as_bytes else rotated
+            done += model._default_manager.filter(pk=pk, **{field: stored}).update(
+                **{field: new_value}
+            )
+        last_id = rows[-1][0]

@@ -18,17 +18,17 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from api.admin import (
+from api.webhooks.serializers import MAX_ROTATION_OVERLAP
+from console.base import (
     BigTableAdmin,
     EnvironmentFilter,
     PublicIdSearchMixin,
     action_targets,
     organization_filter,
 )
-from api.errors import InvalidInput
+from core.errors import InvalidInput
 from deliveries.models import Delivery
 from deliveries.services import endpoint_test_event_send
-from webhooks.api.serializers import MAX_ROTATION_OVERLAP
 from webhooks.catalog import ALL_EVENTS
 from webhooks.models import ENDPOINT_ID_PREFIX, WebhookEndpoint
 from webhooks.services import DEFAULT_ROTATION_OVERLAP, endpoint_secret_rotate, endpoint_update

@@ -18,7 +18,7 @@ from django.utils.html import format_html
 from accounts.models import ApiKey, Environment, Organization
 from accounts.scopes import SCOPES
 from accounts.services import api_key_create, api_key_revoke, organization_create
-from api.admin import (
+from console.base import (
     EnvironmentFilter,
     NoFormWrites,
     ReadOnlyTabularInline,

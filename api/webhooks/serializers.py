@@ -8,8 +8,8 @@ from api.serializers import (
     StrictCharField,
     StrictChoiceField,
     StrictIntegerField,
-    api_datetime,
 )
+from core.times import api_datetime
 from webhooks.models import WebhookEndpoint
 from webhooks.url_policy import MAX_URL_LENGTH
 
@@ -63,13 +63,9 @@ class WebhookEndpointOutput(serializers.Serializer):
     """An endpoint as every response shows it.
 
     The fields describe it for the OpenAPI schema (the tests check responses against it); the
-    representation itself is built directly: DRF's field-by-field path cost ~25 µs an
-    endpoint, half a millisecond on a list page (issue 7).
+    representation itself is built directly, a dict per endpoint, where DRF's field-by-field
+    path costs a list page several times more (docs/scaling.md).
     """
-
-    # What `to_representation` reads: a list page loads only these columns, as records
-    # (webhooks.selectors.endpoint_page), not as model instances.
-    model_fields = ("public_id", "url", "enabled_events", "status", "created_at")
 
     webhook_endpoint_id = serializers.CharField(source="public_id")
     url = serializers.CharField()

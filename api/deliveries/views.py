@@ -4,13 +4,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts import scopes
-from api.errors import ApiError, not_found
-from api.openapi import LIST_PARAMETERS, api_operation, object_id_parameter
-from api.pagination import LIST_PARAMS, keyset_page, page_request_or_none, parse_page_request
-from api.sql import EnvironmentRead
-from api.views import ApiViewSet
-from deliveries import dispatch, selectors, services
-from deliveries.api.serializers import (
+from api.deliveries.serializers import (
     DeliveryListOutput,
     DeliveryWithAttemptsOutput,
     EventCreateInput,
@@ -18,9 +12,13 @@ from deliveries.api.serializers import (
     EventListOutput,
     EventOutput,
 )
-from webhooks.api.openapi import WEBHOOK_ENDPOINT_ID
-from webhooks.api.views import endpoint_or_404
-from webhooks.selectors import endpoint_get_read
+from api.errors import ApiError, not_found
+from api.openapi import LIST_PARAMETERS, api_operation, object_id_parameter
+from api.pagination import LIST_PARAMS, parse_page_request
+from api.views import ApiViewSet
+from api.webhooks.openapi import WEBHOOK_ENDPOINT_ID
+from api.webhooks.views import endpoint_or_404
+from deliveries import dispatch, selectors, services
 
 TAG_EVENTS = "Events"
 TAG_DELIVERIES = "Deliveries"
@@ -39,12 +37,6 @@ class EventViewSet(ApiViewSet):
         "retrieve": scopes.EVENTS_READ,
     }
     query_params = {"list": LIST_PARAMS}
-
-    def first_read(self, request: Request) -> tuple[EnvironmentRead, list[Any]] | None:
-        if self.action == "retrieve":
-            return selectors.event_get_read(self.kwargs["event_id"])
-        page = page_request_or_none(request.query_params) if self.action == "list" else None
-        return None if page is None else selectors.event_page_read(page)
 
     @api_operation(
         operation_id="events_create",
@@ -113,10 +105,6 @@ class EndpointDeliveryViewSet(ApiViewSet):
     required_scopes = {"list": scopes.EVENTS_READ}
     query_params = {"list": LIST_PARAMS}
 
-    def first_read(self, request: Request) -> tuple[EnvironmentRead, list[Any]] | None:
-        # The endpoint whose deliveries these are.
-        return endpoint_get_read(self.kwargs["webhook_endpoint_id"])
-
     @api_operation(
         operation_id="webhook_endpoint_deliveries_list",
         summary="List an endpoint's deliveries",
@@ -132,14 +120,10 @@ class EndpointDeliveryViewSet(ApiViewSet):
     )
     def list(self, request: Request, webhook_endpoint_id: str) -> Response:
         endpoint = endpoint_or_404(self.environment, webhook_endpoint_id)
-        deliveries = selectors.endpoint_deliveries(endpoint)
-        page = keyset_page(
-            deliveries,
-            parse_page_request(request.query_params),
-            find_cursor=lambda public_id: selectors.delivery_get(
-                environment=self.environment, public_id=public_id
-            ),
-            object_name="delivery",
+        page = selectors.endpoint_delivery_page(
+            environment=self.environment,
+            endpoint=endpoint,
+            page=parse_page_request(request.query_params),
         )
         data = DeliveryWithAttemptsOutput(page.items, many=True).data
         return Response({"object": "list", "data": data, "has_more": page.has_more})

@@ -1,5 +1,5 @@
-"""What every app's admin shares: read-only bases, a paginator for big tables, filters typed
-into a box, exact public-id search; and the idempotency records' (read-only) admin.
+"""What every page of the console shares: read-only bases, a paginator for big tables, filters
+typed into a box, exact public-id search.
 
 The console follows the service layer: a model admin shows rows, and anything that changes a
 row is an action calling a service. Model forms edit nothing, so no admin page can bypass a
@@ -17,13 +17,6 @@ from django.db import connections
 from django.db.models import Model, QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
-
-from api.models import IdempotencyRecord
-
-admin.site.site_header = "Kinetic operators' console"
-admin.site.site_title = "Kinetic console"
-admin.site.index_title = "Organizations, keys, endpoints and deliveries"
-admin.site.site_url = None  # the service has no site of its own to link to: "/" is a 404
 
 # An action runs inside one web request; larger batches belong to the management commands.
 ACTION_LIMIT = 100
@@ -236,25 +229,3 @@ def action_targets(
         )
         return None
     return rows
-
-
-@admin.register(IdempotencyRecord)
-class IdempotencyRecordAdmin(BigTableAdmin):
-    """Which Idempotency-Keys an API key used, and how the first request ended. The stored
-    response is never shown: it replays create responses byte for byte, signing secrets
-    included."""
-
-    list_display = ("key", "api_key", "created_at", "response_status")
-    list_select_related = ("api_key",)
-    fields = ("key", "api_key", "fingerprint", "created_at", "response_status")
-    search_fields = ("=key",)
-    search_help_text = "Exact Idempotency-Key."
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[IdempotencyRecord]:
-        return super().get_queryset(request).defer("response_body")
-
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
-    ) -> tuple[QuerySet[Any], bool]:
-        term = search_term.strip()
-        return (queryset.filter(key=term) if term else queryset), False

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from api.admin import (
+from console.base import (
     BigTableAdmin,
     CappedInlineFormSet,
     EnvironmentFilter,
@@ -21,7 +21,7 @@ from api.admin import (
     action_targets,
     organization_filter,
 )
-from api.errors import InvalidInput
+from core.errors import InvalidInput
 from deliveries.models import (
     DELIVERY_ID_PREFIX,
     EVENT_ID_PREFIX,

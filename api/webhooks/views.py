@@ -8,12 +8,10 @@ from accounts import scopes
 from accounts.models import Environment
 from api.errors import not_found
 from api.openapi import LIST_PARAMETERS, api_operation
-from api.pagination import LIST_PARAMS, page_request_or_none, parse_page_request
-from api.sql import EnvironmentRead
+from api.pagination import LIST_PARAMS, parse_page_request
 from api.views import ApiViewSet
-from webhooks import services
-from webhooks.api import openapi as docs
-from webhooks.api.serializers import (
+from api.webhooks import openapi as docs
+from api.webhooks.serializers import (
     EventTypeListOutput,
     RotateSecretInput,
     WebhookEndpointCreatedOutput,
@@ -23,9 +21,10 @@ from webhooks.api.serializers import (
     WebhookEndpointOutput,
     WebhookEndpointUpdateInput,
 )
+from webhooks import services
 from webhooks.catalog import EVENT_TYPES
 from webhooks.models import WebhookEndpoint
-from webhooks.selectors import endpoint_get, endpoint_get_read, endpoint_page, endpoint_page_read
+from webhooks.selectors import endpoint_get, endpoint_page
 
 
 def endpoint_or_404(environment: Environment, webhook_endpoint_id: str) -> WebhookEndpoint:
@@ -51,14 +50,6 @@ class WebhookEndpointViewSet(ApiViewSet):
     }
     query_params = {"list": LIST_PARAMS}
 
-    def first_read(self, request: Request) -> tuple[EnvironmentRead, list[Any]] | None:
-        if self.action == "retrieve":
-            return endpoint_get_read(self.kwargs["webhook_endpoint_id"])
-        page = page_request_or_none(request.query_params) if self.action == "list" else None
-        if page is not None:
-            return endpoint_page_read(page, WebhookEndpointOutput.model_fields)
-        return None
-
     def get_endpoint(self, webhook_endpoint_id: str) -> WebhookEndpoint:
         return endpoint_or_404(self.environment, webhook_endpoint_id)
 
@@ -78,9 +69,7 @@ class WebhookEndpointViewSet(ApiViewSet):
     )
     def list(self, request: Request) -> Response:
         page = endpoint_page(
-            environment=self.environment,
-            page=parse_page_request(request.query_params),
-            fields=WebhookEndpointOutput.model_fields,
+            environment=self.environment, page=parse_page_request(request.query_params)
         )
         represent = WebhookEndpointOutput().to_representation  # per record, no ListSerializer
         return Response(

@@ -1,6 +1,6 @@
 from rest_framework.routers import SimpleRouter
 
-from webhooks.api.views import EventTypeViewSet, WebhookEndpointViewSet
+from api.webhooks.views import EventTypeViewSet, WebhookEndpointViewSet
 
 router = SimpleRouter(trailing_slash=False)
 router.register("webhook_endpoints", WebhookEndpointViewSet, basename="webhook-endpoint")

@@ -21,8 +21,7 @@ class ApiKeyAuthentication(BaseAuthentication):
             raise exceptions.AuthenticationFailed(
                 "Malformed Authorization header. Send `Authorization: Bearer <key>`."
             )
-        # The view's first read, if it declared one, rides on the key check (ApiViewSet).
-        api_key = api_key_for_raw(raw_key.strip(), getattr(request, "first_read", None))
+        api_key = api_key_for_raw(raw_key.strip())
         if api_key is None:
             # One message for unknown and revoked keys: no oracle for which keys exist.
             raise exceptions.AuthenticationFailed("Invalid API key provided.")

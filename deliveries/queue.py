@@ -1,0 +1,25 @@
+"""Queueing the delivery tasks, by their names: only ids travel through the broker.
+
+The tasks (deliveries.tasks) call the services and the engine; the services queue tasks. Sending
+by name (Celery's `send_task`, which applies the same routes) keeps the arrow one way: this
+module needs the task's name, not its code.
+"""
+
+from celery import current_app
+from django.conf import settings
+
+FAN_OUT_TASK = "deliveries.fan_out"
+DELIVER_TASK = "deliveries.deliver"
+
+
+def fan_out_queue(event_ids: list[int]) -> None:
+    """A fan-out task per event."""
+    for event_id in event_ids:
+        current_app.send_task(FAN_OUT_TASK, args=[event_id])
+
+
+def deliveries_queue(delivery_ids: list[int]) -> None:
+    """Send tasks for these deliveries, in batches."""
+    size = settings.WEBHOOKS_DELIVERY_BATCH_SIZE
+    for start in range(0, len(delivery_ids), size):
+        current_app.send_task(DELIVER_TASK, args=[delivery_ids[start : start + size]])
