@@ -95,10 +95,9 @@ class _BrowserOnly:
     """For middleware only the admin's pages need: API requests (`/v1/`) pass through it.
 
     API clients authenticate with a key on every request (DRF) and carry no session, so
-    sessions, the logged-in user and flash messages are nothing to them; these three cost
-    ~45 us of CPU per request with CSRF (a bare view's whole cost is ~115 us), measured with
-    the WSGI handler called in process (issue 7). CSRF keeps its own middleware: its check
-    runs in `process_view`, and DRF's views are exempt from it already.
+    sessions, the logged-in user and flash messages are nothing to them, and cost a request
+    more than a bare view's whole work (docs/architecture.md). CSRF keeps its own middleware:
+    its check runs in `process_view`, and DRF's views are exempt from it already.
     """
 
     get_response: Any

@@ -1,9 +1,5 @@
-"""The API's JSON, encoded by orjson: the same bytes as DRF's JSONRenderer, a tenth of the time.
-
-Measured (issue 7): `json.dumps` took ~25 us for a list page of 20 endpoints, orjson ~1.5 us;
-a whole list request cost the web process ~30 us less (549 -> 519 us in process), a retrieve
-~9 us less; an events page carries each event's payload, and saves more. The output is DRF's:
-compact, UTF-8, U+2028 and U+2029 escaped, times and other non-JSON types through DRF's own
+"""The API's JSON, encoded by orjson: the same bytes as DRF's JSONRenderer, in a fraction of
+the time (docs/architecture.md has the figures). The output is DRF's: compact, UTF-8, U+2028 and U+2029 escaped, times and other non-JSON types through DRF's own
 encoder (so a datetime is written as DRF writes it). Error bodies (api.errors) use it too.
 
 orjson does less than `json`: integers past 64 bits (an event's payload may hold one) and keys

@@ -159,7 +159,7 @@ class DeliveryAttempt(models.Model):
         indexes = [models.Index(fields=["started_at"], name="attempt_prune_idx")]
         constraints = [
             # An attempt is recorded once: recording it again (after a COMMIT whose answer was
-            # lost with the connection) inserts nothing (deliveries.dispatch._record). Two
+            # lost with the connection) inserts nothing (deliveries.recording.record). Two
             # attempts with one number (a claim that lapsed mid-attempt) differ by started_at.
             # Also the index of a delivery's attempts; it holds the time a partitioned table
             # would be split by, as a unique index there must.

@@ -5,7 +5,8 @@ The life of an event:
    transaction; after commit a fan-out task is queued (the event row is the outbox).
 2. `event_fan_out` makes one delivery per matching enabled endpoint, in bulk, and queues
    send tasks after commit.
-3. `deliveries.dispatch.deliveries_send` claims, signs, sends and records a batch.
+3. `deliveries.dispatch.deliveries_send` claims, signs, sends and records a batch (the engine's
+   rooms: claiming, admission, sending, recording, health).
 4. `deliveries_sweep` (beat, every WEBHOOKS_SWEEP_INTERVAL) queues what is due again: retries,
    deliveries whose task the broker lost, claims of workers that died, events never fanned out.
 PostgreSQL says what is due; the broker only carries ids, and losing it loses nothing.
@@ -19,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Field, Q
 from django.utils import timezone
 
 from accounts.models import Environment
@@ -119,26 +120,27 @@ def event_fan_out(*, event_id: int, first_claim: FirstClaim | None = None) -> li
         if marked is None:
             return []
         environment_id, event_type = marked
-        cursor.execute(
-            sql.statement(_FAN_OUT_CANDIDATES),
-            [environment_id, WebhookEndpoint.Status.ENABLED.value],
+        candidates = (
+            WebhookEndpoint.objects.for_environment(environment_id)
+            .filter(status=WebhookEndpoint.Status.ENABLED)
+            .values_list("id", "enabled_events")
         )
-        endpoint_ids = [
-            pk for pk, events in cursor.fetchall() if filter_matches(json.loads(events), event_type)
-        ]
+        endpoint_ids = [pk for pk, events in candidates if filter_matches(events, event_type)]
         claimed = 0 if first_claim is None else first_claim.count
-        claim: list[object] = [None, None]
+        claim: list[Any] = [None, None]
         if first_claim is not None:
             claim = [sql.db_time(first_claim.until), sql.db_uuid(first_claim.token)]
+        defaults = _fan_out_defaults()
         made: list[tuple[int, bool]] = []
         for start in range(0, len(endpoint_ids), FAN_OUT_CHUNK):
             chunk = endpoint_ids[start : start + FAN_OUT_CHUNK]
-            params: list[object] = []
+            params: list[Any] = []
             for i, endpoint_id in enumerate(chunk, start):
                 params += [new_delivery_id(), event_id, endpoint_id, now, now, now]
                 params += claim if i < claimed else [None, None]
-            rows = sql.rows("(%s, %s, %s, %s, %s, %s, 'pending', 0, '', %s, %s)", len(chunk))
-            cursor.execute(sql.statement(_FAN_OUT_INSERT, rows=rows), params)
+                params += defaults
+            row = "(" + ", ".join(["%s"] * len(_FAN_OUT_COLUMNS)) + ")"
+            cursor.execute(sql.statement(_FAN_OUT_INSERT, rows=sql.rows(row, len(chunk))), params)
             made += cursor.fetchall()
         # The claimed ones first, whatever order RETURNING gave them in.
         return [pk for pk, _ in sorted(made, key=lambda row: not row[1])]
@@ -151,19 +153,35 @@ _FAN_OUT_MARK = """
 UPDATE {event} SET fanned_out_at = %s WHERE id = %s AND fanned_out_at IS NULL
 RETURNING environment_id, type
 """
-# The endpoints `WebhookEndpointQuerySet.for_environment` gives, enabled. (Both databases return
-# the JSON list as text.)
-_FAN_OUT_CANDIDATES = """
-SELECT id, enabled_events FROM {endpoint}
-WHERE environment_id = %s AND deleted_at IS NULL AND status = %s
-"""
-_FAN_OUT_INSERT = """
-INSERT INTO {delivery} (public_id, event_id, endpoint_id, created_at, next_attempt_at,
-                        enqueued_at, status, attempt_count, last_error, claimed_until,
-                        claim_token)
-VALUES {rows}
+# A new delivery's columns: these set per delivery, then the model's defaults for the rest.
+_FAN_OUT_SET = (
+    "public_id",
+    "event_id",
+    "endpoint_id",
+    "created_at",
+    "next_attempt_at",
+    "enqueued_at",
+    "claimed_until",
+    "claim_token",
+)
+_FAN_OUT_DEFAULTED = ("status", "attempt_count", "last_error")
+_FAN_OUT_COLUMNS = _FAN_OUT_SET + _FAN_OUT_DEFAULTED
+_FAN_OUT_INSERT = f"""
+INSERT INTO {{delivery}} ({", ".join(_FAN_OUT_COLUMNS)})
+VALUES {{rows}}
 RETURNING id, claimed_until IS NOT NULL
-"""
+"""  # noqa: S608  the model's column names; values are parameters
+
+
+def _fan_out_defaults() -> list[Any]:
+    """The model's defaults for the columns a fan-out does not set, as the database takes
+    them."""
+    fields = [Delivery._meta.get_field(name) for name in _FAN_OUT_DEFAULTED]
+    return [
+        field.get_db_prep_save(field.get_default(), connection)
+        for field in fields
+        if isinstance(field, Field)  # all of them: concrete columns
+    ]
 
 
 def deliveries_sweep(*, now: datetime | None = None) -> int:

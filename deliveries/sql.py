@@ -11,30 +11,46 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from django.apps import apps
 from django.db import connection
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+
+from accounts.models import Environment
+from deliveries.models import Delivery, DeliveryAttempt, Event
+from webhooks.models import EndpointSecret, WebhookEndpoint
 
 __all__ = ["db_time", "db_uuid", "from_db_time", "marks", "rows", "statement"]
 
 
 @cache
-def _tables() -> dict[str, str]:
-    model = apps.get_model
+def _names() -> dict[str, str]:
+    """What a statement's `{name}`s stand for: the models' tables, and the few states the hot
+    path compares with, as SQL literals made from the models' own choices."""
     return {
-        "delivery": model("deliveries", "Delivery")._meta.db_table,
-        "attempt": model("deliveries", "DeliveryAttempt")._meta.db_table,
-        "event": model("deliveries", "Event")._meta.db_table,
-        "endpoint": model("webhooks", "WebhookEndpoint")._meta.db_table,
-        "secret": model("webhooks", "EndpointSecret")._meta.db_table,
-        "environment": model("accounts", "Environment")._meta.db_table,
+        "delivery": Delivery._meta.db_table,
+        "attempt": DeliveryAttempt._meta.db_table,
+        "event": Event._meta.db_table,
+        "endpoint": WebhookEndpoint._meta.db_table,
+        "secret": EndpointSecret._meta.db_table,
+        "environment": Environment._meta.db_table,
+        "PENDING": _literal(Delivery.Status.PENDING),
+        "SUCCEEDED": _literal(Delivery.Status.SUCCEEDED),
+        "ENABLED": _literal(WebhookEndpoint.Status.ENABLED),
+        "PRODUCTION": _literal(Environment.Name.PRODUCTION),
     }
 
 
+def _literal(choice: str) -> str:
+    # Only the models' own choice values come here, never input: a word, quoted.
+    if not choice.isidentifier():
+        raise ValueError(f"not a plain choice value: {choice!r}")
+    return f"'{choice}'"
+
+
 def statement(template: str, **parts: str) -> str:
-    """`template` with its `{table}` names and the given parts (placeholder lists) filled in."""
-    return template.format(**_tables(), **parts)
+    """`template` with its `{table}` names, `{STATE}` literals and the given parts
+    (placeholder lists) filled in."""
+    return template.format(**_names(), **parts)
 
 
 def marks(values: list[Any]) -> str:
@@ -47,12 +63,12 @@ def rows(row: str, count: int) -> str:
     return ", ".join([row] * count)
 
 
-def db_time(value: datetime | None) -> object:
+def db_time(value: datetime | None) -> Any:
     """A datetime as the database takes it as a parameter (SQLite takes text)."""
     return connection.ops.adapt_datetimefield_value(value)
 
 
-def db_uuid(value: uuid.UUID | None) -> object:
+def db_uuid(value: uuid.UUID | None) -> Any:
     """A UUID as the database takes it as a parameter (SQLite takes hex text)."""
     if value is None or connection.features.has_native_uuid_field:
         return value

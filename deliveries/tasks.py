@@ -18,7 +18,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from core.logging import log_context
-from deliveries import dispatch, queue, retention, services, transient
+from deliveries import claiming, dispatch, queue, retention, services, transient
 
 # Celery's own retry: the task is sent again, due 1, 2, 4, ... s later (up to 30 s, with full
 # jitter), before this one is acknowledged; after the last retry the sweep still has the work.
@@ -41,7 +41,7 @@ def fan_out_task(event_id: int) -> None:
     """
     with log_context(event_pk=event_id):
         size = settings.WEBHOOKS_DELIVERY_BATCH_SIZE
-        lease = timedelta(seconds=dispatch.lease_seconds())
+        lease = timedelta(seconds=claiming.lease_seconds())
         first = services.FirstClaim(token=uuid.uuid4(), until=timezone.now() + lease, count=size)
         delivery_ids = transient.retrying(
             partial(services.event_fan_out, event_id=event_id, first_claim=first),

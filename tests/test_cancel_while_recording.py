@@ -1,6 +1,6 @@
 """Disabling or deleting an endpoint while a worker records attempts of its deliveries.
 
-A worker's recording transaction (dispatch._record) locks the deliveries it records, then
+A worker's recording transaction (recording.record) locks the deliveries it records, then
 the endpoint's row for its failure streak. An API DELETE or PATCH that disables the endpoint
 locks the endpoint's row, then cancels its pending deliveries. When the cancel waited for a
 delivery the worker held, the two waited on each other: PostgreSQL aborted the API's

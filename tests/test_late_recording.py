@@ -11,8 +11,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from deliveries import dispatch, transport
+from deliveries import claiming, recording, transport
 from deliveries.models import Delivery, DeliveryAttempt
+from deliveries.sending import Sent
 from deliveries.services import event_fan_out, event_publish
 from webhooks.models import WebhookEndpoint
 
@@ -32,17 +33,17 @@ def test_a_round_records_each_delivery_under_its_own_claim(api):
     for pk, token in zip(ids, (a, b, c), strict=True):
         Delivery.objects.filter(pk=pk).update(claim_token=token, claimed_until=until)
     [first], [second], [third] = (
-        dispatch._load([pk], token) for pk, token in zip(ids, (a, b, c), strict=True)
+        claiming.load([pk], token) for pk, token in zip(ids, (a, b, c), strict=True)
     )
     ok = transport.Outcome(200, "", "ok", 5)
     failed = transport.Outcome(500, "http_500", "oops", 5)
 
-    def sent(delivery: dispatch.Claimed, outcome: transport.Outcome) -> dispatch.Sent:
-        return dispatch.Sent(delivery=delivery, started_at=timezone.now(), outcome=outcome)
+    def sent(delivery: claiming.Claimed, outcome: transport.Outcome) -> Sent:
+        return Sent(delivery=delivery, started_at=timezone.now(), outcome=outcome)
 
     # One round: a success under claim a, a failure under claim b, and a success sent under a
     # claim (a) that lapsed: the delivery is now another sender's (c).
-    dispatch._record({a: [sent(first, ok), sent(third, ok)], b: [sent(second, failed)]})
+    recording.record({a: [sent(first, ok), sent(third, ok)], b: [sent(second, failed)]})
 
     rows = {
         d.pk: d
@@ -59,8 +60,9 @@ def test_a_round_records_each_delivery_under_its_own_claim(api):
 
 
 def test_recording_again_after_a_lost_commit_answer_counts_nothing_twice(api):
-    """`_record` runs again when the connection fails during its COMMIT (transient.retrying),
-    though the COMMIT may have reached the server: the second run must find it all done."""
+    """`recording.record` runs again when the connection fails during its COMMIT
+    (transient.retrying), though the COMMIT may have reached the server: the second run must
+    find it all done."""
     api.create_endpoint("http://127.0.0.1:9/answers")
     failing = api.create_endpoint("http://127.0.0.1:9/fails")["webhook_endpoint_id"]
     event = event_publish(environment=api.environment, type="packet.created", data={})
@@ -70,17 +72,17 @@ def test_recording_again_after_a_lost_commit_answer_counts_nothing_twice(api):
         claim_token=token, claimed_until=timezone.now() + timedelta(minutes=5)
     )
     failing_pk = WebhookEndpoint.objects.get(public_id=failing).pk
-    deliveries = sorted(dispatch._load(ids, token), key=lambda d: d.endpoint_id == failing_pk)
+    deliveries = sorted(claiming.load(ids, token), key=lambda d: d.endpoint_id == failing_pk)
     outcomes = [transport.Outcome(200, "", "ok", 5), transport.Outcome(500, "http_500", "no", 5)]
     claims = {
         token: [
-            dispatch.Sent(d, timezone.now(), outcome)
+            Sent(d, timezone.now(), outcome)
             for d, outcome in zip(deliveries, outcomes, strict=True)
         ]
     }
 
-    dispatch._record(claims)
-    dispatch._record(claims)  # the retry, after a COMMIT that did reach the server
+    recording.record(claims)
+    recording.record(claims)  # the retry, after a COMMIT that did reach the server
 
     assert_recorded_once(ids, failing)
 

@@ -4,7 +4,7 @@ The database connection goes through a TCP proxy that forwards the PostgreSQL wi
 both ways until the COMMIT of the transaction recording the attempts: that COMMIT reaches the
 server, which commits, and its answer reaches the proxy, which then drops the connection
 instead of passing it on. The worker sees the connection die mid-COMMIT, `transient.retrying`
-runs `dispatch._record` again on a new connection (through the proxy, no longer armed), and
+runs `recording.record` again on a new connection (through the proxy, no longer armed), and
 that second run must find everything done: each attempt on record once, each delivery's
 outcome and each endpoint's failure streak counted once.
 

@@ -4,7 +4,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import Environment
@@ -96,6 +97,39 @@ def endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
     endpoint.save(update_fields=["deleted_at", "status", "updated_at"])
     endpoint.secrets.all().delete()
     endpoints_stopped.send(WebhookEndpoint, endpoint_ids=[endpoint.pk], reason="endpoint deleted")
+
+
+def endpoints_recovered(*, endpoint_ids: set[int]) -> None:
+    """A success ends these endpoints' failure streaks."""
+    if endpoint_ids:
+        WebhookEndpoint.objects.filter(id__in=endpoint_ids, consecutive_failures__gt=0).update(
+            consecutive_failures=0, failing_since=None
+        )
+
+
+def endpoints_failed(*, failures: dict[int, int], now: datetime) -> None:
+    """Adds each endpoint's failed attempts (endpoint id: how many) to its failure streak."""
+    # In id order, as every writer of several endpoints' rows: two writers never wait on each
+    # other in a circle.
+    for endpoint_id, count in sorted(failures.items()):
+        WebhookEndpoint.objects.filter(id=endpoint_id).update(
+            consecutive_failures=F("consecutive_failures") + count,
+            failing_since=Coalesce(F("failing_since"), Value(now)),
+        )
+
+
+def endpoint_disable_automatically(*, endpoint_id: int, reason: str, now: datetime) -> bool:
+    """Disables an enabled endpoint for a reason of the service's own (410 Gone, failing for
+    too long), in the caller's transaction; False if it was not enabled. Like any disable, its
+    queued deliveries are cancelled (endpoints_stopped)."""
+    disabled = WebhookEndpoint.objects.filter(
+        id=endpoint_id, status=WebhookEndpoint.Status.ENABLED
+    ).update(status=WebhookEndpoint.Status.DISABLED, disabled_reason=reason, updated_at=now)
+    if disabled:
+        endpoints_stopped.send(
+            WebhookEndpoint, endpoint_ids=[endpoint_id], reason="endpoint disabled"
+        )
+    return bool(disabled)
 
 
 DEFAULT_ROTATION_OVERLAP = 24 * 3600

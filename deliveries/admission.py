@@ -1,0 +1,125 @@
+"""Admission: how many requests each endpoint has in flight from this worker process, and the
+line of deliveries waiting for one of its slots.
+
+An endpoint has at most `limit` requests in flight from a process, so a slow endpoint cannot
+take every sending thread. More deliveries wait here for a slot, without a thread: the attempt
+that ends hands its slot (and its thread) to the first of them. Only past that are deliveries
+postponed through the database (dispatch.BUSY_ENDPOINT_DELAY): postponing every delivery of a
+burst to one fast endpoint cost an UPDATE, a sweep and a new task each (docs/scaling.md).
+
+How many may wait is bounded by the claim's lease: the slots end an attempt each within
+WEBHOOKS_DELIVERY_TIMEOUT, so the waiting delivery at position p starts within
+(p // limit + 1) timeouts of its claim and ends one timeout later, and the lease is a timeout
+plus WEBHOOKS_CLAIM_LEASE_MARGIN. `rounds` x `limit` wait, rounds being the most whole timeouts
+strictly within the margin (3 with the defaults, 15 s and 60 s; none when the timeout is as long
+as the margin), at most MAX_WAITING_ROUNDS.
+"""
+
+import math
+import threading
+from collections import Counter, deque
+from collections.abc import Collection
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from django.conf import settings
+
+from deliveries.claiming import Claimed
+
+# Deliveries waiting in a process for an endpoint's slots: at most this many times its limit.
+MAX_WAITING_ROUNDS = 4
+
+R = TypeVar("R")
+
+
+class NotAttempted(Exception):
+    """A delivery that waited for its endpoint's slot was never attempted: nothing to record.
+    Either the worker is shutting down (its claim lapses and the sweep sends it again) or it
+    was cancelled meanwhile (its endpoint disabled or deleted: nothing is sent to it)."""
+
+
+@dataclass(slots=True)
+class Waiting(Generic[R]):
+    """A delivery admitted to this process, what signs it, and where its result goes."""
+
+    delivery: Claimed
+    secrets: list[str]
+    result: "Future[R]"
+
+
+class InFlight(Generic[R]):
+    """Requests in flight per endpoint in this process, and the deliveries waiting for a slot."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[int] = Counter()
+        self._waiting: dict[int, deque[Waiting[R]]] = {}
+        self.closing = False  # set when the worker begins to shut down
+
+    def close(self, **_: Any) -> None:
+        """From the worker's warm shutdown on, what waits for a slot is not sent: it would
+        hold the worker up to another timeout per slot."""
+        self.closing = True
+
+    def admit(self, waiting: Waiting[R], limit: int) -> bool | None:
+        """True: a slot is taken, send it now. False: it waits for a slot here. None: the
+        endpoint has its fill of both, postpone it."""
+        endpoint_id = waiting.delivery.endpoint_id
+        with self._lock:
+            if self._counts[endpoint_id] < limit:
+                self._counts[endpoint_id] += 1
+                return True
+            if len(self._waiting.get(endpoint_id, ())) < waiting_limit(limit):
+                self._waiting.setdefault(endpoint_id, deque()).append(waiting)
+                return False
+            return None
+
+    def release(self, endpoint_id: int) -> Waiting[R] | None:
+        """Frees a slot of the endpoint, or passes it on: the delivery to send next with it."""
+        with self._lock:
+            queue = self._waiting.get(endpoint_id)
+            if queue and not self.closing:
+                waiting = queue.popleft()
+                if not queue:
+                    del self._waiting[endpoint_id]
+                return waiting
+            # Shutting down, what still waits is not started.
+            dropped = self._waiting.pop(endpoint_id, ())
+            self._counts[endpoint_id] -= 1
+            if self._counts[endpoint_id] <= 0:
+                del self._counts[endpoint_id]
+        _not_attempted(dropped)
+        return None
+
+    def waiting_ids(self) -> list[int]:
+        with self._lock:
+            return [w.delivery.pk for queue in self._waiting.values() for w in queue]
+
+    def drop(self, delivery_ids: Collection[int]) -> None:
+        """Takes these deliveries out of the wait: they are not attempted."""
+        if not delivery_ids:
+            return
+        dropped: list[Waiting[R]] = []
+        with self._lock:
+            for endpoint_id, queue in list(self._waiting.items()):
+                dropped += [w for w in queue if w.delivery.pk in delivery_ids]
+                kept = deque(w for w in queue if w.delivery.pk not in delivery_ids)
+                if kept:
+                    self._waiting[endpoint_id] = kept
+                else:
+                    del self._waiting[endpoint_id]
+        _not_attempted(dropped)
+
+
+def waiting_limit(limit: int) -> int:
+    """How many deliveries may wait for an endpoint's `limit` slots (see the module's doc)."""
+    timeout = float(settings.WEBHOOKS_DELIVERY_TIMEOUT)
+    margin = float(settings.WEBHOOKS_CLAIM_LEASE_MARGIN)
+    rounds = math.ceil(margin / timeout) - 1 if timeout > 0 else 0
+    return limit * max(0, min(rounds, MAX_WAITING_ROUNDS))
+
+
+def _not_attempted(dropped: "Collection[Waiting[Any]]") -> None:
+    for waiting in dropped:
+        waiting.result.set_exception(NotAttempted())

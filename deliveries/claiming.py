@@ -1,0 +1,201 @@
+"""Claiming: which due deliveries this worker holds, until when, and what sending them needs.
+
+A batch is claimed with one UPDATE (rows another worker is claiming at that instant are skipped,
+not waited for) and loaded with one SELECT guarded by the claim's token, so a worker whose lease
+ran out, and whose deliveries another worker took over, loads and changes nothing. The
+statements are written out (deliveries.sql): they run for every batch, on PostgreSQL and on the
+SQLite file of `bin/dev` alike.
+"""
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from deliveries import metrics, sql, transient
+from deliveries.models import Delivery
+
+
+@dataclass(slots=True)
+class Claimed:
+    """A claimed delivery, with what sending and recording it need (one row of the load)."""
+
+    pk: int
+    public_id: str
+    attempt_count: int
+    endpoint_id: int
+    event_public_id: str
+    event_type: str
+    body: bytes
+    event_created_at: datetime
+    url: str
+    endpoint_enabled: bool
+    endpoint_deleted: bool
+    endpoint_failing: bool
+    production: bool
+
+
+def lease_seconds() -> float:
+    """How long a claim holds: an attempt's timeout and a margin for recording it."""
+    return float(settings.WEBHOOKS_DELIVERY_TIMEOUT) + float(settings.WEBHOOKS_CLAIM_LEASE_MARGIN)
+
+
+def claim(
+    delivery_ids: list[int], room: int, now: datetime, token: uuid.UUID, *, held: bool
+) -> list[Claimed]:
+    """Claims the due ones among `delivery_ids` (unless the caller `held` them already) and up
+    to `room` other due deliveries (oldest first) in one UPDATE, and loads what this token
+    holds of them, with their events and endpoints, in one SELECT.
+
+    Each statement is tried again on its own after a transient error: the load of rows this
+    token holds must not be lost for want of a connection."""
+    if not delivery_ids:
+        return []
+    claimed = list(delivery_ids) if held else []
+    if room or not held:
+        claimed += transient.retrying(
+            partial(_claim_rows, delivery_ids, room, now, token, held), "claiming deliveries"
+        )
+    if not claimed:
+        return []
+    return transient.retrying(partial(load, claimed, token), "loading claimed deliveries")
+
+
+# Due: selectors.deliveries_due, written out (pending, next attempt now or past, held by no
+# live claim; parameters: now, now). SKIP LOCKED: rows another worker is claiming at this
+# instant are theirs; waiting for them gains nothing.
+_DUE = (
+    "status = {PENDING} AND next_attempt_at <= %s AND (claimed_until IS NULL OR claimed_until < %s)"
+)
+# Other due deliveries, oldest first, to top a batch up (parameters: now, now, the batch's
+# ids, how many).
+_EXTRA = """extra AS (
+    SELECT id FROM {delivery} WHERE {due} AND id NOT IN ({batch})
+    ORDER BY next_attempt_at LIMIT %s{lock}
+)"""
+# The asked deliveries that are due, topped up.
+_CLAIM = """
+WITH asked AS (SELECT id FROM {delivery} WHERE id IN ({batch}) AND {due}{lock}), {extra}
+UPDATE {delivery} SET claimed_until = %s, claim_token = %s
+WHERE id IN (SELECT id FROM asked UNION ALL SELECT id FROM extra)
+RETURNING id
+""".replace("{extra}", _EXTRA).replace("{due}", _DUE)
+# The top-up alone, for a batch its caller holds already.
+_TOP_UP = """
+WITH {extra}
+UPDATE {delivery} SET claimed_until = %s, claim_token = %s
+WHERE id IN (SELECT id FROM extra)
+RETURNING id
+""".replace("{extra}", _EXTRA).replace("{due}", _DUE)
+
+# What the load reads, by Claimed's field names.
+_LOADED = {
+    "pk": "d.id",
+    "public_id": "d.public_id",
+    "attempt_count": "d.attempt_count",
+    "endpoint_id": "d.endpoint_id",
+    "event_public_id": "e.public_id",
+    "event_type": "e.type",
+    "body": "e.body",
+    "event_created_at": "e.created_at",
+    "url": "w.url",
+    "endpoint_enabled": "w.status = {ENABLED} AND w.deleted_at IS NULL",
+    "endpoint_deleted": "w.deleted_at IS NOT NULL",
+    "endpoint_failing": "w.failing_since IS NOT NULL",
+    "production": "env.name = {PRODUCTION}",
+}
+_LOAD = f"""
+SELECT {", ".join(_LOADED.values())}
+FROM {{delivery}} d
+JOIN {{event}} e ON e.id = d.event_id
+JOIN {{endpoint}} w ON w.id = d.endpoint_id
+JOIN {{environment}} env ON env.id = w.environment_id
+WHERE d.id IN ({{ids}}) AND d.claim_token = %s
+"""  # noqa: S608  the code's own column expressions; values are parameters
+
+
+def _claim_rows(
+    delivery_ids: list[int], room: int, now: datetime, token: uuid.UUID, held: bool
+) -> list[int]:
+    """The claiming UPDATE (or, for a batch the caller `held`, the top-up alone); the ids this
+    token now holds by it."""
+    features = connection.features
+    lock = " FOR UPDATE SKIP LOCKED" if features.has_select_for_update_skip_locked else ""
+    t_now = sql.db_time(now)
+    lease_until = sql.db_time(now + timedelta(seconds=lease_seconds()))
+    token_value = sql.db_uuid(token)
+    with connection.cursor() as cursor:
+        if held:
+            cursor.execute(
+                sql.statement(_TOP_UP, batch=sql.marks(delivery_ids), lock=lock),
+                [t_now, t_now, *delivery_ids, room, lease_until, token_value],
+            )
+        else:
+            asked = [*delivery_ids, t_now, t_now]
+            extra = [t_now, t_now, *delivery_ids, room]
+            cursor.execute(
+                sql.statement(_CLAIM, batch=sql.marks(delivery_ids), lock=lock),
+                [*asked, *extra, lease_until, token_value],
+            )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def load(delivery_ids: list[int], token: uuid.UUID) -> list[Claimed]:
+    """What sending and recording need of the deliveries this token holds among these."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql.statement(_LOAD, ids=sql.marks(delivery_ids)),
+            [*delivery_ids, sql.db_uuid(token)],
+        )
+        return [_claimed(dict(zip(_LOADED, row, strict=True))) for row in cursor.fetchall()]
+
+
+def _claimed(values: dict[str, Any]) -> Claimed:
+    # SQLite answers booleans as 0 and 1, and times as text.
+    for name in ("endpoint_enabled", "endpoint_deleted", "endpoint_failing", "production"):
+        values[name] = bool(values[name])
+    values["body"] = values["body"].encode("utf-8")
+    values["event_created_at"] = sql.from_db_time(values["event_created_at"])
+    return Claimed(**values)
+
+
+def cancelled(delivery_ids: list[int]) -> set[int]:
+    """Those of these deliveries cancelled since they were claimed (their endpoint disabled
+    or deleted: services.endpoint_deliveries_cancel)."""
+    rows = Delivery.objects.filter(id__in=delivery_ids, status=Delivery.Status.CANCELLED)
+    return set(rows.values_list("id", flat=True))
+
+
+def cancel_for_gone_endpoints(deliveries: list[Claimed], token: uuid.UUID) -> None:
+    """Claimed deliveries whose endpoint was disabled or deleted are cancelled, not sent."""
+    if not deliveries:
+        return
+    now = timezone.now()
+    groups = (
+        ("endpoint deleted", [d for d in deliveries if d.endpoint_deleted]),
+        ("endpoint disabled", [d for d in deliveries if not d.endpoint_deleted]),
+    )
+    with transaction.atomic():  # all or nothing: the caller may run it again
+        for reason, group in groups:
+            if group:
+                Delivery.objects.filter(id__in=[d.pk for d in group], claim_token=token).update(
+                    status=Delivery.Status.CANCELLED,
+                    completed_at=now,
+                    next_attempt_at=None,
+                    claimed_until=None,
+                    last_error=reason,
+                )
+    metrics.DELIVERIES_CANCELLED.inc(len(deliveries))
+
+
+def postpone(deliveries: list[Claimed], token: uuid.UUID, when: datetime) -> None:
+    """Back to the queue, not attempted: the endpoint has its fill of requests in flight."""
+    if deliveries:
+        Delivery.objects.filter(id__in=[d.pk for d in deliveries], claim_token=token).update(
+            next_attempt_at=when, claimed_until=None, claim_token=None, enqueued_at=None
+        )

@@ -1,0 +1,299 @@
+"""Recording: what each attempt came to, in as few statements as a batch allows.
+
+Every attempt in one INSERT, the successes in one UPDATE per status code, the failures in one
+UPDATE with their next attempt, each delivery guarded by the token it was claimed with (a worker
+whose lease ran out changes nothing), and the endpoints' health, all in one transaction. What
+outlives a task's first wave is recorded by the process's `LateRecorder`, as it ends.
+"""
+
+import logging
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Collection
+from concurrent.futures import Future
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from django.db import close_old_connections, connection, transaction
+from django.db.models import Case, F, Field, Value, When
+from django.db.models.functions import Cast
+from django.utils import timezone
+
+from deliveries import health, metrics, schedule, sql, transient
+from deliveries.models import Delivery
+from deliveries.sending import Sent
+
+logger = logging.getLogger(__name__)
+
+# The recorder thread writes at most this many results in one transaction.
+ROUND_LIMIT = 500
+
+_SUCCEEDED = """
+UPDATE {delivery} SET status = {SUCCEEDED}, attempt_count = attempt_count + 1,
+    last_attempt_at = %s, last_status_code = %s, last_error = '', completed_at = %s,
+    next_attempt_at = NULL, claimed_until = NULL, claim_token = NULL
+WHERE {held}
+"""
+_ATTEMPT_COLUMNS = (
+    "delivery_id",
+    "number",
+    "started_at",
+    "duration_ms",
+    "status_code",
+    "error",
+    "succeeded",
+    "response_body",
+)
+_ATTEMPTS = f"""
+INSERT INTO {{attempt}} ({", ".join(_ATTEMPT_COLUMNS)})
+VALUES {{rows}}
+ON CONFLICT (delivery_id, number, started_at) DO NOTHING
+RETURNING delivery_id, number, started_at
+"""  # noqa: S608  the code's own column names; values are parameters
+
+
+def attempted(futures: Collection["Future[Sent]"]) -> list[Sent]:
+    """The attempts these ended futures made (those NotAttempted made none)."""
+    return [f.result() for f in futures if f.exception() is None]
+
+
+def record(claims: dict[uuid.UUID, list[Sent]]) -> None:
+    """Records the attempts made under one claim or several (token: its results) in one
+    transaction. The recorder thread writes all that has ended since its last round this way:
+    a statement costs it a wait for the GIL on each round trip, so a statement per claim fell
+    behind under load.
+
+    Safe to run again after a COMMIT whose answer was lost with the connection
+    (transient.retrying): what is on record already is not recorded, nor counted, twice."""
+    if not any(claims.values()):
+        return
+    now = timezone.now()
+    given = [r for held in claims.values() for r in held]
+    with transaction.atomic(), connection.cursor() as cursor:
+        claims = _insert_attempts(cursor, claims)
+        results = [r for held in claims.values() for r in held]
+        successes = [r for r in results if r.outcome.succeeded]
+        failures = [r for r in results if not r.outcome.succeeded]
+        _record_successes(cursor, claims, now)
+        gone = health.gone(failures)
+        for token, held in claims.items():
+            failed = [r for r in held if not r.outcome.succeeded]
+            if failed:
+                _record_failures(failed, token, now, gone)
+        health.endpoint_health_update(successes, failures, gone, now)
+    # The metrics, though, count everything this run was given, recorded now or found on
+    # record: they are counted after the COMMIT, which a run whose COMMIT's answer was lost
+    # never got past (tests/test_lost_commit.py).
+    _observe(given, now)
+
+
+def _insert_attempts(
+    cursor: Any, claims: dict[uuid.UUID, list[Sent]]
+) -> dict[uuid.UUID, list[Sent]]:
+    """Inserts the attempts not recorded yet; returns the claims' results that were."""
+    results = [r for held in claims.values() for r in held]
+    row = "(" + ", ".join(["%s"] * len(_ATTEMPT_COLUMNS)) + ")"
+    params: list[object] = []
+    for r in results:
+        params += [
+            r.delivery.pk,
+            r.delivery.attempt_count + 1,
+            sql.db_time(r.started_at),
+            r.outcome.duration_ms,
+            r.outcome.status_code,
+            r.outcome.error[:200],
+            r.outcome.succeeded,
+            r.outcome.response_body,
+        ]
+    cursor.execute(sql.statement(_ATTEMPTS, rows=sql.rows(row, len(results))), params)
+    inserted = {(pk, number, sql.from_db_time(at)) for pk, number, at in cursor.fetchall()}
+    return {
+        token: [
+            r
+            for r in held
+            if (r.delivery.pk, r.delivery.attempt_count + 1, r.started_at) in inserted
+        ]
+        for token, held in claims.items()
+    }
+
+
+def _record_successes(cursor: Any, claims: dict[uuid.UUID, list[Sent]], now: datetime) -> None:
+    """One UPDATE per status code, each delivery guarded by its claim's token."""
+    by_status: defaultdict[int | None, defaultdict[uuid.UUID, list[int]]]
+    by_status = defaultdict(lambda: defaultdict(list))
+    for token, held in claims.items():
+        for r in held:
+            if r.outcome.succeeded:
+                by_status[r.outcome.status_code][token].append(r.delivery.pk)
+    for status_code, ids_by_token in by_status.items():
+        guard = " OR ".join(
+            f"(claim_token = %s AND id IN ({sql.marks(ids)}))" for ids in ids_by_token.values()
+        )
+        params: list[object] = [sql.db_time(now), status_code, sql.db_time(now)]
+        for token, ids in ids_by_token.items():
+            params += [sql.db_uuid(token), *ids]
+        cursor.execute(sql.statement(_SUCCEEDED, held=guard), params)
+
+
+def _observe(results: list[Sent], now: datetime) -> None:
+    gone = health.gone(results)
+    for r in results:
+        metrics.ATTEMPT_DURATION.observe(r.outcome.duration_ms / 1000)
+        if r.outcome.succeeded:
+            metrics.DELIVERY_ATTEMPTS.labels("succeeded").inc()
+            metrics.DELIVERY_LATENCY.observe((now - r.delivery.event_created_at).total_seconds())
+            metrics.ATTEMPTS_PER_DELIVERY.observe(r.delivery.attempt_count + 1)
+            continue
+        exhausted = retry_delay(r, gone) is None
+        metrics.DELIVERY_ATTEMPTS.labels("exhausted" if exhausted else "failed").inc()
+        if exhausted:
+            metrics.ATTEMPTS_PER_DELIVERY.observe(r.delivery.attempt_count + 1)
+
+
+def retry_delay(failed: Sent, gone: set[int]) -> float | None:
+    """Seconds until a failed delivery's next attempt; None when it has had its last."""
+    if failed.delivery.endpoint_id in gone:
+        return None
+    retry_after = None
+    if failed.outcome.status_code in (429, 503):
+        retry_after = schedule.parse_retry_after(failed.outcome.retry_after)
+    return schedule.next_delay(failed.delivery.attempt_count + 1, retry_after)
+
+
+def _record_failures(failures: list[Sent], token: uuid.UUID, now: datetime, gone: set[int]) -> None:
+    next_at: dict[int, datetime | None] = {}
+    for r in failures:
+        delay = retry_delay(r, gone)
+        next_at[r.delivery.pk] = None if delay is None else now + timedelta(seconds=delay)
+    Delivery.objects.filter(id__in=list(next_at), claim_token=token).update(
+        status=_unless_cancelled(
+            _per_delivery(
+                failures,
+                "status",
+                lambda r: (
+                    Delivery.Status.FAILED
+                    if next_at[r.delivery.pk] is None
+                    else Delivery.Status.PENDING
+                ),
+            )
+        ),
+        next_attempt_at=_unless_cancelled(
+            _per_delivery(failures, "next_attempt_at", lambda r: next_at[r.delivery.pk])
+        ),
+        completed_at=_unless_cancelled(
+            _per_delivery(
+                failures, "completed_at", lambda r: now if next_at[r.delivery.pk] is None else None
+            )
+        ),
+        attempt_count=F("attempt_count") + 1,
+        last_attempt_at=now,
+        last_status_code=_per_delivery(
+            failures, "last_status_code", lambda r: r.outcome.status_code
+        ),
+        last_error=_per_delivery(failures, "last_error", lambda r: r.outcome.error[:200]),
+        claimed_until=None,
+        claim_token=None,
+        enqueued_at=None,
+    )
+
+
+def _unless_cancelled(value: Case) -> Case:
+    """A delivery cancelled while its attempt was in flight (its endpoint was disabled or
+    deleted) keeps its state: the failed attempt is recorded, the retry it would lead to is not.
+    (A success is recorded as one: the receiver did get the event.)"""
+    return Case(
+        When(status=Delivery.Status.CANCELLED, then=F(value.output_field.name)),
+        default=value,
+        output_field=value.output_field,
+    )
+
+
+def _per_delivery(results: list[Sent], field: str, value: Callable[[Sent], object]) -> Case:
+    """One UPDATE setting `field` to a different value per delivery."""
+    output = Delivery._meta.get_field(field)
+    assert isinstance(output, Field)  # a column of the delivery's own
+
+    def typed(v: object) -> Value | Cast:
+        # A bare NULL in a CASE is text to PostgreSQL; give it the column's type.
+        return Value(v, output_field=output) if v is not None else Cast(Value(None), output)
+
+    return Case(
+        *[When(id=r.delivery.pk, then=typed(value(r))) for r in results],
+        output_field=output,
+    )
+
+
+class LateRecorder:
+    """Records the attempts that outlived their task's first wave, as they end, on one thread
+    per process, and so on one database connection, however many tasks left attempts behind.
+
+    (A thread per task's stragglers, each with its own connection, ran a PostgreSQL with
+    max_connections = 100 out of slots with four worker processes.) A worker process thus
+    holds at most CELERY_WORKER_CONCURRENCY + 1 connections.
+
+    What has ended is recorded together, in one transaction whatever the claims it belongs
+    to: while one round is being written, the next gathers. Every `every` seconds the thread
+    also runs `periodic` on its connection (the dispatcher looks after its waiting line so).
+    The thread is not a daemon: a worker shutting down records what its attempts still in
+    flight bring back, then exits.
+    """
+
+    def __init__(self, periodic: Callable[[], None], every: float) -> None:
+        self._wake = threading.Condition()
+        self._ended: list[tuple[uuid.UUID, Future[Sent]]] = []
+        self._outstanding = 0  # attempts watched and not yet recorded
+        self._thread: threading.Thread | None = None
+        self._periodic = periodic
+        self._every = every
+        self._last_periodic = 0.0
+
+    def watch(self, pending: Collection["Future[Sent]"], token: uuid.UUID) -> None:
+        with self._wake:
+            self._outstanding += len(pending)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="webhook-record")
+                self._thread.start()
+        for future in pending:
+            future.add_done_callback(partial(self._ended_one, token))
+
+    def _ended_one(self, token: uuid.UUID, future: "Future[Sent]") -> None:
+        with self._wake:
+            self._ended.append((token, future))
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                if not self._ended:
+                    if not self._outstanding and not threading.main_thread().is_alive():
+                        return  # the interpreter is exiting and nothing is left in flight
+                    self._wake.wait(timeout=self._every)
+                ended, self._ended = self._ended[:ROUND_LIMIT], self._ended[ROUND_LIMIT:]
+            try:
+                self._round(ended)
+            except Exception:  # the claims' lease runs out and the sweep retries them
+                logger.exception("recording late delivery attempts failed")
+            finally:
+                with self._wake:
+                    self._outstanding -= len(ended)
+
+    def _round(self, ended: list[tuple[uuid.UUID, "Future[Sent]"]]) -> None:
+        periodic_due = time.monotonic() - self._last_periodic >= self._every
+        if not ended and not periodic_due:
+            return
+        # The connection is looked after as a request's would be.
+        close_old_connections()
+        try:
+            if periodic_due:
+                self._last_periodic = time.monotonic()
+                self._periodic()
+            if ended:
+                claims: dict[uuid.UUID, list[Sent]] = defaultdict(list)
+                for token, future in ended:
+                    claims[token] += attempted([future])
+                transient.retrying(partial(record, claims), "recording late delivery attempts")
+        finally:
+            close_old_connections()
