@@ -1,6 +1,7 @@
 """The API's JSON, encoded by orjson: the same bytes as DRF's JSONRenderer, in a fraction of
-the time (docs/architecture.md has the figures). The output is DRF's: compact, UTF-8, U+2028 and U+2029 escaped, times and other non-JSON types through DRF's own
-encoder (so a datetime is written as DRF writes it). Error bodies (api.errors) use it too.
+the time (docs/architecture.md has the figures). The output is DRF's: compact, UTF-8, U+2028
+and U+2029 escaped, times and other non-JSON types through DRF's own encoder (so a datetime is
+written as DRF writes it). Error bodies (api.errors) use it too.
 
 orjson does less than `json`: integers past 64 bits (an event's payload may hold one) and keys
 that are not strings. For those DRF's renderer does the job, as before. (There is no indented

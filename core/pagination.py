@@ -1,22 +1,27 @@
 """Keyset pages: `limit`, `starting_after`, `ending_before`, newest first.
 
 Keyset on (created_at, id): a page costs the same at row 1 and row 1,000,000 (no OFFSET, no
-COUNT), and stays stable while rows are added and removed around the cursor. The one walk of
-the project: the API's lists and every other list of pages go through `keyset_page`.
+COUNT), and stays stable while rows are added and removed around the cursor. `keyset_page` is
+the one walk of the project; it reads its rows from a queryset (the ORM's) or from a
+`KeysetSql` (a hand-written SELECT, for the API's hottest list).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from datetime import datetime
+from typing import Any, Generic, Protocol, TypeVar
 
 from django.db.models import Model, Q, QuerySet
 
 from core.errors import InvalidInput
+from core.sql import ModelRows, db_time, fetch_all
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 
 M = TypeVar("M", bound=Model)
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
 @dataclass(frozen=True)
@@ -36,50 +41,107 @@ class PageRequest:
 
 
 @dataclass(frozen=True)
-class Page(Generic[M]):
-    items: list[M]
+class Page(Generic[T]):
+    items: list[T]
     has_more: bool
 
 
+class Keyset(Protocol[T_co]):
+    """Where a walk reads its rows; `at` is the cursor's (created_at, id)."""
+
+    def newest(self, fetch: int) -> Sequence[T_co]: ...
+    def older(self, at: tuple[datetime, int], fetch: int) -> Sequence[T_co]: ...
+    def newer(self, at: tuple[datetime, int], fetch: int) -> Sequence[T_co]: ...
+
+
 def keyset_page(
-    queryset: QuerySet[M],
+    rows: "QuerySet[M] | Keyset[T]",
     page: PageRequest,
     find_cursor: Callable[[str], Any | None],
     object_name: str,
-) -> Page[M]:
-    """One page of `queryset` (already scoped to the caller), newest first.
+) -> Page[Any]:
+    """One page of `rows` (already scoped to the caller), newest first.
 
     `find_cursor(id)` returns the cursor object within the same scope, or None: an id the
     caller cannot see is refused (InvalidInput on the cursor's parameter), never a page of
     someone else's rows.
     """
+    source: Keyset[Any] = QuerySetKeyset(rows) if isinstance(rows, QuerySet) else rows
+    fetch = page.limit + 1
     cursor_id = page.cursor_id
     if cursor_id is None:
-        rows = list(queryset.order_by("-created_at", "-id")[: page.limit + 1])
-        return _page(rows, page.limit, backwards=False)
+        return _page(list(source.newest(fetch)), page.limit, backwards=False)
     cursor = find_cursor(cursor_id)
     if cursor is None:
         raise InvalidInput(page.cursor_param, f"No such {object_name}: '{cursor_id[:100]}'.")
+    at = (cursor.created_at, cursor.id)
     if page.ending_before is not None:
         # Walk towards newer rows, then present them newest first like every page.
-        rows = list(
-            queryset.filter(
-                Q(created_at__gte=cursor.created_at),
-                Q(created_at__gt=cursor.created_at) | Q(id__gt=cursor.id),
-            ).order_by("created_at", "id")[: page.limit + 1]
+        return _page(list(source.newer(at, fetch)), page.limit, backwards=True)
+    return _page(list(source.older(at, fetch)), page.limit, backwards=False)
+
+
+class QuerySetKeyset(Generic[M]):
+    """The walk's rows from a queryset."""
+
+    def __init__(self, queryset: QuerySet[M]) -> None:
+        self.queryset = queryset
+
+    def newest(self, fetch: int) -> list[M]:
+        return list(self.queryset.order_by("-created_at", "-id")[:fetch])
+
+    def older(self, at: tuple[datetime, int], fetch: int) -> list[M]:
+        created_at, pk = at
+        # `created_at <=` bounds the index range; the OR only settles ties at the boundary.
+        rows = self.queryset.filter(
+            Q(created_at__lte=created_at), Q(created_at__lt=created_at) | Q(id__lt=pk)
         )
-        return _page(rows, page.limit, backwards=True)
-    # `created_at <=` bounds the index range; the OR only settles ties at the boundary.
-    rows = list(
-        queryset.filter(
-            Q(created_at__lte=cursor.created_at),
-            Q(created_at__lt=cursor.created_at) | Q(id__lt=cursor.id),
-        ).order_by("-created_at", "-id")[: page.limit + 1]
-    )
-    return _page(rows, page.limit, backwards=False)
+        return list(rows.order_by("-created_at", "-id")[:fetch])
+
+    def newer(self, at: tuple[datetime, int], fetch: int) -> list[M]:
+        created_at, pk = at
+        rows = self.queryset.filter(
+            Q(created_at__gte=created_at), Q(created_at__gt=created_at) | Q(id__gt=pk)
+        )
+        return list(rows.order_by("created_at", "id")[:fetch])
 
 
-def _page(rows: list[M], limit: int, backwards: bool) -> Page[M]:
+class KeysetSql(Generic[M]):
+    """The walk's rows from a hand-written SELECT of `rows`' model: `where` scopes it (with
+    `%s` for `params`), the same conditions as QuerySetKeyset's after it."""
+
+    def __init__(self, rows: ModelRows[M], where: str, params: Sequence[Any]) -> None:
+        self.rows = rows
+        self.params = list(params)
+        created, pk = rows.column["created_at"], rows.column["id"]
+        head = f"SELECT {rows.select} FROM {rows.table} WHERE {where}"  # noqa: S608  no values
+        newest_first = f"ORDER BY {created} DESC, {pk} DESC LIMIT %s"
+        self._newest = f"{head} {newest_first}"
+        self._older = f"{head} AND {created} <= %s AND ({created} < %s OR {pk} < %s) {newest_first}"
+        self._newer = (
+            f"{head} AND {created} >= %s AND ({created} > %s OR {pk} > %s) "
+            f"ORDER BY {created}, {pk} LIMIT %s"
+        )
+
+    def newest(self, fetch: int) -> list[M]:
+        return self._fetch(self._newest, [fetch])
+
+    def older(self, at: tuple[datetime, int], fetch: int) -> list[M]:
+        return self._fetch(self._older, [*self._around(at), fetch])
+
+    def newer(self, at: tuple[datetime, int], fetch: int) -> list[M]:
+        return self._fetch(self._newer, [*self._around(at), fetch])
+
+    @staticmethod
+    def _around(at: tuple[datetime, int]) -> list[Any]:
+        created_at, pk = at
+        return [db_time(created_at), db_time(created_at), pk]
+
+    def _fetch(self, sql: str, params: list[Any]) -> list[M]:
+        return [self.rows.instance(row) for row in fetch_all(sql, [*self.params, *params])]
+
+
+def _page(rows: list[T], limit: int, backwards: bool) -> Page[T]:
     """A page of the `limit + 1` rows fetched, newest first (a backward walk fetched oldest
     first, towards newer rows)."""
     has_more = len(rows) > limit

@@ -57,3 +57,69 @@ def test_a_production_key_cannot_reach_sandbox_objects_of_its_own_org(tenants):
         "not_found",
         param="webhook_endpoint_id",
     )
+
+
+def test_the_apis_written_out_reads_give_exactly_the_tenants_scope(tenants):
+    """The key check, retrieve and list read through SQL written out (core.sql); what they give
+    is what `WebhookEndpoint.objects.for_environment` gives, field for field, for every page in
+    both directions: live endpoints of the caller's environment only."""
+    from django.forms.models import model_to_dict
+    from django.utils import timezone
+
+    from accounts.selectors import api_key_for_raw
+    from core.pagination import PageRequest
+    from webhooks.models import WebhookEndpoint
+    from webhooks.selectors import endpoint_get, endpoint_page
+
+    me = tenants["me"]
+    ids = [me.create_endpoint(f"https://example.com/{i}")["webhook_endpoint_id"] for i in range(7)]
+    me.patch(f"/v1/webhook_endpoints/{ids[1]}", {"status": "disabled", "enabled_events": ["*"]})
+    me.delete(f"/v1/webhook_endpoints/{ids[3]}")
+    same_time = timezone.now()  # ties on created_at are settled by id
+    WebhookEndpoint.objects.filter(public_id__in=ids[4:6]).update(created_at=same_time)
+    for owner in ("my production", "other org sandbox"):
+        tenants[owner].create_endpoint("https://example.com/theirs")
+    environment = me.environment
+    expected = list(
+        WebhookEndpoint.objects.for_environment(environment.pk).order_by("-created_at", "-id")
+    )
+
+    def fields(endpoints: list[WebhookEndpoint]) -> list[dict]:
+        return [{**model_to_dict(e), "id": e.pk, "created_at": e.created_at} for e in endpoints]
+
+    walked, after = [], None
+    while True:
+        page = endpoint_page(
+            environment=environment, page=PageRequest(limit=2, starting_after=after)
+        )
+        walked += page.items
+        if not page.has_more:
+            break
+        after = page.items[-1].public_id
+    assert fields(walked) == fields(expected)
+    backwards, before = [], expected[-1].public_id
+    while True:
+        page = endpoint_page(
+            environment=environment, page=PageRequest(limit=2, ending_before=before)
+        )
+        backwards = page.items + backwards
+        if not page.has_more:
+            break
+        before = page.items[0].public_id
+    assert fields(backwards) == fields(expected[:-1])
+    for public_id in [
+        *ids,
+        *WebhookEndpoint.objects.exclude(environment=environment).values_list(
+            "public_id", flat=True
+        ),
+    ]:
+        got = endpoint_get(environment=environment, public_id=public_id)
+        orm = (
+            WebhookEndpoint.objects.for_environment(environment.pk)
+            .filter(public_id=public_id)
+            .first()
+        )
+        assert fields([got] if got else []) == fields([orm] if orm else []), public_id
+    key = api_key_for_raw(me.raw_key)
+    assert key is not None and key.environment == environment
+    assert model_to_dict(key) == model_to_dict(type(key).objects.get(pk=key.pk))

@@ -1,10 +1,23 @@
-"""Reads for webhook endpoints, always within one environment: every one starts from
-`WebhookEndpoint.objects.for_environment`, the one place the tenant's scope is written."""
+"""Reads for webhook endpoints, always within one environment.
+
+`WebhookEndpoint.objects.for_environment` is the tenant's scope; `endpoints_of` gives it to every
+ORM read. The API's retrieve and list, which every integration calls, read through the same
+condition written out (core.sql says why); tests/test_tenancy.py holds both to the same rows.
+"""
 
 from accounts.models import Environment
 from core.ids import is_public_id
-from core.pagination import Page, PageRequest, keyset_page
+from core.pagination import KeysetSql, Page, PageRequest, keyset_page
+from core.sql import ModelRows, fetch_all
 from webhooks.models import ENDPOINT_ID_PREFIX, WebhookEndpoint, WebhookEndpointQuerySet
+
+_ENDPOINT = ModelRows(WebhookEndpoint, "w")
+# for_environment(): the environment's endpoints, not deleted.
+_LIVE_IN = f"{_ENDPOINT.column['environment']} = %s AND {_ENDPOINT.column['deleted_at']} IS NULL"
+_BY_ID = (
+    f"SELECT {_ENDPOINT.select} FROM {_ENDPOINT.table} "  # noqa: S608  no values
+    f"WHERE {_LIVE_IN} AND {_ENDPOINT.column['public_id']} = %s"
+)
 
 
 def endpoints_of(environment: Environment) -> WebhookEndpointQuerySet:
@@ -17,16 +30,18 @@ def endpoint_get(*, environment: Environment, public_id: str) -> WebhookEndpoint
     id that cannot exist (checked before any query)."""
     if not is_public_id(public_id, ENDPOINT_ID_PREFIX):
         return None
-    endpoint = endpoints_of(environment).filter(public_id=public_id).first()
-    if endpoint is not None:
-        endpoint.environment = environment  # the caller's, already loaded: no query
+    rows = fetch_all(_BY_ID, [environment.pk, public_id])
+    if not rows:
+        return None
+    endpoint = _ENDPOINT.instance(rows[0])
+    endpoint.environment = environment  # the caller's, already loaded: no query
     return endpoint
 
 
 def endpoint_page(*, environment: Environment, page: PageRequest) -> Page[WebhookEndpoint]:
     """A page of the environment's endpoints, newest first."""
     return keyset_page(
-        endpoints_of(environment),
+        KeysetSql(_ENDPOINT, _LIVE_IN, [environment.pk]),
         page,
         find_cursor=lambda public_id: endpoint_get(environment=environment, public_id=public_id),
         object_name="webhook endpoint",

@@ -1,0 +1,69 @@
+"""Model rows read by a hand-written SELECT, made into instances as the ORM makes them.
+
+For the few reads every API request makes (the key check, an endpoint, a page of endpoints),
+where building and compiling the ORM's query cost the web process more than PostgreSQL took to
+answer it (docs/architecture.md has the profile). The statements run on Django's own cursor,
+with parameters bound on the client, so nothing is prepared on the server and a transaction
+pooler sees plain statements. Columns come from the model's fields; rows become instances
+through `Model.from_db`, with each field's `from_db_value` applied.
+"""
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from django.db import connection
+from django.db.models import DateTimeField, Model
+from django.utils import timezone
+
+M = TypeVar("M", bound=Model)
+
+
+class ModelRows(Generic[M]):
+    """Every concrete column of `model` under the table alias `alias`: `select` and `table`
+    for the SQL, `instance` for a row that starts with those columns."""
+
+    def __init__(self, model: type[M], alias: str) -> None:
+        self.model = model
+        self.alias = alias
+        self.fields = list(model._meta.concrete_fields)
+        self.attnames = [field.attname for field in self.fields]
+        quote = connection.ops.quote_name
+        self.table = f"{quote(model._meta.db_table)} {alias}"
+        self.select = ", ".join(f"{alias}.{quote(field.column)}" for field in self.fields)
+        self.column = {field.name: f"{alias}.{quote(field.column)}" for field in self.fields}
+        self._converted = [
+            (position, field)
+            for position, field in enumerate(self.fields)
+            if hasattr(field, "from_db_value")
+        ]
+        self._times = [
+            position
+            for position, field in enumerate(self.fields)
+            if isinstance(field, DateTimeField)
+        ]
+
+    def instance(self, row: Sequence[Any]) -> M:
+        values = list(row[: len(self.fields)])
+        for position, field in self._converted:
+            values[position] = field.from_db_value(values[position], None, connection)
+        for position in self._times:
+            value = values[position]
+            if isinstance(value, datetime) and timezone.is_naive(value):
+                values[position] = value.replace(tzinfo=UTC)  # SQLite keeps UTC without a zone
+        return self.model.from_db(connection.alias, self.attnames, values)
+
+    def rest(self, row: Sequence[Any]) -> Sequence[Any]:
+        """The columns of `row` after this model's."""
+        return row[len(self.fields) :]
+
+
+def fetch_all(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def db_time(value: datetime | None) -> Any:
+    """A datetime as the database takes it as a parameter (SQLite takes text)."""
+    return connection.ops.adapt_datetimefield_value(value)
