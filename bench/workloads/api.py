@@ -1,14 +1,16 @@
-"""The API under load: list, retrieve and create, against a bare Django view as the baseline.
+"""The API under load: list, retrieve and create, against idiomatic DRF as the peer.
+
+The peer (`bench.urls`) answers the same list and retrieve as DRF's generic views write them:
+ModelSerializer, CursorPagination, an ORM queryset, an ORM key check. The targets compare the
+API with it. The bare view (no DRF, no query) stays as a reference figure without a target.
 
 Create runs twice. `create` registers a public IP-literal URL, so it measures the API's own
 path (validation, two INSERTs, a Fernet encryption). `create_dns` registers a host name: the
 production URL policy then resolves it on the request path (`webhooks.url_policy.resolve`,
 2 s timeout), so that row shows what the resolver costs a create.
 
-The bare view, list and retrieve are measured in turns (`measure_interleaved`): their ratios are
-the targets, and on this VM the machine's speed drifted between the ten-second blocks they used
-to get one after the other (list/bare read 0.37 to 0.53 from one run to the next with the same
-code).
+The reads are measured in turns (`measure_interleaved`): their ratios are the targets, and this
+machine's speed drifts between ten-second blocks taken one after the other.
 """
 
 import json
@@ -17,16 +19,21 @@ from bench import seed
 from bench.report import Section
 from bench.workloads import Context, check, count_queries, http, measure, measure_interleaved
 
-ROUNDS = 5  # turns of bare, list and retrieve: 2 s each in a full run, 1 s with --quick
+ROUNDS = 5  # turns of the reads: 2 s each in a full run, 1 s with --quick
 API_ENDPOINTS = 1_000  # the list workload's environment: full pages and has_more
 CREATE_BODY = json.dumps({"url": "https://93.184.215.14/bench/created"})
 CREATE_DNS_BODY = json.dumps({"url": "https://hooks.example.com/bench/created"})
+READS = ("bare", "list", "retrieve", "drf_list", "drf_retrieve")
+# Each read the targets compare, and its peer's.
+PEERS = {"list": "drf_list", "retrieve": "drf_retrieve"}
+Requests = dict[str, tuple[str, dict[str, str], str | None, int]]  # path, headers, body, status
 
 LABELS = {
-    "bare": "GET /bench/bare (bare Django view)",
-    "bare_query": "GET /bench/bare_query (bare view + the list's SQL)",
+    "bare": "GET /bench/bare (bare Django view, no query)",
     "list": "GET /v1/webhook_endpoints?limit=20",
     "retrieve": "GET /v1/webhook_endpoints/{id}",
+    "drf_list": "GET /bench/drf/webhook_endpoints (DRF peer)",
+    "drf_retrieve": "GET /bench/drf/webhook_endpoints/{id} (DRF peer)",
     "create": "POST /v1/webhook_endpoints (IP URL)",
     "create_dns": "POST /v1/webhook_endpoints (host URL, DNS)",
 }
@@ -37,36 +44,26 @@ def run(ctx: Context) -> Section:
     seed.endpoints(tenant.environment, API_ENDPOINTS)
     endpoint_id = seed.public_id_at(tenant.environment, 10)
     base = ctx.server.base_url
-    collection = "/v1/webhook_endpoints"
-    requests = {  # name: (path, headers, body, expected status)
+    collection, peer = "/v1/webhook_endpoints", "/bench/drf/webhook_endpoints"
+    requests: Requests = {
         "bare": ("/bench/bare", {}, None, 200),
-        "bare_query": ("/bench/bare_query", tenant.headers, None, 200),
         "list": (f"{collection}?limit=20", tenant.headers, None, 200),
         "retrieve": (f"{collection}/{endpoint_id}", tenant.headers, None, 200),
+        "drf_list": (peer, tenant.headers, None, 200),
+        "drf_retrieve": (f"{peer}/{endpoint_id}", tenant.headers, None, 200),
         "create": (collection, tenant.headers, CREATE_BODY, 201),
         "create_dns": (collection, tenant.headers, CREATE_DNS_BODY, 201),
     }
-
-    http(base + "/bench/bare", headers={})
-    http(base + "/bench/bare_query", headers=tenant.headers)  # 500 unless it read 21 rows
-    page = http(base + requests["list"][0], headers=tenant.headers)
-    check(len(page["data"]) == 20 and page["has_more"], f"unexpected list page: {page}")
-    found = http(base + requests["retrieve"][0], headers=tenant.headers)
-    check(found["webhook_endpoint_id"] == endpoint_id, f"unexpected retrieve: {found}")
-    created = http(base + collection, headers=tenant.headers, body=CREATE_BODY, expect=201)
-    check(created.get("signing_secret", "").startswith("whsec_"), f"unexpected create: {created}")
+    _check_answers(base, requests)
 
     section = Section(key="api", title="API throughput and latency")
     sql = {
         name: count_queries(path, headers, body, expect=status)[0]
         for name, (path, headers, body, status) in requests.items()
     }
-    # The reads and their baseline in turns (see measure_interleaved); then the creates, one
-    # after the other (they add rows).
-    reads = {
-        name: (LABELS[name], base + requests[name][0], requests[name][1])
-        for name in ("bare", "bare_query", "list", "retrieve")
-    }
+    # The reads in turns (see measure_interleaved); then the creates, one after the other
+    # (they add rows).
+    reads = {name: (LABELS[name], base + requests[name][0], requests[name][1]) for name in READS}
     measured = measure_interleaved(ctx, reads, rounds=ROUNDS, sql_per_request=sql)
     for name in ("create", "create_dns"):
         path, headers, body, _ = requests[name]
@@ -80,22 +77,11 @@ def run(ctx: Context) -> Section:
         ctx.metrics[f"api_{name}_p50_ms"] = round(result.p50_ms, 3)
         ctx.metrics[f"api_{name}_p99_ms"] = round(result.p99_ms, 3)
 
-    bare = ctx.metrics["api_bare_rps"]
-    for name in ("list", "retrieve", "create"):
-        ratio = ctx.metrics[f"api_{name}_rps"] / bare if bare else 0.0
-        ctx.metrics[f"api_{name}_bare_ratio"] = round(ratio, 3)
-        section.summary.append(f"{name}/bare = {ratio:.3f} (req/s of {name} / req/s of bare)")
-    # The share of the bare view's rate left once a request reads PostgreSQL at all, and the
-    # share of that a list keeps (its own work in Python: auth, DRF, rows, JSON).
-    with_query = ctx.metrics["api_bare_query_rps"]
-    ctx.metrics["api_bare_query_bare_ratio"] = round(with_query / bare if bare else 0.0, 3)
-    ctx.metrics["api_list_bare_query_ratio"] = round(
-        ctx.metrics["api_list_rps"] / with_query if with_query else 0.0, 3
-    )
-    section.summary.append(
-        f"bare_query/bare = {ctx.metrics['api_bare_query_bare_ratio']:.3f}, "
-        f"list/bare_query = {ctx.metrics['api_list_bare_query_ratio']:.3f}"
-    )
+    for ours, theirs in PEERS.items():
+        peer_rps = ctx.metrics[f"api_{theirs}_rps"]
+        ratio = ctx.metrics[f"api_{ours}_rps"] / peer_rps if peer_rps else 0.0
+        ctx.metrics[f"api_{ours}_drf_ratio"] = round(ratio, 3)
+        section.summary.append(f"{ours}/DRF = {ratio:.2f} (req/s of {ours} / req/s of {theirs})")
     dns_p99 = ctx.metrics["api_create_dns_p99_ms"]
     if dns_p99 >= 1000:
         section.summary.append(
@@ -103,3 +89,24 @@ def run(ctx: Context) -> Section:
             "(webhooks.url_policy.resolve, 2 s timeout) waited on a slow resolver"
         )
     return section
+
+
+def _check_answers(base: str, requests: Requests) -> None:
+    """Each URL answers what it should before it is measured, and the peer shows the same
+    endpoints as the API: otherwise the two would not be doing the same work."""
+    http(base + "/bench/bare", headers={})
+    headers = requests["list"][1]
+    page = http(base + requests["list"][0], headers=headers)
+    check(len(page["data"]) == 20 and page["has_more"], f"unexpected list page: {page}")
+    drf_page = http(base + requests["drf_list"][0], headers=headers)
+    check(
+        drf_page["results"] == page["data"] and drf_page["next"],
+        f"the DRF peer's page differs from the API's: {drf_page}",
+    )
+    found = http(base + requests["retrieve"][0], headers=headers)
+    check(found == page["data"][10], f"unexpected retrieve: {found}")
+    drf_found = http(base + requests["drf_retrieve"][0], headers=headers)
+    check(drf_found == found, f"the DRF peer's retrieve differs from the API's: {drf_found}")
+    path, _, body, status = requests["create"]
+    created = http(base + path, headers=headers, body=body, expect=status)
+    check(created.get("signing_secret", "").startswith("whsec_"), f"unexpected create: {created}")

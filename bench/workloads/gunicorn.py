@@ -1,7 +1,7 @@
 """Which gunicorn worker setup to benchmark with: candidates side by side on 2 cores.
 
-Not run by default (`--only gunicorn`). The bare view decides (it is the ceiling every API
-workload is compared to); GET list is shown too, since it waits on PostgreSQL where threads
+Not run by default (`--only gunicorn`). The bare view decides (the most gunicorn and the
+middleware allow any request); GET list is shown too, since it waits on PostgreSQL where threads
 could help. The API workloads always use `stack.DEFAULT_GUNICORN`, so runs stay comparable.
 """
 
