@@ -4,10 +4,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import task_postrun, task_prerun, worker_init
 
-from config import broker
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
-broker.install()
 
 app = Celery("kinetic")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -31,11 +28,17 @@ def _database_connections_as_around_a_request(**kwargs: Any) -> None:
 
 @worker_init.connect
 def worker_commits_without_waiting_for_the_disk(**kwargs: Any) -> None:
-    """WEBHOOKS_WORKER_SYNCHRONOUS_COMMIT (see its comment in the settings)."""
+    """WEBHOOKS_WORKER_SYNCHRONOUS_COMMIT (see its comment in the settings).
+
+    Behind a transaction pooler the session SET would stay on a server connection the pooler
+    then lends to the web, whose commits must wait; there the pooler sets it for the workers
+    instead (README: Behind PgBouncer).
+    """
     from django.conf import settings
     from django.db.backends.signals import connection_created
 
-    if not settings.WEBHOOKS_WORKER_SYNCHRONOUS_COMMIT:
+    sessions_are_ours = not settings.DATABASE_TRANSACTION_POOLING
+    if not settings.WEBHOOKS_WORKER_SYNCHRONOUS_COMMIT and sessions_are_ours:
         connection_created.connect(_commit_asynchronously, dispatch_uid="worker-async-commit")
 
 

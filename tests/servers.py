@@ -23,6 +23,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from psycopg.rows import dict_row
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -409,3 +412,84 @@ class Gunicorn:
         self.process.terminate()
         self.process.wait(10)
         self.log.unlink(missing_ok=True)
+
+
+# --- PgBouncer -------------------------------------------------------------------------------
+
+
+def pgbouncer_binary() -> str | None:
+    """Debian installs PgBouncer in /usr/sbin, which is not on every user's PATH."""
+    return shutil.which("pgbouncer", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
+
+
+class PrivatePgBouncer:
+    """A PgBouncer of our own on a free port, pooling transactions in front of the machine's
+    PostgreSQL, which it reaches as `postgres` with trust, as the tests do.
+
+    Every database name passes through to the same name upstream; `databases` adds entries of
+    its own (name = libpq parameters, e.g. `dbname=... connect_query='...'`). `pool_size` is
+    PgBouncer's default_pool_size: server connections per database and user. The machine's
+    PostgreSQL is not reconfigured. PgBouncer refuses to run as root: under root it switches to
+    the `postgres` user.
+    """
+
+    def __init__(
+        self,
+        pool_size: int = 1,
+        databases: dict[str, str] | None = None,
+        upstream: str = "host=127.0.0.1 port=5432",
+    ) -> None:
+        binary = pgbouncer_binary()
+        if binary is None:
+            raise RuntimeError("pgbouncer is not installed (Debian package pgbouncer)")
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="kinetic-pgbouncer-"))
+        self.log = self.dir / "pgbouncer.log"
+        entries = {**(databases or {}), "*": upstream}  # "*" is the fallback: listed last
+        (self.dir / "users.txt").write_text('"postgres" ""\n')
+        config = [
+            "[databases]",
+            *(f"{name} = {parameters}" for name, parameters in entries.items()),
+            "[pgbouncer]",
+            "listen_addr = 127.0.0.1",
+            f"listen_port = {self.port}",
+            "unix_socket_dir =",
+            "auth_type = trust",
+            f"auth_file = {self.dir / 'users.txt'}",
+            "admin_users = postgres",
+            "pool_mode = transaction",
+            f"default_pool_size = {pool_size}",
+            "max_client_conn = 500",
+        ]
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+            config.append("user = postgres")
+        (self.dir / "pgbouncer.ini").write_text("\n".join(config) + "\n")
+        self.process = subprocess.Popen(
+            [binary, str(self.dir / "pgbouncer.ini")],
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        # PgBouncer logs "process up" once it listens.
+        wait_for(lambda: b"process up" in self.log.read_bytes() or self.process.poll(), 15)
+        if self.process.poll() is not None:
+            raise RuntimeError(f"pgbouncer exited:\n{self.output()}")
+
+    def url(self, database: str) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
+
+    def show(self, what: str) -> list[dict[str, Any]]:
+        """A SHOW command of PgBouncer's admin console (POOLS, STATS, SERVERS, ...) as rows."""
+        # The console speaks only the simple query protocol, which psycopg uses for a query
+        # without parameters.
+        with psycopg.connect(self.url("pgbouncer"), autocommit=True, row_factory=dict_row) as c:
+            return c.execute(f"SHOW {what}").fetchall()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def destroy(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()  # SIGTERM: PgBouncer's immediate shutdown
+            self.process.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)

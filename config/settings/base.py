@@ -79,12 +79,15 @@ DATABASES = {
 }
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-# The queries every API request runs are prepared by api.sql itself, once per connection, so
-# PostgreSQL stops parsing and planning them on each request. psycopg prepares nothing on its
-# own: after a ROLLBACK it would DEALLOCATE ALL, api.sql's statements with its own. (The ORM's
-# cursors bind on the client and never prepare anyway. Behind PgBouncer in transaction mode,
-# prepared statements need PgBouncer 1.21+ with max_prepared_statements.)
+# Nothing is prepared on the server, so any pooler in transaction mode can carry the
+# connections (PgBouncer tracks prepared statements only from 1.21). The ORM's cursors bind on
+# the client and never prepare; this stops psycopg preparing on its own for any other cursor.
 POSTGRESQL_OPTIONS = {"prepare_threshold": None}
+# Declares a pooler in transaction mode (PgBouncer's pool_mode = transaction) between the
+# service and PostgreSQL: a server session then serves other clients between our transactions,
+# so nothing may outlive one (no server-side cursor, no session SET; README: Behind PgBouncer).
+DATABASE_TRANSACTION_POOLING = env.bool("DATABASE_TRANSACTION_POOLING", default=False)
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = DATABASE_TRANSACTION_POOLING
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["OPTIONS"] = {
         **POSTGRESQL_OPTIONS,
@@ -203,14 +206,20 @@ WEBHOOKS_AUTO_DISABLE_AFTER = env.int("WEBHOOKS_AUTO_DISABLE_AFTER", default=5 *
 
 # The default broker keeps its queues in a folder, so a bare checkout delivers with no server.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
-if CELERY_BROKER_URL.startswith("filesystem://"):
-    _broker_dir = VAR_DIR / "broker"
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(_broker_dir),
-        "data_folder_out": str(_broker_dir),
-        "control_folder": str(VAR_DIR / "broker-control"),
-        "store_processed": False,
-    }
+# Each kombu transport reads only its own options, so one set serves whatever the URL is
+# (the test settings change the URL after this file).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # filesystem://
+    "data_folder_in": str(VAR_DIR / "broker"),
+    "data_folder_out": str(VAR_DIR / "broker"),
+    "control_folder": str(VAR_DIR / "broker-control"),
+    "store_processed": False,
+    # redis:// and rediss://: no acknowledgement emulation. It copies every task into an
+    # "unacked" hash on receipt and deletes it on ack, so that the tasks of a worker that died
+    # are queued again after an hour; PostgreSQL is the record and the sweep does that within
+    # WEBHOOKS_REENQUEUE_AFTER. A worker's warm shutdown still hands its prefetched tasks back.
+    "ack_emulation": False,
+}
 CELERY_TASK_IGNORE_RESULT = True  # no result backend: outcomes live in PostgreSQL
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -287,8 +296,8 @@ WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT = env.int("WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOI
 # Whether worker transactions (fan-out, claims, attempt records) wait for their WAL flush. Off
 # by default: PostgreSQL stays consistent, and a database crash can only forget the last
 # moments of worker writes, which the sweep redoes (at worst a delivery is sent twice, as
-# at-least-once allows). It takes ~1.3 ms of fsync off each of them here, twice on the path
-# from publish to receipt. Publishing, in the producer's transaction, always waits.
+# at-least-once allows). It takes a WAL flush off each of them, twice on the path from publish
+# to receipt. Publishing, in the producer's transaction, always waits.
 WEBHOOKS_WORKER_SYNCHRONOUS_COMMIT = env.bool("WEBHOOKS_WORKER_SYNCHRONOUS_COMMIT", default=False)
 # Events, their deliveries and attempts are kept this long (idempotency keys: their TTL).
 WEBHOOKS_RETENTION_DAYS = env.int("WEBHOOKS_RETENTION_DAYS", default=30)
