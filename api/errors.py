@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views import defaults as django_defaults
 from rest_framework import exceptions as drf
@@ -35,7 +36,12 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "unsupported_media_type": (415, "invalid_request_error"),
     "rate_limited": (429, "rate_limit_error"),
     "internal_error": (500, "api_error"),
+    "service_unavailable": (503, "api_error"),
 }
+
+# Seconds a client is told to wait when the database cannot be reached: a restart or a pool
+# out of connections passes within seconds.
+UNAVAILABLE_RETRY_AFTER = 2
 
 INTERNAL_ERROR_MESSAGE = (
     "Something went wrong on our side. Retry the request; if this persists, contact support "
@@ -123,6 +129,15 @@ def to_api_error(exc: Exception) -> ApiError | None:
     """The envelope error for a known exception, or None for a bug (answered as a 500)."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database cannot be reached (restarting, out of connections, connection lost):
+        # nothing was done that the client should not retry.
+        logger.warning("database unavailable: %s", exc)
+        return ApiError(
+            "service_unavailable",
+            "The service cannot reach its database right now. Retry the request shortly.",
+            headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+        )
     if isinstance(exc, InvalidInput):
         return ApiError("parameter_invalid", exc.message, param=exc.param)
     if isinstance(exc, drf.ValidationError):
@@ -147,7 +162,7 @@ def to_api_error(exc: Exception) -> ApiError | None:
             "Request bodies must be JSON, sent with Content-Type: application/json.",
         )
     if isinstance(exc, drf.Throttled):
-        wait = max(1, math.ceil(exc.wait or 1))
+        wait = max(1, math.ceil(exc.wait or 1))  # type: ignore[attr-defined]  # not in the stubs
         return ApiError(
             "rate_limited",
             f"Too many requests. Retry after {wait} seconds.",

@@ -1,11 +1,16 @@
 """`Idempotency-Key` on POST: one response per key and request, replayed byte for byte.
 
-The key is claimed with an INSERT on a unique constraint, committed before the request runs, so
-a concurrent duplicate sees it and gets `409 idempotency_key_in_use` instead of running twice.
-The request's writes and the stored response commit in one transaction: either both happen or
-neither, and a request that dies leaves a claim that expires after IDEMPOTENCY_LOCK_TIMEOUT.
-Responses of 400 and above are not stored; the key is released so the client can fix and retry.
-Stored responses are encrypted like signing secrets (a create's response holds one).
+A request holds its key with a PostgreSQL advisory lock taken in the request's own transaction
+(`pg_try_advisory_xact_lock`): a concurrent duplicate finds it taken and gets `409
+idempotency_key_in_use` instead of running twice. The request's writes and its stored response
+commit in that transaction, and the lock goes with it: when the request ends, fails, or loses
+its database, the key is free at once, with nothing left to clean up (a claim stored in a row
+stayed held until a timeout whenever the database dropped before its cleanup ran). Responses
+of 400 and above are not stored, so the client can fix and retry. Stored responses are
+encrypted like signing secrets (a create's response holds one).
+
+On SQLite (`bin/dev`) writing transactions queue one behind the other, which serializes two
+requests with one key just as well.
 """
 
 import hashlib
@@ -14,7 +19,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
@@ -54,35 +59,20 @@ def fingerprint(request: HttpRequest) -> str:
     return digest.hexdigest()
 
 
-def _claim(api_key: ApiKey, key: str, fp: str) -> tuple[IdempotencyRecord, bool]:
-    """(record, True) if this request now holds the key; (record, False) if another does."""
-    for _ in range(3):
-        now = timezone.now()
-        try:
-            with transaction.atomic():
-                return IdempotencyRecord.objects.create(
-                    api_key=api_key, key=key, fingerprint=fp, created_at=now
-                ), True
-        except IntegrityError:
-            pass
-        record = IdempotencyRecord.objects.filter(api_key=api_key, key=key).first()
-        if record is None:
-            continue  # released between our insert and our read: try again
-        expired = record.created_at < now - timedelta(seconds=settings.IDEMPOTENCY_KEY_TTL)
-        abandoned = record.response_status is None and record.created_at < now - timedelta(
-            seconds=settings.IDEMPOTENCY_LOCK_TIMEOUT
-        )
-        if not (expired or abandoned):
-            return record, False
-        # Take it over; the condition on created_at lets exactly one taker win.
-        taken = IdempotencyRecord.objects.filter(pk=record.pk, created_at=record.created_at).update(
-            fingerprint=fp, created_at=now, response_status=None, response_body=None
-        )
-        if taken:
-            record.fingerprint, record.created_at = fp, now
-            record.response_status, record.response_body = None, None
-            return record, True
-    raise ApiError("idempotency_key_in_use", "This Idempotency-Key is being used; retry shortly.")
+def lock_id(api_key_id: int, key: str) -> int:
+    """The advisory lock that stands for one API key's `key` (64 bits of a hash)."""
+    digest = hashlib.sha256(f"{api_key_id}\0{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _hold(api_key: ApiKey, key: str) -> bool:
+    """Takes the key for the current transaction; False while another request holds it."""
+    if connection.vendor != "postgresql":
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [lock_id(api_key.pk, key)])
+        row = cursor.fetchone()
+    return bool(row and row[0])
 
 
 def run_idempotently(
@@ -90,36 +80,39 @@ def run_idempotently(
 ) -> HttpResponse:
     """`run` renders the response; it is called at most once per key and request."""
     fp = fingerprint(request)
-    record, claimed = _claim(api_key, key, fp)
-    if not claimed:
-        if record.fingerprint != fp:
-            raise ApiError(
-                "idempotency_key_reused",
-                "This Idempotency-Key was already used with a different request. "
-                "Use a new key for a new request.",
-                param=HEADER,
-            )
-        if record.response_status is None:
+    with transaction.atomic():
+        if not _hold(api_key, key):
             raise ApiError(
                 "idempotency_key_in_use",
                 "A request with this Idempotency-Key is still being processed; retry shortly.",
                 param=HEADER,
             )
-        return replay(record)
-
-    stored = False
-    try:
-        with transaction.atomic():
-            response = run()
-            if response.status_code < 400:
-                IdempotencyRecord.objects.filter(pk=record.pk).update(
-                    response_status=response.status_code,
-                    response_body=encryption.encrypt(response.content.decode()).encode("ascii"),
+        now = timezone.now()
+        record = IdempotencyRecord.objects.filter(api_key=api_key, key=key).first()
+        if record is not None and record.created_at < now - timedelta(
+            seconds=settings.IDEMPOTENCY_KEY_TTL
+        ):
+            record.delete()  # expired: the key is new again
+            record = None
+        if record is not None:
+            if record.fingerprint != fp:
+                raise ApiError(
+                    "idempotency_key_reused",
+                    "This Idempotency-Key was already used with a different request. "
+                    "Use a new key for a new request.",
+                    param=HEADER,
                 )
-                stored = True
-    finally:
-        if not stored:
-            IdempotencyRecord.objects.filter(pk=record.pk, response_status__isnull=True).delete()
+            return replay(record)
+        response = run()
+        if response.status_code < 400:
+            IdempotencyRecord.objects.create(
+                api_key=api_key,
+                key=key,
+                fingerprint=fp,
+                created_at=now,
+                response_status=response.status_code,
+                response_body=encryption.encrypt(response.content.decode()).encode("ascii"),
+            )
     return response
 
 

@@ -222,6 +222,7 @@ _STATUS_DESCRIPTIONS: dict[int, str] = {
     415: "The request body is not JSON.",
     429: "Too many requests.",
     500: "Something went wrong on our side; the body never contains internals.",
+    503: "The database cannot be reached right now; retry after `Retry-After` seconds.",
 }
 
 # Example (message, param) per code; an operation may pass its own for codes it gives often.
@@ -260,6 +261,10 @@ DEFAULT_ERROR_EXAMPLES: dict[str, tuple[str, str | None]] = {
     "internal_error": (
         "Something went wrong on our side. Retry the request; if this persists, contact "
         "support with the request id.",
+        None,
+    ),
+    "service_unavailable": (
+        "The service cannot reach its database right now. Retry the request shortly.",
         None,
     ),
 }
@@ -324,6 +329,7 @@ def standard_errors(
         errors[415] = ["unsupported_media_type"]
     errors[429] = ["rate_limited"]
     errors[500] = ["internal_error"]
+    errors[503] = ["service_unavailable"]
     return {status: error_response(status, codes, examples) for status, codes in errors.items()}
 
 
@@ -431,6 +437,7 @@ Every error has one shape, \
 | 415 | `unsupported_media_type` |
 | 429 | `rate_limited` (with `Retry-After`) |
 | 500 | `internal_error` |
+| 503 | `service_unavailable` (with `Retry-After`: the database cannot be reached) |
 """
 
 

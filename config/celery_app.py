@@ -4,7 +4,11 @@ from typing import Any
 from celery import Celery
 from celery.signals import task_postrun, task_prerun, worker_init
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+# As gunicorn's config.wsgi: a worker or beat started without the variable runs with the
+# production settings, which refuse to start without their secrets; a worker must never fall
+# back to local settings (DEBUG, private destinations allowed, a published encryption key).
+# Local development opts in (bin/dev sets config.settings.local).
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 
 app = Celery("kinetic")
 app.config_from_object("django.conf:settings", namespace="CELERY")

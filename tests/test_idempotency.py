@@ -2,12 +2,17 @@
 
 import json
 import threading
+from contextlib import contextmanager
 from datetime import timedelta
 
+import psycopg
 import pytest
 import requests
+from django.db import connection
 from django.utils import timezone
 
+from accounts.keys import key_hash
+from api import idempotency
 from api.models import IdempotencyRecord
 from tests import factories
 from tests.test_auth import assert_error
@@ -112,31 +117,67 @@ def test_keys_are_forgotten_after_24_hours(api):
     assert WebhookEndpoint.objects.count() == 2
 
 
+@contextmanager
+def key_held_elsewhere(api, key="7c2e-a914"):
+    """Holds `key` as a request running on another connection would, until the block ends
+    (the connection closed: as a request that lost its database)."""
+    params = connection.get_connection_params()
+    for option in ("cursor_factory", "prepare_threshold", "context"):
+        params.pop(option, None)
+    api_key = api_key_of(api)
+    with psycopg.connect(**params) as other:
+        locked = other.execute(
+            "SELECT pg_try_advisory_xact_lock(%s)", [idempotency.lock_id(api_key.pk, key)]
+        ).fetchone()
+        assert locked == (True,)
+        yield
+
+
+def api_key_of(api):
+    from accounts.models import ApiKey
+
+    return ApiKey.objects.get(key_hash=key_hash(api.raw_key))
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_key_held_by_a_running_request_is_409_in_use(api):
-    post(api)
-    # Make the stored key look like its first request is still running.
-    IdempotencyRecord.objects.update(response_status=None, response_body=None)
-    response = post(api)
-    error = assert_error(response, 409, "idempotency_key_in_use", param="Idempotency-Key")
-    assert "retry" in error["message"]
-    # A different request with the held key is still "reused", not "in use".
+    with key_held_elsewhere(api):
+        response = post(api)
+        error = assert_error(response, 409, "idempotency_key_in_use", param="Idempotency-Key")
+        assert "retry" in error["message"]
+        # Another request with the held key waits its turn too: it is compared once the
+        # first has ended.
+        assert_error(post(api, {"url": "https://example.com/x"}), 409, "idempotency_key_in_use",
+                     param="Idempotency-Key")  # fmt: skip
+    assert WebhookEndpoint.objects.count() == 0
+    first = post(api)
+    assert first.status_code == 201
     assert_error(post(api, {"url": "https://example.com/x"}), 409, "idempotency_key_reused",
                  param="Idempotency-Key")  # fmt: skip
     assert WebhookEndpoint.objects.count() == 1
 
 
-def test_a_key_abandoned_by_a_dead_request_is_taken_over(api, settings):
-    post(api)
-    # The first request died holding the key, long enough ago: the key is free again.
-    IdempotencyRecord.objects.update(
-        response_status=None,
-        response_body=None,
-        created_at=timezone.now() - timedelta(seconds=settings.IDEMPOTENCY_LOCK_TIMEOUT + 1),
-    )
+@pytest.mark.django_db(transaction=True)
+def test_a_key_is_free_the_moment_its_request_loses_the_database(api):
+    """What held it was the request's transaction: gone with the connection, nothing to
+    clean up and no timeout to wait for."""
+    with key_held_elsewhere(api):
+        assert post(api).status_code == 409
     response = post(api)
     assert response.status_code == 201
     assert "Idempotent-Replayed" not in response
     assert post(api).content == response.content
+
+
+def test_a_request_that_fails_stores_nothing_and_frees_its_key(api):
+    api.create_endpoint()
+    failed = post(api, path="/v1/webhook_endpoints/we_00000000000000/rotate_secret", body={})
+    assert failed.status_code == 404
+    assert not IdempotencyRecord.objects.exists()
+    assert (
+        post(api, path="/v1/webhook_endpoints/we_00000000000000/rotate_secret", body={}).status_code
+        == 404
+    )
 
 
 @pytest.mark.django_db(transaction=True)

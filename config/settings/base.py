@@ -130,8 +130,6 @@ API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=256 * 1024)
 # Django's own guard on request.body; the API middleware answers 413 before it triggers.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_MAX_BODY_BYTES, 2_621_440)
 IDEMPOTENCY_KEY_TTL = env.int("IDEMPOTENCY_KEY_TTL", default=24 * 3600)
-# A request that holds an idempotency key longer than this is taken to have died.
-IDEMPOTENCY_LOCK_TIMEOUT = env.int("IDEMPOTENCY_LOCK_TIMEOUT", default=300)
 
 # Requests per API key: "100/s", "6000/m", "off". Counted in Redis (the broker's, unless set)
 # so that every web process shares one count.

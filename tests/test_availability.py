@@ -1,0 +1,143 @@
+"""The contract's "Availability": while PostgreSQL cannot be reached the API answers `503
+service_unavailable` with `Retry-After`, never `500`; and a request that loses its database
+never leaves its Idempotency-Key held.
+
+A PostgreSQL cluster of the test's own under the production web server (gunicorn), stopped and
+started for real; the machine's shared servers are never touched.
+"""
+
+import os
+import threading
+import time
+
+import pytest
+import requests
+
+from tests.servers import Gunicorn, PrivatePostgres, PrivateRedis, Receiver, Reply, wait_for
+from tests.test_faults import manage
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack():
+    postgres, redis = PrivatePostgres(), PrivateRedis()
+    server = None
+    try:
+        database_url = postgres.create_database("kinetic")
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "TEST_DATABASE_URL": database_url,
+            "TEST_CELERY_BROKER_URL": redis.url,
+        }
+        manage(env, "migrate")
+        manage(env, "create_organization", "acme")
+        scopes = "webhook_endpoints:read,webhook_endpoints:write,events:write"
+        key = manage(env, "create_api_key", "--organization=acme", "--environment=sandbox",
+                     f"--scopes={scopes}")  # fmt: skip
+        # Connections kept and health-checked between requests, as deployed.
+        server = Gunicorn(
+            database_url,
+            redis.url,
+            WORKERS="2",
+            TEST_DATABASE_CONN_MAX_AGE="60",
+            WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS="true",
+        )
+        yield server, postgres, {"Authorization": f"Bearer {key}"}
+    finally:
+        if server is not None:
+            server.stop()
+        redis.destroy()
+        postgres.destroy()
+
+
+def assert_unavailable(response: requests.Response) -> None:
+    assert response.status_code == 503, (response.status_code, response.text)
+    assert int(response.headers["Retry-After"]) >= 1
+    error = response.json()["error"]
+    assert error["code"] == "service_unavailable"
+    assert error["type"] == "api_error"
+    assert error["request_id"] == response.headers["MD-Request-Id"]
+    assert "Traceback" not in response.text and "psycopg" not in response.text
+
+
+def test_a_stopped_database_is_503_with_retry_after_never_500(stack):
+    server, postgres, headers = stack
+    created = requests.post(
+        f"{server.url}/v1/webhook_endpoints",
+        json={"url": "https://example.com/hooks"},
+        headers=headers,
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    item = f"{server.url}/v1/webhook_endpoints/{created.json()['webhook_endpoint_id']}"
+    for _ in range(4):  # every gunicorn worker keeps a connection from before the stop
+        assert requests.get(item, headers=headers, timeout=10).status_code == 200
+    postgres.stop()
+    try:
+        answers = [
+            requests.get(item, headers=headers, timeout=10),
+            requests.get(f"{server.url}/v1/webhook_endpoints", headers=headers, timeout=10),
+            requests.post(
+                f"{server.url}/v1/events",
+                json={"type": "packet.created"},
+                headers={**headers, "Idempotency-Key": "during-the-outage"},
+                timeout=10,
+            ),
+            requests.get(item, headers=headers, timeout=10),
+        ]
+    finally:
+        postgres.start()
+    for response in answers:
+        assert_unavailable(response)
+    back = wait_for(lambda: requests.get(item, headers=headers, timeout=10).ok, timeout=20)
+    assert back
+    again = requests.post(
+        f"{server.url}/v1/events",
+        json={"type": "packet.created"},
+        headers={**headers, "Idempotency-Key": "during-the-outage"},
+        timeout=10,
+    )
+    assert again.status_code == 201, again.text
+    assert "Idempotent-Replayed" not in again.headers
+
+
+def test_a_request_that_loses_its_database_leaves_its_key_free(stack):
+    """A test event holds its request (and its key) while a slow receiver answers; the
+    database stops meanwhile. The request answers 503, and once the database is back the same
+    key runs again at once: no `409 idempotency_key_in_use` until some timeout."""
+    server, postgres, headers = stack
+    receiver = Receiver()
+    try:
+        receiver.script("/slow", Reply(delay=3))
+        endpoint = requests.post(
+            f"{server.url}/v1/webhook_endpoints",
+            json={"url": f"{receiver.url}/slow"},
+            headers=headers,
+            timeout=10,
+        ).json()["webhook_endpoint_id"]
+        path = f"{server.url}/v1/webhook_endpoints/{endpoint}/test"
+        held = {**headers, "Idempotency-Key": "lost-with-the-database"}
+        answers: list[requests.Response] = []
+        request = threading.Thread(
+            target=lambda: answers.append(requests.post(path, headers=held, timeout=30))
+        )
+        request.start()
+        wait_for(lambda: receiver.received("/slow"), timeout=10)  # the request is running
+        postgres.stop()
+        request.join(30)
+        postgres.start()
+        assert len(answers) == 1
+        assert_unavailable(answers[0])
+        started = time.monotonic()
+        retried = wait_for(
+            lambda: (r := requests.post(path, headers=held, timeout=30)).status_code != 503 and r,
+            timeout=20,
+        )
+        assert retried.status_code == 200, retried.text
+        assert "Idempotent-Replayed" not in retried.headers
+        assert time.monotonic() - started < 10
+        assert requests.post(path, headers=held, timeout=30).headers["Idempotent-Replayed"]
+    finally:
+        receiver.close()
