@@ -58,7 +58,8 @@ def attempt(delivery: Claimed, secrets: list[str]) -> Sent:
             delivery.body,
             {
                 "Content-Type": "application/json",
-                signature.HEADER: signature.sign(delivery.body, secrets),
+                # The event's id is the Standard Webhooks message id: the same on every attempt.
+                **signature.signed_headers(delivery.body, secrets, delivery.event_public_id),
                 "MD-Event-Id": delivery.event_public_id,
                 "MD-Event-Type": delivery.event_type,
                 "MD-Delivery-Id": delivery.public_id,

@@ -1,4 +1,5 @@
-"""The `MD-Signature` scheme, for the sender and for receivers.
+"""The `MD-Signature` scheme, for the sender and for receivers; and the Standard Webhooks
+headers every delivery carries beside it.
 
     MD-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256>[,v1=<…>]
 
@@ -7,17 +8,31 @@ The HMAC key is the whole signing secret string (UTF-8, `whsec_` included); the 
 newest first. Receivers check that one `v1` matches one of their secrets and that `t` is within
 `tolerance` seconds of now.
 
+    webhook-id: <event id>
+    webhook-timestamp: <the same t>
+    webhook-signature: v1,<base64 HMAC-SHA256>[ v1,<…>]
+
+is the Standard Webhooks form (standardwebhooks.com), which receiver libraries verify as they
+are: the key is what the secret after `whsec_` decodes to as base64, the message
+`"<webhook-id>.<webhook-timestamp>.<raw request body>"`.
+
 This module imports nothing from Django, so receivers can copy it as it is.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import time
 from collections.abc import Iterable
 
 HEADER = "MD-Signature"
+STANDARD_ID = "webhook-id"
+STANDARD_TIMESTAMP = "webhook-timestamp"
+STANDARD_SIGNATURE = "webhook-signature"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - a format prefix, not a secret
 SCHEME = "v1"
 DEFAULT_TOLERANCE = 300
 MAX_TIMESTAMP_DIGITS = 12  # seconds until the year 33658: longer is not a timestamp
@@ -40,6 +55,36 @@ def sign(payload: bytes, secrets: Iterable[str], timestamp: int | None = None) -
     if len(parts) == 1:
         raise ValueError("at least one secret is needed to sign")
     return ",".join(parts)
+
+
+def standard_compute(secret: str, message_id: str, timestamp: int, payload: bytes) -> str | None:
+    """One `v1,<base64>` of `webhook-signature`; None for a secret that is not base64 after
+    its prefix (every secret this service makes is)."""
+    try:
+        key = base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    message = f"{message_id}.{timestamp}.".encode() + payload
+    digest = hmac.new(key, message, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode("ascii")
+
+
+def signed_headers(
+    payload: bytes, secrets: Iterable[str], message_id: str, timestamp: int | None = None
+) -> dict[str, str]:
+    """Every signing header of a delivery, `MD-Signature` and the Standard Webhooks ones, with
+    one timestamp."""
+    secrets = list(secrets)
+    t = int(time.time()) if timestamp is None else int(timestamp)
+    headers = {
+        HEADER: sign(payload, secrets, t),
+        STANDARD_ID: message_id,
+        STANDARD_TIMESTAMP: str(t),
+    }
+    standard = [standard_compute(s, message_id, t, payload) for s in secrets]
+    if any(standard):
+        headers[STANDARD_SIGNATURE] = " ".join(v for v in standard if v)
+    return headers
 
 
 def parse(header: str) -> tuple[int, list[str]]:

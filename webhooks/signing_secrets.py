@@ -1,4 +1,7 @@
-"""The signing secret format: `whsec_` and 32 random base62 characters."""
+"""The signing secret format: `whsec_` and 32 random base62 characters.
+
+32, a multiple of 4: base62 characters are base64's too, so the part after `whsec_` is valid
+base64 (24 bytes), the key Standard Webhooks libraries take (deliveries.signature)."""
 
 from core.ids import random_base62
 
