@@ -203,7 +203,8 @@ WEBHOOKS_AUTO_DISABLE_AFTER = env.int("WEBHOOKS_AUTO_DISABLE_AFTER", default=5 *
 # --- Celery --------------------------------------------------------------------------------
 
 # The default broker keeps its queues in a folder, so a bare checkout delivers with no server.
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+# (A host name, though the folder transport ignores it: without one kombu warns on every use.)
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost/")
 # Each kombu transport reads only its own options, so one set serves whatever the URL is
 # (the test settings change the URL after this file).
 CELERY_BROKER_TRANSPORT_OPTIONS = {

@@ -17,3 +17,12 @@ WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = env.bool("WEBHOOKS_ALLOW_PRIVATE_DESTINATI
 
 LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
 LOGGING["handlers"]["console"]["formatter"] = LOG_FORMAT
+# The worker's line per task and beat's per sweep (every second) would bury the banner and
+# everything else in bin/dev's terminal; failures are still logged, as warnings or errors.
+LOGGING["loggers"].update(
+    {
+        "celery.app.trace": {"level": "WARNING"},
+        "celery.worker.strategy": {"level": "WARNING"},
+        "celery.beat": {"level": "WARNING"},
+    }
+)
