@@ -1,10 +1,22 @@
 """Outbound HTTP for deliveries: pooled, bounded, and unable to reach internal addresses.
 
-Every connection resolves the host itself, checks every address against the URL policy and
-connects to a checked address (TLS still verifies the host name), so a name that resolved to a
-public address at registration and to 127.0.0.1 now (DNS rebinding) is refused at connect
-time. Redirects are never followed, proxies from the environment are ignored, cookies are not
-kept, and at most RESPONSE_EXCERPT_BYTES of a response are read.
+Built on requests' documented adapter hooks and urllib3's public pool attributes, and on the
+way Saleor's requests-hardened pins a request to a checked address:
+
+- `post` resolves the host itself and checks every address against the URL policy; the
+  adapter's `build_connection_pool_key_attributes` hook then sends the request to a checked
+  address, with the host name as the TLS server name, so the certificate is still verified
+  against the name. A name that resolved to a public address at registration and to 127.0.0.1
+  now (DNS rebinding) is refused, and nothing looks the name up again before connecting.
+- The request goes straight to the adapter, never through a Session: no redirect is followed
+  and no proxy, .netrc, CA bundle or cookie from the environment applies.
+- At most RESPONSE_EXCERPT_BYTES of a response are read.
+- The total deadline of an attempt is the one guarantee with no public hook: urllib3's timeouts
+  bound each read, not their sum. A watchdog shuts down the socket of an attempt still running
+  at its deadline; the pools' connection class (urllib3's `ConnectionCls`, swapped in through
+  `pool_classes_by_scheme` as urllib3's own SOCKS support does) tells the attempt which socket
+  that is. A new connection's TLS handshake comes before that, so it is bounded only by the
+  connect timeout of each of its reads.
 """
 
 import contextlib
@@ -13,9 +25,11 @@ import itertools
 import socket
 import threading
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
-from functools import cache, lru_cache
-from typing import Any
+from functools import lru_cache
+from typing import Any, cast
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -23,43 +37,92 @@ from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import NameResolutionError, NewConnectionError
-from urllib3.util import connection as urllib3_connection
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 
 from webhooks.url_policy import is_forbidden_address, parse_ip_literal
 
 RESPONSE_EXCERPT_BYTES = 16 * 1024
 POOL_MAXSIZE = 64
+CONNECT_TIMEOUT = 5.0
 USER_AGENT = "Kinetic-Webhooks/1.0 (+https://docs.microndelta.com/webhooks)"
 
 
-class DestinationForbidden(NewConnectionError):
+class DestinationForbidden(Exception):
     """The host resolved to an address webhooks may not reach."""
 
 
+# --- The total deadline ----------------------------------------------------------------------
+
+# One lock for handing a connection to an attempt and for cutting it off, so the watchdog never
+# shuts down a connection that another attempt has taken from the pool since.
+_cutting = threading.Lock()
+
+
 class _Attempt:
-    """One request in flight: the connection it uses, so the watchdog can cut it off."""
+    """One attempt in flight: its deadline and the connection it is using."""
 
-    __slots__ = ("aborted", "connection", "finished")
+    __slots__ = ("connection", "cut", "deadline", "finished")
 
-    def __init__(self) -> None:
-        self.connection: HTTPConnection | None = None
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.connection: _WatchedConnection | None = None
         self.finished = False
-        self.aborted = False
+        self.cut = False
 
-    def abort(self) -> None:
-        connection = self.connection
-        sock = getattr(connection, "sock", None) if connection is not None else None
-        if sock is None or self.finished:
-            return
-        self.aborted = True
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)  # a blocked recv in the sending thread returns
+    def cut_off(self) -> None:
+        with _cutting:
+            connection = self.connection
+            if self.finished or connection is None or connection.attempt is not self:
+                return
+            sock = cast(HTTPConnection, connection).sock
+            if sock is None:
+                return
+            self.cut = True
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # a blocked read in the sending thread returns
+
+
+_in_flight: ContextVar[_Attempt | None] = ContextVar("webhook_attempt_in_flight", default=None)
+
+
+class _WatchedConnection:
+    """A pooled connection that tells the attempt in flight which socket it is using.
+
+    `request` is urllib3's public method that starts each exchange on a connection, in the
+    sending thread, so the attempt is the one `post` put in `_in_flight`.
+    """
+
+    attempt: _Attempt | None = None
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        attempt = _in_flight.get()
+        if attempt is not None:
+            with _cutting:
+                self.attempt = attempt
+                attempt.connection = self
+        super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _WatchedHTTPConnection(_WatchedConnection, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_WatchedConnection, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
 
 
 class _Watchdog:
-    """Enforces each attempt's total deadline. Socket timeouts bound each read, not the sum: a
-    receiver dripping a byte a second would otherwise hold a sending thread for hours."""
+    """Cuts off each attempt still running at its deadline. Socket timeouts bound each read,
+    not the sum: a receiver dripping a byte a second would otherwise hold a sending thread for
+    hours."""
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, _Attempt]] = []
@@ -67,15 +130,19 @@ class _Watchdog:
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
 
-    def watch(self, attempt: _Attempt, deadline: float) -> None:
+    def watch(self, attempt: _Attempt) -> None:
         with self._wake:
-            heapq.heappush(self._heap, (deadline, next(self._order), attempt))
+            heapq.heappush(self._heap, (attempt.deadline, next(self._order), attempt))
+            # Started here, not at import, so that a forked worker process gets its own.
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="webhook-watchdog", daemon=True
                 )
                 self._thread.start()
-            self._wake.notify()
+            # Woken only by a deadline earlier than every other; with one timeout for all
+            # attempts that is rare, so sending does not wake this thread on every request.
+            if self._heap[0][2] is attempt:
+                self._wake.notify()
 
     def _run(self) -> None:
         while True:
@@ -87,125 +154,165 @@ class _Watchdog:
                 if delay > 0 and not attempt.finished:
                     self._wake.wait(delay)
                     continue
-                heapq.heappop(self._heap)
-            if not attempt.finished:
-                attempt.abort()
+                heapq.heappop(self._heap)  # finished ones too, whenever they reach the top
+            attempt.cut_off()
 
 
 _watchdog = _Watchdog()
-_current = threading.local()
 
 
-class _GuardedConnectionMixin:
-    allow_private = False
-    host: str
+# --- Where a request goes --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """A URL as requests sends it, and the host it names: to resolve, verify and send as Host."""
+
+    url: str
+    https: bool
+    name: str  # the host as in the URL (lower-case, IDNA-encoded), no brackets or final dot
     port: int
-    timeout: Any
-    source_address: Any
-    socket_options: Any
-    _dns_host: str
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        attempt = getattr(_current, "attempt", None)
-        if attempt is not None:
-            attempt.connection = self
-        super().request(*args, **kwargs)  # type: ignore[misc]
-
-    def _new_conn(self) -> socket.socket:
-        host = self._dns_host.rstrip(".")
-        literal = parse_ip_literal(host)
-        try:
-            if literal is not None:
-                addresses = [literal]
-            else:
-                infos = socket.getaddrinfo(host, self.port, type=socket.SOCK_STREAM)
-                addresses = list(dict.fromkeys(parse_ip_literal(i[4][0]) for i in infos))
-        except socket.gaierror as exc:
-            raise NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
-        if not self.allow_private:
-            for address in addresses:
-                if address is None or is_forbidden_address(address):
-                    raise DestinationForbidden(
-                        self,  # type: ignore[arg-type]
-                        f"{self.host} resolves to {address}, which webhooks may not reach",
-                    )
-        last_error: OSError | None = None
-        for address in addresses:
-            try:
-                return urllib3_connection.create_connection(
-                    (str(address), self.port),
-                    self.timeout,
-                    source_address=self.source_address,
-                    socket_options=self.socket_options,
-                )
-            except OSError as exc:
-                last_error = exc
-        raise NewConnectionError(
-            self,  # type: ignore[arg-type]
-            f"Failed to establish a new connection: {last_error}",
-        )
-
-
-class _GuardedHTTPConnection(_GuardedConnectionMixin, HTTPConnection):
-    pass
-
-
-class _GuardedHTTPSConnection(_GuardedConnectionMixin, HTTPSConnection):
-    pass
-
-
-class _OpenHTTPConnection(_GuardedHTTPConnection):
-    allow_private = True
-
-
-class _OpenHTTPSConnection(_GuardedHTTPSConnection):
-    allow_private = True
-
-
-class _GuardedAdapter(HTTPAdapter):
-    def __init__(self, allow_private: bool) -> None:
-        self.allow_private = allow_private
-        super().__init__(pool_connections=256, pool_maxsize=POOL_MAXSIZE, max_retries=0)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        http_cls = _OpenHTTPConnection if self.allow_private else _GuardedHTTPConnection
-        https_cls = _OpenHTTPSConnection if self.allow_private else _GuardedHTTPSConnection
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": type("Pool", (HTTPConnectionPool,), {"ConnectionCls": http_cls}),
-            "https": type("Pool", (HTTPSConnectionPool,), {"ConnectionCls": https_cls}),
-        }
-
-
-@cache
-def adapter(allow_private: bool) -> _GuardedAdapter:
-    """One pooled adapter per process and policy (thread-safe for concurrent POSTs)."""
-    return _GuardedAdapter(allow_private)
+    host_header: str
+    address: str | None  # the address the host names by itself, if it does
 
 
 @lru_cache(maxsize=4096)
-def _normalized_url(url: str) -> str:
-    request = PreparedRequest()
-    request.prepare_url(url, None)
-    return str(request.url)
-
-
-def _prepare(url: str, body: bytes, headers: dict[str, str]) -> PreparedRequest:
-    """The request, prepared directly rather than through a Session.
-
-    A Session merges cookies, environment settings, auth and hooks into every request, and
-    follows redirects: deliveries want none of it, and that merging cost a third of the CPU
-    of a POST. Sending the prepared request through the adapter also means no proxy, .netrc
-    or CA bundle from the environment can apply.
-    """
-    request = PreparedRequest()
-    request.method = "POST"
-    request.url = _normalized_url(url)
-    request.headers = CaseInsensitiveDict(
-        {"User-Agent": USER_AGENT, **headers, "Content-Length": str(len(body))}
+def _target(url: str) -> _Target:
+    prepared = PreparedRequest()
+    prepared.prepare_url(url, None)
+    parts = urlsplit(str(prepared.url))
+    if parts.scheme not in ("http", "https"):
+        raise requests.exceptions.InvalidSchema(f"{parts.scheme!r} URLs are not sent")
+    name = (parts.hostname or "").rstrip(".")
+    default_port = 443 if parts.scheme == "https" else 80
+    port = parts.port or default_port
+    # As http.client writes it for a connection to the host itself.
+    host_header = f"[{name}]" if ":" in name else name
+    if port != default_port:
+        host_header = f"{host_header}:{port}"
+    literal = parse_ip_literal(name)
+    return _Target(
+        url=str(prepared.url),
+        https=parts.scheme == "https",
+        name=name,
+        port=port,
+        host_header=host_header,
+        address=None if literal is None else str(literal),
     )
-    request.body = body
-    return request
+
+
+@lru_cache(maxsize=4096)
+def _reachable(address: str) -> bool:
+    """The URL policy's answer for one address (it depends on nothing else, so it is kept)."""
+    ip = parse_ip_literal(address)
+    return ip is not None and not is_forbidden_address(ip)
+
+
+def _addresses(target: _Target, allow_private: bool) -> list[str]:
+    """Every address the host resolves to, in the resolver's order, each one checked."""
+    if target.address is not None:
+        found = [target.address]
+    else:
+        infos = socket.getaddrinfo(target.name, target.port, type=socket.SOCK_STREAM)
+        found = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        if not found:
+            raise socket.gaierror(socket.EAI_NONAME, f"{target.name} has no address")
+    if not allow_private:
+        for address in found:
+            if not _reachable(address):
+                raise DestinationForbidden(
+                    f"{target.name} resolves to {address}, which webhooks may not reach"
+                )
+    return found
+
+
+class _PinnedRequest(PreparedRequest):
+    """A POST to be sent to one checked address of its host."""
+
+    def __init__(self, target: _Target, address: str, body: bytes, headers: dict[str, str]) -> None:
+        super().__init__()
+        self.target = target
+        self.address = address
+        self.method = "POST"
+        self.url = target.url
+        self.headers = CaseInsensitiveDict(
+            {
+                "Host": target.host_header,
+                "User-Agent": USER_AGENT,
+                **headers,
+                "Content-Length": str(len(body)),
+            }
+        )
+        self.body = body
+
+
+class _PinningAdapter(HTTPAdapter):
+    """Sends each request to the address it carries, through pools whose connections the
+    watchdog can cut off."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        # urllib3 keeps the pool classes per manager so that they can be swapped.
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _WatchedHTTPPool,
+            "https": _WatchedHTTPSPool,
+        }
+
+    def build_connection_pool_key_attributes(
+        self, request: PreparedRequest, verify: Any, cert: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
+            request, verify, cert
+        )
+        pinned = cast(_PinnedRequest, request)
+        host_params["host"] = pinned.address
+        if pinned.target.https:
+            # SNI, and the name the certificate must match, stay the host's.
+            pool_kwargs["server_hostname"] = pinned.target.name
+        return host_params, pool_kwargs
+
+
+# One adapter per process: its pools are shared by the worker's sending threads, keyed by
+# address, port and TLS server name.
+_adapter = _PinningAdapter(pool_connections=256, pool_maxsize=POOL_MAXSIZE, max_retries=0)
+
+
+def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:
+    """True if no connection was made, so nothing was sent."""
+    cause = exc.args[0] if exc.args else None
+    return isinstance(cause, MaxRetryError) and isinstance(cause.reason, ConnectTimeoutError)
+
+
+def _send(
+    target: _Target, addresses: list[str], body: bytes, headers: dict[str, str], deadline: float
+) -> requests.Response:
+    """Sends to the first address that takes a connection: the next one is tried after a
+    refusal or a connect timeout (as browsers do), while the deadline allows."""
+    *earlier, last = addresses
+    for address in earlier:
+        try:
+            return _send_to(address, target, body, headers, deadline)
+        except requests.exceptions.ConnectionError as exc:
+            if not _never_connected(exc) or time.monotonic() >= deadline:
+                raise
+    return _send_to(last, target, body, headers, deadline)
+
+
+def _send_to(
+    address: str, target: _Target, body: bytes, headers: dict[str, str], deadline: float
+) -> requests.Response:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise requests.exceptions.ConnectTimeout(f"no time left to connect to {target.name}")
+    return _adapter.send(
+        _PinnedRequest(target, address, body, headers),
+        stream=True,
+        timeout=(min(remaining, CONNECT_TIMEOUT), remaining),
+        proxies={},
+    )
+
+
+# --- The attempt -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -221,33 +328,17 @@ class Outcome:
         return not self.error and self.status_code is not None and 200 <= self.status_code < 300
 
 
-def _causes(exc: BaseException) -> list[BaseException]:
-    """The exception and everything it wraps (requests and urllib3 nest them deeply)."""
-    found: list[BaseException] = []
-    stack = [exc]
-    while stack and len(found) < 20:
-        current = stack.pop()
-        if any(current is f for f in found):
-            continue
-        found.append(current)
-        wrapped = [current.__cause__, current.__context__, getattr(current, "reason", None)]
-        wrapped += list(current.args)
-        stack += [w for w in wrapped if isinstance(w, BaseException)]
-    return found
-
-
 def _classify(exc: BaseException) -> str:
-    causes = _causes(exc)
-    if any(isinstance(c, DestinationForbidden) for c in causes):
+    if isinstance(exc, DestinationForbidden):
         return "destination_forbidden"
+    if isinstance(exc, socket.gaierror):
+        return "dns_error"
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return "connect_timeout"
     if isinstance(exc, requests.exceptions.Timeout):
         return "timeout"
     if isinstance(exc, requests.exceptions.SSLError):
         return "tls_error"
-    if any(isinstance(c, NameResolutionError) for c in causes):
-        return "dns_error"
     if isinstance(exc, requests.exceptions.ConnectionError):
         return "connection_error"
     return f"request_error:{type(exc).__name__}"
@@ -263,37 +354,33 @@ def post(
 ) -> Outcome:
     """One delivery attempt. Never raises for what the network or the receiver does."""
     started = time.monotonic()
-    deadline = started + timeout
+    attempt = _Attempt(started + timeout)
     status: int | None = None
     excerpt = b""
     retry_after = None
     error = ""
-    attempt = _Attempt()
-    _current.attempt = attempt
-    _watchdog.watch(attempt, deadline)
+    in_flight = _in_flight.set(attempt)
+    _watchdog.watch(attempt)
     try:
-        with adapter(allow_private).send(
-            _prepare(url, body, headers),
-            stream=True,
-            timeout=(min(timeout, 5.0), timeout),
-            proxies={},
-        ) as response:
-            if attempt.aborted:
+        target = _target(url)
+        addresses = _addresses(target, allow_private)
+        with _send(target, addresses, body, headers, attempt.deadline) as response:
+            if attempt.cut:
                 # Cut off mid-headers: what arrived is not a response.
                 raise TimeoutError("response headers not complete by the deadline")
             status = response.status_code
             retry_after = response.headers.get("Retry-After")
-            excerpt = _read_capped(response, deadline)
+            excerpt = _read_capped(response, attempt.deadline)
             if 300 <= status < 400:
                 error = "redirect_not_followed"
             elif not 200 <= status < 300:
                 error = f"http_{status}"
     except Exception as exc:  # every failure is an outcome to record
         status = None
-        error = "timeout" if attempt.aborted else _classify(exc)
+        error = "timeout" if attempt.cut else _classify(exc)
     finally:
         attempt.finished = True
-        _current.attempt = None
+        _in_flight.reset(in_flight)
     return Outcome(
         status_code=status,
         error=error,

@@ -11,6 +11,7 @@ import socket
 import time
 
 import pytest
+import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -46,26 +47,23 @@ def dns(monkeypatch):
     return answers
 
 
-@pytest.fixture
-def tls_receiver(tmp_path):
-    """A receiver with a self-signed certificate (no client trusts it)."""
+def self_signed(tmp_path, name):
+    """A certificate for `name` and its key, as files: (certificate file, key file)."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rebind.webhooks.test")])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(subject)
+        .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("rebind.webhooks.test")]), critical=False
-        )
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
         .sign(key, hashes.SHA256())
     )
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file, key_file = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_file.write_bytes(
         key.private_bytes(
@@ -74,7 +72,13 @@ def tls_receiver(tmp_path):
             serialization.NoEncryption(),
         )
     )
-    server = Receiver(tls=(str(cert_file), str(key_file)))
+    return str(cert_file), str(key_file)
+
+
+@pytest.fixture
+def tls_receiver(tmp_path):
+    """A receiver with a self-signed certificate (no client trusts it)."""
+    server = Receiver(tls=self_signed(tmp_path, "rebind.webhooks.test"))
     yield server
     server.close()
 
@@ -218,3 +222,85 @@ def test_the_outbound_client_refuses_private_addresses_by_itself(receiver):
             "destination_forbidden"
         )
     assert receiver.received() == []
+
+
+# --- The checked address is the one connected to ---------------------------------------------
+
+
+@pytest.fixture
+def trusted_tls_receiver(tmp_path, monkeypatch):
+    """A receiver whose certificate names secure.webhooks.test, trusted by the outbound client
+    for this test (its CA bundle is requests' default one, read at each request)."""
+    cert_file, key_file = self_signed(tmp_path, "secure.webhooks.test")
+    monkeypatch.setattr(requests.adapters, "DEFAULT_CA_BUNDLE_PATH", cert_file)
+    server = Receiver(tls=(cert_file, key_file))
+    yield server
+    server.close()
+
+
+def test_tls_verifies_the_host_name_on_a_connection_to_the_checked_address(
+    dns, trusted_tls_receiver
+):
+    dns["secure.webhooks.test"] = ["127.0.0.1"]
+    dns["other.webhooks.test"] = ["127.0.0.1"]
+    port = trusted_tls_receiver.port
+    outcome = transport.post(
+        f"https://secure.webhooks.test:{port}/hook", b"{}", {}, allow_private=True, timeout=2.0
+    )
+    assert outcome.succeeded, outcome
+    (received,) = trusted_tls_receiver.received("/hook")
+    assert received.headers["Host"] == f"secure.webhooks.test:{port}"
+    # Same address, same certificate, but a name the certificate does not give.
+    outcome = transport.post(
+        f"https://other.webhooks.test:{port}/hook", b"{}", {}, allow_private=True, timeout=2.0
+    )
+    assert outcome.error == "tls_error"
+    assert len(trusted_tls_receiver.received("/hook")) == 1
+
+
+def test_plain_http_sends_the_host_name_to_the_checked_address(dns, receiver):
+    dns["plain.webhooks.test"] = ["127.0.0.1"]
+    outcome = transport.post(
+        f"http://plain.webhooks.test:{receiver.port}/hook", b"{}", {},
+        allow_private=True, timeout=2.0,
+    )  # fmt: skip
+    assert outcome.succeeded, outcome
+    assert receiver.received("/hook")[0].headers["Host"] == f"plain.webhooks.test:{receiver.port}"
+
+
+def test_the_next_address_is_tried_when_the_first_refuses(dns, receiver):
+    # The receiver listens on 127.0.0.1 only: 127.0.0.2 refuses the connection.
+    dns["two.webhooks.test"] = ["127.0.0.2", "127.0.0.1"]
+    outcome = transport.post(
+        f"http://two.webhooks.test:{receiver.port}/hook", b"{}", {},
+        allow_private=True, timeout=2.0,
+    )  # fmt: skip
+    assert outcome.succeeded, outcome
+    assert len(receiver.received("/hook")) == 1
+
+
+def test_a_name_that_rebinds_after_a_pooled_delivery_is_checked_again(dns, receiver):
+    dns["pooled.webhooks.test"] = ["127.0.0.1"]
+    url = f"http://pooled.webhooks.test:{receiver.port}/hook"
+    assert transport.post(url, b"{}", {}, allow_private=True, timeout=2.0).succeeded
+    dns["pooled.webhooks.test"] = [PUBLIC, "169.254.169.254"]
+    outcome = transport.post(url, b"{}", {}, allow_private=False, timeout=2.0)
+    assert outcome.error == "destination_forbidden"
+    assert len(receiver.received("/hook")) == 1
+
+
+def test_a_name_that_does_not_resolve_is_a_dns_error(dns):
+    outcome = transport.post(
+        "https://nowhere.webhooks.test/hook", b"{}", {}, allow_private=False, timeout=2.0
+    )
+    assert outcome.error == "dns_error"
+
+
+def test_a_slow_drip_on_a_reused_connection_is_cut_at_the_attempts_deadline(receiver):
+    assert post(receiver, "/first").succeeded  # leaves its connection in the pool
+    receiver.script("/drip", Reply(drip_headers=True))
+    started = time.monotonic()
+    outcome = post(receiver, "/drip", timeout=1.0)
+    assert outcome.error == "timeout"
+    assert time.monotonic() - started < 5
+    assert post(receiver, "/after").succeeded  # the pool recovers from the cut connection
