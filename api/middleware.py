@@ -106,7 +106,7 @@ class _BrowserOnly:
         if is_api_path(request):
             response: HttpResponse = self.get_response(request)
             return response
-        return super().__call__(request)  # type: ignore[misc,no-any-return]
+        return super().__call__(request)  # type: ignore[misc]  # mixed into a middleware
 
 
 class BrowserSessionMiddleware(_BrowserOnly, SessionMiddleware):

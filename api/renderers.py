@@ -8,6 +8,7 @@ that are not strings. For those DRF's renderer does the job, as before. (There i
 output to support: api.negotiation answers every client with compact JSON.)
 """
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -38,7 +39,7 @@ class JSONRenderer(renderers.JSONRenderer):
         self,
         data: Any,
         accepted_media_type: str | None = None,
-        renderer_context: dict[str, Any] | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
     ) -> bytes:
         return b"" if data is None else encode(data)
 

@@ -14,7 +14,9 @@ class ApiDateTimeField(serializers.DateTimeField):
     """A time in a response, written by `api_datetime` (DRF's own formatting goes through
     strftime, which writes years before 1000 with fewer than four digits)."""
 
-    def to_representation(self, value: datetime | None) -> str | None:
+    def to_representation(  # type: ignore[override]  # DRF's answers None too; stubs say str
+        self, value: datetime | None
+    ) -> str | None:
         return None if value is None else api_datetime(value)
 
 

@@ -50,7 +50,7 @@ def _redis_url() -> str:
 
 
 @cache
-def _client(url: str) -> "redis.Redis[bytes]":
+def _client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
 
 

@@ -7,6 +7,7 @@ statement: PostgreSQL builds the rows itself, so 1,000,000 take seconds, not min
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import connection
 
@@ -14,6 +15,7 @@ from accounts import scopes
 from accounts.models import Environment
 from accounts.services import api_key_create, organization_create
 from core.ids import BASE62
+from core.sql import column_name
 from webhooks.models import WebhookEndpoint
 
 # Public ids are `we_` + 14 base62: 9 random characters, then the row number in base62 over 5
@@ -79,11 +81,11 @@ def endpoints(environment: Environment, count: int) -> float:
     }
     columns: list[str] = []
     values: list[str] = []
-    params: dict[str, object] = {"environment_id": environment.pk, "count": count}
+    params: dict[str, Any] = {"environment_id": environment.pk, "count": count}
     for model_field in meta.concrete_fields:
         if model_field.primary_key:
             continue
-        columns.append(connection.ops.quote_name(model_field.column))
+        columns.append(connection.ops.quote_name(column_name(model_field)))
         if model_field.name in chosen:
             values.append(chosen[model_field.name])
         elif model_field.null and not model_field.has_default():

@@ -48,8 +48,8 @@ class OrganizationAdmin(admin.ModelAdmin):
     readonly_fields = ("created_at",)
     inlines = (EnvironmentInline,)
 
-    def get_fields(self, request: HttpRequest, obj: Organization | None = None) -> list[str]:
-        return ["slug", "name"] if obj is None else ["slug", "name", "created_at"]
+    def get_fields(self, request: HttpRequest, obj: Organization | None = None) -> tuple[str, ...]:
+        return ("slug", "name") if obj is None else ("slug", "name", "created_at")
 
     def get_inlines(self, request: HttpRequest, obj: Organization | None) -> Any:
         return self.inlines if obj is not None else ()
@@ -147,10 +147,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
     readonly_fields = ("prefix", "scope_list", "created_at", "last_used_at", "revoked_at")
     actions = ("revoke",)
 
-    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
         if obj is None:
-            return ["environment", "name", "scopes"]
-        return [
+            return ("environment", "name", "scopes")
+        return (
             "prefix",
             "name",
             "environment",
@@ -158,7 +158,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             "created_at",
             "last_used_at",
             "revoked_at",
-        ]
+        )
 
     def get_form(
         self, request: HttpRequest, obj: ApiKey | None = None, change: bool = False, **kwargs: Any

@@ -6,9 +6,8 @@ row is an action calling a service. Model forms edit nothing, so no admin page c
 service's rules (cancelling queued deliveries on disable, encrypting secrets, hashing keys).
 """
 
-from collections.abc import Sequence
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 
 from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
@@ -107,8 +106,8 @@ class BigTableAdmin(ReadOnlyModelAdmin):
     paginator = EstimatedCountPaginator
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
-    ordering: Sequence[str] = ("-pk",)
-    sortable_by: Sequence[str] = ()
+    ordering = ("-pk",)
+    sortable_by: ClassVar[tuple[str, ...]] = ()
     list_per_page = 50
     date_hierarchy = None
 

@@ -13,10 +13,16 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from django.db import connection
-from django.db.models import DateTimeField, Model
+from django.db.models import DateTimeField, Field, Model
 from django.utils import timezone
 
 M = TypeVar("M", bound=Model)
+
+
+def column_name(field: "Field[Any, Any]") -> str:
+    """A concrete field's column (Django calls a field concrete exactly when it has one)."""
+    assert field.column is not None, f"{field} has no column"
+    return field.column
 
 
 class ModelRows(Generic[M]):
@@ -30,8 +36,8 @@ class ModelRows(Generic[M]):
         self.attnames = [field.attname for field in self.fields]
         quote = connection.ops.quote_name
         self.table = f"{quote(model._meta.db_table)} {alias}"
-        self.select = ", ".join(f"{alias}.{quote(field.column)}" for field in self.fields)
-        self.column = {field.name: f"{alias}.{quote(field.column)}" for field in self.fields}
+        self.select = ", ".join(f"{alias}.{quote(column_name(field))}" for field in self.fields)
+        self.column = {field.name: f"{alias}.{quote(column_name(field))}" for field in self.fields}
         self._converted = [
             (position, field)
             for position, field in enumerate(self.fields)

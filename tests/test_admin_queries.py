@@ -9,9 +9,11 @@ published and fanned out, deliveries sent in this process to a real receiver on 
 
 import re
 from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 from django.db import connection
+from django.db.models import Model, QuerySet
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -31,6 +33,8 @@ pytestmark = pytest.mark.django_db
 # The most queries any changelist below may take (session, user, the count, the page, and a
 # few the admin itself makes); measured counts are printed with -s.
 MAX_QUERIES = 8
+
+M = TypeVar("M", bound=Model)
 
 
 @pytest.fixture
@@ -65,6 +69,12 @@ def queries_for(client: Client, url: str) -> list[str]:
     return [q["sql"] for q in captured.captured_queries]
 
 
+def first(rows: QuerySet[M]) -> M:
+    row = rows.first()
+    assert row is not None, f"no {rows.model.__name__} yet"
+    return row
+
+
 def pages(environment: Environment) -> dict[str, Callable[[], str]]:
     """Each page, as a function: some name rows that exist only once data is seeded."""
     endpoints = reverse("admin:webhooks_webhookendpoint_changelist")
@@ -73,10 +83,10 @@ def pages(environment: Environment) -> dict[str, Callable[[], str]]:
     attempts = reverse("admin:deliveries_deliveryattempt_changelist")
 
     def newest_event() -> Event:
-        return Event.objects.order_by("-pk").first()  # type: ignore[return-value]
+        return first(Event.objects.order_by("-pk"))
 
     def an_endpoint() -> WebhookEndpoint:
-        return WebhookEndpoint.objects.order_by("pk").first()  # type: ignore[return-value]
+        return first(WebhookEndpoint.objects.order_by("pk"))
 
     return {
         "endpoints": lambda: endpoints,
@@ -100,7 +110,7 @@ def pages(environment: Environment) -> dict[str, Callable[[], str]]:
             "admin:webhooks_webhookendpoint_change", args=[an_endpoint().pk]
         ),
         "delivery page": lambda: reverse(
-            "admin:deliveries_delivery_change", args=[Delivery.objects.order_by("pk").first().pk]
+            "admin:deliveries_delivery_change", args=[first(Delivery.objects.order_by("pk")).pk]
         ),
     }
 

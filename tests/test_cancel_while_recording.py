@@ -12,6 +12,7 @@ so that the API request comes exactly between its two locks.
 """
 
 import threading
+from typing import Any
 
 import psycopg
 import pytest
@@ -66,7 +67,7 @@ def test_disabling_an_endpoint_while_a_worker_records_its_deliveries(api, settin
             ),
             [held],
         )
-        answer: dict[str, object] = {}
+        answer: dict[str, Any] = {}
 
         def call_api() -> None:
             try:

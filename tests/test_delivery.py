@@ -116,6 +116,7 @@ def test_disabled_and_deleted_endpoints_and_other_tenants_get_nothing(tenant, re
     tenant.delete(f"/v1/webhook_endpoints/{deleted['webhook_endpoint_id']}")
     org = tenant.environment.organization
     same_org_production = factories.api_client(org.environments.get(name="production"))
+    assert same_org_production.environment is not None
     production_endpoint = WebhookEndpoint.objects.create(
         environment=same_org_production.environment, url=f"{receiver.url}/production"
     )

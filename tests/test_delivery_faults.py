@@ -186,7 +186,9 @@ def test_a_flush_after_fan_out_loses_nothing(private_worker, receiver, broker):
     worker.stop()
     # Deliveries queued for retry or sending, and the broker loses its queues.
     Delivery.objects.update(status="pending", next_attempt_at=None, enqueued_at=None)
-    Delivery.objects.update(next_attempt_at=Delivery.objects.first().created_at)
+    oldest = Delivery.objects.first()
+    assert oldest is not None
+    Delivery.objects.update(next_attempt_at=oldest.created_at)
     assert broker.command("FLUSHALL").startswith(b"+OK")
     before = len(receiver.received("/c"))
     private_worker()

@@ -137,7 +137,9 @@ def test_web_health_check(services):
     compile(code, "<web healthcheck>", "exec")
     assert "/readyz" in code
     assert "X-Forwarded-Proto" in code  # or production's https redirect answers instead
-    host = re.search(r"'Host': '([^']+)'", code).group(1)
+    host_header = re.search(r"'Host': '([^']+)'", code)
+    assert host_header, code
+    host = host_header.group(1)
     assert host in services["web"]["environment"]["ALLOWED_HOSTS"].split(",")
     assert services["web"]["ports"] == ["8000:8000"]
 
@@ -361,6 +363,7 @@ def load_gunicorn_conf(monkeypatch, **env: str):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     spec = importlib.util.spec_from_file_location("gunicorn_conf", ROOT / "gunicorn.conf.py")
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -26,6 +26,7 @@ from api.deliveries.views import (
     EventViewSet,
 )
 from api.errors import ERROR_CODES
+from api.views import ApiViewSet
 from api.webhooks.views import EventTypeViewSet, WebhookEndpointViewSet
 from tests import factories
 
@@ -43,7 +44,7 @@ TEST_EVENT = "/v1/webhook_endpoints/{webhook_endpoint_id}/test"
 SANDBOX = "https://sandbox.api.microndelta.com"
 
 # (method, path) -> (viewset, action, error statuses the operation can give)
-OPERATIONS: dict[tuple[str, str], tuple[type, str, set[int]]] = {
+OPERATIONS: dict[tuple[str, str], tuple[type[ApiViewSet], str, set[int]]] = {
     ("post", COLLECTION): (
         WebhookEndpointViewSet,
         "create",
@@ -510,7 +511,7 @@ def test_docs_page_loads_only_local_assets(schema):
             assert found, f"{url} is not a static file of any installed app"
             served = client.get(url)
             assert served.status_code == 200, url
-            assert b"".join(served.streaming_content) == Path(found).read_bytes()
+            assert served.getvalue() == Path(found).read_bytes()
 
 
 def test_docs_page_points_at_the_schema(schema):

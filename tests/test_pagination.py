@@ -160,6 +160,7 @@ def test_list_queries_use_no_offset_and_no_count(api):
 def test_deep_page_query_uses_the_list_index(api):
     make_endpoints(api, 3)
     endpoint = WebhookEndpoint.objects.order_by("created_at").first()
+    assert endpoint is not None
     with connection.cursor() as cursor:
         cursor.execute("SET enable_seqscan = off")
         query = (

@@ -48,6 +48,7 @@ def test_rotate_without_a_body_keeps_the_old_secret_for_a_day(api):
     assert response.status_code == 200
     old = EndpointSecret.objects.get(endpoint__public_id=created["webhook_endpoint_id"],
                                      expires_at__isnull=False)  # fmt: skip
+    assert old.expires_at is not None
     assert (
         timedelta(hours=23, minutes=59) < old.expires_at - before <= timedelta(hours=24, seconds=5)
     )

@@ -19,6 +19,7 @@ IDS = [v["name"] for v in VECTORS]
 
 def load_python_snippet():
     spec = importlib.util.spec_from_file_location("verify_snippet", RECEIVERS / "verify.py")
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

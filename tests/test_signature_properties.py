@@ -7,6 +7,7 @@ of examples, so a run in CI is the same run as on a laptop.
 
 import contextlib
 import string
+from typing import Any
 
 import pytest
 from hypothesis import assume, given, settings
@@ -32,7 +33,7 @@ garbage_signatures = hex_signatures | st.text(
 )
 
 
-def expect_rejected(payload: bytes, header: str, keys: list[str], **kwargs: object) -> None:
+def expect_rejected(payload: bytes, header: str, keys: list[str], **kwargs: Any) -> None:
     with pytest.raises(SignatureVerificationError):
         verify(payload, header, keys, **kwargs)
 
@@ -246,7 +247,7 @@ def test_header_items_may_be_reordered_and_spaced(payload, keys, t, data):
 # --- Whatever the header says, the only failure is SignatureVerificationError ---------------
 
 
-def verify_arbitrary(payload: bytes, header: str, keys: list[str], **kwargs: object) -> None:
+def verify_arbitrary(payload: bytes, header: str, keys: list[str], **kwargs: Any) -> None:
     """verify() returns an int or raises SignatureVerificationError, and nothing else."""
     try:
         result = verify(payload, header, keys, **kwargs)

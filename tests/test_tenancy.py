@@ -97,7 +97,8 @@ def test_the_apis_written_out_reads_give_exactly_the_tenants_scope(tenants):
             break
         after = page.items[-1].public_id
     assert fields(walked) == fields(expected)
-    backwards, before = [], expected[-1].public_id
+    backwards: list[WebhookEndpoint] = []
+    before = expected[-1].public_id
     while True:
         page = endpoint_page(
             environment=environment, page=PageRequest(limit=2, ending_before=before)

@@ -12,6 +12,7 @@ that do not resolve are accepted at registration).
 import ipaddress
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -302,7 +303,7 @@ def fake_dns(monkeypatch):
         answers = FAKE_DNS.get(name.rstrip("."), [])
         if not answers:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        infos = []
+        infos: list[tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]] = []
         for answer in answers:
             ip = ipaddress.ip_address(answer)
             if ip.version == 4:
@@ -426,7 +427,9 @@ def test_refused_before_the_policy(url, reason, mode, client_for):
 
 
 def test_2049_characters_is_one_too_many():
-    assert len(SERIALIZER_CASES[0].values[0]) == MAX_URL + 1
+    url = SERIALIZER_CASES[0].values[0]
+    assert isinstance(url, str)
+    assert len(url) == MAX_URL + 1
 
 
 def test_private_destinations_are_off_in_test_settings(settings):

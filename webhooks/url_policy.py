@@ -166,7 +166,9 @@ def resolve(host: str, port: int, timeout: float = DNS_TIMEOUT_SECONDS) -> list[
 
     def lookup() -> list[IPAddress]:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        return [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+        # An IPv4 or IPv6 answer's address is text; other families never answer a host name.
+        addresses = [info[4][0] for info in infos]
+        return [ipaddress.ip_address(a.split("%", 1)[0]) for a in addresses if isinstance(a, str)]
 
     future = _resolver_pool.submit(lookup)
     try:

@@ -9,11 +9,13 @@ from deliveries.models import Delivery, Event
 from webhooks.catalog import EVENT_TYPES
 
 
+# DRF's metaclass takes declared fields off the class, so a field may be called `data`; the stubs
+# still see Serializer.data there (typeddjango/djangorestframework-stubs#78).
 class EventCreateInput(InputSerializer):
     read_only_params = frozenset({"event_id", "id", "created_at", "api_version", "environment"})
 
     type = StrictCharField(max_length=100, help_text="An event type from GET /v1/event_types.")
-    data = serializers.JSONField(
+    data = serializers.JSONField(  # type: ignore[assignment]  # a field named data
         required=False, help_text="A JSON object: the event's payload, delivered as `data`."
     )
 
@@ -64,7 +66,9 @@ class EventOutput(serializers.Serializer):
     api_version = serializers.CharField()
     environment = serializers.SerializerMethodField()
     created_at = _timestamp()
-    data = serializers.SerializerMethodField(help_text="The event's payload, as delivered.")
+    data = serializers.SerializerMethodField(  # type: ignore[assignment]  # a field named data
+        help_text="The event's payload, as delivered."
+    )
     delivery_counts = serializers.SerializerMethodField(
         help_text="Deliveries by status: pending, succeeded, failed, cancelled."
     )
@@ -110,11 +114,11 @@ class EventDetailOutput(EventOutput):
 
 class EventListOutput(serializers.Serializer):
     object = serializers.ChoiceField(choices=["list"])
-    data = EventOutput(many=True)
+    data = EventOutput(many=True)  # type: ignore[assignment]  # a field named data
     has_more = serializers.BooleanField()
 
 
 class DeliveryListOutput(serializers.Serializer):
     object = serializers.ChoiceField(choices=["list"])
-    data = DeliveryWithAttemptsOutput(many=True)
+    data = DeliveryWithAttemptsOutput(many=True)  # type: ignore[assignment]  # a field named data
     has_more = serializers.BooleanField()

@@ -59,7 +59,7 @@ class EventViewSet(ApiViewSet):
             data=data.get("data"),
             api_version=request._request.api_version,  # type: ignore[attr-defined]
         )
-        context = {"delivery_counts": {}}
+        context: dict[str, Any] = {"delivery_counts": {}}
         return Response(EventOutput(event, context=context).data, status=201)
 
     @api_operation(
@@ -163,7 +163,7 @@ class DeliveryViewSet(ApiViewSet):
 
     lookup_field = "delivery_id"
     lookup_value_regex = "[^/]+"
-    required_scopes: dict[str, Any] = {"retry": scopes.WEBHOOK_ENDPOINTS_WRITE}
+    required_scopes = {"retry": scopes.WEBHOOK_ENDPOINTS_WRITE}
 
     @api_operation(
         operation_id="deliveries_retry",

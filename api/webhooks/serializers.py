@@ -110,9 +110,11 @@ class WebhookEndpointDeletedOutput(serializers.Serializer):
     deleted = serializers.BooleanField()
 
 
+# DRF's metaclass takes declared fields off the class, so a field may be called `data`; the stubs
+# still see Serializer.data there (typeddjango/djangorestframework-stubs#78).
 class WebhookEndpointListOutput(serializers.Serializer):
     object = serializers.ChoiceField(choices=["list"])
-    data = WebhookEndpointOutput(many=True)
+    data = WebhookEndpointOutput(many=True)  # type: ignore[assignment]  # a field named data
     has_more = serializers.BooleanField()
 
 
@@ -123,5 +125,5 @@ class EventTypeOutput(serializers.Serializer):
 
 class EventTypeListOutput(serializers.Serializer):
     object = serializers.ChoiceField(choices=["list"])
-    data = EventTypeOutput(many=True)
+    data = EventTypeOutput(many=True)  # type: ignore[assignment]  # a field named data
     has_more = serializers.BooleanField()

@@ -1,5 +1,3 @@
-from typing import Any
-
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -187,7 +185,7 @@ class WebhookEndpointViewSet(ApiViewSet):
 class EventTypeViewSet(ApiViewSet):
     """`GET /v1/event_types`: the catalog, for any valid key."""
 
-    required_scopes: dict[str, Any] = {"list": None}
+    required_scopes = {"list": None}
 
     @api_operation(
         operation_id="event_types_list",

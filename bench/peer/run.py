@@ -291,7 +291,7 @@ class Receiver:
         """Stops it; what it received: (event id, path, unix time) per request."""
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(30)
-        return [tuple(r) for r in json.loads(self.out.read_text())["received"]]  # type: ignore[misc]
+        return [tuple(r) for r in json.loads(self.out.read_text())["received"]]
 
     def stop(self) -> None:
         _stop(self.process, 10)

@@ -10,6 +10,7 @@ the run weighs on them alike.
 from django.db import connection
 
 from bench import seed
+from bench.config import BenchError
 from bench.report import Section
 from bench.workloads import Context, check, count_queries, http, measure_interleaved
 from webhooks.models import WebhookEndpoint
@@ -74,7 +75,8 @@ def run(ctx: Context) -> Section:
     endpoint_sql = [s for s in statements if f'"{table}"' in s]
     uses_offset = any(" OFFSET " in s.upper() for s in statements)
     page_sql = next((s for s in endpoint_sql if f"LIMIT {LIMIT + 1}" in s), None)
-    check(page_sql is not None, f"no page query among the deep request's SQL: {statements}")
+    if page_sql is None:
+        raise BenchError(f"no page query among the deep request's SQL: {statements}")
     page_plan = explain(page_sql)
     uses_index = LIST_INDEX in page_plan
     for title, statement in (

@@ -6,6 +6,7 @@ that belong to them; no setting exists in one of them alone.
 """
 
 from pathlib import Path
+from typing import Any
 
 import environ
 from kombu import Exchange, Queue
@@ -249,7 +250,7 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 # "json" (one object per line, for log pipelines) or "plain" (for people).
 LOG_FORMAT = env.str("LOG_FORMAT", default="json")
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"request_id": {"()": "core.logging.RequestIdFilter"}},

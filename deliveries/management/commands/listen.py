@@ -52,9 +52,10 @@ class Command(BaseCommand):
             raise CommandError(f"no organization {options['organization']!r}") from None
         done = threading.Event()
         received = {"count": 0}
-        server = ThreadingHTTPServer(("127.0.0.1", options["port"]), self._handler(options))
+        host = "127.0.0.1"
+        server = ThreadingHTTPServer((host, options["port"]), self._handler(options))
         server.daemon_threads = True
-        host, port = server.server_address[:2]
+        port = server.server_port
         events = [e.strip() for e in options["events"].split(",") if e.strip()]
         try:
             created = services.endpoint_create(
