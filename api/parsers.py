@@ -1,21 +1,57 @@
 import json
 from typing import Any
 
+from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
+from rest_framework.utils.json import strict_constant
+
+from api.errors import ApiError
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys are all different: `{"url": "a", "url": "b"}` is ambiguous (most
+    parsers keep the last, some the first), so it is refused rather than guessed."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise _DuplicateKey(name)
+            seen.add(name)
+    return obj
 
 
 class StrictJSONParser(JSONParser):
-    """JSON only, UTF-8 only, no NaN or Infinity (DRF's STRICT_JSON)."""
+    """JSON only, UTF-8 only, no NaN or Infinity (DRF's STRICT_JSON), no key twice in an
+    object."""
 
     media_type = "application/json"
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
-            data = super().parse(stream, media_type, parser_context)
+            data = json.loads(
+                stream.read().decode(encoding),
+                parse_constant=strict_constant,
+                object_pairs_hook=_unique_keys,
+            )
+        except _DuplicateKey as exc:
+            name = exc.name[:100]
+            raise ApiError(
+                "parameter_invalid", f"{name} is given more than once.", param=name
+            ) from None
         except RecursionError:
             # `[[[[…` 100,000 deep fits in the body limit; DRF would let it become a 500.
             raise ParseError("JSON parse error - nested too deeply") from None
+        except ValueError as exc:  # as DRF's JSONParser says it (invalid UTF-8 included)
+            raise ParseError(f"JSON parse error - {exc}") from None
         try:
             # `"\ud800"` is valid JSON syntax but no text: it could be neither stored nor echoed.
             json.dumps(data, ensure_ascii=False).encode("utf-8")

@@ -52,9 +52,11 @@ class StrictChoiceField(serializers.ChoiceField):
 
 
 class InputSerializer(serializers.Serializer):
-    """Refuses fields it does not declare: `read_only_params` by name, others as unknown."""
+    """Refuses fields it does not declare: `read_only_params` by name, `later_params` (fields
+    another operation sets) with what that operation is, others as unknown."""
 
     read_only_params: ClassVar[frozenset[str]] = frozenset()
+    later_params: ClassVar[dict[str, str]] = {}
 
     def run_validation(self, data: Any = serializers.empty) -> Any:
         if not isinstance(data, Mapping):  # `null`, a list, a string: never "no data"
@@ -69,6 +71,8 @@ class InputSerializer(serializers.Serializer):
                 raise ApiError(
                     "parameter_invalid", f"{name} is read-only and cannot be set.", param=name
                 )
+            if name in self.later_params:
+                raise ApiError("parameter_invalid", self.later_params[name], param=name)
             shown = str(name)[:100]
             raise ApiError(
                 "parameter_unknown", f"Received unknown parameter: {shown}.", param=shown

@@ -47,13 +47,16 @@ class ApiViewSet(ViewSet):
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
         allowed = self.query_params.get(self.action or "", frozenset())
-        for name in request.query_params:
+        for name, values in request.query_params.lists():
             if name not in allowed:
                 raise ApiError(
                     "parameter_unknown",
                     f"Received unknown query parameter: {name[:100]}.",
                     param=name[:100],
                 )
+            if len(values) > 1:
+                # `?limit=1&limit=2`: which one was meant cannot be known; refused, not guessed.
+                raise ApiError("parameter_invalid", f"{name} is given more than once.", param=name)
 
     def validated(self, serializer_class: type[serializers.Serializer], data: Any) -> Any:
         serializer = serializer_class(data=data)

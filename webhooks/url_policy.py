@@ -200,6 +200,8 @@ def parse_destination(url: str, policy: UrlPolicy) -> Destination:
         if policy.allow_http:
             raise UrlPolicyError("must be an absolute https:// or http:// URL")
         raise UrlPolicyError("must be an absolute https:// URL")
+    if "#" in url:
+        raise UrlPolicyError("must not have a fragment (#…): a fragment is never sent")
     if "@" in parts.netloc:
         raise UrlPolicyError("must not contain a user name or password")
     try:

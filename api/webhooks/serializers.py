@@ -31,6 +31,10 @@ def _events_field(required: bool) -> serializers.ListField:
 
 class WebhookEndpointCreateInput(InputSerializer):
     read_only_params = READ_ONLY_PARAMS
+    later_params = {
+        "status": "status can only be changed by an update: a new endpoint is enabled; "
+        "disable it with PATCH /v1/webhook_endpoints/{id}.",
+    }
 
     url = StrictCharField(max_length=MAX_URL_LENGTH)
     enabled_events = _events_field(required=False)
