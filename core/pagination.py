@@ -108,7 +108,8 @@ class QuerySetKeyset(Generic[M]):
 
 class KeysetSql(Generic[M]):
     """The walk's rows from a hand-written SELECT of `rows`' model: `where` scopes it (with
-    `%s` for `params`), the same conditions as QuerySetKeyset's after it."""
+    `%s` for `params`), the same conditions as QuerySetKeyset's after it. The page holds
+    records (ModelRows.record), not instances."""
 
     def __init__(self, rows: ModelRows[M], where: str, params: Sequence[Any]) -> None:
         self.rows = rows
@@ -123,13 +124,13 @@ class KeysetSql(Generic[M]):
             f"ORDER BY {created}, {pk} LIMIT %s"
         )
 
-    def newest(self, fetch: int) -> list[M]:
+    def newest(self, fetch: int) -> list[Any]:
         return self._fetch(self._newest, [fetch])
 
-    def older(self, at: tuple[datetime, int], fetch: int) -> list[M]:
+    def older(self, at: tuple[datetime, int], fetch: int) -> list[Any]:
         return self._fetch(self._older, [*self._around(at), fetch])
 
-    def newer(self, at: tuple[datetime, int], fetch: int) -> list[M]:
+    def newer(self, at: tuple[datetime, int], fetch: int) -> list[Any]:
         return self._fetch(self._newer, [*self._around(at), fetch])
 
     @staticmethod
@@ -137,8 +138,8 @@ class KeysetSql(Generic[M]):
         created_at, pk = at
         return [db_time(created_at), db_time(created_at), pk]
 
-    def _fetch(self, sql: str, params: list[Any]) -> list[M]:
-        return [self.rows.instance(row) for row in fetch_all(sql, [*self.params, *params])]
+    def _fetch(self, sql: str, params: list[Any]) -> list[Any]:
+        return [self.rows.record(row) for row in fetch_all(sql, [*self.params, *params])]
 
 
 def _page(rows: list[T], limit: int, backwards: bool) -> Page[T]:

@@ -87,6 +87,11 @@ def test_the_apis_written_out_reads_give_exactly_the_tenants_scope(tenants):
     def fields(endpoints: list[WebhookEndpoint]) -> list[dict]:
         return [{**model_to_dict(e), "id": e.pk, "created_at": e.created_at} for e in endpoints]
 
+    listed = ("id", "public_id", "url", "enabled_events", "status", "created_at")
+
+    def shown(rows: list) -> list[dict]:  # a page's records carry the fields a list shows
+        return [{name: getattr(row, name) for name in listed} for row in rows]
+
     walked, after = [], None
     while True:
         page = endpoint_page(
@@ -96,7 +101,7 @@ def test_the_apis_written_out_reads_give_exactly_the_tenants_scope(tenants):
         if not page.has_more:
             break
         after = page.items[-1].public_id
-    assert fields(walked) == fields(expected)
+    assert shown(walked) == shown(expected)
     backwards: list[WebhookEndpoint] = []
     before = expected[-1].public_id
     while True:
@@ -107,7 +112,7 @@ def test_the_apis_written_out_reads_give_exactly_the_tenants_scope(tenants):
         if not page.has_more:
             break
         before = page.items[0].public_id
-    assert fields(backwards) == fields(expected[:-1])
+    assert shown(backwards) == shown(expected[:-1])
     for public_id in [
         *ids,
         *WebhookEndpoint.objects.exclude(environment=environment).values_list(

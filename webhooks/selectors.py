@@ -5,6 +5,8 @@ ORM read. The API's retrieve and list, which every integration calls, read throu
 condition written out (core.sql says why); tests/test_tenancy.py holds both to the same rows.
 """
 
+from typing import Any
+
 from accounts.models import Environment
 from core.ids import is_public_id
 from core.pagination import KeysetSql, Page, PageRequest, keyset_page
@@ -12,6 +14,10 @@ from core.sql import ModelRows, fetch_all
 from webhooks.models import ENDPOINT_ID_PREFIX, WebhookEndpoint, WebhookEndpointQuerySet
 
 _ENDPOINT = ModelRows(WebhookEndpoint, "w")
+# What a list page shows of each endpoint (api.webhooks.serializers), and its keyset.
+_LISTED = ModelRows(
+    WebhookEndpoint, "w", only=("id", "public_id", "url", "enabled_events", "status", "created_at")
+)
 # for_environment(): the environment's endpoints, not deleted.
 _LIVE_IN = f"{_ENDPOINT.column['environment']} = %s AND {_ENDPOINT.column['deleted_at']} IS NULL"
 _BY_ID = (
@@ -38,10 +44,11 @@ def endpoint_get(*, environment: Environment, public_id: str) -> WebhookEndpoint
     return endpoint
 
 
-def endpoint_page(*, environment: Environment, page: PageRequest) -> Page[WebhookEndpoint]:
-    """A page of the environment's endpoints, newest first."""
+def endpoint_page(*, environment: Environment, page: PageRequest) -> Page[Any]:
+    """A page of the environment's endpoints, newest first, as records of the listed fields
+    (read-only rows with those attributes: a list page makes no model instances)."""
     return keyset_page(
-        KeysetSql(_ENDPOINT, _LIVE_IN, [environment.pk]),
+        KeysetSql(_LISTED, _LIVE_IN, [environment.pk]),
         page,
         find_cursor=lambda public_id: endpoint_get(environment=environment, public_id=public_id),
         object_name="webhook endpoint",
