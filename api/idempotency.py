@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
@@ -27,6 +27,7 @@ from accounts.models import ApiKey
 from api.errors import ApiError
 from api.models import IdempotencyRecord
 from core import encryption  # the one box for secrets at rest
+from core.locks import try_transaction_lock
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -59,20 +60,9 @@ def fingerprint(request: HttpRequest) -> str:
     return digest.hexdigest()
 
 
-def lock_id(api_key_id: int, key: str) -> int:
-    """The advisory lock that stands for one API key's `key` (64 bits of a hash)."""
-    digest = hashlib.sha256(f"{api_key_id}\0{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
-def _hold(api_key: ApiKey, key: str) -> bool:
-    """Takes the key for the current transaction; False while another request holds it."""
-    if connection.vendor != "postgresql":
-        return True
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [lock_id(api_key.pk, key)])
-        row = cursor.fetchone()
-    return bool(row and row[0])
+def lock_name(api_key_id: int, key: str) -> str:
+    """The transaction lock (core.locks) that holds one API key's `key`."""
+    return f"idempotency:{api_key_id}:{key}"
 
 
 def run_idempotently(
@@ -81,7 +71,7 @@ def run_idempotently(
     """`run` renders the response; it is called at most once per key and request."""
     fp = fingerprint(request)
     with transaction.atomic():
-        if not _hold(api_key, key):
+        if not try_transaction_lock(lock_name(api_key.pk, key)):
             raise ApiError(
                 "idempotency_key_in_use",
                 "A request with this Idempotency-Key is still being processed; retry shortly.",

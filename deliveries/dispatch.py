@@ -15,12 +15,13 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import timedelta
 from functools import cache, partial
+from typing import Any
 
-from celery.signals import worker_shutting_down
+from celery.signals import worker_ready, worker_shutting_down
 from django.conf import settings
 from django.utils import timezone
 
-from deliveries import claiming, recording, sending, transient
+from deliveries import claiming, recording, sending, services, transient
 from deliveries.admission import InFlight, Waiting
 from deliveries.claiming import Claimed
 from deliveries.recording import LateRecorder
@@ -48,7 +49,8 @@ class Engine:
             max_workers=settings.WEBHOOKS_SEND_THREADS, thread_name_prefix="webhook-send"
         )
         self.in_flight: InFlight[Sent] = InFlight()
-        self.recorder = LateRecorder(self._drop_cancelled_waiting, every=WAITING_CHECK_SECONDS)
+        self.recorder = LateRecorder()
+        self.recorder.every(WAITING_CHECK_SECONDS, self._drop_cancelled_waiting)
         worker_shutting_down.connect(self.in_flight.close, weak=False)
 
     def admit(self, delivery: Claimed, secrets: list[str]) -> "Future[Sent] | None":
@@ -84,6 +86,19 @@ class Engine:
 @cache
 def engine() -> Engine:
     return Engine()
+
+
+@worker_ready.connect
+def sweep_in_every_worker(**_: Any) -> None:
+    """Retries and lost tasks do not wait on beat, or on any one process: every worker process
+    sweeps on its recorder thread (one sweep at a time: services.deliveries_sweep)."""
+    process = engine()
+    process.recorder.every(float(settings.WEBHOOKS_SWEEP_INTERVAL), _sweep)
+    process.recorder.start()
+
+
+def _sweep() -> None:
+    transient.retrying(services.deliveries_sweep, "sweeping for due deliveries")
 
 
 def deliveries_send(

@@ -13,6 +13,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Collection
 from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -235,27 +236,38 @@ class LateRecorder:
     holds at most CELERY_WORKER_CONCURRENCY + 1 connections.
 
     What has ended is recorded together, in one transaction whatever the claims it belongs
-    to: while one round is being written, the next gathers. Every `every` seconds the thread
-    also runs `periodic` on its connection (the dispatcher looks after its waiting line so).
-    The thread is not a daemon: a worker shutting down records what its attempts still in
-    flight bring back, then exits.
+    to: while one round is being written, the next gathers. The thread also runs the process's
+    periodic jobs (`every`) on its connection: the dispatcher's look at its waiting line, and
+    in a worker the sweep. It starts with the first attempt it is given, or `start()`. It is
+    not a daemon: a worker shutting down records what its attempts still in flight bring back,
+    then exits.
     """
 
-    def __init__(self, periodic: Callable[[], None], every: float) -> None:
+    def __init__(self) -> None:
         self._wake = threading.Condition()
         self._ended: list[tuple[uuid.UUID, Future[Sent]]] = []
         self._outstanding = 0  # attempts watched and not yet recorded
         self._thread: threading.Thread | None = None
-        self._periodic = periodic
-        self._every = every
-        self._last_periodic = 0.0
+        self._jobs: list[_Job] = []
+
+    def every(self, seconds: float, job: Callable[[], None]) -> None:
+        """Runs `job` every `seconds` on the thread, once it runs."""
+        with self._wake:
+            self._jobs.append(_Job(job, seconds))
+
+    def start(self) -> None:
+        with self._wake:
+            self._start()
+
+    def _start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="webhook-record")
+            self._thread.start()
 
     def watch(self, pending: Collection["Future[Sent]"], token: uuid.UUID) -> None:
         with self._wake:
             self._outstanding += len(pending)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="webhook-record")
-                self._thread.start()
+            self._start()
         for future in pending:
             future.add_done_callback(partial(self._ended_one, token))
 
@@ -270,7 +282,7 @@ class LateRecorder:
                 if not self._ended:
                     if not self._outstanding and not threading.main_thread().is_alive():
                         return  # the interpreter is exiting and nothing is left in flight
-                    self._wake.wait(timeout=self._every)
+                    self._wake.wait(timeout=min((j.every for j in self._jobs), default=1.0))
                 ended, self._ended = self._ended[:ROUND_LIMIT], self._ended[ROUND_LIMIT:]
             try:
                 self._round(ended)
@@ -281,15 +293,19 @@ class LateRecorder:
                     self._outstanding -= len(ended)
 
     def _round(self, ended: list[tuple[uuid.UUID, "Future[Sent]"]]) -> None:
-        periodic_due = time.monotonic() - self._last_periodic >= self._every
-        if not ended and not periodic_due:
+        now = time.monotonic()
+        due = [job for job in self._jobs if now - job.last >= job.every]
+        if not ended and not due:
             return
         # The connection is looked after as a request's would be.
         close_old_connections()
         try:
-            if periodic_due:
-                self._last_periodic = time.monotonic()
-                self._periodic()
+            for job in due:
+                job.last = now
+                try:
+                    job.run()
+                except Exception:  # the next turn tries again
+                    logger.exception("periodic job %s failed", getattr(job.run, "__name__", job))
             if ended:
                 claims: dict[uuid.UUID, list[Sent]] = defaultdict(list)
                 for token, future in ended:
@@ -297,3 +313,10 @@ class LateRecorder:
                 transient.retrying(partial(record, claims), "recording late delivery attempts")
         finally:
             close_old_connections()
+
+
+@dataclass(slots=True)
+class _Job:
+    run: Callable[[], None]
+    every: float
+    last: float = 0.0

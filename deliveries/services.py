@@ -7,7 +7,8 @@ The life of an event:
    send tasks after commit.
 3. `deliveries.dispatch.deliveries_send` claims, signs, sends and records a batch (the engine's
    rooms: claiming, admission, sending, recording, health).
-4. `deliveries_sweep` (beat, every WEBHOOKS_SWEEP_INTERVAL) queues what is due again: retries,
+4. `deliveries_sweep` (every worker process, every WEBHOOKS_SWEEP_INTERVAL, one at a time)
+   queues what is due again: retries,
    deliveries whose task the broker lost, claims of workers that died, events never fanned out.
 PostgreSQL says what is due; the broker only carries ids, and losing it loses nothing.
 """
@@ -25,6 +26,7 @@ from django.utils import timezone
 
 from accounts.models import Environment
 from core.errors import InvalidInput
+from core.locks import try_transaction_lock
 from core.times import api_datetime
 from deliveries import metrics, queue, sql
 from deliveries.models import Delivery, Event, new_delivery_id
@@ -185,8 +187,17 @@ def _fan_out_defaults() -> list[Any]:
 
 
 def deliveries_sweep(*, now: datetime | None = None) -> int:
-    """Queues every delivery that is due and has no live task or claim; returns how many."""
-    now = now or timezone.now()
+    """Queues every delivery that is due and has no live task or claim; returns how many.
+
+    Every worker process sweeps (deliveries.dispatch), so retries do not wait on any one
+    process; one sweep runs at a time (a transaction lock), the others skip their turn."""
+    with transaction.atomic():
+        if not try_transaction_lock("deliveries:sweep"):
+            return 0
+        return _sweep(now or timezone.now())
+
+
+def _sweep(now: datetime) -> int:
     stale = now - timedelta(seconds=settings.WEBHOOKS_REENQUEUE_AFTER)
     ids = list(
         deliveries_due(now)

@@ -239,6 +239,8 @@ FAST_DELIVERY_SETTINGS = {
 class CeleryWorker:
     """`celery -A config worker -B` against the test database and broker."""
 
+    embedded_beat = True
+
     def __init__(self, database_url: str, broker_url: str, **settings: str) -> None:
         self.schedule_dir = tempfile.mkdtemp(prefix="kinetic-beat-")
         self.log = Path(self.schedule_dir) / "worker.log"
@@ -250,8 +252,9 @@ class CeleryWorker:
             **FAST_DELIVERY_SETTINGS,
             **settings,
         }
+        beat = ["-B"] if self.embedded_beat else []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-B",
+            [sys.executable, "-m", "celery", "-A", "config", "worker", *beat,
              "--schedule", str(Path(self.schedule_dir) / "beat"), "--loglevel", "INFO",
              "--concurrency", "8", "--without-gossip", "--without-mingle",
              "--hostname", f"test-{os.getpid()}-{free_port()}@%h"],
@@ -282,6 +285,12 @@ class CeleryWorker:
             except subprocess.TimeoutExpired:
                 self.kill()
         shutil.rmtree(self.schedule_dir, ignore_errors=True)
+
+
+class CeleryWorkerWithoutBeat(CeleryWorker):
+    """A worker alone: no beat anywhere."""
+
+    embedded_beat = False
 
 
 class SupervisedWorker:

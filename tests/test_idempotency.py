@@ -14,6 +14,7 @@ from django.utils import timezone
 from accounts.keys import key_hash
 from api import idempotency
 from api.models import IdempotencyRecord
+from core.locks import lock_key
 from tests import factories
 from tests.test_auth import assert_error
 from webhooks.models import WebhookEndpoint
@@ -127,7 +128,8 @@ def key_held_elsewhere(api, key="7c2e-a914"):
     api_key = api_key_of(api)
     with psycopg.connect(**params) as other:
         locked = other.execute(
-            "SELECT pg_try_advisory_xact_lock(%s)", [idempotency.lock_id(api_key.pk, key)]
+            "SELECT pg_try_advisory_xact_lock(%s)",
+            [lock_key(idempotency.lock_name(api_key.pk, key))],
         ).fetchone()
         assert locked == (True,)
         yield

@@ -1,15 +1,22 @@
 """`manage.py listen`: a developer's local receiver, verifying and forwarding deliveries."""
 
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
+from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.utils import timezone
 
 from deliveries import signature
 from tests import factories
-from tests.servers import Reply, wait_for
+from tests.servers import ROOT, Reply, wait_for
 from webhooks.models import WebhookEndpoint
 
 
@@ -57,3 +64,72 @@ def test_listen_refuses_without_private_destinations(settings):
     settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = False
     with pytest.raises(CommandError, match="WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS"):
         call_command("listen", "--organization", factories.organization().slug)
+
+
+def _start_listen(slug: str, **settings: str) -> "subprocess.Popen[str]":
+    from django.db import connection as django_connection
+
+    s = django_connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "TEST_DATABASE_URL": f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}",
+        "WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS": "true",
+        **settings,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "listen", "--organization", slug],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    assert first.startswith("Listening on"), first + process.stdout.read()
+    return process
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+def test_listen_stopped_by_a_signal_deletes_its_endpoint(stop):
+    """A closed terminal (SIGHUP) or `kill` (SIGTERM) cleans up as Ctrl-C does."""
+    environment = factories.environment()
+    process = _start_listen(environment.organization.slug)
+    endpoint = WebhookEndpoint.objects.live().get(environment=environment)
+    process.send_signal(stop)
+    output, _ = process.communicate(timeout=20)
+    assert process.returncode == 0, output
+    assert f"Deleted {endpoint.public_id}" in output
+    assert not WebhookEndpoint.objects.live().exists()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_listeners_endpoint_is_deleted_once_its_lease_runs_out():
+    """`kill -9` leaves no cleanup to run: the endpoint's lease, renewed while the command
+    lives, runs out, and beat's task deletes it (cancelling what was queued for it)."""
+    from deliveries.models import Delivery
+    from webhooks.tasks import delete_expired_endpoints_task
+
+    environment = factories.environment()
+    process = _start_listen(environment.organization.slug, LISTEN_LEASE_SECONDS="2")
+    try:
+        endpoint = WebhookEndpoint.objects.live().get(environment=environment)
+        time.sleep(3)  # past the first lease: renewed meanwhile, so it stays
+        delete_expired_endpoints_task()
+        endpoint.refresh_from_db()
+        assert endpoint.deleted_at is None
+        assert endpoint.expires_at is not None and endpoint.expires_at > timezone.now()
+        event = factories.deliver_here(environment)  # queued for it, not yet sent
+        Delivery.objects.filter(event=event).update(
+            next_attempt_at=timezone.now() + timedelta(hours=1)
+        )
+    finally:
+        process.kill()
+        process.wait(10)
+    endpoint.refresh_from_db()  # its last renewal, before the kill
+    expires_at = endpoint.expires_at
+    assert expires_at is not None and expires_at <= timezone.now() + timedelta(seconds=2)
+    wait_for(lambda: timezone.now() > expires_at, timeout=5)
+    delete_expired_endpoints_task()
+    assert not WebhookEndpoint.objects.live().exists()
+    assert Delivery.objects.get(event=event).status == Delivery.Status.CANCELLED

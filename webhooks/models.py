@@ -47,6 +47,9 @@ class WebhookEndpoint(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # A temporary endpoint (manage.py listen) is deleted by the service once this passes,
+    # unless renewed: one whose process was killed is not left enabled for long.
+    expires_at = models.DateTimeField(null=True, blank=True)
 
     objects = WebhookEndpointQuerySet.as_manager()
 

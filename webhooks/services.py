@@ -41,13 +41,19 @@ def _clean_events(enabled_events: list[str] | None) -> list[str]:
 
 @transaction.atomic
 def endpoint_create(
-    *, environment: Environment, url: str, enabled_events: list[str] | None = None
+    *,
+    environment: Environment,
+    url: str,
+    enabled_events: list[str] | None = None,
+    expires_at: datetime | None = None,
 ) -> CreatedEndpoint:
-    """A new enabled endpoint with a fresh signing secret (encrypted at rest)."""
+    """A new enabled endpoint with a fresh signing secret (encrypted at rest); with
+    `expires_at`, a temporary one (endpoint_lease_renew, endpoints_expired_delete)."""
     endpoint = WebhookEndpoint.objects.create(
         environment=environment,
         url=_clean_url(url, environment),
         enabled_events=_clean_events(enabled_events),
+        expires_at=expires_at,
     )
     secret = generate_secret()
     EndpointSecret.objects.create(endpoint=endpoint, ciphertext=encryption.encrypt(secret))
@@ -130,6 +136,25 @@ def endpoint_disable_automatically(*, endpoint_id: int, reason: str, now: dateti
             WebhookEndpoint, endpoint_ids=[endpoint_id], reason="endpoint disabled"
         )
     return bool(disabled)
+
+
+def endpoint_lease_renew(*, endpoint: WebhookEndpoint, until: datetime) -> bool:
+    """Keeps a temporary endpoint until `until`; False once it is gone (deleted meanwhile)."""
+    return bool(
+        WebhookEndpoint.objects.filter(pk=endpoint.pk, deleted_at__isnull=True).update(
+            expires_at=until
+        )
+    )
+
+
+def endpoints_expired_delete(*, now: datetime | None = None) -> int:
+    """Deletes the temporary endpoints whose lease has run out; returns how many."""
+    expired = WebhookEndpoint.objects.live().filter(expires_at__lte=now or timezone.now())
+    count = 0
+    for endpoint in expired.order_by("id")[:1000]:
+        endpoint_delete(endpoint=endpoint)
+        count += 1
+    return count
 
 
 DEFAULT_ROTATION_OVERLAP = 24 * 3600

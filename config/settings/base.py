@@ -302,6 +302,9 @@ WEBHOOKS_WORKER_SYNCHRONOUS_COMMIT = env.bool("WEBHOOKS_WORKER_SYNCHRONOUS_COMMI
 # Events, their deliveries and attempts are kept this long (idempotency keys: their TTL).
 WEBHOOKS_RETENTION_DAYS = env.int("WEBHOOKS_RETENTION_DAYS", default=30)
 WEBHOOKS_EVENT_DATA_MAX_BYTES = env.int("WEBHOOKS_EVENT_DATA_MAX_BYTES", default=64 * 1024)
+# The lease of `manage.py listen`'s temporary endpoint, renewed while it runs: the longest a
+# killed listener's endpoint stays enabled, pointing at a dead port (plus up to a minute).
+LISTEN_LEASE_SECONDS = env.int("LISTEN_LEASE_SECONDS", default=600)
 
 # Own queues, so operators can give deliveries their own workers (`-Q deliveries`).
 CELERY_TASK_QUEUES = [
@@ -314,15 +317,18 @@ CELERY_TASK_ROUTES = {
     "deliveries.fan_out": {"queue": "fanout"},
     "deliveries.sweep": {"queue": "maintenance"},
     "webhooks.purge_expired_secrets": {"queue": "maintenance"},
+    "webhooks.delete_expired_endpoints": {"queue": "maintenance"},
     "deliveries.prune": {"queue": "maintenance"},
     "api.prune_idempotency_records": {"queue": "maintenance"},
 }
 # Sending is I/O-bound: threads, not processes. One plain worker serves every queue.
 CELERY_WORKER_POOL = env.str("CELERY_WORKER_POOL", default="threads")
 CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=16)
+# Beat keeps the hourly housekeeping; the sweep for due deliveries runs in every worker
+# process (deliveries.dispatch), so retries go on while beat is down.
 CELERY_BEAT_SCHEDULE = {
-    "sweep-deliveries": {"task": "deliveries.sweep", "schedule": WEBHOOKS_SWEEP_INTERVAL},
     "purge-expired-secrets": {"task": "webhooks.purge_expired_secrets", "schedule": 3600.0},
+    "delete-expired-endpoints": {"task": "webhooks.delete_expired_endpoints", "schedule": 60.0},
     "prune-old-data": {"task": "deliveries.prune", "schedule": 3600.0},
     "prune-idempotency-records": {"task": "api.prune_idempotency_records", "schedule": 3600.0},
 }

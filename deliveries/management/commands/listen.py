@@ -4,17 +4,23 @@
 
 Registers a temporary sandbox endpoint pointing at this command, prints every delivery with
 its signature check, optionally forwards it (body and headers as received) to your app and
-prints what your app answered, and deletes the endpoint when stopped.
+prints what your app answered, and deletes the endpoint when stopped (Ctrl-C, SIGTERM, SIGHUP).
+The endpoint holds a lease of LISTEN_LEASE_SECONDS, renewed while the command runs: if the
+command is killed outright, the service deletes it once the lease runs out (beat, each minute).
 """
 
 import json
+import signal
 import threading
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import requests
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import close_old_connections
+from django.utils import timezone
 
 from accounts.models import Environment
 from accounts.selectors import environment_get
@@ -23,7 +29,8 @@ from deliveries import signature
 from webhooks import services
 
 FORWARDED_HEADERS = ("Content-Type", "User-Agent", "MD-Signature", "MD-Event-Id",
-                     "MD-Event-Type", "MD-Delivery-Id")  # fmt: skip
+                     "MD-Event-Type", "MD-Delivery-Id", signature.STANDARD_ID,
+                     signature.STANDARD_TIMESTAMP, signature.STANDARD_SIGNATURE)  # fmt: skip
 
 
 class Command(BaseCommand):
@@ -57,9 +64,13 @@ class Command(BaseCommand):
         server.daemon_threads = True
         port = server.server_port
         events = [e.strip() for e in options["events"].split(",") if e.strip()]
+        lease = timedelta(seconds=settings.LISTEN_LEASE_SECONDS)
         try:
             created = services.endpoint_create(
-                environment=environment, url=f"http://{host}:{port}/", enabled_events=events
+                environment=environment,
+                url=f"http://{host}:{port}/",
+                enabled_events=events,
+                expires_at=timezone.now() + lease,
             )
         except InvalidInput as exc:
             server.server_close()
@@ -68,6 +79,12 @@ class Command(BaseCommand):
         self.max = options["max_deliveries"]
         self.received, self.done = received, done
         endpoint = created.endpoint
+        # A closed terminal (SIGHUP) or a polite kill (SIGTERM) cleans up as Ctrl-C does, from
+        # before it says it listens. (Signals reach the main thread only; run from another
+        # thread, its caller stops it.)
+        if threading.current_thread() is threading.main_thread():
+            for stop in (signal.SIGTERM, signal.SIGHUP):
+                signal.signal(stop, lambda *_: done.set())
         self.stdout.write(
             f"Listening on http://{host}:{port}/ as {endpoint.public_id} "
             f"({environment}, events: {', '.join(endpoint.enabled_events)})\n"
@@ -76,8 +93,13 @@ class Command(BaseCommand):
         )
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
+        renewing = threading.Thread(
+            target=self._renew, args=(endpoint, lease, done), name="listen-lease", daemon=True
+        )
+        renewing.start()
         try:
-            done.wait()
+            while not done.wait(0.5):  # waking up lets the signal handlers run
+                pass
         except KeyboardInterrupt:
             pass
         finally:
@@ -85,6 +107,17 @@ class Command(BaseCommand):
             server.server_close()
             services.endpoint_delete(endpoint=endpoint)
             self.stdout.write(f"Deleted {endpoint.public_id}; received {received['count']}.")
+
+    def _renew(self, endpoint: Any, lease: timedelta, done: threading.Event) -> None:
+        """Renews the endpoint's lease a few times per lease, until the command stops."""
+        try:
+            while not done.wait(lease.total_seconds() / 4):
+                if not services.endpoint_lease_renew(
+                    endpoint=endpoint, until=timezone.now() + lease
+                ):
+                    done.set()  # deleted meanwhile (the console, the API): nothing to listen for
+        finally:
+            close_old_connections()
 
     def _handler(self, options: dict[str, Any]) -> type[BaseHTTPRequestHandler]:
         command = self
