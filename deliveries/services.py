@@ -33,6 +33,7 @@ from deliveries.models import Delivery, Event, new_delivery_id
 from deliveries.selectors import deliveries_due, unclaimed
 from webhooks.catalog import TEST_EVENT_TYPE, filter_matches, is_known
 from webhooks.models import WebhookEndpoint
+from webhooks.selectors import enabled_endpoint_filters
 
 SWEEP_LIMIT = 5000
 
@@ -122,11 +123,7 @@ def event_fan_out(*, event_id: int, first_claim: FirstClaim | None = None) -> li
         if marked is None:
             return []
         environment_id, event_type = marked
-        candidates = (
-            WebhookEndpoint.objects.for_environment(environment_id)
-            .filter(status=WebhookEndpoint.Status.ENABLED)
-            .values_list("id", "enabled_events")
-        )
+        candidates = enabled_endpoint_filters(environment_id=environment_id)
         endpoint_ids = [pk for pk, events in candidates if filter_matches(events, event_type)]
         claimed = 0 if first_claim is None else first_claim.count
         claim: list[Any] = [None, None]

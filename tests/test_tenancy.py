@@ -60,16 +60,17 @@ def test_a_production_key_cannot_reach_sandbox_objects_of_its_own_org(tenants):
 
 
 def test_the_apis_written_out_reads_give_exactly_the_tenants_scope(tenants):
-    """The key check, retrieve and list read through SQL written out (core.sql); what they give
-    is what `WebhookEndpoint.objects.for_environment` gives, field for field, for every page in
-    both directions: live endpoints of the caller's environment only."""
+    """The key check, retrieve, list and the fan-out's candidates read through SQL written out
+    (core.sql); what they give is what `WebhookEndpoint.objects.for_environment` gives, field
+    for field, for every page in both directions: live endpoints of the caller's environment
+    only."""
     from django.forms.models import model_to_dict
     from django.utils import timezone
 
     from accounts.selectors import api_key_for_raw
     from core.pagination import PageRequest
     from webhooks.models import WebhookEndpoint
-    from webhooks.selectors import endpoint_get, endpoint_page
+    from webhooks.selectors import enabled_endpoint_filters, endpoint_get, endpoint_page
 
     me = tenants["me"]
     ids = [me.create_endpoint(f"https://example.com/{i}")["webhook_endpoint_id"] for i in range(7)]
@@ -126,6 +127,10 @@ def test_the_apis_written_out_reads_give_exactly_the_tenants_scope(tenants):
             .first()
         )
         assert fields([got] if got else []) == fields([orm] if orm else []), public_id
+    enabled = WebhookEndpoint.objects.for_environment(environment.pk).filter(status="enabled")
+    assert sorted(enabled_endpoint_filters(environment_id=environment.pk)) == sorted(
+        enabled.values_list("id", "enabled_events")
+    )
     key = api_key_for_raw(me.raw_key)
     assert key is not None and key.environment == environment
     assert model_to_dict(key) == model_to_dict(type(key).objects.get(pk=key.pk))
