@@ -17,6 +17,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from django.conf import settings
@@ -138,7 +139,7 @@ def event_fan_out(*, event_id: int, first_claim: FirstClaim | None = None) -> li
                 params += [new_delivery_id(), event_id, endpoint_id, now, now, now]
                 params += claim if i < claimed else [None, None]
                 params += defaults
-            row = "(" + ", ".join(["%s"] * len(_FAN_OUT_COLUMNS)) + ")"
+            row = f"({sql.marks(_FAN_OUT_COLUMNS)})"
             cursor.execute(sql.statement(_FAN_OUT_INSERT, rows=sql.rows(row, len(chunk))), params)
             made += cursor.fetchall()
         # The claimed ones first, whatever order RETURNING gave them in.
@@ -172,6 +173,7 @@ RETURNING id, claimed_until IS NOT NULL
 """  # noqa: S608  the model's column names; values are parameters
 
 
+@cache
 def _fan_out_defaults() -> list[Any]:
     """The model's defaults for the columns a fan-out does not set, as the database takes
     them."""
@@ -204,14 +206,16 @@ def _sweep(now: datetime) -> int:
     )
     if ids:
         Delivery.objects.filter(id__in=ids).update(enqueued_at=now)
-        queue.deliveries_queue(ids)
+        # After the COMMIT: until then the UPDATE holds these rows locked, and a worker quick
+        # to take the task would skip them (SKIP LOCKED) and send nothing.
+        transaction.on_commit(lambda: queue.deliveries_queue(ids), robust=True)
     lost_events = list(
         # Not fanned out this long after publishing: its fan-out task was lost.
         Event.objects.filter(fanned_out_at__isnull=True, created_at__lt=stale)
         .order_by("created_at")
         .values_list("id", flat=True)[:100]
     )
-    queue.fan_out_queue(lost_events)
+    transaction.on_commit(lambda: queue.fan_out_queue(lost_events), robust=True)
     return len(ids)
 
 
