@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 from django.db import connection
 from django.db.models import DateTimeField, Field, Model
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 M = TypeVar("M", bound=Model)
 
@@ -67,9 +68,7 @@ class ModelRows(Generic[M]):
         for position, field in self._converted:
             values[position] = field.from_db_value(values[position], None, connection)
         for position in self._times:
-            value = values[position]
-            if isinstance(value, datetime) and timezone.is_naive(value):
-                values[position] = value.replace(tzinfo=UTC)  # SQLite keeps UTC without a zone
+            values[position] = from_db_time(values[position])
         return values
 
     def rest(self, row: Sequence[Any]) -> Sequence[Any]:
@@ -86,3 +85,12 @@ def fetch_all(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
 def db_time(value: datetime | None) -> Any:
     """A datetime as the database takes it as a parameter (SQLite takes text)."""
     return connection.ops.adapt_datetimefield_value(value)
+
+
+def from_db_time(value: datetime | str | None) -> datetime | None:
+    """A datetime column's value, aware (SQLite returns naive UTC, or text)."""
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    if value is not None and timezone.is_naive(value):
+        value = timezone.make_aware(value, UTC)
+    return value

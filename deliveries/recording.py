@@ -96,7 +96,7 @@ def _insert_attempts(
 ) -> dict[uuid.UUID, list[Sent]]:
     """Inserts the attempts not recorded yet; returns the claims' results that were."""
     results = [r for held in claims.values() for r in held]
-    row = "(" + ", ".join(["%s"] * len(_ATTEMPT_COLUMNS)) + ")"
+    row = f"({sql.marks(_ATTEMPT_COLUMNS)})"
     params: list[object] = []
     for r in results:
         params += [

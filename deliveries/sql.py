@@ -7,15 +7,14 @@ names and `%s` lists, never a value: values are always parameters.
 """
 
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
 from django.db import connection
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from accounts.models import Environment
+from core.sql import db_time, from_db_time
 from deliveries.models import Delivery, DeliveryAttempt, Event
 from webhooks.models import EndpointSecret, WebhookEndpoint
 
@@ -53,7 +52,7 @@ def statement(template: str, **parts: str) -> str:
     return template.format(**_names(), **parts)
 
 
-def marks(values: list[Any]) -> str:
+def marks(values: Sequence[Any]) -> str:
     """`%s, %s, …`: one placeholder per value."""
     return ", ".join(["%s"] * len(values))
 
@@ -63,22 +62,8 @@ def rows(row: str, count: int) -> str:
     return ", ".join([row] * count)
 
 
-def db_time(value: datetime | None) -> Any:
-    """A datetime as the database takes it as a parameter (SQLite takes text)."""
-    return connection.ops.adapt_datetimefield_value(value)
-
-
 def db_uuid(value: uuid.UUID | None) -> Any:
     """A UUID as the database takes it as a parameter (SQLite takes hex text)."""
     if value is None or connection.features.has_native_uuid_field:
         return value
     return value.hex
-
-
-def from_db_time(value: datetime | str | None) -> datetime | None:
-    """A datetime column's value, aware (SQLite returns naive UTC, or text)."""
-    if isinstance(value, str):
-        value = parse_datetime(value)
-    if value is not None and timezone.is_naive(value):
-        value = timezone.make_aware(value, UTC)
-    return value
