@@ -107,39 +107,50 @@ class QuerySetKeyset(Generic[M]):
 
 
 class KeysetSql(Generic[M]):
-    """The walk's rows from a hand-written SELECT of `rows`' model: `where` scopes it (with
-    `%s` for `params`), the same conditions as QuerySetKeyset's after it. The page holds
-    records (ModelRows.record), not instances."""
+    """The walk's statements over a hand-written SELECT of `rows`' model, built once: `where`
+    scopes it (with `%s` for the parameters `within` takes), the same conditions as
+    QuerySetKeyset's after it. Pages hold records (ModelRows.record), not instances."""
 
-    def __init__(self, rows: ModelRows[M], where: str, params: Sequence[Any]) -> None:
+    def __init__(self, rows: ModelRows[M], where: str) -> None:
         self.rows = rows
-        self.params = list(params)
         created, pk = rows.column["created_at"], rows.column["id"]
         head = f"SELECT {rows.select} FROM {rows.table} WHERE {where}"  # noqa: S608  no values
         newest_first = f"ORDER BY {created} DESC, {pk} DESC LIMIT %s"
-        self._newest = f"{head} {newest_first}"
-        self._older = f"{head} AND {created} <= %s AND ({created} < %s OR {pk} < %s) {newest_first}"
-        self._newer = (
+        self.newest_sql = f"{head} {newest_first}"
+        self.older_sql = (
+            f"{head} AND {created} <= %s AND ({created} < %s OR {pk} < %s) {newest_first}"
+        )
+        self.newer_sql = (
             f"{head} AND {created} >= %s AND ({created} > %s OR {pk} > %s) "
             f"ORDER BY {created}, {pk} LIMIT %s"
         )
 
+    def within(self, params: Sequence[Any]) -> "_ScopedSql[M]":
+        """The walk's rows in one scope: `params` fill `where`'s `%s`."""
+        return _ScopedSql(self, list(params))
+
+
+class _ScopedSql(Generic[M]):
+    def __init__(self, query: KeysetSql[M], params: list[Any]) -> None:
+        self.query, self.params = query, params
+
     def newest(self, fetch: int) -> list[Any]:
-        return self._fetch(self._newest, [fetch])
+        return self._fetch(self.query.newest_sql, [fetch])
 
     def older(self, at: tuple[datetime, int], fetch: int) -> list[Any]:
-        return self._fetch(self._older, [*self._around(at), fetch])
+        return self._fetch(self.query.older_sql, [*_around(at), fetch])
 
     def newer(self, at: tuple[datetime, int], fetch: int) -> list[Any]:
-        return self._fetch(self._newer, [*self._around(at), fetch])
-
-    @staticmethod
-    def _around(at: tuple[datetime, int]) -> list[Any]:
-        created_at, pk = at
-        return [db_time(created_at), db_time(created_at), pk]
+        return self._fetch(self.query.newer_sql, [*_around(at), fetch])
 
     def _fetch(self, sql: str, params: list[Any]) -> list[Any]:
-        return [self.rows.record(row) for row in fetch_all(sql, [*self.params, *params])]
+        rows = fetch_all(sql, [*self.params, *params])
+        return [self.query.rows.record(row) for row in rows]
+
+
+def _around(at: tuple[datetime, int]) -> list[Any]:
+    created_at, pk = at
+    return [db_time(created_at), db_time(created_at), pk]
 
 
 def _page(rows: list[T], limit: int, backwards: bool) -> Page[T]:
