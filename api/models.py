@@ -5,9 +5,9 @@ from accounts.models import ApiKey
 
 
 class IdempotencyRecord(models.Model):
-    """One `Idempotency-Key` of one API key: who holds it, and the response to replay.
-
-    `response_status` is null while the first request runs (the key is "in use").
+    """One `Idempotency-Key` of one API key and the response to replay, written in the
+    transaction of the request that made it, once it succeeded. (While that request runs, the
+    key is held by a transaction lock, api.idempotency; no row says "in use".)
     """
 
     api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+")
