@@ -6,15 +6,21 @@ A PostgreSQL cluster of the test's own under the production web server (gunicorn
 started for real; the machine's shared servers are never touched.
 """
 
-import os
 import threading
 import time
 
 import pytest
 import requests
 
-from tests.servers import Gunicorn, PrivatePostgres, PrivateRedis, Receiver, Reply, wait_for
-from tests.test_faults import manage
+from tests.servers import (
+    Gunicorn,
+    PrivatePostgres,
+    PrivateRedis,
+    Receiver,
+    Reply,
+    provision,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -25,17 +31,8 @@ def stack():
     server = None
     try:
         database_url = postgres.create_database("kinetic")
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "DJANGO_SETTINGS_MODULE": "config.settings.test",
-            "TEST_DATABASE_URL": database_url,
-            "TEST_CELERY_BROKER_URL": redis.url,
-        }
-        manage(env, "migrate")
-        manage(env, "create_organization", "acme")
         scopes = "webhook_endpoints:read,webhook_endpoints:write,events:write"
-        key = manage(env, "create_api_key", "--organization=acme", "--environment=sandbox",
-                     f"--scopes={scopes}")  # fmt: skip
+        key = provision(database_url, redis.url, scopes)
         # Connections kept and health-checked between requests, as deployed.
         server = Gunicorn(
             database_url,

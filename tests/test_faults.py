@@ -5,9 +5,6 @@ Private servers only (a PostgreSQL cluster and a Redis of the test's own), the p
 server (gunicorn) and a real worker; the machine's shared servers are never touched.
 """
 
-import os
-import subprocess
-import sys
 import threading
 import time
 
@@ -18,11 +15,11 @@ from deliveries.models import Event
 from tests import factories
 from tests.servers import (
     FAST_DELIVERY_SETTINGS,
-    ROOT,
     Gunicorn,
     PrivatePostgres,
     PrivateRedis,
     SupervisedWorker,
+    provision,
     wait_for,
 )
 
@@ -82,29 +79,12 @@ class Publisher(threading.Thread):
             time.sleep(0.05)
 
 
-def manage(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True,
-        capture_output=True, text=True,
-    )  # fmt: skip
-    return result.stdout.strip().splitlines()[-1]
-
-
 def test_restarting_postgres_and_redis_loses_nothing(receiver):
     postgres, redis = PrivatePostgres(), PrivateRedis()
     server = worker = None
     try:
         database_url = postgres.create_database("kinetic")
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "DJANGO_SETTINGS_MODULE": "config.settings.test",
-            "TEST_DATABASE_URL": database_url,
-            "TEST_CELERY_BROKER_URL": redis.url,
-        }
-        manage(env, "migrate")
-        manage(env, "create_organization", "acme")
-        key = manage(env, "create_api_key", "--organization=acme", "--environment=sandbox",
-                     "--scopes=webhook_endpoints:write,events:write")  # fmt: skip
+        key = provision(database_url, redis.url, "webhook_endpoints:write,events:write")
         server = Gunicorn(database_url, redis.url, WORKERS="2", **FAST_DELIVERY_SETTINGS)
         worker = SupervisedWorker(database_url, redis.url)
         for path in ("/a", "/b"):
