@@ -209,3 +209,20 @@ def test_deliveries_during_the_overlap_verify_with_either_secret(worker, receive
     for stale in (old, new):
         with pytest.raises(signature.SignatureVerificationError):
             signature.verify(after.body, after.headers["MD-Signature"], [stale])
+
+
+def test_encryption_key_rotation_keeps_idempotent_replays(api, settings):
+    """A create's stored response holds its signing secret, encrypted like the secrets: after
+    `rotate_encryption_key` and the old key's removal it still replays byte for byte."""
+    headers = {"Idempotency-Key": "rotation-replay"}
+    first = api.post("/v1/webhook_endpoints", {"url": "https://example.com/r"}, headers=headers)
+    assert first.status_code == 201
+    old_key = settings.SIGNING_SECRET_ENCRYPTION_KEYS[0]
+    new_key = Fernet.generate_key().decode()
+    settings.SIGNING_SECRET_ENCRYPTION_KEYS = [new_key, old_key]
+    assert run("rotate_encryption_key")[-1] == "2"  # the endpoint's secret and the response
+    settings.SIGNING_SECRET_ENCRYPTION_KEYS = [new_key]  # the old key is gone
+    again = api.post("/v1/webhook_endpoints", {"url": "https://example.com/r"}, headers=headers)
+    assert again.status_code == 201
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.content == first.content
