@@ -51,6 +51,19 @@ class StrictChoiceField(serializers.ChoiceField):
         return data
 
 
+class StrictObjectField(serializers.Field):
+    """A JSON object, passed on whole: the service that takes it checks its entries, so an
+    error names this field whichever entry is wrong."""
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        if not isinstance(data, Mapping):
+            raise serializers.ValidationError("must be an object.", code="invalid")
+        return dict(data)
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
 class InputSerializer(serializers.Serializer):
     """Refuses fields it does not declare: `read_only_params` by name, `later_params` (fields
     another operation sets) with what that operation is, others as unknown."""

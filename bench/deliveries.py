@@ -152,14 +152,20 @@ def broker_environment(workdir: Path) -> Iterator[Broker]:
 
 class Receiver:
     def __init__(
-        self, workdir: Path, secrets: dict[str, str], dead: list[str], port: int | None = None
+        self,
+        workdir: Path,
+        secrets: dict[str, str],
+        dead: list[str],
+        port: int | None = None,
+        delays: dict[str, float] | None = None,
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = workdir / f"receiver-{self.port}.json"
         self.out = workdir / f"received-{self.port}.json"
         self.out.unlink(missing_ok=True)
-        self.config.write_text(json.dumps({"secrets": secrets, "dead_paths": dead}))
+        config = {"secrets": secrets, "dead_paths": dead, "delays": delays or {}}
+        self.config.write_text(json.dumps(config))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.receiver", str(self.port), str(self.config),
              str(self.out)],
@@ -286,9 +292,15 @@ class DeliveryStack:
         secrets = make_endpoints(environment, port, count, prefix)
         return self.start_receiver(secrets, dead or [], port), secrets
 
-    def start_receiver(self, secrets: dict[str, str], dead: list[str], port: int) -> Receiver:
+    def start_receiver(
+        self,
+        secrets: dict[str, str],
+        dead: list[str],
+        port: int,
+        delays: dict[str, float] | None = None,
+    ) -> Receiver:
         self._receivers = [r for r in self._receivers if r.running]
-        receiver = Receiver(self.workdir, secrets, dead, port=port)
+        receiver = Receiver(self.workdir, secrets, dead, port=port, delays=delays)
         self._receivers.append(receiver)
         return receiver
 

@@ -3,7 +3,8 @@
     python -m bench.receiver PORT SECRETS_JSON OUT_JSON
 
 SECRETS_JSON maps a path (`/e3`) to its endpoint's signing secret. A path listed in
-`dead_paths` is read and never answered (a dead endpoint). With `"verify": false` it only counts
+`dead_paths` is read and never answered (a dead endpoint); one in `delays` (path: seconds) is
+answered that long after it arrived. With `"verify": false` it only counts
 receipts (the peer run, bench/peer, whose senders sign another way); the default verifies. On
 SIGTERM it writes OUT_JSON: `{"received": [[event_id, path, unix_time], ...], "invalid": N}`
 and exits.
@@ -25,6 +26,8 @@ def main() -> None:
     secrets: dict[str, bytes] = {p: s.encode() for p, s in config.get("secrets", {}).items()}
     verify = bool(config.get("verify", True))
     dead = set(config.get("dead_paths", []))
+    # A path listed here is answered after this many seconds (a receiver that takes its time).
+    delays: dict[str, float] = config.get("delays", {})
     received: list[tuple[str, str, float]] = []
     invalid = 0
 
@@ -59,7 +62,13 @@ def main() -> None:
                 ):
                     invalid += 1
                 received.append((headers.get("md-event-id", ""), path, time.time()))
-                self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                if path in delays:
+                    asyncio.get_running_loop().call_later(
+                        delays[path], self.transport.write, answer
+                    )
+                else:
+                    self.transport.write(answer)
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()

@@ -18,6 +18,7 @@ PUBLIC_DOCS: dict[str, Any] = {
 urlpatterns = [
     path("v1/", include("api.webhooks.urls")),
     path("v1/", include("api.deliveries.urls")),
+    path("v1/", include("api.recoveries.urls")),
     # JSON only: the API's content negotiation picks a view's first renderer, and
     # SpectacularAPIView's first renderer is YAML.
     path("v1/openapi.json", SpectacularJSONAPIView.as_view(**PUBLIC_DOCS), name="openapi-schema"),

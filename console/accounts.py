@@ -20,6 +20,7 @@ from accounts.scopes import SCOPES
 from accounts.services import api_key_create, api_key_revoke, organization_create
 from console.base import (
     EnvironmentFilter,
+    IsSetFilter,
     NoFormWrites,
     ReadOnlyTabularInline,
     adopt,
@@ -94,17 +95,11 @@ class EnvironmentAdmin(NoFormWrites, admin.ModelAdmin):
         return {}  # hidden from the index only
 
 
-class RevokedFilter(admin.SimpleListFilter):
+class RevokedFilter(IsSetFilter):
     title = "state"
     parameter_name = "revoked"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("no", "Active"), ("yes", "Revoked")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value() in ("yes", "no"):
-            return queryset.filter(revoked_at__isnull=self.value() == "no")
-        return queryset
+    field = "revoked_at"
+    labels = [("no", "Active"), ("yes", "Revoked")]
 
 
 class ApiKeyCreateForm(forms.ModelForm):

@@ -139,6 +139,22 @@ class PublicIdSearchMixin:
         return queryset.none()
 
 
+class IsSetFilter(admin.SimpleListFilter):
+    """Rows whose `field` is set ("yes") or empty ("no"); subclasses set `title`,
+    `parameter_name`, `field`, and `labels`, the two choices as shown."""
+
+    field = ""
+    labels: ClassVar[list[tuple[str, str]]] = [("yes", "Yes"), ("no", "No")]
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return list(self.labels)
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(**{f"{self.field}__isnull": self.value() == "no"})
+        return queryset
+
+
 class TextInputFilter(admin.SimpleListFilter):
     """A filter typed into a box, for values too many to list (organizations). Subclasses set
     `title`, `parameter_name` and `lookup`, the queryset lookup the typed value is matched on."""

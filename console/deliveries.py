@@ -1,5 +1,6 @@
 """Events, deliveries and attempts in the operators' console: read-only, the biggest tables of
-the service, with one action, "retry now", through `delivery_retry_now`."""
+the service, with one action, "retry now", through `delivery_retry_now`; and recoveries, read
+only (they are asked for from an endpoint's actions, the API or `recover_deliveries`)."""
 
 import json
 from typing import Any
@@ -25,9 +26,11 @@ from core.errors import InvalidInput
 from deliveries.models import (
     DELIVERY_ID_PREFIX,
     EVENT_ID_PREFIX,
+    RECOVERY_ID_PREFIX,
     Delivery,
     DeliveryAttempt,
     Event,
+    Recovery,
 )
 from deliveries.services import delivery_retry_now
 from webhooks.catalog import EVENT_TYPES
@@ -38,6 +41,23 @@ RESPONSE_EXCERPT_CHARS = 200
 
 def _link(viewname: str, pk: int, text: str) -> str:
     return format_html('<a href="{}">{}</a>', reverse(viewname, args=[pk]), text)
+
+
+class EndpointLinkMixin:
+    """A column and field linking a row (a delivery, a recovery) to its endpoint's page."""
+
+    @admin.display(description="endpoint")
+    def endpoint_link(self, row: Delivery | Recovery) -> str:
+        return _link(
+            "admin:webhooks_webhookendpoint_change", row.endpoint_id, row.endpoint.public_id
+        )
+
+
+# A delivery's or a recovery's tenant, through its endpoint.
+BY_ENDPOINT_TENANT = (
+    ("endpoint__environment__name", EnvironmentFilter),
+    organization_filter("endpoint__environment__organization__slug"),
+)
 
 
 class EventTypeFilter(admin.SimpleListFilter):
@@ -167,7 +187,7 @@ class AttemptInline(ReadOnlyTabularInline):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(PublicIdSearchMixin, BigTableAdmin):
+class DeliveryAdmin(EndpointLinkMixin, PublicIdSearchMixin, BigTableAdmin):
     list_display = (
         "public_id",
         "event_link",
@@ -181,11 +201,7 @@ class DeliveryAdmin(PublicIdSearchMixin, BigTableAdmin):
         "created_at",
     )
     list_select_related = ("event", "endpoint")
-    list_filter = (
-        "status",
-        ("endpoint__environment__name", EnvironmentFilter),
-        organization_filter("endpoint__environment__organization__slug"),
-    )
+    list_filter = ("status", *BY_ENDPOINT_TENANT)
     search_fields = ("public_id",)
     search_help_text = "Delivery (dlv_…), event (evt_…) or endpoint (we_…) id, exact."
     public_id_search = {
@@ -229,14 +245,6 @@ class DeliveryAdmin(PublicIdSearchMixin, BigTableAdmin):
     @admin.display(description="type")
     def event_type(self, delivery: Delivery) -> str:
         return delivery.event.type
-
-    @admin.display(description="endpoint")
-    def endpoint_link(self, delivery: Delivery) -> str:
-        return _link(
-            "admin:webhooks_webhookendpoint_change",
-            delivery.endpoint_id,
-            delivery.endpoint.public_id,
-        )
 
     # Needs deliveries.change_delivery (see has_operate_permission).
     @admin.action(description="Retry now (one more attempt)", permissions=["operate"])
@@ -300,3 +308,40 @@ class DeliveryAttemptAdmin(PublicIdSearchMixin, BigTableAdmin):
     @admin.display(description="response body (first 16 KiB)")
     def response(self, attempt: DeliveryAttempt) -> str:
         return format_html("<pre>{}</pre>", attempt.response_body)
+
+
+@admin.register(Recovery)
+class RecoveryAdmin(EndpointLinkMixin, PublicIdSearchMixin, BigTableAdmin):
+    list_display = (
+        "public_id",
+        "organization",
+        "environment_name",
+        "endpoint_link",
+        "since",
+        "until",
+        "status",
+        "deliveries_requeued",
+        "created_at",
+        "completed_at",
+    )
+    list_select_related = ("endpoint__environment__organization",)
+    list_filter = ("status", *BY_ENDPOINT_TENANT)
+    search_fields = ("public_id",)
+    search_help_text = "Recovery (rcv_…) or endpoint (we_…) id, exact."
+    public_id_search = {
+        RECOVERY_ID_PREFIX: "public_id",
+        ENDPOINT_ID_PREFIX: "endpoint__public_id",
+    }
+    fields = list_display
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Recovery]:
+        return super().get_queryset(request).select_related(*self.list_select_related)
+
+    @admin.display(description="organization")
+    def organization(self, recovery: Recovery) -> str:
+        return recovery.endpoint.environment.organization.slug
+
+    @admin.display(description="environment")
+    def environment_name(self, recovery: Recovery) -> str:
+        return recovery.endpoint.environment.name

@@ -1,34 +1,41 @@
 """Webhook endpoints in the operators' console: find failing ones, enable, disable, rotate a
-signing secret (shown once, on the page that follows), send a test event.
+signing secret (shown once, on the page that follows), send a test event, edit delivery control
+(description, metadata, headers, rate limit, order) through the same service as the API.
 
 Signing secrets are never shown here, nor their ciphertext: `EndpointSecret` has no admin, and
 an endpoint's page shows only how many secrets sign and when they were made and expire.
 """
 
+from collections.abc import Mapping
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import OuterRef, Q, QuerySet, Subquery
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from api.webhooks.serializers import MAX_ROTATION_OVERLAP
 from console.base import (
     BigTableAdmin,
     EnvironmentFilter,
+    IsSetFilter,
     PublicIdSearchMixin,
     action_targets,
     organization_filter,
 )
 from core.errors import InvalidInput
 from deliveries.models import Delivery
+from deliveries.recovery import recovery_create
 from deliveries.services import endpoint_test_event_send
+from webhooks import headers
 from webhooks.catalog import ALL_EVENTS
 from webhooks.models import ENDPOINT_ID_PREFIX, WebhookEndpoint
 from webhooks.services import DEFAULT_ROTATION_OVERLAP, endpoint_secret_rotate, endpoint_update
@@ -51,17 +58,81 @@ class FailingFilter(admin.SimpleListFilter):
         return queryset
 
 
-class DeletedFilter(admin.SimpleListFilter):
+class DeletedFilter(IsSetFilter):
     title = "deleted"
     parameter_name = "deleted"
+    field = "deleted_at"
+    labels = [("no", "Live"), ("yes", "Deleted")]
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("no", "Live"), ("yes", "Deleted")]
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value() in ("yes", "no"):
-            return queryset.filter(deleted_at__isnull=self.value() == "no")
-        return queryset
+class RateLimitedFilter(IsSetFilter):
+    title = "rate limit"
+    parameter_name = "rate_limited"
+    field = "rate_limit"
+    labels = [("yes", "Rate-limited"), ("no", "No limit")]
+
+
+class DeliveryControlForm(forms.Form):
+    """Delivery control as a whole: the page shows every field and sends it back whole; the
+    service's rules (webhooks.services, webhooks.headers) decide what is valid."""
+
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    metadata = forms.JSONField(
+        required=False,
+        help_text='A JSON object of string keys to string values, e.g. {"team": "billing"}.',
+    )
+    headers = forms.JSONField(
+        required=False,
+        help_text=(
+            "A JSON object of header name to value, sent on every delivery. A sensitive value "
+            f"shows as {headers.MASK}; leave it so to keep it, or type a new value."
+        ),
+    )
+    rate_limit = forms.IntegerField(
+        required=False, help_text="Deliveries per second to this endpoint; empty for no limit."
+    )
+    delivery_order = forms.ChoiceField(choices=WebhookEndpoint.DeliveryOrder.choices)
+
+    @classmethod
+    def initial_for(cls, endpoint: WebhookEndpoint) -> dict[str, Any]:
+        return {
+            "description": endpoint.description or "",
+            "metadata": endpoint.metadata,
+            "headers": headers.masked(endpoint.headers),
+            "rate_limit": endpoint.rate_limit,
+            "delivery_order": endpoint.delivery_order,
+        }
+
+    def update(self, endpoint: WebhookEndpoint) -> dict[str, Any]:
+        """The service's update that leaves the endpoint as the form shows it (the service
+        merges metadata and headers: what the form no longer shows is removed)."""
+        data = self.cleaned_data
+        metadata = {} if data["metadata"] is None else data["metadata"]
+        if isinstance(metadata, Mapping):
+            removed = {key: "" for key in endpoint.metadata if key not in metadata}
+            metadata = {**removed, **metadata}
+        wanted = {} if data["headers"] is None else data["headers"]
+        if isinstance(wanted, Mapping):
+            wanted = headers.replacing(endpoint.headers, wanted)
+        return {
+            "description": data["description"] or None,
+            "metadata": metadata,
+            "headers": wanted,
+            "rate_limit": data["rate_limit"],
+            "delivery_order": data["delivery_order"],
+        }
+
+
+class RecoverForm(forms.Form):
+    since = forms.DateTimeField(
+        label="Since (UTC)",
+        help_text="Events created at or after this time, e.g. 2026-06-12 00:00.",
+    )
+    until = forms.DateTimeField(
+        label="Until (UTC)",
+        required=False,
+        help_text="Events created before this time; empty: now.",
+    )
 
 
 class RotateSecretForm(forms.Form):
@@ -97,6 +168,8 @@ class WebhookEndpointAdmin(PublicIdSearchMixin, BigTableAdmin):
         "status",
         FailingFilter,
         DeletedFilter,
+        "delivery_order",
+        RateLimitedFilter,
     )
     # Worst first is the question operators ask; both are single-table sorts.
     sortable_by = ("failure_streak", "created_at")
@@ -110,6 +183,12 @@ class WebhookEndpointAdmin(PublicIdSearchMixin, BigTableAdmin):
         "state",
         "disabled_reason",
         "event_filter",
+        "description",
+        "metadata_shown",
+        "headers_shown",
+        "rate_limit_shown",
+        "delivery_order",
+        "delivery_control",
         "failure_streak",
         "last_delivery",
         "signing_secrets",
@@ -119,7 +198,7 @@ class WebhookEndpointAdmin(PublicIdSearchMixin, BigTableAdmin):
         "deleted_at",
     )
     readonly_fields = fields
-    actions = ("enable", "disable", "rotate_secret", "send_test_event")
+    actions = ("enable", "disable", "rotate_secret", "send_test_event", "recover")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[WebhookEndpoint]:
         # The newest delivery's outcome, per row, in the page's own query: two index probes
@@ -175,6 +254,25 @@ class WebhookEndpointAdmin(PublicIdSearchMixin, BigTableAdmin):
         since = endpoint.failing_since.strftime(DATETIME_FORMAT) if endpoint.failing_since else "?"
         return f"{endpoint.consecutive_failures} failed attempt(s) since {since}"
 
+    @admin.display(description="metadata")
+    def metadata_shown(self, endpoint: WebhookEndpoint) -> str:
+        return _pairs(endpoint.metadata)
+
+    @admin.display(description="headers")
+    def headers_shown(self, endpoint: WebhookEndpoint) -> str:
+        return _pairs(headers.masked(endpoint.headers))
+
+    @admin.display(description="rate limit")
+    def rate_limit_shown(self, endpoint: WebhookEndpoint) -> str:
+        return "no limit" if endpoint.rate_limit is None else f"{endpoint.rate_limit} per second"
+
+    @admin.display(description="delivery control")
+    def delivery_control(self, endpoint: WebhookEndpoint) -> str:
+        if endpoint.deleted_at:
+            return "—"
+        url = reverse("admin:webhooks_webhookendpoint_delivery_control", args=[endpoint.pk])
+        return format_html('<a href="{}">Edit delivery control</a>', url)
+
     @admin.display(description="signing secrets")
     def signing_secrets(self, endpoint: WebhookEndpoint) -> str:
         # Dates only: the ciphertext is not even read.
@@ -204,6 +302,56 @@ class WebhookEndpointAdmin(PublicIdSearchMixin, BigTableAdmin):
         url = reverse("admin:deliveries_delivery_changelist")
         return format_html(
             '<a href="{}?endpoint={}">Deliveries to this endpoint</a>', url, endpoint.pk
+        )
+
+    # --- delivery control (needs webhooks.change_webhookendpoint, as the actions do) -----
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = super().get_fields(request, obj)
+        if self.has_operate_permission(request):
+            return fields
+        return [name for name in fields if name != "delivery_control"]  # no link to a 403
+
+    def get_urls(self) -> list[URLPattern]:
+        edit = path(
+            "<path:object_id>/delivery_control/",
+            self.admin_site.admin_view(self.delivery_control_view),
+            name="webhooks_webhookendpoint_delivery_control",
+        )
+        return [edit, *super().get_urls()]
+
+    def delivery_control_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The endpoint's delivery control as a form; saving calls `endpoint_update`, so its
+        rules (and its refusals, shown on the form) are the API's."""
+        if not self.has_operate_permission(request):
+            raise PermissionDenied
+        endpoint = self.get_object(request, object_id)
+        if endpoint is None or endpoint.deleted_at is not None:
+            raise Http404("No such live endpoint.")
+        form = DeliveryControlForm(
+            request.POST if request.method == "POST" else None,
+            initial=DeliveryControlForm.initial_for(endpoint),
+        )
+        if form.is_valid():
+            try:
+                endpoint_update(endpoint=endpoint, **form.update(endpoint))
+            except InvalidInput as exc:
+                form.add_error(exc.param if exc.param in form.fields else None, exc.message)
+            else:
+                # Which fields, never their values: a header value may be a credential.
+                changed = ", ".join(name for name in form.fields if name in form.changed_data)
+                self.log_change(request, endpoint, f"Changed delivery control: {changed or '—'}.")
+                self.message_user(request, "Delivery control saved.", messages.SUCCESS)
+                return HttpResponseRedirect(
+                    reverse("admin:webhooks_webhookendpoint_change", args=[endpoint.pk])
+                )
+        context = {
+            **self._page_context(request, f"Delivery control of {endpoint.public_id}"),
+            "endpoint": endpoint,
+            "form": form,
+        }
+        return TemplateResponse(
+            request, "admin/webhooks/webhookendpoint/delivery_control.html", context
         )
 
     # --- actions (need webhooks.change_webhookendpoint: see has_operate_permission) ------
@@ -293,16 +441,7 @@ class WebhookEndpointAdmin(PublicIdSearchMixin, BigTableAdmin):
             return TemplateResponse(
                 request, "admin/webhooks/webhookendpoint/rotate_secret_done.html", context
             )
-        return TemplateResponse(
-            request,
-            "admin/webhooks/webhookendpoint/rotate_secret_confirm.html",
-            {
-                **self._page_context(request, "Rotate signing secrets"),
-                "endpoints": targets,
-                "form": form,
-                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-            },
-        )
+        return self._ask(request, "rotate_secret", "Rotate signing secrets", targets, form)
 
     @admin.action(description="Send a test event (ping)", permissions=["operate"])
     def send_test_event(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
@@ -323,6 +462,70 @@ class WebhookEndpointAdmin(PublicIdSearchMixin, BigTableAdmin):
                 request, f"Test event queued for {', '.join(sent)}.", messages.SUCCESS
             )
 
+    @admin.action(description="Recover failed and cancelled deliveries…", permissions=["operate"])
+    def recover(
+        self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]
+    ) -> HttpResponse | None:
+        """First a page asking for the window; its submit comes back here with `confirm` and
+        starts a recovery per endpoint (deliveries.recovery), all or none, each followed on the
+        Recoveries page."""
+        targets = self._live_targets(request, queryset)
+        if not targets:
+            return None
+        disabled = [e.public_id for e in targets if not e.is_enabled]
+        if disabled:
+            self.message_user(
+                request, f"Skipped disabled endpoint(s): {', '.join(disabled)}.", messages.WARNING
+            )
+        targets = [e for e in targets if e.is_enabled]
+        if not targets:
+            return None
+        form = RecoverForm(request.POST if "confirm" in request.POST else None)
+        if form.is_valid():
+            try:
+                with transaction.atomic():
+                    started = [
+                        recovery_create(endpoint=endpoint, **form.cleaned_data)
+                        for endpoint in targets
+                    ]
+            except InvalidInput as exc:
+                form.add_error(exc.param if exc.param in form.fields else None, exc.message)
+            else:
+                for recovery in started:
+                    self.log_change(request, recovery.endpoint, f"Recovery {recovery.public_id}.")
+                self.message_user(
+                    request,
+                    "Recovering: "
+                    + ", ".join(f"{r.endpoint.public_id} ({r.public_id})" for r in started)
+                    + ". Their progress is on the Recoveries page.",
+                    messages.SUCCESS,
+                )
+                return None
+        title = "Recover failed and cancelled deliveries"
+        return self._ask(request, "recover", title, targets, form)
+
+    def _ask(
+        self,
+        request: HttpRequest,
+        action: str,
+        title: str,
+        targets: list[WebhookEndpoint],
+        form: forms.Form,
+    ) -> TemplateResponse:
+        """The page an action asks for its values on (`<action>_confirm.html`); submitted with
+        `confirm`, it runs the action on the same endpoints."""
+        return TemplateResponse(
+            request,
+            f"admin/webhooks/webhookendpoint/{action}_confirm.html",
+            {
+                **self._page_context(request, title),
+                "endpoints": targets,
+                "form": form,
+                "action": action,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            },
+        )
+
     def _page_context(self, request: HttpRequest, title: str) -> dict[str, Any]:
         return {
             **self.admin_site.each_context(request),
@@ -330,3 +533,9 @@ class WebhookEndpointAdmin(PublicIdSearchMixin, BigTableAdmin):
             "opts": self.opts,
             "media": self.media,
         }
+
+
+def _pairs(values: Mapping[str, str]) -> str:
+    if not values:
+        return "—"
+    return format_html_join(mark_safe("<br>"), "{}: {}", sorted(values.items()))

@@ -4,7 +4,9 @@ The first key encrypts, every key decrypts (MultiFernet), so a new key is rolled
 it first, running `rotate_encryption_key`, then dropping the old one.
 """
 
-from functools import lru_cache
+from collections.abc import Callable
+from functools import lru_cache, partial
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
@@ -56,12 +58,23 @@ def reencrypt(token: str) -> str:
     return box().rotate(token.encode("ascii")).decode("ascii")
 
 
-def reencrypt_rows(model: type[Model], field: str, batch_size: int, *, as_bytes: bool) -> int:
+def reencrypt_rows(
+    model: type[Model],
+    field: str,
+    batch_size: int,
+    *,
+    as_bytes: bool = False,
+    rewrite: Callable[[Any], Any] | None = None,
+) -> int:
     """Rewrites `model.field` under the first key, row by row; returns how many changed.
 
-    Runs while the service runs: each row is rewritten on its own, only if its ciphertext has
+    The field holds one token (text, or bytes `as_bytes`), or, with `rewrite`, a value that
+    function re-encrypts (a JSON object holding tokens, say).
+
+    Runs while the service runs: each row is rewritten on its own, only if its value has
     not changed since it was read, and every configured key still decrypts meanwhile.
     """
+    rewrite = rewrite or partial(_reencrypt_token, as_bytes=as_bytes)
     done = 0
     last_id = 0
     while True:
@@ -73,12 +86,18 @@ def reencrypt_rows(model: type[Model], field: str, batch_size: int, *, as_bytes:
         if not rows:
             return done
         for pk, stored in rows:
-            token = bytes(stored).decode("ascii") if as_bytes else stored
-            if not token:
+            new_value = rewrite(stored)
+            if new_value == stored:
                 continue
-            rotated = reencrypt(token)
-            new_value = rotated.encode("ascii") if as_bytes else rotated
             done += model._default_manager.filter(pk=pk, **{field: stored}).update(
                 **{field: new_value}
             )
         last_id = rows[-1][0]
+
+
+def _reencrypt_token(stored: Any, *, as_bytes: bool) -> Any:
+    token = bytes(stored).decode("ascii") if as_bytes else stored
+    if not token:
+        return stored
+    rotated = reencrypt(token)
+    return rotated.encode("ascii") if as_bytes else rotated

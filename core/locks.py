@@ -22,3 +22,13 @@ def try_transaction_lock(name: str) -> bool:
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [lock_key(name)])
         row = cursor.fetchone()
     return bool(row and row[0])
+
+
+def transaction_lock_timeout(milliseconds: int) -> None:
+    """For the rest of the current transaction, a statement waiting longer than this for a lock
+    fails (a transient OperationalError) rather than waiting on: for periodic work that loses
+    nothing by trying again later, and must not queue behind a TRUNCATE or a migration's table
+    lock (waiting there while holding its own locks deadlocked with them). PostgreSQL only."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{milliseconds}ms"])

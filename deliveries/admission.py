@@ -15,10 +15,13 @@ strictly within the margin (3 with the defaults, 15 s and 60 s; none when the ti
 as the margin), at most MAX_WAITING_ROUNDS.
 """
 
+import heapq
+import itertools
 import math
 import threading
+import time
 from collections import Counter, deque
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -62,15 +65,16 @@ class InFlight(Generic[R]):
         hold the worker up to another timeout per slot."""
         self.closing = True
 
-    def admit(self, waiting: Waiting[R], limit: int) -> bool | None:
+    def admit(self, waiting: Waiting[R], limit: int, *, must_wait: bool = False) -> bool | None:
         """True: a slot is taken, send it now. False: it waits for a slot here. None: the
-        endpoint has its fill of both, postpone it."""
+        endpoint has its fill of both, postpone it (never when it `must_wait`: a delivery
+        whose rate-limit slot has come, which its own rate bounds already)."""
         endpoint_id = waiting.delivery.endpoint_id
         with self._lock:
             if self._counts[endpoint_id] < limit:
                 self._counts[endpoint_id] += 1
                 return True
-            if len(self._waiting.get(endpoint_id, ())) < waiting_limit(limit):
+            if must_wait or len(self._waiting.get(endpoint_id, ())) < waiting_limit(limit):
                 self._waiting.setdefault(endpoint_id, deque()).append(waiting)
                 return False
             return None
@@ -123,3 +127,65 @@ def waiting_limit(limit: int) -> int:
 def _not_attempted(dropped: "Collection[Waiting[Any]]") -> None:
     for waiting in dropped:
         waiting.result.set_exception(NotAttempted())
+
+
+class Timetable(Generic[R]):
+    """Deliveries waiting in this process for their rate-limit slot (deliveries.rates), handed
+    to `start` when it comes, by one thread: a delivery that waits holds no sending thread, so
+    a limited endpoint never holds up the others' deliveries."""
+
+    def __init__(self, start: Callable[[Waiting[R]], None]) -> None:
+        self._start = start
+        self._wake = threading.Condition()
+        self._heap: list[tuple[float, int, Waiting[R]]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+        self.closing = False
+
+    def at(self, seconds_from_now: float, waiting: Waiting[R]) -> None:
+        with self._wake:
+            if self.closing:
+                _not_attempted([waiting])
+                return
+            due = time.monotonic() + seconds_from_now
+            heapq.heappush(self._heap, (due, next(self._order), waiting))
+            if self._thread is None:
+                # A daemon: at shutdown `close` empties it, and what it held is not attempted.
+                self._thread = threading.Thread(target=self._run, name="webhook-slots", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def close(self, **_: Any) -> None:
+        """A worker shutting down starts nothing more: the claims lapse and the sweep sends
+        these again."""
+        with self._wake:
+            self.closing = True
+            dropped = [w for _, _, w in self._heap]
+            self._heap.clear()
+        _not_attempted(dropped)
+
+    def waiting_ids(self) -> list[int]:
+        with self._wake:
+            return [w.delivery.pk for _, _, w in self._heap]
+
+    def drop(self, delivery_ids: Collection[int]) -> None:
+        if not delivery_ids:
+            return
+        with self._wake:
+            dropped = [w for _, _, w in self._heap if w.delivery.pk in delivery_ids]
+            self._heap = [entry for entry in self._heap if entry[2].delivery.pk not in delivery_ids]
+            heapq.heapify(self._heap)
+        _not_attempted(dropped)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                now = time.monotonic()
+                while not self._heap or self._heap[0][0] > now:
+                    self._wake.wait(timeout=self._heap[0][0] - now if self._heap else None)
+                    now = time.monotonic()
+                due: list[Waiting[R]] = []
+                while self._heap and self._heap[0][0] <= now:
+                    due.append(heapq.heappop(self._heap)[2])
+            for waiting in due:
+                self._start(waiting)

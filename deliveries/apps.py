@@ -8,11 +8,21 @@ class DeliveriesConfig(AppConfig):
     verbose_name = "Deliveries"
 
     def ready(self) -> None:
+        from django.db import transaction
+
+        from deliveries import ordering, queue
         from deliveries.services import endpoint_deliveries_cancel
-        from webhooks.signals import endpoints_stopped
+        from webhooks.signals import delivery_order_changed, endpoints_stopped
 
         def cancel_queued(sender: Any, *, endpoint_ids: list[int], reason: str, **_: Any) -> None:
             endpoint_deliveries_cancel(endpoint_ids=endpoint_ids, reason=reason)
 
         # Nothing queued is sent to an endpoint that stopped receiving (webhooks.signals).
         endpoints_stopped.connect(cancel_queued, weak=False, dispatch_uid="deliveries-cancel")
+
+        def reorder(sender: Any, *, endpoint_id: int, ordered: bool, **_: Any) -> None:
+            released = ordering.ordering_changed(endpoint_id=endpoint_id, ordered=ordered)
+            transaction.on_commit(lambda: queue.deliveries_queue(released), robust=True)
+
+        # Ordering on parks what was not attempted yet; off lets every parked delivery go.
+        delivery_order_changed.connect(reorder, weak=False, dispatch_uid="deliveries-reorder")

@@ -7,6 +7,7 @@ statements are written out (deliveries.sql): they run for every batch, on Postgr
 SQLite file of `bin/dev` alike.
 """
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,6 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Case, DateTimeField, Value, When
 from django.utils import timezone
 
 from deliveries import metrics, sql, transient
@@ -38,6 +40,13 @@ class Claimed:
     endpoint_deleted: bool
     endpoint_failing: bool
     production: bool
+    ordered: bool
+    environment_id: int
+    # As the database answers it (JSON text or a list): read only for ordered endpoints.
+    enabled_events: Any
+    rate_limit: int | None
+    # The endpoint's own headers as stored (sensitive values encrypted: webhooks.headers).
+    headers: dict[str, Any]
 
 
 def lease_seconds() -> float:
@@ -108,6 +117,11 @@ _LOADED = {
     "endpoint_deleted": "w.deleted_at IS NOT NULL",
     "endpoint_failing": "w.failing_since IS NOT NULL",
     "production": "env.name = {PRODUCTION}",
+    "ordered": "w.delivery_order = {ORDERED}",
+    "environment_id": "w.environment_id",
+    "enabled_events": "w.enabled_events",
+    "rate_limit": "w.rate_limit",
+    "headers": "w.headers",
 }
 _LOAD = f"""
 SELECT {", ".join(_LOADED.values())}
@@ -115,7 +129,7 @@ FROM {{delivery}} d
 JOIN {{event}} e ON e.id = d.event_id
 JOIN {{endpoint}} w ON w.id = d.endpoint_id
 JOIN {{environment}} env ON env.id = w.environment_id
-WHERE d.id IN ({{ids}}) AND d.claim_token = %s
+WHERE d.id IN ({{ids}}) AND {{held}}
 """  # noqa: S608  the code's own column expressions; values are parameters
 
 
@@ -145,12 +159,14 @@ def _claim_rows(
         return [row[0] for row in cursor.fetchall()]
 
 
-def load(delivery_ids: list[int], token: uuid.UUID) -> list[Claimed]:
-    """What sending and recording need of the deliveries this token holds among these."""
+def load(delivery_ids: list[int], token: uuid.UUID | None) -> list[Claimed]:
+    """What sending and recording need of the deliveries this token holds among these (with
+    no token, of these deliveries whoever holds them: a look ahead, deliveries.ordering.peek)."""
+    held, params = ("d.claim_token = %s", [sql.db_uuid(token)]) if token else ("TRUE", [])
     with connection.cursor() as cursor:
         cursor.execute(
-            sql.statement(_LOAD, ids=sql.marks(delivery_ids)),
-            [*delivery_ids, sql.db_uuid(token)],
+            sql.statement(_LOAD, ids=sql.marks(delivery_ids), held=held),
+            [*delivery_ids, *params],
         )
         return [_claimed(dict(zip(_LOADED, row, strict=True))) for row in cursor.fetchall()]
 
@@ -159,6 +175,9 @@ def _claimed(values: dict[str, Any]) -> Claimed:
     # SQLite answers booleans as 0 and 1, and times as text.
     for name in ("endpoint_enabled", "endpoint_deleted", "endpoint_failing", "production"):
         values[name] = bool(values[name])
+    values["ordered"] = bool(values["ordered"])
+    if isinstance(values["headers"], str):  # SQLite answers JSON as text
+        values["headers"] = json.loads(values["headers"])
     values["body"] = values["body"].encode("utf-8")
     values["event_created_at"] = sql.from_db_time(values["event_created_at"])
     return Claimed(**values)
@@ -193,9 +212,19 @@ def cancel_for_gone_endpoints(deliveries: list[Claimed], token: uuid.UUID) -> No
     metrics.DELIVERIES_CANCELLED.inc(len(deliveries))
 
 
-def postpone(deliveries: list[Claimed], token: uuid.UUID, when: datetime) -> None:
-    """Back to the queue, not attempted: the endpoint has its fill of requests in flight."""
-    if deliveries:
-        Delivery.objects.filter(id__in=[d.pk for d in deliveries], claim_token=token).update(
-            next_attempt_at=when, claimed_until=None, claim_token=None, enqueued_at=None
+def postpone(when: dict[int, datetime], token: uuid.UUID) -> None:
+    """Back to the queue, not attempted, each delivery due again at its time: its endpoint has
+    its fill of requests in flight, or its rate limit has no slot for it yet."""
+    if when:
+        times = set(when.values())
+        at: Value | Case = (
+            Value(times.pop())
+            if len(times) == 1
+            else Case(
+                *[When(id=pk, then=Value(t)) for pk, t in when.items()],
+                output_field=DateTimeField(),
+            )
+        )
+        Delivery.objects.filter(id__in=list(when), claim_token=token).update(
+            next_attempt_at=at, claimed_until=None, claim_token=None, enqueued_at=None
         )

@@ -11,9 +11,11 @@ This module wires them: a task calls `deliveries_send`, and the process's `Engin
 sending threads, the admission and the recorder, made at first use (so after any fork).
 """
 
+import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from functools import cache, partial
 from typing import Any
 
@@ -21,8 +23,8 @@ from celery.signals import worker_ready, worker_shutting_down
 from django.conf import settings
 from django.utils import timezone
 
-from deliveries import claiming, recording, sending, services, transient
-from deliveries.admission import InFlight, Waiting
+from deliveries import claiming, ordering, rates, recording, recovery, sending, services, transient
+from deliveries.admission import InFlight, Timetable, Waiting
 from deliveries.claiming import Claimed
 from deliveries.recording import LateRecorder
 from deliveries.sending import Sent
@@ -36,33 +38,49 @@ WAITING_CHECK_SECONDS = 0.25
 # A delivery that found its endpoint at the in-flight limit, and too many waiting for it in
 # the process (admission.InFlight), is postponed by about this long.
 BUSY_ENDPOINT_DELAY = timedelta(seconds=2)
+# How long a task goes on sending the deliveries ordered endpoints release as their heads end,
+# before it leaves the rest to the broker: a busy ordered endpoint does not keep a task slot.
+CHAIN_SECONDS = 5.0
 
 
 class Engine:
-    """One per worker process: its sending threads, its admission per endpoint, and its
-    recorder thread (which also drops, every WAITING_CHECK_SECONDS, the waiting deliveries
-    cancelled meanwhile: nothing queued is sent to a disabled endpoint, here as in the
-    database)."""
+    """One per worker process: its sending threads, its admission per endpoint, its timetable
+    of deliveries waiting for a rate-limit slot, and its recorder thread (which also drops,
+    every WAITING_CHECK_SECONDS, the waiting deliveries cancelled meanwhile: nothing queued is
+    sent to a disabled endpoint, here as in the database)."""
 
     def __init__(self) -> None:
         self.executor = ThreadPoolExecutor(
             max_workers=settings.WEBHOOKS_SEND_THREADS, thread_name_prefix="webhook-send"
         )
         self.in_flight: InFlight[Sent] = InFlight()
+        self.timetable: Timetable[Sent] = Timetable(self._slot_came)
         self.recorder = LateRecorder()
         self.recorder.every(WAITING_CHECK_SECONDS, self._drop_cancelled_waiting)
         worker_shutting_down.connect(self.in_flight.close, weak=False)
+        worker_shutting_down.connect(self.timetable.close, weak=False)
 
-    def admit(self, delivery: Claimed, secrets: list[str]) -> "Future[Sent] | None":
-        """The future of the delivery's attempt, started now or when a slot frees; None when
-        its endpoint has its fill of both (the caller postpones it)."""
+    def admit(
+        self, delivery: Claimed, secrets: list[str], start_at: datetime | None = None
+    ) -> "Future[Sent] | None":
+        """The future of the delivery's attempt, started now (or at `start_at`, its rate-limit
+        slot) or when a slot frees; None when its endpoint has its fill of both (the caller
+        postpones it)."""
         waiting: Waiting[Sent] = Waiting(delivery, secrets, Future())
+        if start_at is not None:
+            self.timetable.at((start_at - timezone.now()).total_seconds(), waiting)
+            return waiting.result
         admitted = self.in_flight.admit(waiting, settings.WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT)
         if admitted is None:
             return None
         if admitted:
             self.executor.submit(self._send, waiting)
         return waiting.result
+
+    def _slot_came(self, waiting: Waiting[Sent]) -> None:
+        limit = settings.WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT
+        if self.in_flight.admit(waiting, limit, must_wait=True):
+            self.executor.submit(self._send, waiting)
 
     def _send(self, waiting: Waiting[Sent] | None) -> None:
         """On a sending thread holding a slot of the delivery's endpoint: attempts it, then the
@@ -74,13 +92,13 @@ class Engine:
                 waiting = self.in_flight.release(waiting.delivery.endpoint_id)
 
     def _drop_cancelled_waiting(self) -> None:
-        waiting = self.in_flight.waiting_ids()
+        waiting = self.in_flight.waiting_ids() + self.timetable.waiting_ids()
         if waiting:
-            self.in_flight.drop(
-                transient.retrying(
-                    partial(claiming.cancelled, waiting), "checking waiting deliveries"
-                )
+            cancelled = transient.retrying(
+                partial(claiming.cancelled, waiting), "checking waiting deliveries"
             )
+            self.in_flight.drop(cancelled)
+            self.timetable.drop(cancelled)
 
 
 @cache
@@ -94,11 +112,16 @@ def sweep_in_every_worker(**_: Any) -> None:
     sweeps on its recorder thread (one sweep at a time: services.deliveries_sweep)."""
     process = engine()
     process.recorder.every(float(settings.WEBHOOKS_SWEEP_INTERVAL), _sweep)
+    process.recorder.every(float(settings.WEBHOOKS_SWEEP_INTERVAL), _recoveries)
     process.recorder.start()
 
 
 def _sweep() -> None:
     transient.retrying(services.deliveries_sweep, "sweeping for due deliveries")
+
+
+def _recoveries() -> None:
+    transient.retrying(recovery.recoveries_continue, "continuing recoveries")
 
 
 def deliveries_send(
@@ -128,44 +151,174 @@ def deliveries_send(
     leave the claims to lapse and the attempts to be made twice.
     """
     token = held_with or uuid.uuid4()
+    chain_ends = time.monotonic() + CHAIN_SECONDS
+    ahead = Ahead()
+    try:
+        while delivery_ids:
+            chain = None
+            if time.monotonic() < chain_ends:
+                lease = timedelta(seconds=claiming.lease_seconds())
+                chain = recording.Chain(token=uuid.uuid4(), until=timezone.now() + lease)
+            released = _send_batch(
+                delivery_ids,
+                top_up=top_up,
+                wait_for_all=wait_for_all,
+                held=held_with is not None,
+                token=token,
+                chain=chain,
+                ahead=ahead,
+            )
+            if chain is None:
+                return
+            # An ordered endpoint's next delivery, released as its head ended: sent from here.
+            delivery_ids, held_with, token, top_up = released, chain.token, chain.token, False
+    finally:
+        if ahead.started:  # sent as a head succeeded, and not released to this task after all
+            engine().recorder.watch(list(ahead.started.values()), token)
+
+
+@dataclass
+class Ahead:
+    """What a task sending ordered endpoints' deliveries one after another has loaded of the
+    next ones while their heads were in flight (deliveries.ordering.peek), and sent the moment
+    their heads succeeded: the next attempt starts without waiting for the head's recording,
+    which releases it to this task meanwhile. A crash in between may repeat the head, as any
+    crash may (at least once); the order of first receipts holds."""
+
+    deliveries: dict[int, Claimed] = field(default_factory=dict)
+    secrets: dict[int, list[str]] = field(default_factory=dict)
+    heads: dict[int, int] = field(default_factory=dict)  # head delivery: its endpoint
+    following: dict[int, int] = field(default_factory=dict)  # endpoint: its next delivery
+    started: dict[int, "Future[Sent]"] = field(default_factory=dict)
+
+    def take(self, delivery_ids: list[int]) -> list[Claimed] | None:
+        """These deliveries as loaded ahead, if all of them were."""
+        if not delivery_ids or any(pk not in self.deliveries for pk in delivery_ids):
+            return None
+        return [self.deliveries[pk] for pk in delivery_ids]
+
+    def send_next(self, results: list[Sent], process: "Engine") -> dict[int, int]:
+        """Sends the next delivery of each endpoint whose head just succeeded; returns them
+        (endpoint: delivery) for the recording to release."""
+        sent: dict[int, int] = {}
+        for result in results:
+            endpoint_id = self.heads.get(result.delivery.pk)
+            if endpoint_id is None or not result.outcome.succeeded:
+                continue
+            following = self.deliveries.get(self.following.get(endpoint_id, 0))
+            if following is None:
+                continue
+            future = process.admit(following, self.secrets[endpoint_id])
+            if future is not None:
+                self.started[following.pk] = future
+                sent[endpoint_id] = following.pk
+        return sent
+
+
+def _send_batch(
+    delivery_ids: list[int],
+    *,
+    top_up: bool,
+    wait_for_all: bool,
+    held: bool,
+    token: uuid.UUID,
+    chain: recording.Chain | None,
+    ahead: Ahead,
+) -> list[int]:
+    """One round of deliveries_send; returns the deliveries released under `chain`."""
     now = timezone.now()
     room = settings.WEBHOOKS_DELIVERY_BATCH_SIZE - len(delivery_ids) if top_up else 0
-    deliveries = claiming.claim(delivery_ids, max(room, 0), now, token, held=held_with is not None)
+    # Released to this task's chain, and loaded while their heads were in flight.
+    deliveries = (held and not room and ahead.take(delivery_ids)) or claiming.claim(
+        delivery_ids, max(room, 0), now, token, held=held
+    )
     if not deliveries:
-        return
+        return []
     live = [d for d in deliveries if d.endpoint_enabled]
     gone = [d for d in deliveries if not d.endpoint_enabled]
     if gone:
         transient.retrying(
             partial(claiming.cancel_for_gone_endpoints, gone, token), "cancelling deliveries"
         )
-    secrets = transient.retrying(
-        partial(sending.signing_secrets, {d.endpoint_id for d in live}, now),
-        "loading signing secrets",
-    )
+    wanted = {d.endpoint_id for d in live}
+    secrets = {pk: ahead.secrets[pk] for pk in wanted if pk in ahead.secrets}
+    if len(secrets) < len(wanted):
+        secrets = transient.retrying(
+            partial(sending.signing_secrets, wanted, now), "loading signing secrets"
+        )
+    live = [d for d in live if secrets.get(d.endpoint_id)]
+    slots = rates.Slots()
+    if any(d.rate_limit for d in live):
+        slots = transient.retrying(partial(rates.slots_take, live, now), "taking rate slots")
     process = engine()
     futures: list[Future[Sent]] = []
-    busy: list[Claimed] = []
+    later = dict(slots.later)
     for delivery in live:
-        if not secrets.get(delivery.endpoint_id):
+        if delivery.pk in later:
             continue
-        future = process.admit(delivery, secrets[delivery.endpoint_id])
+        if delivery.pk in ahead.started:  # sent already, the moment its head succeeded
+            futures.append(ahead.started.pop(delivery.pk))
+            continue
+        start_at = slots.starts.get(delivery.pk)
+        future = process.admit(delivery, secrets[delivery.endpoint_id], start_at)
         if future is None:
-            busy.append(delivery)
+            later[delivery.pk] = now + BUSY_ENDPOINT_DELAY
+        elif start_at is not None and start_at > now and not wait_for_all:
+            # Waiting for its rate-limit slot: recorded by the recorder thread as it ends; the
+            # task does not wait for it.
+            process.recorder.watch([future], token)
         else:
             futures.append(future)
+    if ahead.started:  # sent, and then not released to this task: recorded all the same
+        process.recorder.watch(list(ahead.started.values()), token)
+        ahead.started = {}
+    following = _look_ahead(live, later, secrets, chain) if chain is not None else Ahead()
+    released: list[int] = []
     try:
-        if busy:
-            transient.retrying(
-                partial(claiming.postpone, busy, token, now + BUSY_ENDPOINT_DELAY),
-                "postponing deliveries",
-            )
+        if later:
+            transient.retrying(partial(claiming.postpone, later, token), "postponing deliveries")
     finally:  # what was sent is recorded whatever happened to the postponing
         done, pending = wait(futures, timeout=None if wait_for_all else FIRST_WAVE_SECONDS)
         if pending:
             process.recorder.watch(pending, token)
         results = recording.attempted(done)
+        sent = following.send_next(results, process)
         if results:
-            transient.retrying(
-                partial(recording.record, {token: results}), "recording delivery attempts"
+            released = transient.retrying(
+                partial(recording.record, {token: results}, chain, sent),
+                "recording delivery attempts",
             )
+    ahead.deliveries, ahead.secrets, ahead.started = (
+        following.deliveries,
+        following.secrets,
+        following.started,
+    )
+    return released
+
+
+def _look_ahead(
+    live: list[Claimed],
+    later: dict[int, datetime],
+    secrets: dict[int, list[str]],
+    chain: recording.Chain,
+) -> Ahead:
+    """While ordered endpoints' heads are in flight: what their lanes will release next, loaded
+    (rate-limited endpoints aside: their next delivery waits for its slot anyway)."""
+    heads = [d for d in live if d.ordered and not d.rate_limit and d.pk not in later]
+    if not heads:
+        return Ahead()
+    known = {
+        d.endpoint_id: (d.environment_id, recording.json_value(d.enabled_events)) for d in heads
+    }
+    following = transient.retrying(partial(ordering.peek, set(known), known), "looking ahead")
+    if not following:
+        return Ahead()
+    loaded = transient.retrying(
+        partial(claiming.load, list(following.values()), None), "looking ahead"
+    )
+    return Ahead(
+        deliveries={d.pk: d for d in loaded},
+        secrets={pk: secrets[pk] for pk in following if pk in secrets},
+        heads={d.pk: d.endpoint_id for d in heads},
+        following=following,
+    )

@@ -1,6 +1,6 @@
 """Endpoint health, as the attempts tell it: failure streaks, 410 Gone, and the automatic
-disable of endpoints failing for too long. The writes are webhooks' services; the policy is
-here, where the attempts are seen."""
+disable of endpoints failing for too long, told as `webhook_endpoint.disabled`. The writes are
+webhooks' services; the policy is here, where the attempts are seen."""
 
 import logging
 from collections import Counter
@@ -10,7 +10,7 @@ from functools import partial
 from django.conf import settings
 from django.db import transaction
 
-from deliveries import metrics
+from deliveries import metrics, operational
 from deliveries.sending import Sent
 from webhooks import services as endpoints
 from webhooks.models import WebhookEndpoint
@@ -57,12 +57,16 @@ def endpoint_health_update(
             "Every delivery attempt failed for "
             f"{settings.WEBHOOKS_AUTO_DISABLE_AFTER // 3600} hours or more.",
         )
+    # Only a failure of another event's delivery leads to webhook_endpoint.disabled: one of an
+    # operational event's does not tell anew (deliveries.operational).
+    told = {r.delivery.endpoint_id for r in operational.about_ordinary_events(failures)}
     for pk, reason in sorted(to_disable.items()):
         if endpoints.endpoint_disable_automatically(endpoint_id=pk, reason=reason, now=now):
+            why = "gone" if pk in gone_ids else "failing"
+            if pk in told:
+                operational.endpoint_disabled(endpoint_id=pk, reason=why)
             # Told once it is so: not for a transaction that rolls back (its retry tells).
-            transaction.on_commit(
-                partial(_disabled, pk, reason, "gone" if pk in gone_ids else "failing")
-            )
+            transaction.on_commit(partial(_disabled, pk, reason, why))
 
 
 def _disabled(pk: int, reason: str, why: str) -> None:

@@ -8,6 +8,7 @@ from webhooks.models import WebhookEndpoint
 
 EVENT_ID_PREFIX = "evt"
 DELIVERY_ID_PREFIX = "dlv"
+RECOVERY_ID_PREFIX = "rcv"
 LONG_ID_LENGTH = 20  # events and deliveries are many: more randomness than endpoints
 
 
@@ -17,6 +18,10 @@ def new_event_id() -> str:
 
 def new_delivery_id() -> str:
     return public_id(DELIVERY_ID_PREFIX, LONG_ID_LENGTH)
+
+
+def new_recovery_id() -> str:
+    return public_id(RECOVERY_ID_PREFIX)
 
 
 class EventQuerySet(models.QuerySet["Event"]):
@@ -132,6 +137,14 @@ class Delivery(models.Model):
             ),
             # An endpoint's deliveries, newest first (API list, admin, auto-disable).
             models.Index(fields=["endpoint", "-created_at", "-id"], name="delivery_endpoint_idx"),
+            # An ordered endpoint's waiting line, in publication order (deliveries.ordering).
+            # Only parked rows are in it: an unordered delivery is never parked, and costs
+            # this index nothing.
+            models.Index(
+                fields=["endpoint", "event"],
+                name="delivery_parked_idx",
+                condition=Q(status="pending", next_attempt_at__isnull=True),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -170,3 +183,69 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.delivery_id}#{self.number}"
+
+
+class Lane(models.Model):
+    """An endpoint's dispatch state, shared by every worker: the delivery an ordered endpoint
+    has in hand, and the next slot its rate limit allows. Made on first use; its row lock is
+    what serializes the workers' decisions about one endpoint."""
+
+    endpoint = models.OneToOneField(
+        WebhookEndpoint, on_delete=models.CASCADE, primary_key=True, related_name="lane"
+    )
+    # The ordered endpoint's head: the one delivery that may be attempted. A plain id, not a
+    # foreign key: retention deletes deliveries in bulk, and a lane that names a deleted one
+    # simply has no head.
+    head_delivery_id = models.BigIntegerField(null=True, blank=True)
+    # The rate limit's next free slot (a GCRA "theoretical arrival time"): the earliest time
+    # the next delivery may start.
+    next_slot_at = models.DateTimeField(null=True, blank=True)
+    # When the last delivery the rate limit sent back to the database is due again: the next
+    # one is due a slot after it, so a backlog comes due at the rate it can be sent.
+    deferred_until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"lane of {self.endpoint_id}"
+
+
+class RecoveryQuerySet(models.QuerySet["Recovery"]):
+    def for_environment(self, environment_id: int) -> "RecoveryQuerySet":
+        return self.filter(endpoint__environment_id=environment_id)
+
+
+class Recovery(models.Model):
+    """A request to send again an endpoint's failed and cancelled deliveries of a time window,
+    worked through in the background in batches."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+
+    public_id = models.CharField(
+        max_length=18, unique=True, default=new_recovery_id, editable=False
+    )
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="recoveries"
+    )
+    since = models.DateTimeField()
+    until = models.DateTimeField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    deliveries_requeued = models.PositiveIntegerField(default=0)
+    # The last delivery id requeued: the next batch starts after it.
+    cursor = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = RecoveryQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "recoveries"
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["running", "completed"]), name="recovery_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.public_id

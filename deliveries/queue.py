@@ -10,6 +10,8 @@ from django.conf import settings
 
 FAN_OUT_TASK = "deliveries.fan_out"
 DELIVER_TASK = "deliveries.deliver"
+RECOVER_TASK = "deliveries.recover"
+RECOVER_TASK_EXPIRES = 30  # seconds
 
 
 def fan_out_queue(event_ids: list[int]) -> None:
@@ -23,3 +25,10 @@ def deliveries_queue(delivery_ids: list[int]) -> None:
     size = settings.WEBHOOKS_DELIVERY_BATCH_SIZE
     for start in range(0, len(delivery_ids), size):
         current_app.send_task(DELIVER_TASK, args=[delivery_ids[start : start + size]])
+
+
+def recoveries_queue(recovery_ids: list[int]) -> None:
+    """A task per recovery, to work its next batch (deliveries.recovery). One not started
+    within RECOVER_TASK_EXPIRES is dropped: the workers have queued a fresher one by then."""
+    for recovery_id in recovery_ids:
+        current_app.send_task(RECOVER_TASK, args=[recovery_id], expires=RECOVER_TASK_EXPIRES)

@@ -6,6 +6,7 @@ whose lease ran out changes nothing), and the endpoints' health, all in one tran
 outlives a task's first wave is recorded by the process's `LateRecorder`, as it ends.
 """
 
+import json
 import logging
 import threading
 import time
@@ -23,7 +24,7 @@ from django.db.models import Case, F, Field, Value, When
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from deliveries import health, metrics, schedule, sql, transient
+from deliveries import health, metrics, operational, ordering, queue, schedule, sql, transient
 from deliveries.models import Delivery
 from deliveries.sending import Sent
 
@@ -61,16 +62,34 @@ def attempted(futures: Collection["Future[Sent]"]) -> list[Sent]:
     return [f.result() for f in futures if f.exception() is None]
 
 
-def record(claims: dict[uuid.UUID, list[Sent]]) -> None:
+@dataclass(frozen=True)
+class Chain:
+    """A claim for the deliveries an ordered endpoint's lane releases as its head ends: the
+    caller sends them itself, without a trip through the broker."""
+
+    token: uuid.UUID
+    until: datetime
+
+
+def record(
+    claims: dict[uuid.UUID, list[Sent]],
+    chain: Chain | None = None,
+    sent: dict[int, int] | None = None,
+) -> list[int]:
     """Records the attempts made under one claim or several (token: its results) in one
     transaction. The recorder thread writes all that has ended since its last round this way:
     a statement costs it a wait for the GIL on each round trip, so a statement per claim fell
     behind under load.
 
     Safe to run again after a COMMIT whose answer was lost with the connection
-    (transient.retrying): what is on record already is not recorded, nor counted, twice."""
+    (transient.retrying): what is on record already is not recorded, nor counted, twice.
+
+    An ordered endpoint whose head ended here has its next delivery released in the same
+    transaction (deliveries.ordering): the one the caller `sent` already (endpoint: delivery)
+    if it did. Returns the ids released under `chain`, for the caller to send; without one
+    they are queued after the commit."""
     if not any(claims.values()):
-        return
+        return []
     now = timezone.now()
     given = [r for held in claims.values() for r in held]
     with transaction.atomic(), connection.cursor() as cursor:
@@ -84,11 +103,29 @@ def record(claims: dict[uuid.UUID, list[Sent]]) -> None:
             failed = [r for r in held if not r.outcome.succeeded]
             if failed:
                 _record_failures(failed, token, now, gone)
+        operational.deliveries_exhausted([r for r in failures if retry_delay(r, gone) is None], now)
         health.endpoint_health_update(successes, failures, gone, now)
+        ended = [
+            r.delivery
+            for r in results
+            if r.delivery.ordered and (r.outcome.succeeded or retry_delay(r, gone) is None)
+        ]
+        released = ordering.lanes_release(
+            endpoint_ids={d.endpoint_id for d in ended},
+            now=now,
+            ended={d.pk for d in ended},
+            known={d.endpoint_id: (d.environment_id, json_value(d.enabled_events)) for d in ended},
+            sent=sent,
+            claim_token=None if chain is None else chain.token,
+            claimed_until=None if chain is None else chain.until,
+        )
+        if released and chain is None:
+            transaction.on_commit(partial(queue.deliveries_queue, released), robust=True)
     # The metrics, though, count everything this run was given, recorded now or found on
     # record: they are counted after the COMMIT, which a run whose COMMIT's answer was lost
     # never got past (tests/test_lost_commit.py).
     _observe(given, now)
+    return released if chain is not None else []
 
 
 def _insert_attempts(
@@ -225,6 +262,12 @@ def _per_delivery(results: list[Sent], field: str, value: Callable[[Sent], objec
         *[When(id=r.delivery.pk, then=typed(value(r))) for r in results],
         output_field=output,
     )
+
+
+def json_value(value: Any) -> Any:
+    # A JSON column read by a written-out SELECT: text from psycopg (as Django sets it up) and
+    # from SQLite.
+    return json.loads(value) if isinstance(value, str) else value
 
 
 class LateRecorder:

@@ -1,6 +1,7 @@
-"""Data retention: events (with their deliveries and attempts) older than
-WEBHOOKS_RETENTION_DAYS are deleted in bounded batches, so a large backlog never turns into one
-long transaction or lock. (Idempotency records are the API's: api.idempotency.records_prune.)"""
+"""Data retention: events (with their deliveries and attempts) and finished recoveries older
+than WEBHOOKS_RETENTION_DAYS are deleted, events in bounded batches, so a large backlog never
+turns into one long transaction or lock. (Idempotency records are the API's:
+api.idempotency.records_prune.)"""
 
 from datetime import datetime, timedelta
 
@@ -8,7 +9,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from deliveries.models import Delivery, DeliveryAttempt, Event
+from deliveries.models import Delivery, DeliveryAttempt, Event, Recovery
 
 BATCH_SIZE = 500
 MAX_BATCHES = 200  # per run; the next run (hourly) carries on
@@ -35,4 +36,6 @@ def retention_prune(
             DeliveryAttempt.objects.filter(delivery__event_id__in=batch).delete()
             Delivery.objects.filter(event_id__in=batch).delete()
             events += Event.objects.filter(id__in=batch).delete()[1].get("deliveries.Event", 0)
+    # A finished recovery is kept as long as the events it could have covered.
+    Recovery.objects.filter(status=Recovery.Status.COMPLETED, created_at__lt=cutoff).delete()
     return {"events": events}

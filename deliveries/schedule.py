@@ -21,7 +21,7 @@ def max_attempts() -> int:
 
 def next_delay(attempts_made: int, retry_after: float | None = None) -> float | None:
     """Seconds until the next attempt after `attempts_made` attempts; None when exhausted."""
-    schedule: list[int] = settings.WEBHOOKS_RETRY_SCHEDULE
+    schedule: list[float] = settings.WEBHOOKS_RETRY_SCHEDULE
     if attempts_made > len(schedule):
         return None
     if retry_after is not None:

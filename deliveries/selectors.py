@@ -13,9 +13,11 @@ from deliveries.models import (
     DELIVERY_ID_PREFIX,
     EVENT_ID_PREFIX,
     LONG_ID_LENGTH,
+    RECOVERY_ID_PREFIX,
     Delivery,
     DeliveryAttempt,
     Event,
+    Recovery,
 )
 from webhooks.models import WebhookEndpoint
 
@@ -96,12 +98,33 @@ def delivery_get(*, environment: Environment, public_id: str) -> Delivery | None
 
 
 def endpoint_delivery_page(
-    *, environment: Environment, endpoint: WebhookEndpoint, page: PageRequest
+    *,
+    environment: Environment,
+    endpoint: WebhookEndpoint,
+    page: PageRequest,
+    status: str | None = None,
 ) -> Page[Delivery]:
-    """A page of an endpoint's deliveries, newest first, with their attempts."""
+    """A page of an endpoint's deliveries, newest first, with their attempts; only those in
+    `status` if given. The cursor is any delivery of the environment, whatever its status: one
+    whose status changed since the previous page still marks where that page ended."""
+    rows = endpoint_deliveries(endpoint)
+    if status is not None:
+        rows = rows.filter(status=status)
     return keyset_page(
-        endpoint_deliveries(endpoint),
+        rows,
         page,
         find_cursor=lambda public_id: delivery_get(environment=environment, public_id=public_id),
         object_name="delivery",
+    )
+
+
+def recovery_get(*, environment: Environment, public_id: str) -> Recovery | None:
+    """The environment's recovery with this id (its endpoint's, deleted or not)."""
+    if not is_public_id(public_id, RECOVERY_ID_PREFIX):
+        return None
+    return (
+        Recovery.objects.for_environment(environment.pk)
+        .filter(public_id=public_id)
+        .select_related("endpoint")
+        .first()
     )

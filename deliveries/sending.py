@@ -1,5 +1,8 @@
 """Sending: one signed attempt of a claimed delivery, and the secrets that sign it.
 
+The endpoint's own headers are decrypted at each attempt (webhooks.headers): microseconds
+beside the request's milliseconds, and no plaintext kept beyond it.
+
 Nothing here touches a delivery's row: an attempt's outcome is recorded by deliveries.recording.
 """
 
@@ -15,6 +18,7 @@ from django.utils import timezone
 from core import encryption
 from deliveries import signature, sql, transport
 from deliveries.claiming import Claimed
+from webhooks import headers
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +61,8 @@ def attempt(delivery: Claimed, secrets: list[str]) -> Sent:
             delivery.url,
             delivery.body,
             {
+                # The endpoint's own first: the contract's, after them, have the last word.
+                **headers.for_sending(delivery.headers),
                 "Content-Type": "application/json",
                 # The event's id is the Standard Webhooks message id: the same on every attempt.
                 **signature.signed_headers(delivery.body, secrets, delivery.event_public_id),

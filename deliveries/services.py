@@ -27,16 +27,18 @@ from django.utils import timezone
 
 from accounts.models import Environment
 from core.errors import InvalidInput
-from core.locks import try_transaction_lock
+from core.locks import transaction_lock_timeout, try_transaction_lock
 from core.times import api_datetime
-from deliveries import metrics, queue, sql
+from deliveries import metrics, ordering, queue, sql
 from deliveries.models import Delivery, Event, new_delivery_id
 from deliveries.selectors import deliveries_due, unclaimed
-from webhooks.catalog import TEST_EVENT_TYPE, filter_matches, is_known
+from webhooks.catalog import TEST_EVENT_TYPE, filter_matches, is_known, is_operational
 from webhooks.models import WebhookEndpoint
 from webhooks.selectors import enabled_endpoint_filters
 
 SWEEP_LIMIT = 5000
+# A sweep that waits this long for a lock gives up its turn (core.locks.transaction_lock_timeout).
+SWEEP_LOCK_TIMEOUT_MS = 500
 
 
 def event_body(event: Event, environment: Environment, data: dict[str, Any]) -> str:
@@ -62,12 +64,18 @@ def event_publish(
     type: str,  # the event's field name
     data: dict[str, Any] | None = None,
     api_version: str | None = None,
+    operational: bool = False,
 ) -> Event:
     """Publishes an event in the caller's transaction: it exists (and will be delivered to
-    every matching endpoint) only if that transaction commits."""
+    every matching endpoint) only if that transaction commits. `operational`: one of the
+    service's own (deliveries.operational), whose data the endpoint's limits bound instead."""
     if not isinstance(type, str) or not is_known(type):
         raise InvalidInput(
             "type", f"Unknown event type {str(type)[:100]!r}; see GET /v1/event_types."
+        )
+    if is_operational(type) and not operational:
+        raise InvalidInput(
+            "type", f"{type!r} is published by the service itself; producers cannot publish it."
         )
     data = {} if data is None else data
     if not isinstance(data, dict):
@@ -85,7 +93,7 @@ def event_publish(
             "data", "data must be JSON: objects, arrays, strings, numbers."
         ) from None
     limit = settings.WEBHOOKS_EVENT_DATA_MAX_BYTES
-    if data_size > limit:
+    if data_size > limit and not operational:
         raise InvalidInput("data", f"data is {data_size} bytes encoded; the limit is {limit}.")
     event.body = event_body(event, environment, data)
     event.save()
@@ -125,25 +133,47 @@ def event_fan_out(*, event_id: int, first_claim: FirstClaim | None = None) -> li
             return []
         environment_id, event_type = marked
         candidates = enabled_endpoint_filters(environment_id=environment_id)
-        endpoint_ids = [pk for pk, events in candidates if filter_matches(events, event_type)]
+        matched = [
+            (pk, ordered)
+            for pk, events, ordered in candidates
+            if filter_matches(events, event_type)
+        ]
         claimed = 0 if first_claim is None else first_claim.count
         claim: list[Any] = [None, None]
         if first_claim is not None:
             claim = [sql.db_time(first_claim.until), sql.db_uuid(first_claim.token)]
+        # An ordered endpoint's delivery is born parked (deliveries.ordering): not due, not
+        # queued, not claimed, until its lane releases it.
+        parked = [None, None, None, None]
         defaults = _fan_out_defaults()
-        made: list[tuple[int, bool]] = []
-        for start in range(0, len(endpoint_ids), FAN_OUT_CHUNK):
-            chunk = endpoint_ids[start : start + FAN_OUT_CHUNK]
+        made: list[tuple[int, bool, bool]] = []
+        for start in range(0, len(matched), FAN_OUT_CHUNK):
+            chunk = matched[start : start + FAN_OUT_CHUNK]
             params: list[Any] = []
-            for i, endpoint_id in enumerate(chunk, start):
-                params += [new_delivery_id(), event_id, endpoint_id, now, now, now]
-                params += claim if i < claimed else [None, None]
+            for i, (endpoint_id, ordered) in enumerate(chunk, start):
+                params += [new_delivery_id(), event_id, endpoint_id, now]
+                if ordered:
+                    params += parked
+                else:
+                    params += [now, now, *(claim if i < claimed else [None, None])]
                 params += defaults
             row = f"({sql.marks(_FAN_OUT_COLUMNS)})"
             cursor.execute(sql.statement(_FAN_OUT_INSERT, rows=sql.rows(row, len(chunk))), params)
             made += cursor.fetchall()
-        # The claimed ones first, whatever order RETURNING gave them in.
-        return [pk for pk, _ in sorted(made, key=lambda row: not row[1])]
+        released = ordering.lanes_release(
+            endpoint_ids=[pk for pk, ordered in matched if ordered],
+            claim_token=None if first_claim is None else first_claim.token,
+            claimed_until=None if first_claim is None else first_claim.until,
+        )
+        # The claimed ones first, whatever order RETURNING gave them in; of the parked ones
+        # only those their lane released (claimed as the first batch is).
+        held = [pk for pk, claimed_now, _ in made if claimed_now]
+        if first_claim is not None:
+            held += released
+        queued = [pk for pk, claimed_now, was_parked in made if not claimed_now and not was_parked]
+        if first_claim is None:
+            queued += released
+        return held + queued
 
 
 # Written out (see deliveries.sql): fan-out runs for every event, and for an event to 10,000
@@ -169,7 +199,7 @@ _FAN_OUT_COLUMNS = _FAN_OUT_SET + _FAN_OUT_DEFAULTED
 _FAN_OUT_INSERT = f"""
 INSERT INTO {{delivery}} ({", ".join(_FAN_OUT_COLUMNS)})
 VALUES {{rows}}
-RETURNING id, claimed_until IS NOT NULL
+RETURNING id, claimed_until IS NOT NULL, next_attempt_at IS NULL
 """  # noqa: S608  the model's column names; values are parameters
 
 
@@ -193,6 +223,7 @@ def deliveries_sweep(*, now: datetime | None = None) -> int:
     with transaction.atomic():
         if not try_transaction_lock("deliveries:sweep"):
             return 0
+        transaction_lock_timeout(SWEEP_LOCK_TIMEOUT_MS)
         return _sweep(now or timezone.now())
 
 
@@ -216,7 +247,9 @@ def _sweep(now: datetime) -> int:
         .values_list("id", flat=True)[:100]
     )
     transaction.on_commit(lambda: queue.fan_out_queue(lost_events), robust=True)
-    return len(ids)
+    released = ordering.lanes_release(endpoint_ids=ordering.lanes_stalled(), now=now)
+    transaction.on_commit(lambda: queue.deliveries_queue(released), robust=True)
+    return len(ids) + len(released)
 
 
 def delivery_retry_now(*, delivery: Delivery) -> Delivery:
@@ -229,14 +262,16 @@ def delivery_retry_now(*, delivery: Delivery) -> Delivery:
     worker cannot claim the delivery in between.
     """
     now = timezone.now()
+    # An ordered endpoint's delivery takes its place in the line (deliveries.ordering).
+    ordered = delivery.endpoint.is_ordered
     requeued = (
         Delivery.objects.filter(pk=delivery.pk)
         .filter(unclaimed(now))
         .update(
             status=Delivery.Status.PENDING,
-            next_attempt_at=now,
+            next_attempt_at=None if ordered else now,
             completed_at=None,
-            enqueued_at=now,
+            enqueued_at=None if ordered else now,
         )
     )
     if not requeued:
@@ -244,9 +279,11 @@ def delivery_retry_now(*, delivery: Delivery) -> Delivery:
             "delivery_id",
             "An attempt of this delivery is in progress; retry it once that attempt has ended.",
         )
+    released = [delivery.pk]
+    if ordered:
+        released = ordering.lanes_release(endpoint_ids=[delivery.endpoint_id], now=now)
     delivery.refresh_from_db()
-    delivery_id = delivery.pk
-    transaction.on_commit(lambda: queue.deliveries_queue([delivery_id]), robust=True)
+    transaction.on_commit(lambda: queue.deliveries_queue(released), robust=True)
     return delivery
 
 

@@ -35,6 +35,7 @@ def _names() -> dict[str, str]:
         "PENDING": _literal(Delivery.Status.PENDING),
         "SUCCEEDED": _literal(Delivery.Status.SUCCEEDED),
         "ENABLED": _literal(WebhookEndpoint.Status.ENABLED),
+        "ORDERED": _literal(WebhookEndpoint.DeliveryOrder.ORDERED),
         "PRODUCTION": _literal(Environment.Name.PRODUCTION),
     }
 

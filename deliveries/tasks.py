@@ -18,7 +18,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from core.logging import log_context
-from deliveries import claiming, dispatch, queue, retention, services, transient
+from deliveries import claiming, dispatch, queue, recovery, retention, services, transient
 
 # Celery's own retry: the task is sent again, due 1, 2, 4, ... s later (up to 30 s, with full
 # jitter), before this one is acknowledged; after the last retry the sweep still has the work.
@@ -69,3 +69,13 @@ def sweep_task() -> None:
 def prune_task() -> None:
     """Deletes events, deliveries, attempts and idempotency records past retention."""
     retention.retention_prune()
+
+
+@shared_task(name=queue.RECOVER_TASK, ignore_result=True)
+def recover_task(recovery_id: int) -> None:
+    """Works the next batch of a recovery (deliveries.recovery). Every worker process queues one
+    per running recovery as often as it sweeps, so a lost task only delays a batch."""
+    with log_context(recovery_pk=recovery_id):
+        transient.retrying(
+            partial(recovery.recovery_step, recovery_id=recovery_id), "recovering deliveries"
+        )

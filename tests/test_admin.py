@@ -24,7 +24,8 @@ from api.models import IdempotencyRecord
 from core import encryption
 from deliveries import signature
 from deliveries.dispatch import deliveries_send
-from deliveries.models import Delivery, DeliveryAttempt, Event
+from deliveries.models import Delivery, DeliveryAttempt, Event, Recovery
+from deliveries.recovery import recovery_create
 from deliveries.services import event_fan_out, event_publish
 from tests import factories
 from tests.servers import Receiver, Reply
@@ -76,6 +77,10 @@ def console(db, settings, receiver: Receiver) -> Console:
         delivery_ids=list(event.deliveries.values_list("id", flat=True)), wait_for_all=True
     )
     api_key, _ = api_key_create(environment=acme_sandbox, scopes=["events:read"], name="ci")
+    recovery_create(
+        endpoint=WebhookEndpoint.objects.get(pk=failing.endpoint.pk),
+        since=timezone.now() - timedelta(hours=1),
+    )
     return Console(
         acme=acme,
         acme_sandbox=acme_sandbox,
@@ -102,6 +107,7 @@ ATTEMPTS = changelist("deliveries_deliveryattempt")
 API_KEYS = changelist("accounts_apikey")
 ORGANIZATIONS = changelist("accounts_organization")
 IDEMPOTENCY = changelist("api_idempotencyrecord")
+RECOVERIES = changelist("deliveries_recovery")
 
 
 def listed(response, pattern: str) -> set[str]:
@@ -147,9 +153,11 @@ def every_page(console: Console) -> list[str]:
         ("deliveries_delivery", console.failed_delivery.pk),
         *[("deliveries_deliveryattempt", pk) for pk in pks(DeliveryAttempt)],
         *[("api_idempotencyrecord", pk) for pk in pks(IdempotencyRecord)],
+        *[("deliveries_recovery", pk) for pk in pks(Recovery)],
     ]
     pages = [reverse("admin:index"), reverse("admin:app_list", args=["webhooks"])]
     pages += [ENDPOINTS, EVENTS, DELIVERIES, ATTEMPTS, API_KEYS, ORGANIZATIONS, IDEMPOTENCY]
+    pages += [RECOVERIES]
     for model, pk in objects:
         pages.append(reverse(f"admin:{model}_change", args=[pk]))
         pages.append(reverse(f"admin:{model}_history", args=[pk]))
@@ -684,6 +692,7 @@ def test_operators_group_has_only_view_permissions(db):
         "view_event",
         "view_delivery",
         "view_deliveryattempt",
+        "view_recovery",
         "view_idempotencyrecord",
     }
 

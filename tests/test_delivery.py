@@ -320,9 +320,16 @@ def test_events_api_shows_each_deliverys_state(tenant, receiver):
     assert states[ok["webhook_endpoint_id"]]["status"] == "succeeded"
     assert states[ok["webhook_endpoint_id"]]["last_status_code"] == 200
     assert states[gone["webhook_endpoint_id"]]["status"] == "failed"
-    listed = tenant.get("/v1/events").json()
-    assert [e["event_id"] for e in listed["data"]] == [event["event_id"]]
-    assert listed["data"][0]["delivery_counts"]["succeeded"] == 1
+    # The 410 was told too, as operational events (tests/test_operational_events.py).
+    listed = tenant.get("/v1/events").json()["data"]
+    packets = [e for e in listed if e["type"] == "packet.created"]
+    assert [e["event_id"] for e in packets] == [event["event_id"]]
+    assert packets[0]["delivery_counts"]["succeeded"] == 1
+    assert {e["type"] for e in listed} == {
+        "packet.created",
+        "webhook_endpoint.disabled",
+        "delivery.exhausted",
+    }
 
 
 def test_publish_event_command(tenant, receiver):

@@ -87,10 +87,11 @@ def test_restarting_postgres_and_redis_loses_nothing(receiver):
         key = provision(database_url, redis.url, "webhook_endpoints:write,events:write")
         server = Gunicorn(database_url, redis.url, WORKERS="2", **FAST_DELIVERY_SETTINGS)
         worker = SupervisedWorker(database_url, redis.url)
-        for path in ("/a", "/b"):
+        # /a and /b unordered, /c ordered: the order survives both restarts as well.
+        for path, order in (("/a", "unordered"), ("/b", "unordered"), ("/c", "ordered")):
             response = requests.post(
                 f"{server.url}/v1/webhook_endpoints",
-                json={"url": f"{receiver.url}{path}"},
+                json={"url": f"{receiver.url}{path}", "delivery_order": order},
                 headers={"Authorization": f"Bearer {key}"},
                 timeout=10,
             )
@@ -114,21 +115,24 @@ def test_restarting_postgres_and_redis_loses_nothing(receiver):
         def delivered(path: str) -> set[str]:
             return {r.headers["MD-Event-Id"] for r in receiver.received(path)}
 
+        paths = ("/a", "/b", "/c")
         try:
-            wait_for(lambda: created <= delivered("/a") and created <= delivered("/b"), timeout=120)
+            wait_for(lambda: all(created <= delivered(path) for path in paths), timeout=120)
         except AssertionError:
-            missing = (created - delivered("/a")) | (created - delivered("/b"))
+            missing = set().union(*(created - delivered(path) for path in paths))
             raise AssertionError(
                 f"{len(missing)} events not delivered: {sorted(missing)[:5]}\n"
                 f"worker log tail:\n{worker.output()[-6000:]}"
             ) from None
         # Nothing was delivered for a publish the API did not confirm.
-        assert delivered("/a") <= created
-        assert delivered("/b") <= created
+        assert all(delivered(path) <= created for path in paths)
+        # The ordered endpoint first received each event in the order it was published.
+        firsts = list(dict.fromkeys(r.headers["MD-Event-Id"] for r in receiver.received("/c")))
+        assert firsts == publisher.created
         print(
             f"\nfaults: 2 restarts; events confirmed {len(created)}, publish attempts that "
             f"failed and were retried {publisher.failures}, requests received "
-            f"{len(receiver.received())} for {2 * len(created)} deliveries, worker restarts by "
+            f"{len(receiver.received())} for {3 * len(created)} deliveries, worker restarts by "
             f"the supervisor {worker.restarts}, events lost 0"
         )
     finally:

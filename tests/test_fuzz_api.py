@@ -16,6 +16,7 @@ seed data and the run is reproducible (`derandomize=True`). The number of reques
 counted (`REQUESTS`) and printed at the end of the module.
 """
 
+import datetime as dt
 import os
 import re
 import socket
@@ -276,6 +277,13 @@ CURSOR_KIND = {
     "events_list": "event_id",
     "webhook_endpoint_deliveries_list": "delivery_id",
 }
+
+
+def _seconds_ago(seconds: int, zone_hours: int) -> str:
+    zone = dt.timezone(dt.timedelta(hours=zone_hours))
+    return (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)).astimezone(zone).isoformat()
+
+
 VALID_BODIES: dict[str, Any] = {
     "webhook_endpoints_create": st.fixed_dictionaries(
         {
@@ -304,6 +312,11 @@ VALID_BODIES: dict[str, Any] = {
     ),
     "webhook_endpoints_rotate_secret": st.fixed_dictionaries(
         {}, optional={"overlap_seconds": st.integers(0, 604800)}
+    ),
+    # A window within the retention period, in any zone.
+    "webhook_endpoints_recover": st.fixed_dictionaries(
+        {"since": st.builds(_seconds_ago, st.integers(3600, 29 * 86400), st.integers(-12, 14))},
+        optional={"until": st.builds(_seconds_ago, st.integers(0, 3000), st.integers(-12, 14))},
     ),
 }
 

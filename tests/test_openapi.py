@@ -26,6 +26,7 @@ from api.deliveries.views import (
     EventViewSet,
 )
 from api.errors import ERROR_CODES
+from api.recoveries.views import RecoveryViewSet
 from api.views import ApiViewSet
 from api.webhooks.views import EventTypeViewSet, WebhookEndpointViewSet
 from tests import factories
@@ -41,6 +42,8 @@ ENDPOINT_DELIVERIES = "/v1/webhook_endpoints/{webhook_endpoint_id}/deliveries"
 DELIVERY_RETRY = "/v1/deliveries/{delivery_id}/retry"
 ROTATE = "/v1/webhook_endpoints/{webhook_endpoint_id}/rotate_secret"
 TEST_EVENT = "/v1/webhook_endpoints/{webhook_endpoint_id}/test"
+RECOVER = "/v1/webhook_endpoints/{webhook_endpoint_id}/recover"
+RECOVERY = "/v1/recoveries/{recovery_id}"
 SANDBOX = "https://sandbox.api.microndelta.com"
 
 # (method, path) -> (viewset, action, error statuses the operation can give)
@@ -78,6 +81,12 @@ OPERATIONS: dict[tuple[str, str], tuple[type[ApiViewSet], str, set[int]]] = {
         "send",
         {400, 401, 403, 404, 409, 429, 500, 503},
     ),
+    ("post", RECOVER): (
+        RecoveryViewSet,
+        "create",
+        {400, 401, 403, 404, 409, 413, 415, 429, 500, 503},
+    ),
+    ("get", RECOVERY): (RecoveryViewSet, "retrieve", {400, 401, 403, 404, 429, 500, 503}),
 }
 SUCCESS = {
     ("post", COLLECTION): 201,
@@ -93,6 +102,8 @@ SUCCESS = {
     ("post", DELIVERY_RETRY): 202,
     ("post", ROTATE): 200,
     ("post", TEST_EVENT): 200,
+    ("post", RECOVER): 202,
+    ("get", RECOVERY): 200,
 }
 
 
@@ -267,7 +278,8 @@ def test_request_bodies_are_strict(schema):
         ],
         schema,
     )
-    assert set(create["properties"]) == {"url", "enabled_events"}
+    delivery_control = {"description", "metadata", "headers", "rate_limit", "delivery_order"}
+    assert set(create["properties"]) == {"url", "enabled_events"} | delivery_control
     assert create["required"] == ["url"]
     assert create["additionalProperties"] is False
     assert create["properties"]["enabled_events"]["type"] == "array"
@@ -276,13 +288,40 @@ def test_request_bodies_are_strict(schema):
         operation(schema, "patch", ITEM)["requestBody"]["content"]["application/json"]["schema"],
         schema,
     )
-    assert set(update["properties"]) == {"url", "enabled_events", "status"}
+    assert set(update["properties"]) == {"url", "enabled_events", "status"} | delivery_control
     assert not update.get("required")
     assert update["additionalProperties"] is False
     assert update["properties"]["status"]["enum"] == ["enabled", "disabled"]
 
     for method, path in [("get", COLLECTION), ("get", ITEM), ("delete", ITEM)]:
         assert "requestBody" not in operation(schema, method, path)
+
+
+def test_delivery_control_fields_say_what_they_take(schema):
+    for method, path in (("post", COLLECTION), ("patch", ITEM)):
+        body = operation(schema, method, path)["requestBody"]["content"]["application/json"]
+        ref = body["schema"]["$ref"].removeprefix("#/components/schemas/")
+        fields = schema["components"]["schemas"][ref]["properties"]
+        enum = resolve(fields["delivery_order"], schema)["allOf"][0]["enum"]
+        assert enum == ["unordered", "ordered"]
+        rate_limit = fields["rate_limit"]
+        assert (rate_limit["minimum"], rate_limit["maximum"], rate_limit["nullable"]) == (
+            1,
+            10000,
+            True,
+        )
+        assert (fields["description"]["maxLength"], fields["description"]["nullable"]) == (
+            500,
+            True,
+        )
+        assert fields["metadata"]["nullable"] is True  # null removes every key
+        assert fields["metadata"]["additionalProperties"]["maxLength"] == 500
+        assert not fields["headers"].get("nullable")
+        header_value = fields["headers"]["additionalProperties"]
+        assert header_value["nullable"] is True  # null removes one
+        assert (header_value["maxLength"], header_value["pattern"]) == (1000, "^[ -~]*$")
+        for name in ("`Host`", "`TE`", "`User-Agent`", "`Proxy-*`", "`MD-*`", "`webhook-*`"):
+            assert name in fields["headers"]["description"], name
 
 
 def response_schema(schema: Schema, method: str, path: str, status: int) -> Schema:
@@ -292,6 +331,7 @@ def response_schema(schema: Schema, method: str, path: str, status: int) -> Sche
 
 def test_success_responses_have_the_reference_shapes(schema):
     endpoint_fields = {"webhook_endpoint_id", "url", "enabled_events", "status", "created_at"}
+    endpoint_fields |= {"description", "metadata", "headers", "rate_limit", "delivery_order"}
     created = response_schema(schema, "post", COLLECTION, 201)
     assert set(created["properties"]) == endpoint_fields | {"signing_secret"}
     assert set(created["required"]) == endpoint_fields | {"signing_secret"}
@@ -310,6 +350,10 @@ def test_success_responses_have_the_reference_shapes(schema):
         assert page["properties"]["has_more"]["type"] == "boolean"
     listed = response_schema(schema, "get", COLLECTION, 200)["properties"]["data"]["items"]
     assert set(listed["properties"]) == endpoint_fields  # no signing_secret after creation
+    shown = listed["properties"]
+    assert shown["headers"]["maxProperties"] == 20
+    assert shown["metadata"]["maxProperties"] == 50
+    assert shown["metadata"]["additionalProperties"]["maxLength"] == 500
     # No other success status is documented (e.g. DRF's default 204 for DELETE).
     for key, status in SUCCESS.items():
         statuses = {int(s) for s in operation(schema, *key)["responses"] if s.startswith("2")}
@@ -429,6 +473,40 @@ def test_success_responses_match_the_schema(schema, api):
     assert_documented(schema, "get", EVENT_TYPES, api.get(EVENT_TYPES))
     deleted = assert_documented(schema, "delete", ITEM, api.delete(item))
     assert deleted == {"webhook_endpoint_id": created["webhook_endpoint_id"], "deleted": True}
+
+
+def test_delivery_control_responses_match_the_schema(schema, api):
+    fields = {
+        "description": "d" * 500,
+        "metadata": {f"k{i}": "v" * 500 for i in range(50)},
+        "headers": {**{f"X-{i:02d}": " ~" * 10 for i in range(19)}, "Authorization": "Bearer x"},
+        "rate_limit": 10000,
+        "delivery_order": "ordered",
+    }
+    created = assert_documented(
+        schema,
+        "post",
+        COLLECTION,
+        api.post(COLLECTION, {"url": "https://example.com/dc", **fields}),
+    )
+    assert created["headers"]["Authorization"] == "********"
+    item = f"{COLLECTION}/{created['webhook_endpoint_id']}"
+    assert_documented(schema, "get", ITEM, api.get(item))
+    assert_documented(schema, "get", COLLECTION, api.get(COLLECTION))
+    cleared: dict[str, Any] = {"description": None, "metadata": None, "rate_limit": None}
+    updated = assert_documented(schema, "patch", ITEM, api.patch(item, cleared))
+    assert (updated["description"], updated["metadata"], updated["rate_limit"]) == (None, {}, None)
+    for method, path, response in (
+        (
+            "post",
+            COLLECTION,
+            api.post(COLLECTION, {"url": "https://example.com/e", "headers": {"Host": "x"}}),
+        ),
+        ("patch", ITEM, api.patch(item, {"metadata": {"k": 1}})),
+        ("patch", ITEM, api.patch(item, {"rate_limit": 0})),
+    ):
+        assert response.status_code == 400, response.content
+        assert_documented(schema, method, path, response)
 
 
 def test_error_responses_match_the_schema(schema, api, sandbox):

@@ -40,3 +40,27 @@ def test_prune_deletes_what_is_past_retention_and_only_that(sandbox, receiver, s
     assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["new"]
     assert retention_prune() == {"events": 0}
     assert records_prune() == 0
+
+
+def test_prune_deletes_finished_recoveries_past_retention(sandbox):
+    from deliveries.models import Recovery
+    from deliveries.recovery import recovery_create
+    from webhooks.services import endpoint_create
+
+    endpoint = endpoint_create(environment=sandbox, url="https://example.com/hook").endpoint
+    hour_ago = timezone.now() - timedelta(hours=1)
+    done_long_ago, running_long_ago, done_recently = (
+        recovery_create(endpoint=endpoint, since=hour_ago) for _ in range(3)
+    )
+    long_ago = timezone.now() - timedelta(days=31)
+    Recovery.objects.filter(pk__in=[done_long_ago.pk, running_long_ago.pk]).update(
+        created_at=long_ago
+    )
+    Recovery.objects.filter(pk__in=[done_long_ago.pk, done_recently.pk]).update(
+        status=Recovery.Status.COMPLETED
+    )
+    retention_prune()
+    assert set(Recovery.objects.values_list("pk", flat=True)) == {
+        running_long_ago.pk,
+        done_recently.pk,
+    }

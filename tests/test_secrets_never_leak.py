@@ -18,6 +18,7 @@ secret (nor its hex form, as a bytea literal in SQL would show it) may appear:
 import binascii
 import json
 import logging
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from io import StringIO
@@ -35,7 +36,7 @@ from core import encryption
 from core.logging import JsonFormatter, RequestIdFilter
 from tests import factories
 from tests.factories import ApiClient
-from webhooks.models import EndpointSecret
+from webhooks.models import EndpointSecret, WebhookEndpoint
 
 LOGGING: dict[str, Any] = django_settings.LOGGING
 PLAIN_FORMAT = LOGGING["formatters"]["plain"]["format"]
@@ -72,6 +73,8 @@ def forms(value: str) -> list[str]:
 class Credentials:
     keys: list[str] = field(default_factory=list)
     secrets: list[str] = field(default_factory=list)
+    # Sensitive endpoint header values (webhooks.headers): shown as a mask, sent decrypted.
+    header_values: list[str] = field(default_factory=list)
     # Idempotency records (id) that legitimately hold a secret: the response that returned it.
     replay_store: dict[str, int] = field(default_factory=dict)
     error_bodies: list[tuple[str, bytes]] = field(default_factory=list)
@@ -79,7 +82,7 @@ class Credentials:
     def leaked_in(self, text: str) -> list[str]:
         return [
             value[:16] + "…"
-            for value in self.keys + self.secrets
+            for value in self.keys + self.secrets + self.header_values
             if any(form in text for form in forms(value))
         ]
 
@@ -154,6 +157,35 @@ def _scenario(credentials: Credentials, receiver: Any, sandbox: Any) -> None:
     first_path = f"/v1/webhook_endpoints/{first['webhook_endpoint_id']}"
     second_path = f"/v1/webhook_endpoints/{second['webhook_endpoint_id']}"
 
+    # Sensitive headers: set on create (idempotently) and update, merged, sent below.
+    def header_value() -> str:
+        value = f"hv_{uuid.uuid4().hex}"
+        credentials.header_values.append(value)
+        return value
+
+    headed = api.post(
+        "/v1/webhook_endpoints",
+        {
+            "url": f"{receiver.url}/headed",
+            "headers": {"Authorization": f"Bearer {header_value()}", "X-Tenant": "acme"},
+        },
+        headers={"Idempotency-Key": "leak-create-headed"},
+    )
+    assert headed.status_code == 201, headed.content
+    credentials.secrets.append(headed.json()["signing_secret"])
+    credentials.replay_store[headed.json()["signing_secret"]] = IdempotencyRecord.objects.get(
+        key="leak-create-headed"
+    ).pk
+    headed_path = f"/v1/webhook_endpoints/{headed.json()['webhook_endpoint_id']}"
+    for body in (
+        {"headers": {"X-Api-Key": header_value(), "Cookie": f"session={header_value()}"}},
+        {"headers": {"authorization": f"Bearer {header_value()}"}, "description": "rotated"},
+    ):
+        assert api.patch(headed_path, body).status_code == 200
+    assert (
+        api.patch(first_path, {"headers": {"X-Upstream-Token": header_value()}}).status_code == 200
+    )
+
     # Rotations: over the API (idempotent, and not) and with the command; overlaps keep the
     # previous secrets signing, so deliveries below carry several v1 values.
     idempotent(f"{first_path}/rotate_secret", {"overlap_seconds": 3600}, "leak-rotate-first")
@@ -182,6 +214,12 @@ def _scenario(credentials: Credentials, receiver: Any, sandbox: Any) -> None:
     factories.deliver_here(sandbox, "judgment.created")
     signed = receiver.received("/first")
     assert signed and signed[-1].headers["MD-Signature"].count("v1=") >= 2
+    # The sensitive headers went out decrypted, to the receiver only.
+    sent = {name.lower(): value for name, value in receiver.received("/headed")[-1].headers.items()}
+    assert sent["authorization"] == f"Bearer {credentials.header_values[3]}"
+    assert sent["cookie"] == f"session={credentials.header_values[2]}"
+    assert sent["x-api-key"] == credentials.header_values[1]
+    assert signed[-1].headers["X-Upstream-Token"] == credentials.header_values[4]
     assert api.get(f"{first_path}/deliveries").status_code == 200
     assert api.get(f"/v1/events/{published.json()['event_id']}").status_code == 200
 
@@ -209,6 +247,10 @@ def _scenario(credentials: Credentials, receiver: Any, sandbox: Any) -> None:
     error(api.post("/v1/webhook_endpoints", {"url": "ftp://example.com"}), 400)
     error(api.post("/v1/webhook_endpoints", {"url": "https://example.com", "secret": 1}), 400)
     error(api.patch(first_path, {"status": "paused"}), 400)
+    # A sensitive header refused: its value is not repeated.
+    error(api.patch(headed_path, {"headers": {"X-Secret": f"{header_value()}\r\nX: 1"}}), 400)
+    error(api.patch(headed_path, {"headers": {"X-Secret": header_value() * 40}}), 400)
+    error(api.patch(headed_path, {"headers": {"Host": header_value()}}), 400)
     error(api.post("/v1/webhook_endpoints", raw="{not json"), 400)
     error(api.post("/v1/webhook_endpoints", raw="url=x", content_type="text/plain"), 415)
     error(api.get("/v1/webhook_endpoints?limit=0"), 400)
@@ -254,6 +296,7 @@ def scenario(db, all_logs, receiver, sandbox, settings):
     _scenario(credentials, receiver, sandbox)
     assert len(credentials.keys) == 4
     assert len(credentials.secrets) >= 6
+    assert len(credentials.header_values) == 8
     return credentials, all_logs
 
 
@@ -312,7 +355,7 @@ def test_secrets_are_stored_only_where_they_belong(scenario):
     credentials, _ = scenario
     found: dict[str, list[tuple[str, Any, str]]] = {}
     for table, pk, text in _database_rows():
-        for value in credentials.keys + credentials.secrets:
+        for value in credentials.keys + credentials.secrets + credentials.header_values:
             if any(form in text for form in forms(value)):
                 found.setdefault(value, []).append((table, pk, text.split("=", 1)[0]))
     # A raw key is stored nowhere.
@@ -347,3 +390,15 @@ def test_signing_secrets_are_encrypted_at_rest(scenario):
         ciphertext = stored[secret]
         assert not any(form in ciphertext for form in forms(secret))
         assert secret.removeprefix("whsec_") not in ciphertext
+
+
+def test_sensitive_header_values_are_encrypted_at_rest(scenario):
+    credentials, _ = scenario
+    stored = [
+        encryption.decrypt(value["encrypted"])
+        for endpoint in WebhookEndpoint.objects.all()
+        for value in endpoint.headers.values()
+        if isinstance(value, dict)
+    ]
+    kept = credentials.header_values[1:5]  # set and not replaced or refused
+    assert all(any(value in plain for plain in stored) for value in kept), stored

@@ -129,7 +129,8 @@ def test_the_apis_written_out_reads_give_exactly_the_tenants_scope(tenants):
         assert fields([got] if got else []) == fields([orm] if orm else []), public_id
     enabled = WebhookEndpoint.objects.for_environment(environment.pk).filter(status="enabled")
     assert sorted(enabled_endpoint_filters(environment_id=environment.pk)) == sorted(
-        enabled.values_list("id", "enabled_events")
+        (pk, events, order == "ordered")
+        for pk, events, order in enabled.values_list("id", "enabled_events", "delivery_order")
     )
     key = api_key_for_raw(me.raw_key)
     assert key is not None and key.environment == environment

@@ -31,6 +31,12 @@ def test_create_returns_201_with_the_secret_once(api):
         "status",
         "signing_secret",
         "created_at",
+        # Delivery control's, after the reference's, with their defaults.
+        "description",
+        "metadata",
+        "headers",
+        "rate_limit",
+        "delivery_order",
     ]
     assert ENDPOINT_ID.match(body["webhook_endpoint_id"])
     assert SECRET.match(body["signing_secret"])
@@ -38,6 +44,8 @@ def test_create_returns_201_with_the_secret_once(api):
     assert body["url"] == "https://example.com/md/webhooks"
     assert body["enabled_events"] == ["judgment.created", "packet.created"]
     assert body["status"] == "enabled"
+    assert [body["description"], body["metadata"], body["headers"]] == [None, {}, {}]
+    assert [body["rate_limit"], body["delivery_order"]] == [None, "unordered"]
 
     endpoint_id = body["webhook_endpoint_id"]
     retrieved = api.get(f"/v1/webhook_endpoints/{endpoint_id}")
@@ -148,6 +156,11 @@ def test_update_changes_only_what_is_sent(api):
         "enabled_events": ["*"],
         "status": "enabled",
         "created_at": created["created_at"],
+        "description": None,
+        "metadata": {},
+        "headers": {},
+        "rate_limit": None,
+        "delivery_order": "unordered",
     }
     assert api.patch(path, {}).json() == response.json()
     assert api.get(path).json() == response.json()
@@ -163,7 +176,8 @@ def test_update_changes_only_what_is_sent(api):
         ({"enabled_events": []}, "parameter_invalid", "enabled_events"),
         ({"signing_secret": "whsec_mine"}, "parameter_invalid", "signing_secret"),
         ({"webhook_endpoint_id": "we_other"}, "parameter_invalid", "webhook_endpoint_id"),
-        ({"description": "x"}, "parameter_unknown", "description"),
+        ({"description": "x" * 501}, "parameter_invalid", "description"),
+        ({"colour": "x"}, "parameter_unknown", "colour"),
     ],
 )
 def test_update_refuses_bad_input_and_changes_nothing(api, body, code, param):

@@ -9,6 +9,13 @@ ALL_EVENTS = "*"
 # and no endpoint subscribes to it, not even with "*".
 TEST_EVENT_TYPE = "ping"
 
+# Published by the service itself, about an environment's endpoints and deliveries
+# (deliveries.operational); endpoints subscribe to them like any type, producers cannot publish
+# them.
+ENDPOINT_DISABLED = "webhook_endpoint.disabled"
+DELIVERY_EXHAUSTED = "delivery.exhausted"
+OPERATIONAL_EVENT_TYPES = frozenset({ENDPOINT_DISABLED, DELIVERY_EXHAUSTED})
+
 EVENT_TYPES: dict[str, str] = {
     "judgment.created": "A judgment was created.",
     "judgment.updated": "A judgment's fields or outcome changed.",
@@ -16,6 +23,10 @@ EVENT_TYPES: dict[str, str] = {
     "packet.created": "A packet was created.",
     "packet.updated": "A packet's contents or state changed.",
     "packet.deleted": "A packet was deleted.",
+    ENDPOINT_DISABLED: (
+        "An endpoint was disabled automatically: it answered 410 Gone, or kept failing."
+    ),
+    DELIVERY_EXHAUSTED: "A delivery failed its last attempt; it will not be retried.",
     TEST_EVENT_TYPE: (
         "A test event an operator sent to one endpoint; it cannot be published or subscribed to."
     ),
@@ -25,8 +36,14 @@ EVENT_TYPE_NAMES: list[str] = list(EVENT_TYPES)
 
 
 def is_known(event_type: str) -> bool:
-    """A type producers may publish and endpoints may subscribe to: any but the test event."""
+    """A type endpoints may subscribe to, and producers publish (but the operational ones):
+    any but the test event."""
     return event_type in EVENT_TYPES and event_type != TEST_EVENT_TYPE
+
+
+def is_operational(event_type: str) -> bool:
+    """A type the service publishes itself, never a producer."""
+    return event_type in OPERATIONAL_EVENT_TYPES
 
 
 def normalize_filter(enabled_events: list[str] | None) -> list[str]:

@@ -29,6 +29,10 @@ class WebhookEndpoint(models.Model):
         ENABLED = "enabled", "Enabled"
         DISABLED = "disabled", "Disabled"
 
+    class DeliveryOrder(models.TextChoices):
+        UNORDERED = "unordered", "Unordered"
+        ORDERED = "ordered", "Ordered"
+
     public_id = models.CharField(
         max_length=17, unique=True, default=new_endpoint_id, editable=False
     )
@@ -50,6 +54,17 @@ class WebhookEndpoint(models.Model):
     # A temporary endpoint (manage.py listen) is deleted by the service once this passes,
     # unless renewed: one whose process was killed is not left enabled for long.
     expires_at = models.DateTimeField(null=True, blank=True)
+    # Delivery control (the contract's section of that name).
+    description = models.TextField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    # Header name -> value, sent on every delivery. A sensitive value is stored encrypted, as
+    # {"encrypted": <ciphertext>} (webhooks.headers says which are sensitive).
+    headers = models.JSONField(default=dict, blank=True)
+    # Deliveries per second to this endpoint, across every worker; null: no limit.
+    rate_limit = models.PositiveIntegerField(null=True, blank=True)
+    delivery_order = models.CharField(
+        max_length=16, choices=DeliveryOrder.choices, default=DeliveryOrder.UNORDERED
+    )
 
     objects = WebhookEndpointQuerySet.as_manager()
 
@@ -68,6 +83,10 @@ class WebhookEndpoint(models.Model):
                 condition=Q(status__in=["enabled", "disabled"]),
                 name="webhook_endpoint_status_valid",
             ),
+            models.CheckConstraint(
+                condition=Q(delivery_order__in=["unordered", "ordered"]),
+                name="webhook_endpoint_delivery_order_valid",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -76,6 +95,10 @@ class WebhookEndpoint(models.Model):
     @property
     def is_enabled(self) -> bool:
         return self.status == self.Status.ENABLED and self.deleted_at is None
+
+    @property
+    def is_ordered(self) -> bool:
+        return self.delivery_order == self.DeliveryOrder.ORDERED
 
 
 class EndpointSecretQuerySet(models.QuerySet["EndpointSecret"]):

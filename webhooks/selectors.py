@@ -12,12 +12,11 @@ from core.ids import is_public_id
 from core.pagination import KeysetSql, Page, PageRequest, keyset_page
 from core.sql import ModelRows, fetch_all
 from webhooks.models import ENDPOINT_ID_PREFIX, WebhookEndpoint, WebhookEndpointQuerySet
+from webhooks.representation import SHOWN_FIELDS
 
 _ENDPOINT = ModelRows(WebhookEndpoint, "w")
-# What a list page shows of each endpoint (api.webhooks.serializers), and its keyset.
-_LISTED = ModelRows(
-    WebhookEndpoint, "w", only=("id", "public_id", "url", "enabled_events", "status", "created_at")
-)
+# What a list page shows of each endpoint (webhooks.representation), and its keyset.
+_LISTED = ModelRows(WebhookEndpoint, "w", only=("id", *SHOWN_FIELDS))
 # for_environment(): the environment's endpoints, not deleted.
 _LIVE_IN = f"{_ENDPOINT.column['environment']} = %s AND {_ENDPOINT.column['deleted_at']} IS NULL"
 _BY_ID = (
@@ -26,20 +25,24 @@ _BY_ID = (
 )
 
 
-# The fan-out's candidates: the enabled endpoints, and what each subscribes to.
-_FILTERS = ModelRows(WebhookEndpoint, "w", only=("id", "enabled_events"))
+# The fan-out's candidates: the enabled endpoints, what each subscribes to, and whether it is
+# ordered.
+_FILTERS = ModelRows(WebhookEndpoint, "w", only=("id", "enabled_events", "delivery_order"))
 _ENABLED_IN = (
     f"SELECT {_FILTERS.select} FROM {_FILTERS.table} "  # noqa: S608  no values
     f"WHERE {_LIVE_IN} AND {_ENDPOINT.column['status']} = %s"
 )
 
 
-def enabled_endpoint_filters(*, environment_id: int) -> list[tuple[int, list[str]]]:
-    """(id, enabled_events) of the environment's enabled endpoints. Every event's fan-out
-    reads them, so written out: the ORM's queryset cost each event ~0.7 ms more of a worker's
-    CPU (docs/architecture.md)."""
+def enabled_endpoint_filters(*, environment_id: int) -> list[tuple[int, list[str], bool]]:
+    """(id, enabled_events, ordered) of the environment's enabled endpoints. Every event's
+    fan-out reads them, so written out: the ORM's queryset cost each event ~0.7 ms more of a
+    worker's CPU (docs/architecture.md)."""
     rows = fetch_all(_ENABLED_IN, [environment_id, WebhookEndpoint.Status.ENABLED.value])
-    return [(r.id, r.enabled_events) for r in map(_FILTERS.record, rows)]
+    ordered = WebhookEndpoint.DeliveryOrder.ORDERED
+    return [
+        (r.id, r.enabled_events, r.delivery_order == ordered) for r in map(_FILTERS.record, rows)
+    ]
 
 
 def endpoints_of(environment: Environment) -> WebhookEndpointQuerySet:

@@ -1,7 +1,9 @@
 """Writes for webhook endpoints. Views and commands call these; nothing else writes endpoints."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import transaction
 from django.db.models import F, Q, Value
@@ -11,9 +13,10 @@ from django.utils import timezone
 from accounts.models import Environment
 from core import encryption
 from core.errors import InvalidInput
+from webhooks import headers as endpoint_headers
 from webhooks.catalog import normalize_filter
 from webhooks.models import EndpointSecret, WebhookEndpoint
-from webhooks.signals import endpoints_stopped
+from webhooks.signals import delivery_order_changed, endpoints_stopped
 from webhooks.signing_secrets import generate_secret
 from webhooks.url_policy import UrlPolicy, check_url
 
@@ -39,6 +42,80 @@ def _clean_events(enabled_events: list[str] | None) -> list[str]:
         raise InvalidInput("enabled_events", f"Invalid enabled_events: {exc}.") from None
 
 
+# Delivery control (the contract's section of that name); headers are webhooks.headers'.
+MAX_DESCRIPTION_LENGTH = 500
+MAX_METADATA_KEYS = 50
+MAX_METADATA_KEY_LENGTH = 40
+MAX_METADATA_VALUE_LENGTH = 500
+MAX_RATE_LIMIT = 10_000
+
+
+def _clean_description(description: object) -> str | None:
+    if description is not None and not isinstance(description, str):
+        raise InvalidInput("description", "description must be a string or null.")
+    if description is not None and len(description) > MAX_DESCRIPTION_LENGTH:
+        raise InvalidInput(
+            "description", f"description is at most {MAX_DESCRIPTION_LENGTH} characters."
+        )
+    return description
+
+
+def _merged_metadata(stored: Mapping[str, str], given: object) -> dict[str, str]:
+    """`given` merged into `stored`: a key set to "" is removed; null removes every key."""
+    if given is None:
+        return {}
+    if not isinstance(given, Mapping):
+        raise InvalidInput(
+            "metadata", "metadata must be an object of string keys to string values, or null."
+        )
+    result = dict(stored)
+    for key, value in given.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= MAX_METADATA_KEY_LENGTH:
+            raise InvalidInput(
+                "metadata", f"metadata keys are 1 to {MAX_METADATA_KEY_LENGTH} characters."
+            )
+        if not isinstance(value, str):
+            raise InvalidInput(
+                "metadata",
+                f'The metadata value of {key!r} must be a string ("" removes the key).',
+            )
+        if len(value) > MAX_METADATA_VALUE_LENGTH:
+            raise InvalidInput(
+                "metadata",
+                f"The metadata value of {key!r} is over {MAX_METADATA_VALUE_LENGTH} characters.",
+            )
+        if value:
+            result[key] = value
+        else:
+            result.pop(key, None)
+    if len(result) > MAX_METADATA_KEYS:
+        raise InvalidInput(
+            "metadata",
+            f"metadata has at most {MAX_METADATA_KEYS} keys; this would make {len(result)}.",
+        )
+    return result
+
+
+def _clean_rate_limit(rate_limit: object) -> int | None:
+    if rate_limit is None:
+        return None
+    if isinstance(rate_limit, bool) or not isinstance(rate_limit, int):
+        raise InvalidInput("rate_limit", "rate_limit must be an integer or null.")
+    if not 1 <= rate_limit <= MAX_RATE_LIMIT:
+        raise InvalidInput(
+            "rate_limit",
+            f"rate_limit is deliveries per second, 1 to {MAX_RATE_LIMIT}; null for no limit.",
+        )
+    return rate_limit
+
+
+def _clean_delivery_order(delivery_order: object) -> str:
+    if delivery_order not in WebhookEndpoint.DeliveryOrder.values:
+        choices = ", ".join(WebhookEndpoint.DeliveryOrder.values)
+        raise InvalidInput("delivery_order", f"delivery_order must be one of: {choices}.")
+    return str(delivery_order)
+
+
 @transaction.atomic
 def endpoint_create(
     *,
@@ -46,14 +123,25 @@ def endpoint_create(
     url: str,
     enabled_events: list[str] | None = None,
     expires_at: datetime | None = None,
+    description: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    rate_limit: int | None = None,
+    delivery_order: str = WebhookEndpoint.DeliveryOrder.UNORDERED,
 ) -> CreatedEndpoint:
     """A new enabled endpoint with a fresh signing secret (encrypted at rest); with
-    `expires_at`, a temporary one (endpoint_lease_renew, endpoints_expired_delete)."""
+    `expires_at`, a temporary one (endpoint_lease_renew, endpoints_expired_delete).
+    `metadata` and `headers` are merged into none, as an update merges them."""
     endpoint = WebhookEndpoint.objects.create(
         environment=environment,
         url=_clean_url(url, environment),
         enabled_events=_clean_events(enabled_events),
         expires_at=expires_at,
+        description=_clean_description(description),
+        metadata=_merged_metadata({}, metadata),
+        headers=endpoint_headers.merged({}, {} if headers is None else headers),
+        rate_limit=_clean_rate_limit(rate_limit),
+        delivery_order=_clean_delivery_order(delivery_order),
     )
     secret = generate_secret()
     EndpointSecret.objects.create(endpoint=endpoint, ciphertext=encryption.encrypt(secret))
@@ -69,9 +157,17 @@ def endpoint_update(
     url: str | object = _UNSET,
     enabled_events: list[str] | object = _UNSET,
     status: str | object = _UNSET,
+    description: str | object | None = _UNSET,
+    metadata: Mapping[str, str] | object | None = _UNSET,
+    headers: Mapping[str, str | None] | object = _UNSET,
+    rate_limit: int | object | None = _UNSET,
+    delivery_order: str | object = _UNSET,
 ) -> WebhookEndpoint:
     """Changes what was given. Disabling stops deliveries at once (they check at send time);
-    enabling again resumes with new events only."""
+    enabling again resumes with new events only. `metadata` and `headers` are merged into the
+    stored ones (a metadata key set to "", a header set to None, is removed; metadata None
+    removes every key). A change of delivery_order is told (webhooks.signals) in the same
+    transaction."""
     changed: list[str] = []
     if url is not _UNSET:
         endpoint.url = _clean_url(str(url), endpoint.environment)
@@ -84,14 +180,51 @@ def endpoint_update(
         endpoint.disabled_reason = ""
         endpoint.consecutive_failures, endpoint.failing_since = 0, None
         changed += ["status", "disabled_reason", "consecutive_failures", "failing_since"]
-    if changed:
-        with transaction.atomic():
-            endpoint.save(update_fields=[*changed, "updated_at"])
-            if endpoint.status == WebhookEndpoint.Status.DISABLED and "status" in changed:
-                endpoints_stopped.send(
-                    WebhookEndpoint, endpoint_ids=[endpoint.pk], reason="endpoint disabled"
-                )
+    if description is not _UNSET:
+        endpoint.description = _clean_description(description)
+        changed.append("description")
+    if rate_limit is not _UNSET:
+        endpoint.rate_limit = _clean_rate_limit(rate_limit)
+        changed.append("rate_limit")
+    order_changed = False
+    if delivery_order is not _UNSET:
+        order = _clean_delivery_order(delivery_order)
+        order_changed = order != endpoint.delivery_order
+        endpoint.delivery_order = order
+        changed.append("delivery_order")
+    merging = {"metadata": metadata, "headers": headers}
+    merging = {name: given for name, given in merging.items() if given is not _UNSET}
+    if not changed and not merging:
+        return endpoint
+    with transaction.atomic():
+        if merging:
+            _merge(endpoint, merging)
+            changed += list(merging)
+        endpoint.save(update_fields=[*changed, "updated_at"])
+        if endpoint.status == WebhookEndpoint.Status.DISABLED and "status" in changed:
+            endpoints_stopped.send(
+                WebhookEndpoint, endpoint_ids=[endpoint.pk], reason="endpoint disabled"
+            )
+        if order_changed:
+            delivery_order_changed.send(
+                WebhookEndpoint, endpoint_id=endpoint.pk, ordered=endpoint.is_ordered
+            )
     return endpoint
+
+
+def _merge(endpoint: WebhookEndpoint, given: dict[str, Any]) -> None:
+    """Merges `given` metadata and headers into the stored ones, read again under the row's
+    lock: two updates at once each keep what the other added."""
+    stored = (
+        WebhookEndpoint.objects.select_for_update()
+        .filter(pk=endpoint.pk)
+        .values("metadata", "headers")
+        .get()
+    )
+    if "metadata" in given:
+        endpoint.metadata = _merged_metadata(stored["metadata"], given["metadata"])
+    if "headers" in given:
+        endpoint.headers = endpoint_headers.merged(stored["headers"], given["headers"])
 
 
 @transaction.atomic
@@ -203,6 +336,11 @@ def expired_secrets_purge(*, now: datetime | None = None) -> int:
 
 
 def secrets_reencrypt(*, batch_size: int = 500) -> int:
-    """Re-encrypts every signing secret under the first SIGNING_SECRET_ENCRYPTION_KEYS key,
-    while the service runs (core.encryption.reencrypt_rows)."""
-    return encryption.reencrypt_rows(EndpointSecret, "ciphertext", batch_size, as_bytes=False)
+    """Re-encrypts every signing secret, and every sensitive header value, under the first
+    SIGNING_SECRET_ENCRYPTION_KEYS key, while the service runs (core.encryption.reencrypt_rows);
+    returns how many secrets and endpoints it rewrote."""
+    secrets = encryption.reencrypt_rows(EndpointSecret, "ciphertext", batch_size)
+    # And the endpoints' sensitive header values (an endpoint without one is left as it is).
+    return secrets + encryption.reencrypt_rows(
+        WebhookEndpoint, "headers", batch_size, rewrite=endpoint_headers.reencrypted
+    )

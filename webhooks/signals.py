@@ -12,3 +12,8 @@ from django.dispatch import Signal
 # Sent with `endpoint_ids` (list[int]) and `reason` ("endpoint disabled", "endpoint deleted")
 # inside the transaction that disabled or deleted them: receivers write in it too.
 endpoints_stopped = Signal()
+
+# Sent with `endpoint_id` (int) and `ordered` (bool) inside the transaction that changed the
+# endpoint's delivery_order: ordering on parks its deliveries not yet attempted, ordering off
+# releases the ones waiting (deliveries.ordering).
+delivery_order_changed = Signal()

@@ -14,7 +14,13 @@ from webhooks.catalog import EVENT_TYPES
 class EventCreateInput(InputSerializer):
     read_only_params = frozenset({"event_id", "id", "created_at", "api_version", "environment"})
 
-    type = StrictCharField(max_length=100, help_text="An event type from GET /v1/event_types.")
+    type = StrictCharField(
+        max_length=100,
+        help_text=(
+            "An event type from GET /v1/event_types, but `webhook_endpoint.disabled` and "
+            "`delivery.exhausted`: the service publishes those itself."
+        ),
+    )
     data = serializers.JSONField(  # type: ignore[assignment]  # a field named data
         required=False, help_text="A JSON object: the event's payload, delivered as `data`."
     )

@@ -1,5 +1,7 @@
 from typing import Any
 
+from django.http import QueryDict
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -19,6 +21,7 @@ from api.views import ApiViewSet
 from api.webhooks.openapi import WEBHOOK_ENDPOINT_ID
 from api.webhooks.views import endpoint_or_404
 from deliveries import dispatch, selectors, services
+from deliveries.models import Delivery
 
 TAG_EVENTS = "Events"
 TAG_DELIVERIES = "Deliveries"
@@ -99,23 +102,43 @@ class EventViewSet(ApiViewSet):
         return Response(EventDetailOutput(event, context=context).data)
 
 
+STATUS_PARAMETER = OpenApiParameter(
+    "status",
+    {"type": "string", "enum": list(Delivery.Status.values)},
+    OpenApiParameter.QUERY,
+    description="Only the deliveries in this status.",
+)
+
+
+def status_filter(params: QueryDict) -> str | None:
+    status = params.get("status")
+    if status is not None and status not in Delivery.Status.values:
+        raise ApiError(
+            "parameter_invalid",
+            f"status must be one of: {', '.join(Delivery.Status.values)}.",
+            param="status",
+        )
+    return status
+
+
 class EndpointDeliveryViewSet(ApiViewSet):
     """`/v1/webhook_endpoints/{id}/deliveries`: the attempt log of one endpoint."""
 
     required_scopes = {"list": scopes.EVENTS_READ}
-    query_params = {"list": LIST_PARAMS}
+    query_params = {"list": LIST_PARAMS | {"status"}}
 
     @api_operation(
         operation_id="webhook_endpoint_deliveries_list",
         summary="List an endpoint's deliveries",
         description=(
             "Deliveries to one endpoint, newest first, each with every attempt made: when, how "
-            "long, the status code or error, and the first 16 KiB of the response."
+            "long, the status code or error, and the first 16 KiB of the response. `status` "
+            "keeps only the deliveries in that status; the cursors page through those."
         ),
         scope=scopes.EVENTS_READ,
         tags=[TAG_DELIVERIES],
         lookup=WEBHOOK_ENDPOINT_ID,
-        parameters=LIST_PARAMETERS,
+        parameters=[*LIST_PARAMETERS, STATUS_PARAMETER],
         responses={200: DeliveryListOutput},
     )
     def list(self, request: Request, webhook_endpoint_id: str) -> Response:
@@ -124,6 +147,7 @@ class EndpointDeliveryViewSet(ApiViewSet):
             environment=self.environment,
             endpoint=endpoint,
             page=parse_page_request(request.query_params),
+            status=status_filter(request.query_params),
         )
         data = DeliveryWithAttemptsOutput(page.items, many=True).data
         return Response({"object": "list", "data": data, "has_more": page.has_more})

@@ -1,5 +1,6 @@
 from typing import TYPE_CHECKING, Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from api.serializers import (
@@ -8,13 +9,16 @@ from api.serializers import (
     StrictCharField,
     StrictChoiceField,
     StrictIntegerField,
+    StrictObjectField,
 )
-from core.times import api_datetime
+from api.webhooks import openapi as docs
 from webhooks.models import WebhookEndpoint
+from webhooks.representation import endpoint_object
+from webhooks.services import MAX_DESCRIPTION_LENGTH, MAX_RATE_LIMIT
 from webhooks.url_policy import MAX_URL_LENGTH
 
 if TYPE_CHECKING:
-    from webhooks.services import CreatedEndpoint
+    from webhooks.services import CreatedEndpoint, RotatedSecret
 
 READ_ONLY_PARAMS = frozenset({"webhook_endpoint_id", "signing_secret", "created_at"})
 MAX_FILTER_ENTRIES = 256
@@ -29,7 +33,55 @@ def _events_field(required: bool) -> serializers.ListField:
     )
 
 
-class WebhookEndpointCreateInput(InputSerializer):
+# Metadata's and headers' entries are checked by the service (webhooks.services,
+# webhooks.headers), so that an error names the field; these say what they take.
+@extend_schema_field(docs.METADATA_INPUT)
+class MetadataInputField(StrictObjectField):
+    pass
+
+
+@extend_schema_field(docs.HEADERS_INPUT)
+class HeadersInputField(StrictObjectField):
+    pass
+
+
+@extend_schema_field(docs.METADATA_OUTPUT)
+class MetadataOutputField(serializers.DictField):
+    pass
+
+
+@extend_schema_field(docs.HEADERS_OUTPUT)
+class HeadersOutputField(serializers.DictField):
+    pass
+
+
+class DeliveryControlInput(InputSerializer):
+    """The fields of the contract's "Delivery control", on create and update alike."""
+
+    description = StrictCharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        max_length=MAX_DESCRIPTION_LENGTH,
+        help_text="Free text for your own use.",
+    )
+    metadata = MetadataInputField(required=False, allow_null=True)
+    headers = HeadersInputField(required=False)
+    rate_limit = StrictIntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=MAX_RATE_LIMIT,
+        help_text=docs.RATE_LIMIT_HELP,
+    )
+    delivery_order = StrictChoiceField(
+        choices=WebhookEndpoint.DeliveryOrder.choices,
+        required=False,
+        help_text=docs.DELIVERY_ORDER_HELP,
+    )
+
+
+class WebhookEndpointCreateInput(DeliveryControlInput):
     read_only_params = READ_ONLY_PARAMS
     later_params = {
         "status": "status can only be changed by an update: a new endpoint is enabled; "
@@ -40,7 +92,7 @@ class WebhookEndpointCreateInput(InputSerializer):
     enabled_events = _events_field(required=False)
 
 
-class WebhookEndpointUpdateInput(InputSerializer):
+class WebhookEndpointUpdateInput(DeliveryControlInput):
     read_only_params = READ_ONLY_PARAMS
 
     url = StrictCharField(max_length=MAX_URL_LENGTH, required=False)
@@ -67,8 +119,7 @@ class WebhookEndpointOutput(serializers.Serializer):
     """An endpoint as every response shows it.
 
     The fields describe it for the OpenAPI schema (the tests check responses against it); the
-    representation itself is built directly, a dict per endpoint, where DRF's field-by-field
-    path costs a list page several times more (docs/scaling.md).
+    representation itself is webhooks.representation's, a dict built directly.
     """
 
     webhook_endpoint_id = serializers.CharField(source="public_id")
@@ -76,37 +127,33 @@ class WebhookEndpointOutput(serializers.Serializer):
     enabled_events = serializers.ListField(child=serializers.CharField())
     status = serializers.ChoiceField(choices=WebhookEndpoint.Status.choices)
     created_at = ApiDateTimeField()
+    description = serializers.CharField(allow_null=True, max_length=MAX_DESCRIPTION_LENGTH)
+    metadata = MetadataOutputField()
+    headers = HeadersOutputField()
+    rate_limit = serializers.IntegerField(
+        allow_null=True, min_value=1, max_value=MAX_RATE_LIMIT, help_text=docs.RATE_LIMIT_HELP
+    )
+    delivery_order = serializers.ChoiceField(
+        choices=WebhookEndpoint.DeliveryOrder.choices, help_text=docs.DELIVERY_ORDER_HELP
+    )
 
-    def to_representation(self, instance: WebhookEndpoint) -> dict[str, Any]:
-        return {
-            "webhook_endpoint_id": instance.public_id,
-            "url": instance.url,
-            "enabled_events": instance.enabled_events,
-            "status": instance.status,
-            "created_at": api_datetime(instance.created_at),
-        }
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        return endpoint_object(instance)
 
 
-class WebhookEndpointCreatedOutput(serializers.Serializer):
+class WebhookEndpointCreatedOutput(WebhookEndpointOutput):
     """The create response: the only time the signing secret is shown."""
 
-    webhook_endpoint_id = serializers.CharField(source="endpoint.public_id")
-    url = serializers.CharField(source="endpoint.url")
-    enabled_events = serializers.ListField(
-        child=serializers.CharField(), source="endpoint.enabled_events"
-    )
-    status = serializers.ChoiceField(
-        choices=WebhookEndpoint.Status.choices, source="endpoint.status"
-    )
     signing_secret = serializers.CharField(
         help_text="Returned once, on this response only. Store it to verify MD-Signature."
     )
-    created_at = ApiDateTimeField(source="endpoint.created_at")
 
-    def to_representation(self, instance: "CreatedEndpoint") -> dict[str, Any]:
-        shown = WebhookEndpointOutput().to_representation(instance.endpoint)
-        created_at = shown.pop("created_at")
-        return {**shown, "signing_secret": instance.signing_secret, "created_at": created_at}
+    def to_representation(self, instance: "CreatedEndpoint | RotatedSecret") -> dict[str, Any]:
+        # The secret where the reference shows it, before created_at.
+        shown = list(endpoint_object(instance.endpoint).items())
+        at = [name for name, _ in shown].index("created_at")
+        shown.insert(at, ("signing_secret", instance.signing_secret))
+        return dict(shown)
 
 
 class WebhookEndpointDeletedOutput(serializers.Serializer):

@@ -86,7 +86,8 @@ class WebhookEndpointViewSet(ApiViewSet):
             "returned once, on this response only: store it, you need it to verify "
             "`MD-Signature` headers. Sandbox also accepts `http` URLs for local development. "
             '`enabled_events` takes types from `GET /v1/event_types`; omit it or send `["*"]` '
-            "for every event."
+            "for every event. `headers` are sent on every delivery; sensitive ones are stored "
+            "encrypted and shown as `********` on every read."
         ),
         scope=scopes.WEBHOOK_ENDPOINTS_WRITE,
         tags=[docs.TAG_WEBHOOK_ENDPOINTS],
@@ -122,8 +123,11 @@ class WebhookEndpointViewSet(ApiViewSet):
         operation_id="webhook_endpoints_update",
         summary="Update a webhook endpoint",
         description=(
-            "Updates the URL, event filter, or status. Disabled endpoints stop receiving "
-            "deliveries immediately; re-enabling resumes new events only."
+            "Updates the URL, event filter, status, or delivery control fields. Disabled "
+            "endpoints stop receiving deliveries immediately; re-enabling resumes new events "
+            "only. `metadata` and `headers` are merged into the stored ones: a metadata key set "
+            'to `""` and a header set to `null` are removed, `"metadata": null` removes every '
+            "key."
         ),
         scope=scopes.WEBHOOK_ENDPOINTS_WRITE,
         tags=[docs.TAG_WEBHOOK_ENDPOINTS],

@@ -172,6 +172,9 @@ SPECTACULAR_SETTINGS = {
         "WebhookEndpointStatusEnum": "webhooks.models.WebhookEndpoint.Status",
         "DeliveryStatusEnum": "deliveries.models.Delivery.Status",
         "EventTypeEnum": "webhooks.catalog.EVENT_TYPE_NAMES",
+        # Two kinds of `object` field: a list envelope's and a recovery's.
+        "ListObjectEnum": ["list"],
+        "RecoveryObjectEnum": ["recovery"],
     },
     # The reference's examples call the sandbox; "/" is whichever server serves this document.
     "SERVERS": [
@@ -191,8 +194,9 @@ SIGNING_SECRET_ENCRYPTION_KEYS = env.list("SIGNING_SECRET_ENCRYPTION_KEYS", defa
 # Sandbox endpoints may point at private, loopback or link-local hosts only when this is on.
 # Production endpoints never may, whatever this says.
 WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = env.bool("WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS", default=False)
+# Seconds; fractions allowed (tests and benchmarks retry within a second).
 WEBHOOKS_RETRY_SCHEDULE = [
-    int(s)
+    float(s)
     for s in env.list(
         "WEBHOOKS_RETRY_SCHEDULE",
         default=["5", "300", "1800", "7200", "18000", "36000", "50400", "72000", "86400"],
@@ -302,6 +306,8 @@ WEBHOOKS_WORKER_SYNCHRONOUS_COMMIT = env.bool("WEBHOOKS_WORKER_SYNCHRONOUS_COMMI
 # Events, their deliveries and attempts are kept this long (idempotency keys: their TTL).
 WEBHOOKS_RETENTION_DAYS = env.int("WEBHOOKS_RETENTION_DAYS", default=30)
 WEBHOOKS_EVENT_DATA_MAX_BYTES = env.int("WEBHOOKS_EVENT_DATA_MAX_BYTES", default=64 * 1024)
+# Deliveries a recovery sends again per transaction (deliveries.recovery).
+WEBHOOKS_RECOVERY_BATCH_SIZE = env.int("WEBHOOKS_RECOVERY_BATCH_SIZE", default=1000)
 # The lease of `manage.py listen`'s temporary endpoint, renewed while it runs: the longest a
 # killed listener's endpoint stays enabled, pointing at a dead port (plus up to a minute).
 LISTEN_LEASE_SECONDS = env.int("LISTEN_LEASE_SECONDS", default=600)
@@ -319,6 +325,7 @@ CELERY_TASK_ROUTES = {
     "webhooks.purge_expired_secrets": {"queue": "maintenance"},
     "webhooks.delete_expired_endpoints": {"queue": "maintenance"},
     "deliveries.prune": {"queue": "maintenance"},
+    "deliveries.recover": {"queue": "maintenance"},
     "api.prune_idempotency_records": {"queue": "maintenance"},
 }
 # Sending is I/O-bound: threads, not processes. One plain worker serves every queue.

@@ -1,0 +1,199 @@
+"""Ordered endpoints: one delivery in hand at a time, in the order events were published.
+
+A delivery to an ordered endpoint is born *parked*: pending with no `next_attempt_at`, so no
+claim and no sweep sees it. The endpoint's `Lane` names its *head*, the one delivery that may be
+attempted; it is retried on the usual schedule and holds the others back. When the head ends
+(succeeded, failed after its last retry, cancelled), the transaction that records it releases
+the next parked delivery, lowest event id first: event ids are drawn in the publishing
+transaction, so an event published after another one's publish returned has the higher id.
+
+Every decision about a lane is taken under its row lock (`SELECT ... FOR UPDATE`), by whoever
+makes it (fan-out, recording, recovery, the sweep), so two workers never hold two heads; and as
+PostgreSQL is the only state, the order survives a worker's crash, the broker's loss and a
+database restart. Unordered endpoints never come here: their deliveries are never parked.
+"""
+
+import uuid
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
+
+from deliveries.models import Delivery, Event, Lane
+from deliveries.selectors import unclaimed
+from webhooks.catalog import filter_matches
+from webhooks.models import WebhookEndpoint
+
+ORDERED = WebhookEndpoint.DeliveryOrder.ORDERED
+PENDING = Delivery.Status.PENDING
+
+
+def parked() -> Q:
+    """Waiting in an ordered endpoint's line (delivery_parked_idx holds exactly these)."""
+    return Q(status=PENDING, next_attempt_at__isnull=True)
+
+
+def active() -> Q:
+    """Pending and due at some time: the head of an ordered endpoint (or any unordered one)."""
+    return Q(status=PENDING, next_attempt_at__isnull=False)
+
+
+def lanes_release(
+    *,
+    endpoint_ids: "set[int] | list[int]",
+    now: datetime | None = None,
+    ended: "set[int] | None" = None,
+    known: "dict[int, tuple[int, list[str]]] | None" = None,
+    sent: "dict[int, int] | None" = None,
+    claim_token: uuid.UUID | None = None,
+    claimed_until: datetime | None = None,
+) -> list[int]:
+    """For each of these ordered endpoints whose head has ended (or that has none), makes its
+    next parked delivery the head, due now; in the caller's transaction. Returns the ids
+    released: the caller queues them after commit, or sends them itself when it gave a claim
+    (`claim_token` until `claimed_until`: they are made claimed by it, as fan-out's first batch).
+
+    `ended` names deliveries the caller has just ended in this transaction (no need to look);
+    `known` gives the endpoints' environment and enabled_events when the caller has them
+    (endpoint: (environment id, enabled_events)), for endpoints it knows to be ordered; `sent`
+    names, per endpoint, the delivery the caller already sent as its head ended (`peek` chose
+    it): that one is the head now, whatever came since.
+
+    Endpoints that are not ordered (any more) are skipped. A parked delivery whose event has an
+    earlier, matching event of the same environment not fanned out yet is not released: that
+    event's fan-out releases the lane when it commits.
+    """
+    if not endpoint_ids:
+        return []
+    now = now or timezone.now()
+    endpoints = known or _ordered(endpoint_ids)
+    if not endpoints:
+        return []
+    sent = sent or {}
+    released: list[int] = []
+    # No savepoint: the caller's transaction is the unit (recording, fan-out, the sweep).
+    with transaction.atomic(savepoint=False):
+        for pk, lane in sorted(lanes_locked(list(endpoints)).items()):
+            head = sent.get(pk)
+            if head is None and not _head_active(lane, ended or set()):
+                head = _first_releasable(pk, *endpoints[pk])
+            if head is None:
+                continue
+            changes: dict[str, object] = {"next_attempt_at": now, "enqueued_at": now}
+            if claim_token is not None:
+                changes |= {"claim_token": claim_token, "claimed_until": claimed_until}
+            if Delivery.objects.filter(parked(), id=head).update(**changes):
+                Lane.objects.filter(pk=pk).update(head_delivery_id=head)
+                released.append(head)
+    return released
+
+
+def peek(
+    endpoint_ids: set[int], known: "dict[int, tuple[int, list[str]]] | None" = None
+) -> dict[int, int]:
+    """Each of these ordered endpoints' next delivery, as its lane would release it now (its
+    head aside): for a caller that loads it, and sends it the moment the head succeeds, while
+    the head is in flight (deliveries.dispatch). Changes nothing."""
+    endpoints = known or _ordered(endpoint_ids)
+    following = {pk: _first_releasable(pk, *endpoints[pk]) for pk in sorted(endpoints)}
+    return {pk: delivery for pk, delivery in following.items() if delivery is not None}
+
+
+def _ordered(endpoint_ids: "set[int] | list[int]") -> dict[int, tuple[int, list[str]]]:
+    rows = WebhookEndpoint.objects.filter(id__in=list(endpoint_ids), delivery_order=ORDERED)
+    return {
+        pk: (environment_id, enabled_events)
+        for pk, environment_id, enabled_events in rows.values_list(
+            "id", "environment_id", "enabled_events"
+        )
+    }
+
+
+def lanes_locked(endpoint_ids: list[int]) -> dict[int, Lane]:
+    """The endpoints' lanes, made if need be, locked until the transaction ends; in id order,
+    as every writer of several lanes: two never wait on each other in a circle."""
+    lanes = _select_locked(endpoint_ids)
+    missing = [pk for pk in endpoint_ids if pk not in lanes]
+    if missing:
+        Lane.objects.bulk_create([Lane(endpoint_id=pk) for pk in missing], ignore_conflicts=True)
+        lanes |= _select_locked(missing)
+    return lanes
+
+
+def _select_locked(endpoint_ids: list[int]) -> dict[int, Lane]:
+    locked = Lane.objects.select_for_update().filter(endpoint_id__in=endpoint_ids)
+    return {lane.endpoint_id: lane for lane in locked.order_by("endpoint_id")}
+
+
+def _head_active(lane: Lane, ended: set[int]) -> bool:
+    head = lane.head_delivery_id
+    return (
+        head is not None
+        and head not in ended
+        and Delivery.objects.filter(active(), id=head).exists()
+    )
+
+
+def _first_releasable(
+    endpoint_id: int, environment_id: int, enabled_events: list[str]
+) -> int | None:
+    """The endpoint's first parked delivery, unless an earlier event it would get is still on
+    its way (published, not fanned out yet)."""
+    first = (
+        Delivery.objects.filter(parked(), endpoint_id=endpoint_id)
+        .order_by("event_id")
+        .values_list("id", "event_id")
+        .first()
+    )
+    if first is None:
+        return None
+    delivery_id, event_id = first
+    earlier = Event.objects.filter(
+        environment_id=environment_id, fanned_out_at__isnull=True, id__lt=event_id
+    ).values_list("type", flat=True)
+    if any(filter_matches(enabled_events, event_type) for event_type in earlier):
+        return None
+    return delivery_id
+
+
+def lanes_stalled() -> list[int]:
+    """Enabled ordered endpoints with parked deliveries and no head in hand: the sweep's
+    safety net (a head cancelled by hand, an earlier event that turned out not to match)."""
+    head_active = Delivery.objects.filter(active(), id=OuterRef("head_delivery_id"))
+    waiting = Delivery.objects.filter(parked(), endpoint_id=OuterRef("endpoint_id"))
+    return list(
+        Lane.objects.filter(
+            endpoint__delivery_order=ORDERED,
+            endpoint__status=WebhookEndpoint.Status.ENABLED,
+            endpoint__deleted_at__isnull=True,
+        )
+        .filter(~Exists(head_active), Exists(waiting))
+        .values_list("endpoint_id", flat=True)[:1000]
+    )
+
+
+def ordering_changed(*, endpoint_id: int, ordered: bool) -> list[int]:
+    """Ordering on parks the endpoint's deliveries not attempted yet (and not in a worker's
+    hands); off makes every parked one due (the sweep queues them). In the caller's
+    transaction; returns the ids to queue after commit."""
+    now = timezone.now()
+    if ordered:
+        not_attempted = (
+            Delivery.objects.filter(
+                unclaimed(now), endpoint_id=endpoint_id, status=PENDING, attempt_count=0
+            )
+            .order_by()
+            # A row a worker holds locked is in its hands: it goes out unordered, as it would
+            # have a moment earlier. Waiting could deadlock with a worker recording it.
+            .select_for_update(skip_locked=True, of=("self",))
+            .values("id")
+        )
+        Delivery.objects.filter(id__in=not_attempted).update(next_attempt_at=None, enqueued_at=None)
+        return lanes_release(endpoint_ids=[endpoint_id], now=now)
+    # Due now and queued by the next sweep: a backlog of any size in one statement.
+    Delivery.objects.filter(parked(), endpoint_id=endpoint_id).update(
+        next_attempt_at=now, enqueued_at=None
+    )
+    Lane.objects.filter(endpoint_id=endpoint_id).update(head_delivery_id=None)
+    return []

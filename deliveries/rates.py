@@ -1,0 +1,79 @@
+"""Per-endpoint rate limits, enforced across every worker process.
+
+A rate-limited endpoint's `Lane` holds its next free slot (GCRA's "theoretical arrival time"):
+a delivery may start at that slot, and taking it moves the slot on by 1/rate seconds (a little
+more: SPACING). A batch takes its deliveries' slots in one transaction under the lanes' row
+locks, so however many workers claim an endpoint's deliveries, their starts are that far apart
+and no second holds more than `rate` + 1 of them. Slots are taken at most HORIZON_SECONDS
+ahead: a delivery whose turn is later goes back to the database, due shortly before its turn,
+with no attempt counted; one whose turn is near waits in its worker for it, without a sending
+thread (admission.Timetable).
+
+PostgreSQL rather than Redis holds the slots: it is already where every worker decides what is
+due, under the same transactions; the broker may be another server (or none, in `bin/dev`),
+and a Redis flush would forget the slots and let a burst through. The cost is one row lock per
+rate-limited endpoint per batch, paid only by rate-limited endpoints.
+"""
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+
+from deliveries.claiming import Claimed
+from deliveries.ordering import lanes_locked
+
+# How far ahead a worker takes slots: within the claim's lease by a wide margin.
+HORIZON_SECONDS = 5.0
+# Starts are spaced this much wider than 1/rate: a start its worker delays (a busy CPU) then
+# does not put rate + 2 into one second, as long as the delay stays under ~80 ms at 20/s
+# (~50 ms at 50/s): 3% of the rate is the price of never exceeding it by more than one.
+SPACING = 1.03
+# A delivery sent back to the database is due this long before its expected turn, so that a
+# worker has it in hand when its slot comes.
+LEAD_SECONDS = 1.0
+
+
+@dataclass
+class Slots:
+    starts: dict[int, datetime] = field(default_factory=dict)  # delivery: when it may start
+    later: dict[int, datetime] = field(default_factory=dict)  # delivery: when it is due again
+
+
+def horizon() -> float:
+    return min(HORIZON_SECONDS, float(settings.WEBHOOKS_CLAIM_LEASE_MARGIN) / 2)
+
+
+def slots_take(deliveries: list[Claimed], now: datetime) -> Slots:
+    """The start time of each of these deliveries to rate-limited endpoints whose slot falls
+    within the horizon, and when the others are due again; in its own transaction."""
+    by_endpoint: defaultdict[int, list[Claimed]] = defaultdict(list)
+    for delivery in deliveries:
+        if delivery.rate_limit:
+            by_endpoint[delivery.endpoint_id].append(delivery)
+    slots = Slots()
+    if not by_endpoint:
+        return slots
+    end = now + timedelta(seconds=horizon())
+    with transaction.atomic():
+        for lane in lanes_locked(list(by_endpoint)).values():
+            waiting = by_endpoint[lane.endpoint_id]
+            step = timedelta(seconds=SPACING / waiting[0].rate_limit)  # type: ignore[operator]
+            first = max(lane.next_slot_at or now, now)
+            room = math.floor((end - first) / step) + 1 if first <= end else 0
+            taken = max(0, min(room, len(waiting)))
+            for i, delivery in enumerate(waiting[:taken]):
+                slots.starts[delivery.pk] = first + i * step
+            lane.next_slot_at = first + taken * step
+            lead = timedelta(seconds=min(LEAD_SECONDS, horizon() / 2))
+            # Behind those sent back before: a backlog comes due a slot apart, not all at once.
+            tail = max(lane.deferred_until or now, lane.next_slot_at - lead)
+            for j, delivery in enumerate(waiting[taken:]):
+                slots.later[delivery.pk] = tail + j * step
+            if len(waiting) > taken:
+                lane.deferred_until = tail + (len(waiting) - taken) * step
+            lane.save(update_fields=["next_slot_at", "deferred_until"])
+    return slots

@@ -1,0 +1,55 @@
+"""An endpoint's rate limit, enforced across worker processes: two real workers share one
+limited endpoint's deliveries with an unlimited one's, and a real receiver times them."""
+
+import pytest
+
+from deliveries.models import Delivery, DeliveryAttempt
+from tests import factories
+from tests.servers import Received, wait_for
+
+
+def busiest_second(received: list[Received]) -> int:
+    """The most requests that arrived within any one second."""
+    times = sorted(r.at for r in received)
+    most, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= 1.0:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_limited_endpoint_never_exceeds_its_rate_and_the_other_runs_at_full_speed(
+    private_worker, receiver, settings
+):
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    client = factories.api_client(factories.environment())
+    limited = client.create_endpoint(f"{receiver.url}/limited", rate_limit=20)
+    assert limited["rate_limit"] == 20
+    client.create_endpoint(f"{receiver.url}/free")
+    private_worker()
+    private_worker()
+    events = 120
+    for i in range(events):
+        response = client.post("/v1/events", {"type": "packet.created", "data": {"i": i}})
+        assert response.status_code == 201, response.content
+    wait_for(lambda: len(receiver.received("/free")) == events, timeout=60)
+    free = receiver.received("/free")
+    free_took = max(r.at for r in free) - min(r.at for r in free)
+    wait_for(lambda: len(receiver.received("/limited")) >= events, timeout=60)
+    limited_got = receiver.received("/limited")
+    limited_took = max(r.at for r in limited_got) - min(r.at for r in limited_got)
+
+    assert busiest_second(limited_got) <= 21, busiest_second(limited_got)
+    # 120 at 20/s take about 6 s; the unlimited endpoint was not held back by them.
+    assert limited_took >= (events - 21) / 20
+    assert free_took < limited_took / 2, (free_took, limited_took)
+    assert len({r.headers["MD-Event-Id"] for r in limited_got}) == events
+    # Waiting for a slot costs no attempt: one attempt per delivery, all succeeded.
+    wait_for(
+        lambda: Delivery.objects.filter(status=Delivery.Status.SUCCEEDED).count() == 2 * events,
+        timeout=30,
+    )
+    assert DeliveryAttempt.objects.count() == 2 * events

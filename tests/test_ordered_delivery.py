@@ -1,0 +1,191 @@
+"""Ordered endpoints through the public interface: a real worker (killed with SIGKILL midway
+and replaced), a real receiver that fails and answers slowly, events published one after
+another through the API. What the receiver first gets of each event is in publication order,
+and nothing is missing.
+"""
+
+import itertools
+import threading
+import time
+
+import pytest
+
+from deliveries.models import Delivery, Event
+from tests import factories
+from tests.servers import Received, Receiver, Reply, wait_for
+
+# Retries within a sweep or two, so that a failing head holds the line back only briefly.
+QUICK = {
+    "WEBHOOKS_RETRY_SCHEDULE": "0.05,0.05,0.05,0.05",
+    "WEBHOOKS_SWEEP_INTERVAL": "0.1",
+}
+
+
+def fail_every_third_first_attempt(receiver: Receiver, delay: float):
+    """Answers slowly; the first attempt of every third event (by its `data.i`) fails."""
+    seen: set[str] = set()
+    lock = threading.Lock()
+
+    def respond(request: Received) -> Reply:
+        event_id = request.headers["MD-Event-Id"]
+        with lock:
+            first = event_id not in seen
+            seen.add(event_id)
+        if first and request.json["data"]["i"] % 3 == 0:
+            return Reply(status=500, delay=delay)
+        return Reply(delay=delay)
+
+    return respond
+
+
+def first_receipts(received: list[Received]) -> list[str]:
+    firsts: dict[str, None] = {}
+    for request in sorted(received, key=lambda r: r.at):
+        firsts.setdefault(request.headers["MD-Event-Id"], None)
+    return list(firsts)
+
+
+def publish(client: factories.ApiClient, count: int, start: int = 0) -> list[str]:
+    """One after another: each publish returns before the next begins."""
+    ids = []
+    for i in range(start, start + count):
+        response = client.post("/v1/events", {"type": "packet.updated", "data": {"i": i}})
+        assert response.status_code == 201, response.content
+        ids.append(response.json()["event_id"])
+    return ids
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_ordered_endpoint_gets_events_in_publication_order_through_a_worker_kill(
+    private_worker, receiver, settings
+):
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    client = factories.api_client(factories.environment())
+    endpoint = client.create_endpoint(f"{receiver.url}/ordered", delivery_order="ordered")
+    assert endpoint["delivery_order"] == "ordered"
+    receiver.respond("/ordered", fail_every_third_first_attempt(receiver, delay=0.01))
+    worker = private_worker(**QUICK)
+
+    published = publish(client, 250)
+    wait_for(lambda: len(first_receipts(receiver.received("/ordered"))) >= 100, timeout=120)
+    worker.kill()  # mid-stream: the head in flight is lost with it, and the claim with it
+    published += publish(client, 250, start=250)
+    replacement = private_worker(**QUICK)
+
+    try:
+        wait_for(lambda: len(first_receipts(receiver.received("/ordered"))) >= 500, timeout=240)
+    except AssertionError:
+        raise AssertionError(
+            f"{len(first_receipts(receiver.received('/ordered')))} of 500 received\n"
+            f"{replacement.output()[-4000:]}"
+        ) from None
+    assert first_receipts(receiver.received("/ordered")) == published
+    wait_for(
+        lambda: not Delivery.objects.filter(status=Delivery.Status.PENDING).exists(), timeout=30
+    )
+    assert Delivery.objects.filter(status=Delivery.Status.SUCCEEDED).count() == 500
+    # Never two in flight: each request began after the one before it had been answered.
+    requests = sorted(receiver.received("/ordered"), key=lambda r: r.at)
+    overlapping = [(a, b) for a, b in itertools.pairwise(requests) if b.at - a.at < 0.009]
+    # The head in flight at the kill may be repeated (at least once), at most that once.
+    assert len(overlapping) <= 1, [
+        (a.json["data"]["i"], b.json["data"]["i"]) for a, b in overlapping
+    ]
+    assert Event.objects.count() == 500
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_head_holds_the_line_and_ordering_off_releases_it(worker, receiver, settings):
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    client = factories.api_client(factories.environment())
+    endpoint = client.create_endpoint(f"{receiver.url}/held", delivery_order="ordered")
+    receiver.script("/held", Reply(status=500), Reply(status=500))  # the first event's attempts
+    published = publish(client, 3)
+    wait_for(lambda: len(receiver.received("/held")) >= 2, timeout=30)
+    time.sleep(0.5)
+    # The head is waiting for its next retry (1 s with the test schedule); the others wait.
+    assert {r.headers["MD-Event-Id"] for r in receiver.received("/held")} == {published[0]}
+    response = client.patch(
+        f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}",
+        {"delivery_order": "unordered"},
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["delivery_order"] == "unordered"
+    wait_for(
+        lambda: {r.headers["MD-Event-Id"] for r in receiver.received("/held")} == set(published),
+        timeout=30,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ordering_costs_unordered_endpoints_nothing_and_ordered_ones_run_one_at_a_time(
+    worker, receiver, settings
+):
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    client = factories.api_client(factories.environment())
+    client.create_endpoint(f"{receiver.url}/one", delivery_order="ordered")
+    client.create_endpoint(f"{receiver.url}/many")
+    receiver.respond("/one", lambda _: Reply(delay=0.2))
+    receiver.respond("/many", lambda _: Reply(delay=0.2))
+    published = publish(client, 10)
+    wait_for(lambda: len(receiver.received("/many")) == 10, timeout=30)
+    # The unordered endpoint got all ten at once; the ordered one one every 0.2 s at most.
+    assert len(receiver.received("/one")) <= 3
+    wait_for(lambda: len(receiver.received("/one")) == 10, timeout=30)
+    assert first_receipts(receiver.received("/one")) == published
+    starts = sorted(r.at for r in receiver.received("/one"))
+    assert all(b - a >= 0.19 for a, b in itertools.pairwise(starts))
+
+
+@pytest.mark.django_db
+def test_turning_ordering_on_parks_what_was_not_attempted_and_sends_it_in_order(receiver, settings):
+    from deliveries.dispatch import deliveries_send
+    from deliveries.services import event_fan_out
+
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    client = factories.api_client(factories.environment())
+    endpoint = client.create_endpoint(f"{receiver.url}/later")
+    published = publish(client, 5)  # in the test's transaction: no worker sees them
+    delivery_ids = []
+    for event in Event.objects.order_by("id"):
+        delivery_ids += event_fan_out(event_id=event.pk)
+    assert Delivery.objects.filter(next_attempt_at__isnull=False).count() == 5
+    response = client.patch(
+        f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}", {"delivery_order": "ordered"}
+    )
+    assert response.status_code == 200, response.content
+    # One head, released in publication order; four parked behind it.
+    head = Delivery.objects.get(next_attempt_at__isnull=False)
+    assert head.event.public_id == published[0]
+    # Sending every id sends the head; each head's end releases the next, sent in its turn.
+    deliveries_send(delivery_ids=list(reversed(delivery_ids)), wait_for_all=True)
+    assert first_receipts(receiver.received("/later")) == published
+    assert Delivery.objects.filter(status="succeeded").count() == 5
+
+
+@pytest.mark.django_db
+def test_an_event_fanned_out_before_an_earlier_one_waits_for_it(receiver, settings):
+    """Fan-outs may run out of order (a lost task, two workers): the later event's delivery
+    waits until the earlier event, if the endpoint would get it, is fanned out too."""
+    from deliveries.dispatch import deliveries_send
+    from deliveries.services import event_fan_out
+
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    client = factories.api_client(factories.environment())
+    client.create_endpoint(
+        f"{receiver.url}/o", delivery_order="ordered", enabled_events=["packet.updated"]
+    )
+    first, second = publish(client, 2)
+    other = client.post("/v1/events", {"type": "judgment.created"}).json()["event_id"]
+    third = publish(client, 1)[0]
+    events = {e.public_id: e.pk for e in Event.objects.all()}
+
+    assert event_fan_out(event_id=events[second]) == []  # parked: the first is on its way
+    [head] = event_fan_out(event_id=events[first])  # the first, released as the head
+    assert event_fan_out(event_id=events[third]) == []  # behind the head
+    # `other` is never fanned out here: an earlier event the endpoint would not get holds
+    # nothing back.
+    assert Event.objects.get(pk=events[other]).fanned_out_at is None
+    deliveries_send(delivery_ids=[head], wait_for_all=True)
+    assert first_receipts(receiver.received("/o")) == [first, second, third]

@@ -1,0 +1,454 @@
+"""Recovery: `POST /v1/webhook_endpoints/{id}/recover`, `GET /v1/recoveries/{id}`, the
+`recover_deliveries` command and the console's "recover" action.
+
+End to end with a real Celery worker and a real receiver on 127.0.0.1: deliveries fail for
+real (two attempts each: one retry 0.2 s after the first), are cancelled by disabling their
+endpoint, and the receiver comes back before the recovery is asked for.
+"""
+
+import threading
+import time
+from datetime import datetime, timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts import scopes
+from core.times import api_datetime
+from deliveries.models import Delivery, DeliveryAttempt, Event, Recovery
+from tests import factories
+from tests.servers import Received, Reply, wait_for
+from tests.test_admin import ENDPOINTS, run_action
+from tests.test_auth import assert_error
+from tests.test_openapi import RECOVER, RECOVERY, assert_documented
+from webhooks.models import WebhookEndpoint
+
+# Every delivery fails for good after two attempts; recoveries go two deliveries a batch.
+FAILING_FAST = {"WEBHOOKS_RETRY_SCHEDULE": "0.2", "WEBHOOKS_RECOVERY_BATCH_SIZE": "2"}
+# Not the operational events their failures publish (delivery.exhausted).
+ONLY_PACKETS = {"enabled_events": ["packet.created"]}
+RECOVERY_FIELDS = {
+    "object",
+    "recovery_id",
+    "webhook_endpoint_id",
+    "since",
+    "until",
+    "status",
+    "deliveries_requeued",
+    "created_at",
+}
+
+
+@pytest.fixture(autouse=True)
+def _private_destinations(settings):
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True  # receivers live on 127.0.0.1
+
+
+class Outage:
+    """The receiver's answer by the event's `data.kind`, until `recovered` is set (then 200 for
+    everything): "ok" succeeds, "fail" answers 500, "hold" answers 503 with a Retry-After of
+    an hour (its delivery stays pending)."""
+
+    def __init__(self) -> None:
+        self.recovered = threading.Event()
+
+    def __call__(self, request: Received) -> Reply:
+        kind = request.json["data"]["kind"]
+        if kind == "ok" or self.recovered.is_set():
+            return Reply(200)
+        if kind == "hold":
+            return Reply(503, headers={"Retry-After": "3600"})
+        return Reply(500)
+
+
+def endpoint_in_an_outage(receiver, **fields) -> tuple[factories.ApiClient, Outage, str]:
+    """A new tenant, and its endpoint on the receiver's /hook, answered as an Outage says."""
+    tenant = factories.api_client(factories.environment())
+    outage = Outage()
+    receiver.respond("/hook", outage)
+    endpoint = tenant.create_endpoint(f"{receiver.url}/hook", **ONLY_PACKETS, **fields)
+    return tenant, outage, endpoint["webhook_endpoint_id"]
+
+
+def publish(client, kind: str) -> Event:
+    response = client.post("/v1/events", {"type": "packet.created", "data": {"kind": kind}})
+    assert response.status_code == 201, response.content
+    return Event.objects.get(public_id=response.json()["event_id"])
+
+
+def delivery_of(event: Event) -> Delivery:
+    return Delivery.objects.get(event=event)
+
+
+def reaches(event: Event, status: str, attempts: int | None = None):
+    def check() -> bool:
+        delivery = Delivery.objects.filter(event=event).first()  # none until fanned out
+        return (
+            delivery is not None
+            and delivery.status == status
+            and attempts in (None, delivery.attempt_count)
+        )
+
+    return check
+
+
+def received(receiver, event: Event) -> list[Received]:
+    return [r for r in receiver.received("/hook") if r.headers["MD-Event-Id"] == event.public_id]
+
+
+def recover(client, endpoint_id: str, **window: str):
+    return client.post(f"/v1/webhook_endpoints/{endpoint_id}/recover", window)
+
+
+def recovery_of(client, recovery_id: str) -> dict:
+    response = client.get(f"/v1/recoveries/{recovery_id}")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def completed(client, recovery_id: str):
+    return lambda: recovery_of(client, recovery_id)["status"] == "completed"
+
+
+# --- End to end ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_failed_and_cancelled_deliveries_of_the_window_are_sent_again(private_worker, receiver):
+    private_worker(**FAILING_FAST)
+    tenant, outage, endpoint_id = endpoint_in_an_outage(receiver)
+    endpoint_path = f"/v1/webhook_endpoints/{endpoint_id}"
+
+    before = publish(tenant, "fail")
+    wait_for(reaches(before, "failed"))
+    failed = publish(tenant, "fail")
+    succeeded = publish(tenant, "ok")
+    cancelled = publish(tenant, "hold")
+    wait_for(reaches(failed, "failed", attempts=2))
+    wait_for(reaches(succeeded, "succeeded"))
+    wait_for(reaches(cancelled, "pending", attempts=1))
+    tenant.patch(endpoint_path, {"status": "disabled"})
+    tenant.patch(endpoint_path, {"status": "enabled"})
+    assert delivery_of(cancelled).status == "cancelled"
+    pending = publish(tenant, "hold")
+    after = publish(tenant, "fail")
+    wait_for(reaches(pending, "pending", attempts=1))
+    wait_for(reaches(after, "failed", attempts=2))
+    sent_before = {
+        e.public_id: len(received(receiver, e)) for e in Event.objects.filter(type="packet.created")
+    }
+
+    outage.recovered.set()
+    since, until = failed.created_at, after.created_at  # `after` is outside: until is excluded
+    response = recover(tenant, endpoint_id, since=since.isoformat(), until=until.isoformat())
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert set(body) == RECOVERY_FIELDS
+    assert body["object"] == "recovery"
+    assert body["recovery_id"].startswith("rcv_") and len(body["recovery_id"]) == 18
+    assert body["webhook_endpoint_id"] == endpoint_id
+    assert (body["since"], body["until"]) == (api_datetime(since), api_datetime(until))
+    assert (body["status"], body["deliveries_requeued"]) == ("running", 0)
+    assert body["created_at"].endswith("Z")
+
+    wait_for(completed(tenant, body["recovery_id"]))
+    assert recovery_of(tenant, body["recovery_id"])["deliveries_requeued"] == 2
+    for event in (failed, cancelled):
+        wait_for(reaches(event, "succeeded"))
+    time.sleep(1)  # several sweeps: anything else wrongly requeued would be sent by now
+
+    for event, attempts in ((failed, [1, 2, 3]), (cancelled, [1, 2])):
+        delivery = delivery_of(event)
+        requests = received(receiver, event)
+        assert len(requests) == sent_before[event.public_id] + 1
+        # The same delivery, attempted again: same ids, attempts numbered on.
+        assert {r.headers["MD-Delivery-Id"] for r in requests} == {delivery.public_id}
+        assert {r.json["id"] for r in requests} == {event.public_id}
+        numbers = DeliveryAttempt.objects.filter(delivery=delivery).order_by("number")
+        assert [a.number for a in numbers] == attempts
+    for event, status in ((before, "failed"), (after, "failed"), (succeeded, "succeeded")):
+        assert delivery_of(event).status == status
+        assert len(received(receiver, event)) == sent_before[event.public_id]
+    assert delivery_of(pending).status == "pending"  # waiting for its own retry, untouched
+    assert len(received(receiver, pending)) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_batches_save_their_place_and_a_new_worker_goes_on_from_it(private_worker, receiver):
+    tenant, outage, endpoint_id = endpoint_in_an_outage(receiver)
+    first = private_worker(**FAILING_FAST)
+    events = [publish(tenant, "fail") for _ in range(6)]
+    for event in events:
+        wait_for(reaches(event, "failed", attempts=2))
+    first.stop()
+
+    outage.recovered.set()
+    since = events[0].created_at.isoformat()
+    recovery_id = recover(tenant, endpoint_id, since=since).json()["recovery_id"]
+    # Sweeps (which queue a running recovery's next step) 30 s apart: the request's own task
+    # and the sweep at start take a batch each at most before this worker dies.
+    slow = private_worker(**FAILING_FAST, WEBHOOKS_SWEEP_INTERVAL="30")
+    wait_for(lambda: recovery_of(tenant, recovery_id)["deliveries_requeued"] >= 2)
+    time.sleep(2)  # the other of the two steps, if it comes, lands before `done` is read
+    row = Recovery.objects.get(public_id=recovery_id)
+    done = row.deliveries_requeued
+    walk = [delivery_of(event) for event in events]  # the walk's order: as they were made
+    for event in events[:done]:
+        wait_for(reaches(event, "succeeded"))
+    slow.kill()
+
+    row.refresh_from_db()
+    assert row.status == "running" and row.deliveries_requeued == done < len(events)
+    assert row.cursor == walk[done - 1].pk  # the last batch's end, saved with it
+    assert {Delivery.objects.get(pk=d.pk).status for d in walk[done:]} == {"failed"}
+
+    progress: list[int] = []
+
+    def all_requeued() -> bool:
+        progress.append(recovery_of(tenant, recovery_id)["deliveries_requeued"])
+        return progress[-1] == len(events)
+
+    private_worker(**FAILING_FAST)
+    wait_for(all_requeued)
+    wait_for(completed(tenant, recovery_id))
+    assert progress == sorted(progress) and progress[0] < len(events)
+    for event in events:
+        wait_for(reaches(event, "succeeded", attempts=3))
+        assert len(received(receiver, event)) == 3  # two failures, then the recovery's one
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_an_ordered_endpoint_receives_the_recovered_in_publication_order(private_worker, receiver):
+    private_worker(**FAILING_FAST)
+    tenant, outage, endpoint_id = endpoint_in_an_outage(receiver, delivery_order="ordered")
+    events = [publish(tenant, "fail") for _ in range(5)]
+    for event in events:
+        wait_for(reaches(event, "failed", attempts=2), timeout=60)
+    failures = len(receiver.received("/hook"))
+
+    outage.recovered.set()
+    response = recover(tenant, endpoint_id, since=events[0].created_at.isoformat())
+    wait_for(completed(tenant, response.json()["recovery_id"]))
+    for event in events:
+        wait_for(reaches(event, "succeeded", attempts=3))
+    again = receiver.received("/hook")[failures:]
+    assert [r.headers["MD-Event-Id"] for r in again] == [e.public_id for e in events]
+
+
+# --- The API without a worker ---------------------------------------------------------------
+
+
+@pytest.fixture
+def endpoint_id(api) -> str:
+    return api.create_endpoint()["webhook_endpoint_id"]
+
+
+def an_hour_ago() -> str:
+    return (timezone.now() - timedelta(hours=1)).isoformat()
+
+
+def test_the_answers_are_documented_and_the_recovery_can_be_read_back(api, endpoint_id):
+    schema = api.get("/v1/openapi.json").json()
+    created = assert_documented(
+        schema, "post", RECOVER, recover(api, endpoint_id, since=an_hour_ago())
+    )
+    read = api.get(f"/v1/recoveries/{created['recovery_id']}")
+    assert assert_documented(schema, "get", RECOVERY, read) == created
+    missing = api.get("/v1/recoveries/rcv_00000000000000")
+    assert_documented(schema, "get", RECOVERY, missing)
+    assert_error(missing, 404, "not_found", param="recovery_id")
+
+
+def test_until_defaults_to_now(api, endpoint_id):
+    before = timezone.now().replace(microsecond=0)
+    body = recover(api, endpoint_id, since=an_hour_ago()).json()
+    recovery = Recovery.objects.get(public_id=body["recovery_id"])
+    assert before <= recovery.until <= timezone.now()
+    assert body["until"] == api_datetime(recovery.until)
+
+
+def test_times_in_any_zone_are_read_as_the_instant_they_name(api, endpoint_id):
+    body = recover(
+        api,
+        endpoint_id,
+        since=(timezone.now() - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%S+02:00"),
+    ).json()
+    # Three hours ago's UTC clock reading, written as +02:00: two hours earlier than that.
+    shown = datetime.fromisoformat(body["since"])
+    assert abs((timezone.now() - timedelta(hours=5)) - shown) < timedelta(seconds=5)
+
+
+@pytest.mark.parametrize(
+    ("window", "code", "param"),
+    [
+        ({}, "parameter_missing", "since"),
+        ({"until": "2026-06-12T00:00:00Z"}, "parameter_missing", "since"),
+        ({"since": "2026-06-12T00:00:00"}, "parameter_invalid", "since"),  # no zone
+        ({"since": "2026-06-12"}, "parameter_invalid", "since"),
+        ({"since": "yesterday"}, "parameter_invalid", "since"),
+        ({"since": 1781222400}, "parameter_invalid", "since"),
+        ({"since": None}, "parameter_invalid", "since"),
+        ({"since": "2026-02-30T00:00:00Z"}, "parameter_invalid", "since"),
+        ({"since": "0001-01-01T00:30:00+01:00"}, "parameter_invalid", "since"),
+        ({"since": "HOUR_AGO", "until": "2026-06-12T00:00:00"}, "parameter_invalid", "until"),
+        ({"since": "HOUR_AGO", "until": "HOUR_AGO"}, "parameter_invalid", "until"),  # empty
+        ({"since": "HOUR_AGO", "until": "TWO_HOURS_AGO"}, "parameter_invalid", "until"),
+        ({"since": "IN_AN_HOUR"}, "parameter_invalid", "since"),  # until (now) is before it
+        ({"since": "31_DAYS_AGO"}, "parameter_invalid", "since"),  # past retention
+        ({"since": "HOUR_AGO", "status": "completed"}, "parameter_invalid", "status"),
+        ({"since": "HOUR_AGO", "colour": "red"}, "parameter_unknown", "colour"),
+    ],
+)
+def test_a_bad_window_is_refused_by_name_and_nothing_is_made(api, endpoint_id, window, code, param):
+    now = timezone.now()
+    times = {
+        "HOUR_AGO": now - timedelta(hours=1),
+        "TWO_HOURS_AGO": now - timedelta(hours=2),
+        "IN_AN_HOUR": now + timedelta(hours=1),
+        "31_DAYS_AGO": now - timedelta(days=31),
+    }
+    window = {k: times[v].isoformat() if v in times else v for k, v in window.items()}
+    assert_error(recover(api, endpoint_id, **window), 400, code, param=param)
+    assert not Recovery.objects.exists()
+
+
+def test_since_just_inside_the_retention_window_is_accepted(api, endpoint_id, settings):
+    since = timezone.now() - timedelta(days=settings.WEBHOOKS_RETENTION_DAYS) + timedelta(minutes=1)
+    assert recover(api, endpoint_id, since=since.isoformat()).status_code == 202
+
+
+def test_a_disabled_endpoint_is_refused_with_no_param(api, endpoint_id):
+    api.patch(f"/v1/webhook_endpoints/{endpoint_id}", {"status": "disabled"})
+    error = assert_error(recover(api, endpoint_id, since=an_hour_ago()), 400, "parameter_invalid")
+    assert "disabled" in error["message"]
+    assert not Recovery.objects.exists()
+
+
+def test_recoveries_belong_to_their_tenant(api, endpoint_id):
+    mine = recover(api, endpoint_id, since=an_hour_ago()).json()["recovery_id"]
+    org = api.environment.organization
+    others = [
+        factories.api_client(org.environments.get(name="production")),
+        factories.api_client(factories.environment()),
+    ]
+    for other in others:
+        theirs = other.create_endpoint()["webhook_endpoint_id"]
+        assert_error(
+            recover(api, theirs, since=an_hour_ago()), 404, "not_found", "webhook_endpoint_id"
+        )
+        assert_error(other.get(f"/v1/recoveries/{mine}"), 404, "not_found", "recovery_id")
+    assert Recovery.objects.count() == 1
+    deleted = api.create_endpoint()["webhook_endpoint_id"]
+    api.delete(f"/v1/webhook_endpoints/{deleted}")
+    assert_error(
+        recover(api, deleted, since=an_hour_ago()), 404, "not_found", "webhook_endpoint_id"
+    )
+
+
+def test_scopes(api, endpoint_id):
+    mine = recover(api, endpoint_id, since=an_hour_ago()).json()["recovery_id"]
+    reader = factories.api_client(api.environment, scopes=[scopes.WEBHOOK_ENDPOINTS_READ])
+    writer = factories.api_client(api.environment, scopes=[scopes.WEBHOOK_ENDPOINTS_WRITE])
+    assert_error(recover(reader, endpoint_id, since=an_hour_ago()), 403, "insufficient_scope")
+    assert_error(writer.get(f"/v1/recoveries/{mine}"), 403, "insufficient_scope")
+    assert recover(writer, endpoint_id, since=an_hour_ago()).status_code == 202
+    assert reader.get(f"/v1/recoveries/{mine}").status_code == 200
+
+
+def test_an_idempotency_key_replays_the_202_byte_for_byte(api, endpoint_id):
+    window = {"since": an_hour_ago()}
+    path = f"/v1/webhook_endpoints/{endpoint_id}/recover"
+    first = api.post(path, window, headers={"Idempotency-Key": "recover-1"})
+    again = api.post(path, window, headers={"Idempotency-Key": "recover-1"})
+    assert first.status_code == again.status_code == 202
+    assert again.content == first.content
+    assert again["Idempotent-Replayed"] == "true"
+    assert Recovery.objects.count() == 1
+    other = api.post(path, {"since": an_hour_ago()}, headers={"Idempotency-Key": "recover-1"})
+    assert_error(other, 409, "idempotency_key_reused", param="Idempotency-Key")
+
+
+def test_other_methods_on_the_paths_are_405(api, endpoint_id):
+    assert_error(api.get(f"/v1/webhook_endpoints/{endpoint_id}/recover"), 405, "method_not_allowed")
+    assert_error(api.post("/v1/recoveries/rcv_00000000000000"), 405, "method_not_allowed")
+
+
+# --- The command -----------------------------------------------------------------------------
+
+
+def test_the_command_prints_the_recovery_id_last(api, endpoint_id):
+    out = StringIO()
+    call_command("recover_deliveries", endpoint_id, "--since", an_hour_ago(), stdout=out)
+    recovery_id = out.getvalue().strip().splitlines()[-1]
+    recovery = Recovery.objects.get(public_id=recovery_id)
+    assert recovery.endpoint.public_id == endpoint_id
+    assert recovery_of(api, recovery_id)["status"] == "running"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["we_00000000000000", "--since", "2026-06-12T00:00:00Z"], "no such webhook endpoint"),
+        (["ENDPOINT", "--since", "2026-06-12T00:00:00"], "with a zone"),
+        (["ENDPOINT", "--since", "HOUR_AGO", "--until", "TWO_HOURS_AGO"], "--until"),
+        (["ENDPOINT", "--since", "31_DAYS_AGO"], "--since"),
+    ],
+)
+def test_the_command_refuses_what_the_api_refuses(endpoint_id, args, message):
+    now = timezone.now()
+    times = {
+        "HOUR_AGO": now - timedelta(hours=1),
+        "TWO_HOURS_AGO": now - timedelta(hours=2),
+        "31_DAYS_AGO": now - timedelta(days=31),
+    }
+    args = [endpoint_id if a == "ENDPOINT" else a for a in args]
+    args = [times[a].isoformat() if a in times else a for a in args]
+    with pytest.raises(CommandError, match=message):
+        call_command("recover_deliveries", *args, stdout=StringIO())
+    assert not Recovery.objects.exists()
+
+
+# --- The console -----------------------------------------------------------------------------
+
+RECOVERIES = reverse("admin:deliveries_recovery_changelist")
+
+
+def test_the_recover_action_asks_for_the_window_then_starts_one_per_endpoint(admin_client, api):
+    endpoints = [
+        WebhookEndpoint.objects.get(public_id=api.create_endpoint()["webhook_endpoint_id"])
+        for _ in range(2)
+    ]
+    page = run_action(admin_client, ENDPOINTS, "recover", endpoints)
+    assert page.status_code == 200
+    assert 'name="since"' in page.content.decode()
+    assert not Recovery.objects.exists()
+
+    since = (timezone.now() - timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S")
+    done = run_action(admin_client, ENDPOINTS, "recover", endpoints, since=since, confirm="Recover")
+    assert done.status_code == 302
+    made = Recovery.objects.order_by("id")
+    assert sorted(r.endpoint_id for r in made) == sorted(e.pk for e in endpoints)
+    listing = admin_client.get(RECOVERIES).content.decode()
+    for recovery in made:
+        assert recovery.public_id in listing
+    assert api.environment.organization.slug in listing
+    detail = admin_client.get(reverse("admin:deliveries_recovery_change", args=[made[0].pk]))
+    assert detail.status_code == 200
+    assert made[0].endpoint.public_id in detail.content.decode()
+
+
+def test_the_recover_action_shows_the_services_refusal_on_its_form(admin_client, api):
+    endpoint = WebhookEndpoint.objects.get(public_id=api.create_endpoint()["webhook_endpoint_id"])
+    month_ago = (timezone.now() - timedelta(days=31)).strftime("%Y-%m-%d %H:%M:%S")
+    page = run_action(
+        admin_client, ENDPOINTS, "recover", [endpoint], since=month_ago, confirm="Recover"
+    )
+    assert page.status_code == 200
+    assert "retention window" in page.content.decode()
+    assert not Recovery.objects.exists()
