@@ -147,6 +147,32 @@ def test_bin_dev_runs_api_worker_and_beat_on_sqlite_and_a_folder_broker(dev_chec
         assert page("limit=1") == ([second], True)
         assert page(f"limit=1&starting_after={second}") == ([first], False)
         assert page(f"limit=5&ending_before={first}") == ([second], False)
+
+        # Delivery control on SQLite: an ordered, rate-limited endpoint gets events in order.
+        ordered = requests.post(
+            f"{base}/v1/webhook_endpoints",
+            json={
+                "url": f"{receiver.url}/ordered",
+                "enabled_events": ["packet.created"],
+                "delivery_order": "ordered",
+                "rate_limit": 5,
+            },
+            headers=headers,
+            timeout=10,
+        )
+        assert ordered.status_code == 201, ordered.text
+        ids = [
+            requests.post(
+                f"{base}/v1/events",
+                json={"type": "packet.created", "data": {"i": i}},
+                headers=headers,
+                timeout=10,
+            ).json()["event_id"]
+            for i in range(4)
+        ]
+        wait_for(lambda: len(receiver.received("/ordered")) >= 4, timeout=60)
+        got = [r.headers["MD-Event-Id"] for r in receiver.received("/ordered")]
+        assert got == ids, output()[-3000:]
     finally:
         receiver.close()
         if process.poll() is None:
