@@ -1,0 +1,348 @@
+"""Delivery control workloads on the real stack (the contract's "Delivery control").
+
+    python -m bench.control [--quick] [--workers N] [--only ordered,rate,recovery]
+
+- ordered: ORDERED_EVENTS events, one after another, to one ordered endpoint whose receiver
+  answers in RECEIVER_DELAY seconds; deliveries/s against the ceiling of one request at a time
+  (1 / the round trip, measured by a bare loop of one request at a time to the same receiver),
+  and whether every event was first received in publication order.
+- rate: a RATE_LIMIT/s endpoint beside 10 unlimited ones, against the same 10 without it: the
+  limited endpoint's measured rate, and the unlimited ones' deliveries/s in both runs.
+- recovery: RECOVERY_DELIVERIES failed deliveries of one endpoint (made in bulk, as the product
+  leaves them after the last retry) sent again by a recovery, seconds from asking for it to
+  the last receipt, against as many fresh deliveries to one endpoint from the first publish;
+  then live deliveries' p99 (LIVE_RATE events/s x 10 endpoints) while a recovery runs,
+  against the same live load alone.
+Prints a table and, last, one JSON object.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from bench.config import SETTINGS_MODULE, BenchError
+from bench.deliveries import (
+    ENDPOINTS_PER_EVENT,
+    PRODUCERS,
+    DeliveryStack,
+    Receiver,
+    broker_environment,
+    delivery_stack,
+    free_port,
+    percentile,
+    publish,
+    publish_concurrently,
+    wait_recorded,
+)
+
+RECEIVER_DELAY = 0.010
+ORDERED_EVENTS = 1000
+RATE_LIMIT = 50
+UNLIMITED_ENDPOINTS = 10
+RATE_EVENTS = 1000
+RECOVERY_DELIVERIES = 100_000
+LIVE_RATE = 50.0  # events/s x 10 endpoints, as bench.deliveries' latency run
+# Rows per INSERT when making the failed deliveries.
+INSERT_CHUNK = 5000
+
+
+def endpoints(
+    environment: Any, port: int, count: int, prefix: str, **fields: Any
+) -> dict[str, str]:
+    from webhooks.services import endpoint_create
+
+    secrets = {}
+    for i in range(count):
+        path = f"/{prefix}{i}"
+        url = f"http://127.0.0.1:{port}{path}"
+        secrets[path] = endpoint_create(environment=environment, url=url, **fields).signing_secret
+    return secrets
+
+
+def round_trip(url: str, requests_made: int = 300) -> float:
+    """Seconds per request, one at a time, to `url` (the ceiling of an ordered endpoint)."""
+    body = json.dumps({"id": "evt_x", "data": {"i": 0}}).encode()
+    with requests.Session() as session:
+        for _ in range(20):
+            session.post(url, data=body, timeout=5)
+        started = time.perf_counter()
+        for _ in range(requests_made):
+            session.post(url, data=body, timeout=5)
+        return (time.perf_counter() - started) / requests_made
+
+
+def measure_ordered(stack: DeliveryStack, events: int) -> dict[str, float]:
+    stack.celery()
+    environment = stack.environment("ordered")
+    port = free_port()
+    secrets = endpoints(environment, port, 1, "o", delivery_order="ordered")
+    delays = {"/o0": RECEIVER_DELAY, "/rtt": RECEIVER_DELAY}
+    receiver = stack.start_receiver(secrets, [], port, delays=delays)
+    # The ceiling, on a path of its own on the same receiver (unverified receipts there).
+    rtt = round_trip(f"{receiver.url}/rtt")
+    published = publish(environment, events)
+    wait_recorded(environment, events, 600)
+    got = [r for r in receiver.finish()["received"] if r[1] == "/o0"]
+    firsts: dict[str, float] = {}
+    for event_id, _, at in sorted(got, key=lambda r: r[2]):
+        firsts.setdefault(event_id, at)
+    in_order = list(firsts) == list(published)
+    times = sorted(firsts.values())
+    per_s = (len(times) - 1) / (times[-1] - times[0])
+    return {
+        "ordered_per_s": per_s,
+        "ordered_ceiling_per_s": 1 / rtt,
+        "ordered_ratio": per_s * rtt,
+        "ordered_in_publication_order": float(in_order),
+    }
+
+
+def _unlimited_run(stack: DeliveryStack, events: int, limited: bool) -> dict[str, float]:
+    environment = stack.environment("rate" if limited else "norate")
+    port = free_port()
+    secrets = endpoints(environment, port, UNLIMITED_ENDPOINTS, "u")
+    if limited:
+        secrets |= endpoints(environment, port, 1, "l", rate_limit=RATE_LIMIT)
+    receiver = stack.start_receiver(secrets, [], port)
+    started = time.time()
+    publish(environment, events)
+    wait_recorded(environment, events * len(secrets), 900)
+    got = receiver.finish()["received"]
+    free = sorted(t for _, path, t in got if path.startswith("/u"))
+    result = {"unlimited_per_s": len(free) / (free[-1] - started)}
+    if limited:
+        slow = sorted(t for _, path, t in got if path == "/l0")
+        result["limited_per_s"] = (len(slow) - 1) / (slow[-1] - slow[0])
+    return result
+
+
+def measure_rate(stack: DeliveryStack, events: int) -> dict[str, float]:
+    stack.celery()
+    without = _unlimited_run(stack, events, limited=False)
+    with_limited = _unlimited_run(stack, events, limited=True)
+    return {
+        "rate_limit": RATE_LIMIT,
+        "limited_per_s": with_limited["limited_per_s"],
+        "unlimited_per_s_without": without["unlimited_per_s"],
+        "unlimited_per_s_with": with_limited["unlimited_per_s"],
+        "unlimited_ratio": with_limited["unlimited_per_s"] / without["unlimited_per_s"],
+    }
+
+
+def failed_deliveries(environment: Any, count: int) -> tuple[Any, datetime]:
+    """The environment's one endpoint with `count` deliveries failed for good, of events spread
+    over the hour from two hours ago: the rows the product leaves after the last retry
+    (status, attempt count, last attempt and its row), inserted in bulk rather than failed
+    one by one. Returns the endpoint and the window's start."""
+    from django.conf import settings
+    from django.db import transaction
+    from django.utils import timezone
+
+    from deliveries.models import Delivery, DeliveryAttempt, Event
+    from deliveries.schedule import max_attempts
+    from deliveries.services import event_body
+    from webhooks.models import WebhookEndpoint
+
+    endpoint = WebhookEndpoint.objects.get(environment=environment)
+    since = timezone.now() - timedelta(hours=2)
+    step = timedelta(hours=1) / count
+    failed_at = since + timedelta(hours=1, minutes=30)
+    attempts = max_attempts()
+    with transaction.atomic():
+        for first in range(0, count, INSERT_CHUNK):
+            events = []
+            for i in range(first, min(count, first + INSERT_CHUNK)):
+                at = since + i * step
+                event = Event(
+                    environment=environment,
+                    type="judgment.created",
+                    api_version=settings.API_VERSIONS[-1],
+                    created_at=at,
+                    fanned_out_at=at,
+                )
+                event.body = event_body(event, environment, {"i": i})
+                events.append(event)
+            Event.objects.bulk_create(events)
+            deliveries = Delivery.objects.bulk_create(
+                Delivery(
+                    event=event,
+                    endpoint=endpoint,
+                    status=Delivery.Status.FAILED,
+                    attempt_count=attempts,
+                    next_attempt_at=None,
+                    created_at=event.created_at,
+                    last_attempt_at=failed_at,
+                    last_status_code=500,
+                    completed_at=failed_at,
+                )
+                for event in events
+            )
+            DeliveryAttempt.objects.bulk_create(
+                DeliveryAttempt(
+                    delivery=delivery,
+                    number=attempts,
+                    started_at=failed_at,
+                    duration_ms=5,
+                    status_code=500,
+                )
+                for delivery in deliveries
+            )
+    return endpoint, since
+
+
+def publish_until(environment: Any, rate: float, stop: threading.Event) -> dict[str, float]:
+    """Events at `rate`/s, one per transaction, until `stop` is set; event id -> publish
+    time. On a thread of its own: it closes its own connection at the end."""
+    from django.db import connection
+
+    published: dict[str, float] = {}
+    started = time.monotonic()
+    try:
+        while not stop.is_set():
+            stop.wait(max(0.0, started + len(published) / rate - time.monotonic()))
+            published |= publish(environment, 1)
+    finally:
+        connection.close()
+    return published
+
+
+def recovered(stack: DeliveryStack, count: int, live: threading.Thread | None = None) -> float:
+    """Seconds from asking for the recovery of `count` failed deliveries of one endpoint to
+    the last receipt of them, with `live` (a thread publishing meanwhile) started first."""
+    from deliveries.recovery import recovery_create
+
+    environment = stack.environment("recovery")
+    port = free_port()
+    secrets = endpoints(environment, port, 1, "r")
+    receiver = stack.start_receiver(secrets, [], port)
+    endpoint, since = failed_deliveries(environment, count)
+    if live is not None:
+        live.start()
+    started = time.time()
+    recovery_create(endpoint=endpoint, since=since)
+    wait_recorded(environment, count, 3600, progress_every=30)
+    got = receiver.finish()["received"]
+    seen = len({event for event, _, _ in got})
+    if seen < count:
+        raise BenchError(f"the recovery's receiver saw {seen} of {count} deliveries")
+    return max(t for _, _, t in got) - started
+
+
+def live_p99(published: dict[str, float], receiver: Receiver) -> float:
+    """Publish-to-receipt p99 (ms) of the events in `published`."""
+    got = receiver.finish()["received"]
+    return percentile([(t - published[e]) * 1000 for e, _, t in got if e in published], 0.99)
+
+
+def measure_recovery(stack: DeliveryStack, count: int) -> dict[str, float]:
+    """The recovery of `count` failed deliveries against `count` fresh ones, and live
+    deliveries' p99 while a recovery runs against the same live load alone."""
+    stack.celery()
+    # Fresh: `count` events to one endpoint, as fast as the producers publish them.
+    environment = stack.environment("fresh")
+    receiver, _ = stack.receiver(environment, 1, "f")
+    started = time.time()
+    fresh_published = publish_concurrently(environment, count, PRODUCERS)
+    # Beside the result: the last receipt follows the last publish closely when the
+    # producers, not the workers, set the pace.
+    print(f"    fresh: {count:,} published in {max(fresh_published.values()) - started:.1f} s")
+    wait_recorded(environment, count, 3600, progress_every=30)
+    fresh = max(t for _, _, t in receiver.finish()["received"]) - started
+    recovery = recovered(stack, count)
+
+    # Live traffic during a second recovery as large, then as many live events alone.
+    live_environment = stack.environment("live-during")
+    live_receiver, _ = stack.receiver(live_environment, ENDPOINTS_PER_EVENT, "v")
+    stop = threading.Event()
+    published: dict[str, float] = {}
+    live = threading.Thread(
+        target=lambda: published.update(publish_until(live_environment, LIVE_RATE, stop)),
+        name="live-publisher",
+    )
+    try:
+        print(f"    recovery during live traffic: {recovered(stack, count, live):.1f} s")
+    finally:
+        stop.set()
+        if live.ident is not None:
+            live.join()
+    wait_recorded(live_environment, len(published) * ENDPOINTS_PER_EVENT, 300)
+    during = live_p99(published, live_receiver)
+
+    alone_environment = stack.environment("live-alone")
+    alone_receiver, _ = stack.receiver(alone_environment, ENDPOINTS_PER_EVENT, "v")
+    alone = publish(alone_environment, len(published), rate=LIVE_RATE)
+    wait_recorded(alone_environment, len(alone) * ENDPOINTS_PER_EVENT, 300)
+    without = live_p99(alone, alone_receiver)
+    return {
+        "recovery_fresh_seconds": fresh,
+        "recovery_seconds": recovery,
+        "recovery_ratio": recovery / fresh,
+        "live_p99_ms_without_recovery": without,
+        "live_p99_ms_during_recovery": during,
+        "live_p99_ratio": during / without,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, float]:
+    scale = 10 if args.quick else 1
+    chosen = set(args.only.split(",")) if args.only else {"ordered", "rate", "recovery"}
+    workdir = Path(tempfile.mkdtemp(prefix="kinetic-bench-"))
+    try:
+        with broker_environment(workdir) as broker:
+            os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS_MODULE
+            import django
+
+            django.setup()
+            from bench import stack as servers
+            from bench.config import database_config
+
+            with (
+                servers.bench_database(database_config()),
+                delivery_stack(workdir, broker, args.workers) as stack,
+            ):
+                results: dict[str, float] = {}
+                if "ordered" in chosen:
+                    results |= measure_ordered(stack, ORDERED_EVENTS // scale)
+                if "rate" in chosen:
+                    results |= measure_rate(stack, RATE_EVENTS // scale)
+                if "recovery" in chosen:
+                    results |= measure_recovery(stack, RECOVERY_DELIVERIES // scale)
+                return results
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.control")
+    parser.add_argument("--quick", action="store_true", help="a tenth of every workload's size")
+    parser.add_argument("--only", help="comma-separated: ordered, rate, recovery")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="celery worker processes"
+    )
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        results = run(args)
+    except BenchError as exc:
+        print(f"bench.control: {exc}", file=sys.stderr)
+        return 1
+    width = max(len(k) for k in results)
+    for key, value in results.items():
+        print(f"{key:<{width}}  {value:,.2f}")
+    print(json.dumps({k: round(v, 3) for k, v in results.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
