@@ -23,6 +23,7 @@ from console.base import (
     IsSetFilter,
     NoFormWrites,
     ReadOnlyTabularInline,
+    UtcTimes,
     adopt,
     organization_filter,
 )
@@ -41,7 +42,7 @@ class EnvironmentInline(ReadOnlyTabularInline):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(UtcTimes, admin.ModelAdmin):
     """Added through `organization_create` (which makes both environments); not edited."""
 
     list_display = ("slug", "name", "created_at")
@@ -68,7 +69,7 @@ class OrganizationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Environment)
-class EnvironmentAdmin(NoFormWrites, admin.ModelAdmin):
+class EnvironmentAdmin(UtcTimes, NoFormWrites, admin.ModelAdmin):
     """Not on the index (environments are shown inside their organization); registered for
     the API key form's organization search and for links to an environment."""
 
@@ -116,7 +117,7 @@ class ApiKeyCreateForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(UtcTimes, admin.ModelAdmin):
     """Keys are created with `api_key_create` and revoked with `api_key_revoke`; nothing else
     changes one. Only the visible prefix is ever shown; the hash never is."""
 

@@ -1,24 +1,133 @@
 """What every page of the console shares: read-only bases, a paginator for big tables, filters
-typed into a box, exact public-id search.
+typed into a box, exact public-id search, times in UTC to the second, and buttons on an object's
+page for the actions of its list.
 
 The console follows the service layer: a model admin shows rows, and anything that changes a
 row is an action calling a service. Model forms edit nothing, so no admin page can bypass a
 service's rules (cancelling queued deliveries on disable, encrypting secrets, hashing keys).
 """
 
-from functools import cached_property
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache, cached_property
 from typing import Any, ClassVar
 
 from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import Model, QuerySet
+from django.db.models import DateTimeField, Model, QuerySet
 from django.forms.models import BaseInlineFormSet
-from django.http import HttpRequest
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseRedirect,
+)
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
 
 # An action runs inside one web request; larger batches belong to the management commands.
 ACTION_LIMIT = 100
+
+# What a page shows for a value that is not there (no time, no error): the admin's default too
+# (console.admin).
+EMPTY = "—"
+
+
+def utc(moment: datetime) -> str:
+    """A time as the console writes it everywhere, in UTC to the second: 2026-12-03 03:14:07Z.
+    Django's own display follows the locale ("Dec. 3, 2026, 3:14 a.m."): no seconds, no zone."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def utc_time(moment: datetime | None, *, short: bool = False) -> str:
+    """`utc(moment)` as a <time> element, which the stylesheet keeps on one line. `short` drops
+    the date when it is today's (UTC); the whole time is then the tooltip."""
+    if moment is None:
+        return EMPTY
+    full = utc(moment)
+    machine = full.replace(" ", "T")
+    if short and moment.astimezone(UTC).date() == datetime.now(UTC).date():
+        return format_html('<time datetime="{}" title="{}">{}</time>', machine, full, full[11:])
+    return format_html('<time datetime="{}">{}</time>', machine, full)
+
+
+def clipped(text: str) -> str:
+    """Long text (a URL) on one line, cut to its column by the stylesheet, whole in the
+    tooltip."""
+    if not text:
+        return EMPTY
+    return format_html('<span class="kinetic-clip" title="{}">{}</span>', text, text)
+
+
+class UtcColumn:
+    """A model's date-time field shown through `utc_time`, standing in for its name in
+    `list_display`, `fields` and `readonly_fields` (see UtcTimes). It is named as the field, so
+    the page's classes (column-created_at, field-created_at) and sorting stay the field's."""
+
+    def __init__(self, field: DateTimeField) -> None:
+        self.__name__ = field.name
+        self.short_description = field.verbose_name
+        self.admin_order_field = field.name
+
+    def __call__(self, obj: Model) -> str:
+        return utc_time(getattr(obj, self.__name__))
+
+    def __str__(self) -> str:  # a tabular inline's column class is the name as a string
+        return self.__name__
+
+
+@cache
+def _utc_column(field: DateTimeField) -> UtcColumn:
+    # One per field: the admin finds a read-only field by identity (`name in readonly_fields`).
+    return UtcColumn(field)
+
+
+def _in_utc(opts: Any, name: Any) -> Any:
+    if not isinstance(name, str):
+        return name
+    try:
+        field = opts.get_field(name)
+    except FieldDoesNotExist:
+        return name
+    return _utc_column(field) if isinstance(field, DateTimeField) else name
+
+
+class UtcTimes:
+    """Every date-time field of the model shown through `utc_time`, in lists and on object
+    pages, for a model admin or an inline: the field's name becomes its `UtcColumn` wherever
+    the admin lists it."""
+
+    opts: Any
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        names = super().get_list_display(request)  # type: ignore[misc]
+        return [_in_utc(self.opts, name) for name in names]
+
+    def get_sortable_by(self, request: HttpRequest) -> Any:
+        names = super().get_sortable_by(request)  # type: ignore[misc]
+        return [_in_utc(self.opts, name) for name in names]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        # Fieldsets, not fields: an admin may override get_fields, and every page reads these.
+        return [
+            (name, {**options, "fields": [self._line(line) for line in options["fields"]]})
+            for name, options in super().get_fieldsets(request, obj)  # type: ignore[misc]
+        ]
+
+    def _line(self, line: Any) -> Any:
+        if isinstance(line, list | tuple):  # fields shown side by side
+            return tuple(_in_utc(self.opts, name) for name in line)
+        return _in_utc(self.opts, line)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        names = super().get_readonly_fields(request, obj)  # type: ignore[misc]
+        return [_in_utc(self.opts, name) for name in names]
 
 
 class EstimatedCountPaginator(Paginator):
@@ -86,7 +195,7 @@ class NoFormWrites:
         return False
 
 
-class ReadOnlyModelAdmin(NoFormWrites, admin.ModelAdmin):
+class ReadOnlyModelAdmin(UtcTimes, NoFormWrites, admin.ModelAdmin):
     """Shown, never edited through a form. Actions that call services are the only writes;
     they need the model's Django `change` permission (see `has_operate_permission`), which the
     read-only operators' group does not have."""
@@ -96,6 +205,80 @@ class ReadOnlyModelAdmin(NoFormWrites, admin.ModelAdmin):
         opts = self.opts
         codename = get_permission_codename("change", opts)
         return bool(request.user.has_perm(f"{opts.app_label}.{codename}"))
+
+
+@dataclass(frozen=True)
+class ObjectTool:
+    """A button at the top of an object's page: posts to `url` (an action), or opens it."""
+
+    label: str
+    url: str
+    post: bool = True
+
+
+class ObjectActions(admin.ModelAdmin):
+    """Buttons on an object's page for the actions of its list, each run on that object alone:
+    the same function, permission and confirmation page, posted to
+    `<object>/actions/<action>/`. Only the actions the user may run (`get_actions`) and that
+    apply to the object as it is (`object_actions_for`) get a button."""
+
+    change_form_template = "admin/kinetic/change_form.html"
+    object_actions: ClassVar[dict[str, str]] = {}  # action -> its button's label, in order
+
+    def object_actions_for(self, obj: Any) -> list[str]:
+        return list(self.object_actions)
+
+    def object_tools(self, request: HttpRequest, obj: Any) -> list[ObjectTool]:
+        allowed = self.get_actions(request)
+        name = f"admin:{self.opts.app_label}_{self.opts.model_name}_object_action"
+        return [
+            ObjectTool(self.object_actions[action], reverse(name, args=[obj.pk, action]))
+            for action in self.object_actions_for(obj)
+            if action in allowed
+        ]
+
+    def get_urls(self) -> list[URLPattern]:
+        run = path(
+            "<path:object_id>/actions/<str:action>/",
+            self.admin_site.admin_view(require_POST(self.object_action_view)),
+            name=f"{self.opts.app_label}_{self.opts.model_name}_object_action",
+        )
+        return [run, *super().get_urls()]
+
+    def object_action_view(
+        self, request: HttpRequest, object_id: str, action: str
+    ) -> HttpResponseBase:
+        """Runs `action` on the one object; a page the action answers with (a confirmation)
+        posts back here, and otherwise the object's page follows, with the action's message."""
+        allowed = self.get_actions(request).get(action)
+        if action not in self.object_actions or allowed is None:
+            raise PermissionDenied
+        obj = self.get_object(request, object_id)
+        if obj is None:
+            raise Http404("No such object.")
+        func = allowed[0]
+        response = func(self, request, self.get_queryset(request).filter(pk=obj.pk))
+        if isinstance(response, HttpResponseBase):
+            return response
+        opts = self.opts
+        return HttpResponseRedirect(
+            reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+        )
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        response = super().change_view(request, object_id, form_url, extra_context)
+        # The page's own object, as the admin loaded it: no second query for the buttons.
+        if isinstance(response, TemplateResponse) and response.context_data:
+            obj = response.context_data.get("original")
+            if obj is not None:
+                response.context_data["object_tools"] = self.object_tools(request, obj)
+        return response
 
 
 class BigTableAdmin(ReadOnlyModelAdmin):
@@ -215,10 +398,14 @@ class CappedInlineFormSet(BaseInlineFormSet):
         return self._capped
 
 
-class ReadOnlyTabularInline(NoFormWrites, admin.TabularInline):
+class ReadOnlyTabularInline(UtcTimes, NoFormWrites, admin.TabularInline):
+    """Rows as a plain table: no form, and no line for each row's `__str__` ("6#1 View"), which
+    Django's tabular template shows above the row; a column links to the row instead."""
+
+    template = "admin/kinetic/readonly_tabular.html"
     extra = 0
     can_delete = False
-    show_change_link = True
+    show_change_link = False
 
 
 def adopt(obj: Model, created: Model) -> None:

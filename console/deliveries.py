@@ -1,9 +1,10 @@
 """Events, deliveries and attempts in the operators' console: read-only, the biggest tables of
-the service, with one action, "retry now", through `delivery_retry_now`; and recoveries, read
-only (they are asked for from an endpoint's actions, the API or `recover_deliveries`)."""
+the service, with one action, "retry now", through `delivery_retry_now` (from the list or the
+delivery's page); and recoveries, read only (they are asked for from an endpoint's actions, the
+API or `recover_deliveries`). An endpoint's page shows its newest deliveries from here."""
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -14,13 +15,17 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from console.base import (
+    EMPTY,
     BigTableAdmin,
     CappedInlineFormSet,
     EnvironmentFilter,
+    ObjectActions,
     PublicIdSearchMixin,
     ReadOnlyTabularInline,
     action_targets,
+    clipped,
     organization_filter,
+    utc_time,
 )
 from core.errors import InvalidInput
 from deliveries.models import (
@@ -43,14 +48,47 @@ def _link(viewname: str, pk: int, text: str) -> str:
     return format_html('<a href="{}">{}</a>', reverse(viewname, args=[pk]), text)
 
 
+class DeliveryColumns:
+    """A delivery's columns shared by its list, its page and the tables of other pages (they
+    read `event` joined)."""
+
+    @admin.display(description="event type")
+    def event_type(self, delivery: Delivery) -> str:
+        return delivery.event.type
+
+    @admin.display(description="attempts")
+    def attempts(self, delivery: Delivery) -> int:
+        return delivery.attempt_count
+
+    @admin.display(description="last response")
+    def last_response(self, delivery: Delivery) -> str:
+        """The last attempt's status code and the delivery's error: "503", "connection_error",
+        "503 · endpoint disabled"; an error "http_503" only repeats the code."""
+        code, error = delivery.last_status_code, delivery.last_error
+        parts = [str(code)] if code is not None else []
+        if error and error != f"http_{code}":
+            parts.append(error)
+        return " · ".join(parts) or EMPTY
+
+
 class EndpointLinkMixin:
-    """A column and field linking a row (a delivery, a recovery) to its endpoint's page."""
+    """Columns and fields naming a row's endpoint (a delivery's, a recovery's): its id linked
+    to its page, and its URL."""
 
     @admin.display(description="endpoint")
     def endpoint_link(self, row: Delivery | Recovery) -> str:
         return _link(
             "admin:webhooks_webhookendpoint_change", row.endpoint_id, row.endpoint.public_id
         )
+
+    @admin.display(description="endpoint")
+    def endpoint_and_url(self, row: Delivery | Recovery) -> str:
+        """The endpoint's id, linked, over its URL (cut to the column, whole in the tooltip)."""
+        return format_html("{}<br>{}", self.endpoint_link(row), clipped(row.endpoint.url))
+
+    @admin.display(description="endpoint URL")
+    def endpoint_url(self, row: Delivery | Recovery) -> str:
+        return row.endpoint.url
 
 
 # A delivery's or a recovery's tenant, through its endpoint.
@@ -72,28 +110,58 @@ class EventTypeFilter(admin.SimpleListFilter):
         return queryset.filter(type=self.value()) if self.value() else queryset
 
 
-class DeliveryInline(ReadOnlyTabularInline):
+class DeliveryRows(DeliveryColumns, ReadOnlyTabularInline):
+    """Deliveries as rows of another object's page, each linked to its own."""
+
     model = Delivery
     formset = CappedInlineFormSet
+    ordering: ClassVar[tuple[str, ...]] = ("-pk",)
+
+    @admin.display(description="delivery")
+    def delivery(self, delivery: Delivery) -> str:
+        return _link("admin:deliveries_delivery_change", delivery.pk, delivery.public_id)
+
+
+class DeliveryInline(DeliveryRows):
     fields = (
         "delivery",
         "endpoint",
         "status",
-        "attempt_count",
-        "last_status_code",
+        "attempts",
+        "last_response",
         "next_attempt_at",
     )
     readonly_fields = fields
-    ordering = ("-pk",)
-    show_change_link = False
     verbose_name_plural = f"deliveries (the newest {CappedInlineFormSet.max_rows})"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Delivery]:
         return super().get_queryset(request).select_related("endpoint")
 
-    @admin.display(description="delivery")
-    def delivery(self, delivery: Delivery) -> str:
-        return _link("admin:deliveries_delivery_change", delivery.pk, delivery.public_id)
+
+class NewestTwenty(CappedInlineFormSet):
+    max_rows = 20
+
+
+class EndpointDeliveryInline(DeliveryRows):
+    """An endpoint's newest deliveries, on its page: one query, newest first along
+    delivery_endpoint_idx; the rest are in the deliveries list, filtered by the endpoint."""
+
+    formset = NewestTwenty
+    fields = (
+        "delivery",
+        "status",
+        "event_type",
+        "attempts",
+        "last_response",
+        "created_at",
+        "last_attempt_at",
+    )
+    readonly_fields = fields
+    ordering = ("-created_at", "-id")
+    verbose_name_plural = f"recent deliveries (the newest {NewestTwenty.max_rows})"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Delivery]:
+        return super().get_queryset(request).select_related("event").defer("event__body")
 
 
 @admin.register(Event)
@@ -160,7 +228,7 @@ class AttemptInline(ReadOnlyTabularInline):
     model = DeliveryAttempt
     formset = CappedInlineFormSet
     fields = (
-        "number",
+        "attempt",
         "started_at",
         "duration_ms",
         "status_code",
@@ -180,6 +248,11 @@ class AttemptInline(ReadOnlyTabularInline):
             .annotate(response_start=Substr("response_body", 1, RESPONSE_EXCERPT_CHARS + 1))
         )
 
+    @admin.display(description="attempt")
+    def attempt(self, attempt: DeliveryAttempt) -> str:
+        # Its page has the whole response body.
+        return _link("admin:deliveries_deliveryattempt_change", attempt.pk, f"#{attempt.number}")
+
     @admin.display(description="response (start)")
     def response_excerpt(self, attempt: DeliveryAttempt) -> str:
         start: str = attempt.response_start  # type: ignore[attr-defined]
@@ -187,18 +260,17 @@ class AttemptInline(ReadOnlyTabularInline):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(EndpointLinkMixin, PublicIdSearchMixin, BigTableAdmin):
+class DeliveryAdmin(
+    ObjectActions, DeliveryColumns, EndpointLinkMixin, PublicIdSearchMixin, BigTableAdmin
+):
     list_display = (
         "public_id",
-        "event_link",
-        "event_type",
-        "endpoint_link",
+        "event_shown",
+        "endpoint_and_url",
         "status",
-        "attempt_count",
-        "next_attempt_at",
-        "last_status_code",
-        "last_error",
-        "created_at",
+        "attempts",
+        "last_response",
+        "created_and_next",
     )
     list_select_related = ("event", "endpoint")
     list_filter = ("status", *BY_ENDPOINT_TENANT)
@@ -214,6 +286,7 @@ class DeliveryAdmin(EndpointLinkMixin, PublicIdSearchMixin, BigTableAdmin):
         "event_link",
         "event_type",
         "endpoint_link",
+        "endpoint_url",
         "status",
         "attempt_count",
         "next_attempt_at",
@@ -228,6 +301,7 @@ class DeliveryAdmin(EndpointLinkMixin, PublicIdSearchMixin, BigTableAdmin):
     readonly_fields = fields
     inlines = (AttemptInline,)
     actions = ("retry_now",)
+    object_actions = {"retry_now": "Retry now"}
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Delivery]:
         # The joins serve the object page too; the event's body is never shown here.
@@ -242,9 +316,24 @@ class DeliveryAdmin(EndpointLinkMixin, PublicIdSearchMixin, BigTableAdmin):
     def event_link(self, delivery: Delivery) -> str:
         return _link("admin:deliveries_event_change", delivery.event_id, delivery.event.public_id)
 
-    @admin.display(description="type")
-    def event_type(self, delivery: Delivery) -> str:
-        return delivery.event.type
+    @admin.display(description="created / next attempt")
+    def created_and_next(self, delivery: Delivery) -> str:
+        """Two times in one column, as the endpoint column is two lines: the list fits a
+        laptop beside its filters."""
+        if delivery.next_attempt_at is None:
+            return utc_time(delivery.created_at)
+        return format_html(
+            '{}<br><span class="kinetic-line">next {}</span>',
+            utc_time(delivery.created_at),
+            utc_time(delivery.next_attempt_at),
+        )
+
+    @admin.display(description="event")
+    def event_shown(self, delivery: Delivery) -> str:
+        """The event's type, linked to its page; its id is the tooltip."""
+        event = delivery.event
+        url = reverse("admin:deliveries_event_change", args=[event.pk])
+        return format_html('<a href="{}" title="{}">{}</a>', url, event.public_id, event.type)
 
     # Needs deliveries.change_delivery (see has_operate_permission).
     @admin.action(description="Retry now (one more attempt)", permissions=["operate"])

@@ -1,6 +1,8 @@
 """Webhook endpoints in the operators' console: find failing ones, enable, disable, rotate a
-signing secret (shown once, on the page that follows), send a test event, edit delivery control
-(description, metadata, headers, rate limit, order) through the same service as the API.
+signing secret (shown once, on the page that follows), send a test event, recover, edit delivery
+control (description, metadata, headers, rate limit, order) through the same service as the API.
+The actions run from the list or as buttons on an endpoint's page, which also shows its newest
+deliveries.
 
 Signing secrets are never shown here, nor their ciphertext: `EndpointSecret` has no admin, and
 an endpoint's page shows only how many secrets sign and when they were made and expire.
@@ -24,13 +26,20 @@ from django.utils.safestring import mark_safe
 
 from api.webhooks.serializers import MAX_ROTATION_OVERLAP
 from console.base import (
+    EMPTY,
     BigTableAdmin,
     EnvironmentFilter,
     IsSetFilter,
+    ObjectActions,
+    ObjectTool,
     PublicIdSearchMixin,
     action_targets,
+    clipped,
     organization_filter,
+    utc,
+    utc_time,
 )
+from console.deliveries import EndpointDeliveryInline
 from core.errors import InvalidInput
 from deliveries.models import Delivery
 from deliveries.recovery import recovery_create
@@ -39,8 +48,6 @@ from webhooks import headers
 from webhooks.catalog import ALL_EVENTS
 from webhooks.models import ENDPOINT_ID_PREFIX, WebhookEndpoint
 from webhooks.services import DEFAULT_ROTATION_OVERLAP, endpoint_secret_rotate, endpoint_update
-
-DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
 
 
 class FailingFilter(admin.SimpleListFilter):
@@ -149,15 +156,15 @@ class RotateSecretForm(forms.Form):
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(PublicIdSearchMixin, BigTableAdmin):
+class WebhookEndpointAdmin(ObjectActions, PublicIdSearchMixin, BigTableAdmin):
+    # What on-call looks at, narrow enough for a laptop beside the filters: the event filter,
+    # creation time and the rest are on the endpoint's page.
     list_display = (
         "public_id",
-        "organization",
-        "environment_name",
-        "url",
+        "environment_shown",
+        "url_shown",
         "state",
-        "event_filter",
-        "created_at",
+        "order_and_rate",
         "last_delivery",
         "failure_streak",
     )
@@ -171,8 +178,8 @@ class WebhookEndpointAdmin(PublicIdSearchMixin, BigTableAdmin):
         "delivery_order",
         RateLimitedFilter,
     )
-    # Worst first is the question operators ask; both are single-table sorts.
-    sortable_by = ("failure_streak", "created_at")
+    # Worst first is the question operators ask: a single-table sort.
+    sortable_by = ("failure_streak",)
     search_fields = ("public_id", "url", "environment__organization__slug")
     search_help_text = "Endpoint id (we_…, exact), part of the URL, or organization slug (exact)."
     public_id_search = {ENDPOINT_ID_PREFIX: "public_id"}
@@ -188,7 +195,6 @@ class WebhookEndpointAdmin(PublicIdSearchMixin, BigTableAdmin):
         "headers_shown",
         "rate_limit_shown",
         "delivery_order",
-        "delivery_control",
         "failure_streak",
         "last_delivery",
         "signing_secrets",
@@ -198,7 +204,15 @@ class WebhookEndpointAdmin(PublicIdSearchMixin, BigTableAdmin):
         "deleted_at",
     )
     readonly_fields = fields
+    inlines = (EndpointDeliveryInline,)
     actions = ("enable", "disable", "rotate_secret", "send_test_event", "recover")
+    object_actions = {
+        "send_test_event": "Send test event",
+        "recover": "Recover…",
+        "rotate_secret": "Rotate secret…",
+        "enable": "Enable",
+        "disable": "Disable",
+    }
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[WebhookEndpoint]:
         # The newest delivery's outcome, per row, in the page's own query: two index probes
@@ -221,13 +235,13 @@ class WebhookEndpointAdmin(PublicIdSearchMixin, BigTableAdmin):
 
     # --- columns ------------------------------------------------------------------------
 
-    @admin.display(description="organization")
-    def organization(self, endpoint: WebhookEndpoint) -> str:
-        return endpoint.environment.organization.slug
-
     @admin.display(description="environment")
-    def environment_name(self, endpoint: WebhookEndpoint) -> str:
-        return endpoint.environment.name
+    def environment_shown(self, endpoint: WebhookEndpoint) -> str:
+        return str(endpoint.environment)  # organization/name
+
+    @admin.display(description="URL")
+    def url_shown(self, endpoint: WebhookEndpoint) -> str:
+        return clipped(endpoint.url)
 
     @admin.display(description="status")
     def state(self, endpoint: WebhookEndpoint) -> str:
@@ -239,20 +253,36 @@ class WebhookEndpointAdmin(PublicIdSearchMixin, BigTableAdmin):
             return "every event (*)"
         return ", ".join(endpoint.enabled_events)
 
+    @admin.display(description="order / rate")
+    def order_and_rate(self, endpoint: WebhookEndpoint) -> str:
+        """What differs from the defaults (unordered, no limit): "ordered · 25/s", "25/s"."""
+        shown = [
+            *(["ordered"] if endpoint.is_ordered else []),
+            *([f"{endpoint.rate_limit}/s"] if endpoint.rate_limit is not None else []),
+        ]
+        return format_html('<span class="kinetic-line">{}</span>', " · ".join(shown) or EMPTY)
+
     @admin.display(description="last delivery")
     def last_delivery(self, endpoint: WebhookEndpoint) -> str:
         status = getattr(endpoint, "last_delivery_status", None)
         if status is None:
             return "—"
         code = getattr(endpoint, "last_delivery_status_code", None)
-        return f"{status} ({code})" if code is not None else status
+        shown = f"{status} ({code})" if code is not None else status
+        return format_html('<span class="kinetic-line">{}</span>', shown)
 
     @admin.display(description="failure streak", ordering="consecutive_failures")
     def failure_streak(self, endpoint: WebhookEndpoint) -> str:
-        if not endpoint.consecutive_failures:
-            return "—"
-        since = endpoint.failing_since.strftime(DATETIME_FORMAT) if endpoint.failing_since else "?"
-        return f"{endpoint.consecutive_failures} failed attempt(s) since {since}"
+        """One line: "12 failures since 03:14:07Z" (the date too when it is not today's)."""
+        count = endpoint.consecutive_failures
+        if not count:
+            return EMPTY
+        return format_html(
+            '<span class="kinetic-line">{} failure{} since {}</span>',
+            count,
+            "" if count == 1 else "s",
+            utc_time(endpoint.failing_since, short=True),
+        )
 
     @admin.display(description="metadata")
     def metadata_shown(self, endpoint: WebhookEndpoint) -> str:
@@ -265,13 +295,6 @@ class WebhookEndpointAdmin(PublicIdSearchMixin, BigTableAdmin):
     @admin.display(description="rate limit")
     def rate_limit_shown(self, endpoint: WebhookEndpoint) -> str:
         return "no limit" if endpoint.rate_limit is None else f"{endpoint.rate_limit} per second"
-
-    @admin.display(description="delivery control")
-    def delivery_control(self, endpoint: WebhookEndpoint) -> str:
-        if endpoint.deleted_at:
-            return "—"
-        url = reverse("admin:webhooks_webhookendpoint_delivery_control", args=[endpoint.pk])
-        return format_html('<a href="{}">Edit delivery control</a>', url)
 
     @admin.display(description="signing secrets")
     def signing_secrets(self, endpoint: WebhookEndpoint) -> str:
@@ -286,12 +309,7 @@ class WebhookEndpointAdmin(PublicIdSearchMixin, BigTableAdmin):
                 "; ",
                 "created {}, {}",
                 (
-                    (
-                        created.strftime(DATETIME_FORMAT),
-                        f"expires {expires.strftime(DATETIME_FORMAT)}"
-                        if expires
-                        else "current (no expiry)",
-                    )
+                    (utc(created), f"expires {utc(expires)}" if expires else "current (no expiry)")
                     for created, expires in rows
                 ),
             ),
@@ -304,13 +322,23 @@ class WebhookEndpointAdmin(PublicIdSearchMixin, BigTableAdmin):
             '<a href="{}?endpoint={}">Deliveries to this endpoint</a>', url, endpoint.pk
         )
 
-    # --- delivery control (needs webhooks.change_webhookendpoint, as the actions do) -----
+    # --- the page's buttons, and delivery control (both need webhooks.change_webhookendpoint) -
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        fields = super().get_fields(request, obj)
-        if self.has_operate_permission(request):
-            return fields
-        return [name for name in fields if name != "delivery_control"]  # no link to a 403
+    def object_actions_for(self, endpoint: WebhookEndpoint) -> list[str]:
+        # What the actions would refuse or skip gets no button: deleted endpoints, sending to
+        # or recovering a disabled one.
+        if endpoint.deleted_at is not None:
+            return []
+        if endpoint.is_enabled:
+            return ["send_test_event", "recover", "rotate_secret", "disable"]
+        return ["rotate_secret", "enable"]
+
+    def object_tools(self, request: HttpRequest, endpoint: WebhookEndpoint) -> list[ObjectTool]:
+        tools = super().object_tools(request, endpoint)
+        if endpoint.deleted_at is None and self.has_operate_permission(request):
+            url = reverse("admin:webhooks_webhookendpoint_delivery_control", args=[endpoint.pk])
+            tools.append(ObjectTool("Delivery control", url, post=False))
+        return tools
 
     def get_urls(self) -> list[URLPattern]:
         edit = path(
@@ -430,8 +458,7 @@ class WebhookEndpointAdmin(PublicIdSearchMixin, BigTableAdmin):
                 self.log_change(
                     request,
                     result.endpoint,
-                    "Rotated the signing secret; the previous one signs until "
-                    f"{until.strftime(DATETIME_FORMAT)}.",
+                    f"Rotated the signing secret; the previous one signs until {utc(until)}.",
                 )
             context = {
                 **self._page_context(request, "New signing secrets"),

@@ -8,7 +8,7 @@ process (`deliveries_send`) to a real receiver on 127.0.0.1.
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -35,6 +35,12 @@ from webhooks.services import endpoint_create, endpoint_delete
 pytestmark = pytest.mark.django_db
 
 OPERATORS_GROUP = "Operators (read-only)"
+UTC_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ")
+# Django's own display of a time ("Dec. 3, 2026, 3:14 a.m."), which the console replaces.
+LOCALE_TIME = re.compile(
+    r"(?:Jan|Feb|March|April|May|June|July|Aug|Sept|Oct|Nov|Dec)\.? \d{1,2}, \d{4}"
+    r"|[ap]\.m\.|midnight"
+)
 SECRET_RE = re.compile(r"whsec_[0-9A-Za-z]{24,}")
 RAW_KEY_RE = re.compile(r"md_(?:test|live)_[0-9A-Za-z]{32,}")
 
@@ -192,7 +198,7 @@ def test_endpoint_list_shows_last_delivery_and_failure_streak(admin_client, cons
     html = admin_client.get(ENDPOINTS).content.decode()
     assert "succeeded (200)" in html
     assert "pending (500)" in html
-    assert "1 failed attempt(s) since" in html
+    assert re.search(r"1 failure since <time [^>]*>\d\d:\d\d:\d\dZ</time>", html)
     page = admin_client.get(
         reverse("admin:webhooks_webhookendpoint_change", args=[console.failing.pk])
     )
@@ -205,8 +211,9 @@ def test_organization_page_shows_its_two_environments(admin_client, console):
     html = admin_client.get(
         reverse("admin:accounts_organization_change", args=[console.acme.pk])
     ).content.decode()
-    assert "sandbox" in html and "production" in html
+    assert "Sandbox" in html and "Production" in html
     assert html.count("?environment=") == 2
+    assert "acme/sandbox" not in html  # no stray line of each row's `__str__`
 
 
 def test_attempts_inline_truncates_the_response(admin_client, console):
@@ -739,3 +746,187 @@ def test_read_only_operator_can_run_no_action_and_change_nothing(operator, conso
     assert (
         operator.post(reverse("admin:accounts_organization_add"), {"slug": "x"}).status_code == 403
     )
+
+
+# --- On-call's pages: times, buttons, recent deliveries ---------------------------------------
+
+
+def shown(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def endpoint_page(endpoint: WebhookEndpoint) -> str:
+    return reverse("admin:webhooks_webhookendpoint_change", args=[endpoint.pk])
+
+
+def delivery_page(delivery: Delivery) -> str:
+    return reverse("admin:deliveries_delivery_change", args=[delivery.pk])
+
+
+def endpoint_action(endpoint: WebhookEndpoint, action: str) -> str:
+    return reverse("admin:webhooks_webhookendpoint_object_action", args=[endpoint.pk, action])
+
+
+def delivery_action(delivery: Delivery, action: str) -> str:
+    return reverse("admin:deliveries_delivery_object_action", args=[delivery.pk, action])
+
+
+def test_every_time_is_utc_to_the_second(admin_client, console):
+    attempt = DeliveryAttempt.objects.get(delivery=console.failed_delivery)
+    expected = {
+        EVENTS: console.event.created_at,
+        DELIVERIES: console.failed_delivery.next_attempt_at,
+        ATTEMPTS: attempt.started_at,
+        API_KEYS: console.api_key.created_at,
+        RECOVERIES: Recovery.objects.get().since,
+        reverse("admin:deliveries_event_change", args=[console.event.pk]): (
+            Event.objects.get(pk=console.event.pk).fanned_out_at
+        ),
+        endpoint_page(console.failing): console.failing.created_at,
+        delivery_page(console.failed_delivery): attempt.started_at,  # the attempts' table
+        reverse("admin:accounts_apikey_change", args=[console.api_key.pk]): (
+            console.api_key.created_at
+        ),
+    }
+    for page, moment in expected.items():
+        html = admin_client.get(page).content.decode()
+        assert f'<time datetime="{shown(moment).replace(" ", "T")}">' in html, page
+
+    run_action(admin_client, ENDPOINTS, "disable", [console.production])  # a history entry
+    history = reverse("admin:webhooks_webhookendpoint_history", args=[console.production.pk])
+    assert UTC_TIME.search(admin_client.get(history).content.decode())
+    for page in every_page(console):
+        html = admin_client.get(page).content.decode()
+        assert not LOCALE_TIME.search(html), (page, LOCALE_TIME.search(html))
+
+
+def test_endpoint_list_fits_on_call_columns(admin_client, console):
+    html = admin_client.get(ENDPOINTS).content.decode()
+    header = html[html.find('id="result_list"') : html.find("</thead>")]
+    columns = re.findall(r'class="[^"]*column-(\w+)', header)
+    assert columns == [
+        "public_id",
+        "environment_shown",
+        "url_shown",
+        "state",
+        "order_and_rate",
+        "last_delivery",
+        "failure_streak",
+    ]
+    url = console.failing.url
+    assert f'<span class="kinetic-clip" title="{url}">{url}</span>' in html
+    assert "acme/sandbox" in html and "globex/production" in html
+
+
+def test_deliveries_list_shows_the_endpoint_url_and_the_whole_error(admin_client, console):
+    run_action(admin_client, ENDPOINTS, "disable", [console.failing])  # cancels its delivery
+    html = admin_client.get(DELIVERIES).content.decode()
+    assert f'title="{console.failing.url}"' in html and f">{console.failing.url}<" in html
+    assert "500 · endpoint disabled" in html  # the code, then the cancel's reason, whole
+    assert f'title="{console.event.public_id}">judgment.created</a>' in html
+
+
+def test_endpoint_page_shows_its_newest_20_deliveries(admin_client, console):
+    for _ in range(22):
+        event = event_publish(environment=console.acme_sandbox, type="packet.created")
+        event_fan_out(event_id=event.pk)
+    newest = list(Delivery.objects.filter(endpoint=console.failing).order_by("-created_at", "-id"))
+    assert len(newest) == 23
+    html = admin_client.get(endpoint_page(console.failing)).content.decode()
+    table = html[html.find('id="deliveries-group"') :]
+    listed = re.findall(r"dlv_[0-9A-Za-z]{20}", table)
+    assert listed == [d.public_id for d in newest[:20]]
+    assert "Recent deliveries (the newest 20)" in table
+    assert "packet.created" in table and "Pending" in table
+    assert f"?endpoint={console.failing.pk}" in html  # the rest: the filtered list
+
+
+def test_endpoint_page_buttons_follow_permission_and_state(admin_client, operator, console):
+    html = admin_client.get(endpoint_page(console.failing)).content.decode()
+    for action in ("send_test_event", "recover", "rotate_secret", "disable"):
+        assert f'action="{endpoint_action(console.failing, action)}"' in html, action
+    assert endpoint_action(console.failing, "enable") not in html
+    assert (
+        reverse("admin:webhooks_webhookendpoint_delivery_control", args=[console.failing.pk])
+        in html
+    )
+
+    run_action(admin_client, ENDPOINTS, "disable", [console.failing])
+    html = admin_client.get(endpoint_page(console.failing)).content.decode()
+    assert endpoint_action(console.failing, "enable") in html
+    for action in ("send_test_event", "recover", "disable"):
+        assert endpoint_action(console.failing, action) not in html, action
+
+    endpoint_delete(endpoint=console.production)
+    html = admin_client.get(endpoint_page(console.production)).content.decode()
+    assert "/actions/" not in html and "delivery_control" not in html
+
+    for page in (endpoint_page(console.healthy), delivery_page(console.failed_delivery)):
+        html = operator.get(page).content.decode()
+        assert "/actions/" not in html and "delivery_control" not in html, page
+        assert "History" in html  # the admin's own tool is still there
+
+
+def test_endpoint_buttons_run_the_actions_on_that_endpoint(admin_client, console, receiver):
+    response = admin_client.post(endpoint_action(console.failing, "disable"))
+    assert response.status_code == 302 and response["Location"] == endpoint_page(console.failing)
+    console.failing.refresh_from_db()
+    assert console.failing.status == "disabled"
+    assert "Disabled 1 endpoint(s)." in admin_client.get(response["Location"]).content.decode()
+    console.healthy.refresh_from_db()
+    assert console.healthy.status == "enabled"  # that endpoint alone
+    admin_client.post(endpoint_action(console.failing, "enable"))
+    console.failing.refresh_from_db()
+    assert console.failing.status == "enabled"
+
+    before = set(Delivery.objects.values_list("pk", flat=True))
+    admin_client.post(endpoint_action(console.healthy, "send_test_event"))
+    ping = Delivery.objects.exclude(pk__in=before).get()
+    assert (ping.endpoint_id, ping.event.type) == (console.healthy.pk, "ping")
+
+    # Actions that ask first: their page posts back to the button's address.
+    url = endpoint_action(console.healthy, "rotate_secret")
+    confirm = admin_client.post(url)
+    assert confirm.status_code == 200 and 'name="overlap_seconds"' in confirm.content.decode()
+    assert EndpointSecret.objects.filter(endpoint=console.healthy).count() == 1
+    done = admin_client.post(url, {"overlap_seconds": "60", "confirm": "Rotate secret"})
+    assert len(SECRET_RE.findall(done.content.decode())) == 1
+    assert EndpointSecret.objects.filter(endpoint=console.healthy).count() == 2
+
+    url = endpoint_action(console.healthy, "recover")
+    assert 'name="since"' in admin_client.post(url).content.decode()
+    since = shown(timezone.now() - timedelta(hours=1))[:-1]
+    started = admin_client.post(url, {"since": since, "confirm": "Recover"})
+    assert started.status_code == 302 and started["Location"] == endpoint_page(console.healthy)
+    assert Recovery.objects.filter(endpoint=console.healthy).count() == 1
+
+
+def test_delivery_page_retries_now_and_shows_attempts_without_a_stray_label(admin_client, console):
+    delivery = console.failed_delivery
+    html = admin_client.get(delivery_page(delivery)).content.decode()
+    assert f'action="{delivery_action(delivery, "retry_now")}"' in html
+    assert console.failing.url in html  # the endpoint's URL, beside its id
+    attempts = html[html.find('id="attempts-group"') :]
+    assert f"{delivery.pk}#1" not in attempts and ">View<" not in attempts
+    attempt = DeliveryAttempt.objects.get(delivery=delivery)
+    assert reverse("admin:deliveries_deliveryattempt_change", args=[attempt.pk]) in attempts
+
+    response = admin_client.post(delivery_action(delivery, "retry_now"))
+    assert response.status_code == 302 and response["Location"] == delivery_page(delivery)
+    delivery.refresh_from_db()
+    assert delivery.status == "pending" and delivery.next_attempt_at <= timezone.now()
+    assert "Queued 1 delivery(ies)" in admin_client.get(response["Location"]).content.decode()
+
+
+def test_object_actions_are_posted_allowed_and_listed(admin_client, operator, console):
+    url = endpoint_action(console.healthy, "disable")
+    assert admin_client.get(url).status_code == 405
+    assert operator.post(url).status_code == 403
+    assert operator.post(delivery_action(console.ok_delivery, "retry_now")).status_code == 403
+    assert admin_client.post(endpoint_action(console.healthy, "delete_selected")).status_code == 403
+    missing = reverse("admin:webhooks_webhookendpoint_object_action", args=[10**9, "disable"])
+    assert admin_client.post(missing).status_code == 404
+    console.healthy.refresh_from_db()
+    assert console.healthy.status == "enabled"
+    console.ok_delivery.refresh_from_db()
+    assert console.ok_delivery.status == "succeeded"
