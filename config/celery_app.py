@@ -2,7 +2,10 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun, worker_init
+from celery.concurrency import get_implementation
+from celery.signals import beat_init, task_postrun, task_prerun, worker_init, worker_process_init
+
+from core import tracing
 
 # As gunicorn's config.wsgi: a worker or beat started without the variable runs with the
 # production settings, which refuse to start without their secrets; a worker must never fall
@@ -50,3 +53,17 @@ def _commit_asynchronously(sender: Any, connection: Any, **kwargs: Any) -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SET synchronous_commit = off")
+
+
+@worker_init.connect
+def tracing_in_a_worker_that_does_not_fork(sender: Any, **kwargs: Any) -> None:
+    """Traces (core.tracing) where the tasks run: in this process with the threads or solo
+    pool; with prefork, in each child after its fork (below), not in the parent."""
+    if get_implementation(sender.pool_cls).__module__ != "celery.concurrency.prefork":
+        tracing.setup()
+
+
+@worker_process_init.connect
+@beat_init.connect
+def tracing_in_a_pool_process_or_beat(**kwargs: Any) -> None:
+    tracing.setup()

@@ -17,17 +17,21 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache, partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from celery.signals import worker_ready, worker_shutting_down
 from django.conf import settings
 from django.utils import timezone
 
+from core import tracing
 from deliveries import claiming, ordering, rates, recording, recovery, sending, services, transient
 from deliveries.admission import InFlight, Timetable, Waiting
 from deliveries.claiming import Claimed
 from deliveries.recording import LateRecorder
 from deliveries.sending import Sent
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
 
 # Results finished within this long are recorded together by the task; slower ones by the
 # process's recorder thread, as they end.
@@ -41,6 +45,19 @@ BUSY_ENDPOINT_DELAY = timedelta(seconds=2)
 # How long a task goes on sending the deliveries ordered endpoints release as their heads end,
 # before it leaves the rest to the broker: a busy ordered endpoint does not keep a task slot.
 CHAIN_SECONDS = 5.0
+
+
+@dataclass(slots=True)
+class Traced(Waiting[Sent]):
+    """A delivery admitted while tracing, with the trace of the task that admitted it: its
+    attempt, on a sending thread, is a span of that trace (core.tracing)."""
+
+    trace: "Context | None" = None
+
+
+class Admitted(NamedTuple):
+    future: "Future[Sent]"
+    waits: bool  # for its endpoint's slot or its rate-limit slot, rather than started now
 
 
 class Engine:
@@ -62,20 +79,24 @@ class Engine:
 
     def admit(
         self, delivery: Claimed, secrets: list[str], start_at: datetime | None = None
-    ) -> "Future[Sent] | None":
-        """The future of the delivery's attempt, started now (or at `start_at`, its rate-limit
-        slot) or when a slot frees; None when its endpoint has its fill of both (the caller
-        postpones it)."""
-        waiting: Waiting[Sent] = Waiting(delivery, secrets, Future())
+    ) -> "Admitted | None":
+        """The future of the delivery's attempt, started now, or waiting for its rate-limit
+        slot (`start_at`) or for a slot of its endpoint; None when its endpoint has its fill of
+        both (the caller postpones it)."""
+        waiting: Waiting[Sent] = (
+            Traced(delivery, secrets, Future(), tracing.current())
+            if tracing.enabled
+            else Waiting(delivery, secrets, Future())
+        )
         if start_at is not None:
             self.timetable.at((start_at - timezone.now()).total_seconds(), waiting)
-            return waiting.result
+            return Admitted(waiting.result, waits=True)
         admitted = self.in_flight.admit(waiting, settings.WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT)
         if admitted is None:
             return None
         if admitted:
             self.executor.submit(self._send, waiting)
-        return waiting.result
+        return Admitted(waiting.result, waits=not admitted)
 
     def _slot_came(self, waiting: Waiting[Sent]) -> None:
         limit = settings.WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT
@@ -87,7 +108,8 @@ class Engine:
         deliveries waiting for that endpoint's slot, one after the other, until none waits."""
         while waiting is not None:
             try:
-                waiting.result.set_result(sending.attempt(waiting.delivery, waiting.secrets))
+                trace = waiting.trace if isinstance(waiting, Traced) else None
+                waiting.result.set_result(sending.attempt(waiting.delivery, waiting.secrets, trace))
             finally:
                 waiting = self.in_flight.release(waiting.delivery.endpoint_id)
 
@@ -208,9 +230,9 @@ class Ahead:
             following = self.deliveries.get(self.following.get(endpoint_id, 0))
             if following is None:
                 continue
-            future = process.admit(following, self.secrets[endpoint_id])
-            if future is not None:
-                self.started[following.pk] = future
+            admitted = process.admit(following, self.secrets[endpoint_id])
+            if admitted is not None:
+                self.started[following.pk] = admitted.future
                 sent[endpoint_id] = following.pk
         return sent
 
@@ -259,16 +281,19 @@ def _send_batch(
         if delivery.pk in ahead.started:  # sent already, the moment its head succeeded
             futures.append(ahead.started.pop(delivery.pk))
             continue
-        start_at = slots.starts.get(delivery.pk)
-        future = process.admit(delivery, secrets[delivery.endpoint_id], start_at)
-        if future is None:
+        admitted = process.admit(
+            delivery, secrets[delivery.endpoint_id], slots.starts.get(delivery.pk)
+        )
+        if admitted is None:
             later[delivery.pk] = now + BUSY_ENDPOINT_DELAY
-        elif start_at is not None and start_at > now and not wait_for_all:
-            # Waiting for its rate-limit slot: recorded by the recorder thread as it ends; the
-            # task does not wait for it.
-            process.recorder.watch([future], token)
+        elif admitted.waits and not wait_for_all:
+            # Waiting for its endpoint's slot or its rate-limit slot: recorded by the recorder
+            # thread as it ends. The task does not wait for it: a burst to one busy endpoint
+            # (a recovery's, say) would otherwise hold every task that took some of it for
+            # FIRST_WAVE_SECONDS, and the other endpoints' deliveries behind them.
+            process.recorder.watch([admitted.future], token)
         else:
-            futures.append(future)
+            futures.append(admitted.future)
     if ahead.started:  # sent, and then not released to this task: recorded all the same
         process.recorder.watch(list(ahead.started.values()), token)
         ahead.started = {}

@@ -10,15 +10,20 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from core import encryption
+from core import encryption, tracing
 from deliveries import signature, sql, transport
 from deliveries.claiming import Claimed
 from webhooks import headers
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +58,41 @@ def signing_secrets(endpoint_ids: set[int], now: datetime) -> dict[int, list[str
     return secrets
 
 
-def attempt(delivery: Claimed, secrets: list[str]) -> Sent:
-    """One attempt, signed with `secrets`; never raises: a failure is an outcome to record."""
+def attempt(delivery: Claimed, secrets: list[str], trace: "Context | None" = None) -> Sent:
+    """One attempt, signed with `secrets`; never raises: a failure is an outcome to record.
+    While tracing, a span of the trace `trace` (the task's that admitted it)."""
+    if not tracing.enabled:
+        return _attempt(delivery, secrets)
+    with tracing.span("webhook.attempt", _span_attributes(delivery), trace) as span:
+        sent = _attempt(delivery, secrets)
+        outcome = sent.outcome
+        if outcome.status_code is not None:
+            span.set_attribute("http.response.status_code", outcome.status_code)
+        if not outcome.succeeded:
+            tracing.failed(span, outcome.error)
+        return sent
+
+
+def _span_attributes(delivery: Claimed) -> dict[str, str | int]:
+    # Ids and where it goes; of the URL only its host and port: a path or query may hold a
+    # receiver's token, and the userinfo a password.
+    attributes: dict[str, str | int] = {
+        "webhook.delivery_id": delivery.public_id,
+        "webhook.event_id": delivery.event_public_id,
+        "webhook.endpoint_pk": delivery.endpoint_id,
+        "webhook.attempt": delivery.attempt_count + 1,
+        "http.request.method": "POST",
+    }
+    try:
+        url = urlsplit(delivery.url)
+        attributes["server.address"] = url.hostname or ""
+        attributes["server.port"] = url.port or (443 if url.scheme == "https" else 80)
+    except ValueError:  # a URL the policy would refuse anyway: the attempt says so
+        pass
+    return attributes
+
+
+def _attempt(delivery: Claimed, secrets: list[str]) -> Sent:
     try:
         started_at = timezone.now()
         outcome = transport.post(

@@ -26,6 +26,7 @@ from django.db.models import Field, Q
 from django.utils import timezone
 
 from accounts.models import Environment
+from core import tracing
 from core.errors import InvalidInput
 from core.locks import transaction_lock_timeout, try_transaction_lock
 from core.times import api_datetime
@@ -58,6 +59,7 @@ def event_body(event: Event, environment: Environment, data: dict[str, Any]) -> 
     )
 
 
+@tracing.traced("webhook.publish")
 def event_publish(
     *,
     environment: Environment,
@@ -98,9 +100,12 @@ def event_publish(
     event.body = event_body(event, environment, data)
     event.save()
     event_id = event.pk
+    tracing.annotate("webhook.event_id", event.public_id)
+    tracing.annotate("webhook.event_pk", event_id)
     # robust: a broker that is down must not fail a publish that committed; the sweep queues
-    # the fan-out of any event left behind.
-    transaction.on_commit(lambda: queue.fan_out_queue([event_id]), robust=True)
+    # the fan-out of any event left behind. Queued in the publish's trace, if any.
+    queue_fan_out = tracing.continued(lambda: queue.fan_out_queue([event_id]))
+    transaction.on_commit(queue_fan_out, robust=True)
     return event
 
 

@@ -17,6 +17,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
+from core import tracing
 from core.logging import log_context
 from deliveries import claiming, dispatch, queue, recovery, retention, services, transient
 
@@ -39,6 +40,7 @@ def fan_out_task(event_id: int) -> None:
     goes to a few endpoints (and that batch is made claimed, saving the claiming UPDATE); the
     rest are queued first, so other workers start on them at once.
     """
+    tracing.annotate("webhook.event_pk", event_id)
     with log_context(event_pk=event_id):
         size = settings.WEBHOOKS_DELIVERY_BATCH_SIZE
         lease = timedelta(seconds=claiming.lease_seconds())
