@@ -8,6 +8,7 @@ error envelope, and which errors an operation can give (`standard_errors`).
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, TypeVar
 
@@ -270,10 +271,13 @@ DEFAULT_ERROR_EXAMPLES: dict[str, tuple[str, str | None]] = {
 }
 
 
-def error_example(code: str, message: str, param: str | None) -> OpenApiExample:
+def error_example(
+    code: str, message: str, param: str | None, name: str | None = None, summary: str = ""
+) -> OpenApiExample:
     status, error_type = ERROR_CODES[code]
     return OpenApiExample(
-        code,
+        name or code,
+        summary=summary,
         value={
             "error": {
                 "type": error_type,
@@ -288,15 +292,50 @@ def error_example(code: str, message: str, param: str | None) -> OpenApiExample:
     )
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A `400 parameter_invalid` that a request of the documented form can still get: it turns
+    on what is stored, on the clock or on the server's settings, which no schema can state (or
+    on several fields at once, which JSON Schema cannot weigh against each other).
+
+    `when` completes "Refused when …"; `message` is an example of what the API then says.
+    """
+
+    param: str | None
+    when: str
+    message: str
+
+
 def error_response(
-    status: int, codes: Sequence[str], examples: ErrorExamples = DEFAULT_ERROR_EXAMPLES
+    status: int,
+    codes: Sequence[str],
+    examples: ErrorExamples = DEFAULT_ERROR_EXAMPLES,
+    refusals: Sequence[Refusal] = (),
 ) -> OpenApiResponse:
     """One status of the error envelope, listing the codes this operation can give with it."""
     listed = ", ".join(f"`{code}`" for code in codes)
+    description = f"{_STATUS_DESCRIPTIONS[status]} Codes: {listed}."
+    if refusals:
+        cases = "; ".join(
+            f"{r.when} (`param`: {f'`{r.param}`' if r.param else 'null'})" for r in refusals
+        )
+        description += f" Also refused, whatever the request's form, when: {cases}."
     return OpenApiResponse(
         response=ErrorEnvelopeSerializer,
-        description=f"{_STATUS_DESCRIPTIONS[status]} Codes: {listed}.",
-        examples=[error_example(code, *examples[code]) for code in codes],
+        description=description,
+        examples=[
+            *(error_example(code, *examples[code]) for code in codes),
+            *(
+                error_example(
+                    "parameter_invalid",
+                    r.message,
+                    r.param,
+                    f"refused {n}",
+                    f"Refused when {r.when}.",
+                )
+                for n, r in enumerate(refusals, start=1)
+            ),
+        ],
     )
 
 
@@ -308,6 +347,7 @@ def standard_errors(
     body_has_required_fields: bool,
     idempotent: bool,
     examples: ErrorExamples = DEFAULT_ERROR_EXAMPLES,
+    refusals: Sequence[Refusal] = (),
 ) -> dict[int, OpenApiResponse]:
     """The error responses an operation can give, from how the API handles every request.
 
@@ -330,7 +370,10 @@ def standard_errors(
     errors[429] = ["rate_limited"]
     errors[500] = ["internal_error"]
     errors[503] = ["service_unavailable"]
-    return {status: error_response(status, codes, examples) for status, codes in errors.items()}
+    return {
+        status: error_response(status, codes, examples, refusals if status == 400 else ())
+        for status, codes in errors.items()
+    }
 
 
 def _has_required_fields(request: Any) -> bool:
@@ -361,13 +404,15 @@ def api_operation(
     parameters: Sequence[OpenApiParameter] = (),
     examples: Sequence[OpenApiExample] = (),
     error_examples: ErrorExamples | None = None,
+    refusals: Sequence[Refusal] = (),
 ) -> Callable[[F], F]:
     """`@extend_schema` for one public API operation, with everything operations share.
 
     `scope` must be the view's `required_scopes[action]` (tests compare them); `lookup` is the
     path parameter of an operation on one object (it can 404); `request` is the body serializer
     (it can 413/415); `idempotent` marks a POST that honours `Idempotency-Key` (it can 409).
-    `error_examples` replaces the generic example of a code with one typical of this operation.
+    `error_examples` replaces the generic example of a code with one typical of this operation;
+    `refusals` are the operation's 400s that its schema cannot rule out.
     """
     success = [status for status in responses if 200 <= status < 300]
     headers = [MD_VERSION_HEADER, MD_REQUEST_ID_RESPONSE_HEADER, MD_VERSION_RESPONSE_HEADER]
@@ -404,6 +449,7 @@ def api_operation(
                 body_has_required_fields=_has_required_fields(request),
                 idempotent=idempotent,
                 examples=messages,
+                refusals=refusals,
             ),
         },
         examples=list(examples),
@@ -419,7 +465,9 @@ API_CONVENTIONS = f"""\
 Authenticate with an API key: `Authorization: Bearer md_test_…` (sandbox) or `md_live_…` \
 (production). Send `MD-Version: {LATEST_VERSION}` to pin the version (absent means the latest). \
 Request bodies are JSON, sent with `Content-Type: application/json`; unknown and read-only \
-fields are refused by name. Every response carries `MD-Request-Id` and `MD-Version`.
+fields are refused by name. An integer is written without a fraction or exponent: `5`, not \
+`5.0` (JSON Schema counts `5.0` as an integer; the API refuses it with \
+`400 parameter_invalid`). Every response carries `MD-Request-Id` and `MD-Version`.
 
 ## Errors
 Every error has one shape, \
@@ -453,6 +501,8 @@ def postprocess_schema(
 
 # --- Reusable parameters ------------------------------------------------------------------
 
+_CURSOR_ID: dict[str, Any] = {"type": "string", "minLength": 1}
+
 LIST_PARAMETERS: list[OpenApiParameter] = [
     OpenApiParameter(
         "limit",
@@ -460,25 +510,49 @@ LIST_PARAMETERS: list[OpenApiParameter] = [
         OpenApiParameter.QUERY,
         description=f"How many objects to return, 1 to {MAX_LIMIT}.",
     ),
+    # The two cursors are one object, sent as query parameters of their own (form style,
+    # exploded), because "at most one of them" is a rule on the object: parameters cannot
+    # say it about each other.
     OpenApiParameter(
-        "starting_after",
-        str,
+        "cursor",
+        {
+            "type": "object",
+            "properties": {
+                "starting_after": {
+                    **_CURSOR_ID,
+                    "description": "An object's id: returns the page of older objects after it.",
+                },
+                "ending_before": {
+                    **_CURSOR_ID,
+                    "description": "An object's id: returns the page of newer objects before it.",
+                },
+            },
+            "additionalProperties": False,
+            "maxProperties": 1,
+        },
         OpenApiParameter.QUERY,
+        style="form",
+        explode=True,
         description=(
-            "A cursor: the id of an object; returns the page of older objects after it. "
-            "Not with `ending_before`."
-        ),
-    ),
-    OpenApiParameter(
-        "ending_before",
-        str,
-        OpenApiParameter.QUERY,
-        description=(
-            "A cursor: the id of an object; returns the page of newer objects before it. "
-            "Not with `starting_after`."
+            "Where the page starts: `starting_after=<id>` or `ending_before=<id>`, each a query "
+            "parameter of its own (`cursor` is not sent), and at most one of them. The id must "
+            "be of an object this API key can see, or the request is a `400 parameter_invalid` "
+            "naming the cursor."
         ),
     ),
 ]
+
+
+def cursor_refusals(object_name: str, example_id: str) -> list[Refusal]:
+    """A list operation's cursor naming an object the API key cannot see (or none at all)."""
+    return [
+        Refusal(
+            cursor,
+            f"`{cursor}` is not the id of a {object_name} this API key can see",
+            f"No such {object_name}: '{example_id}'.",
+        )
+        for cursor in ("starting_after", "ending_before")
+    ]
 
 
 def object_id_parameter(name: str, object_name: str, example: str) -> OpenApiParameter:

@@ -153,6 +153,8 @@ INVALID: list[tuple[str, Any]] = [
     ("metadata", {"": "x"}),
     ("metadata", {"k" * 41: "x"}),
     ("metadata", {"k": "v" * 501}),
+    ("metadata", {"k": "a\x00b"}),  # jsonb cannot store U+0000 (was a 500)
+    ("metadata", {"a\x00b": "v"}),
     ("metadata", {"k": 1}),
     ("metadata", {"k": None}),
     ("metadata", {"k": {"nested": "x"}}),

@@ -4,11 +4,13 @@ The document must be valid OpenAPI 3, say what the contract says, and agree with
 actually answers: real responses are validated against the schema the document gives them.
 """
 
+import json
 import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import jsonschema
 import pytest
@@ -122,10 +124,9 @@ def operation(schema: Schema, method: str, path: str) -> Schema:
 
 
 def resolve(node: Any, schema: Schema, *, strict: bool = False) -> Any:
-    """`node` with every `$ref` inlined, as plain JSON Schema jsonschema can check.
-
-    OpenAPI 3.0's `nullable` becomes a `null` alternative. With `strict`, objects that list
-    their properties accept no others: a response field the document forgets is a failure.
+    """`node` with every `$ref` inlined, as plain JSON Schema (2020-12, OpenAPI 3.1's dialect)
+    jsonschema can check. With `strict`, objects that list their properties accept no others:
+    a response field the document forgets is a failure.
     """
     if isinstance(node, list):
         return [resolve(item, schema, strict=strict) for item in node]
@@ -137,8 +138,6 @@ def resolve(node: Any, schema: Schema, *, strict: bool = False) -> Any:
     out = {key: resolve(value, schema, strict=strict) for key, value in node.items()}
     if strict and "properties" in out:
         out.setdefault("additionalProperties", False)
-    if out.pop("nullable", False):
-        return {"anyOf": [out, {"type": "null"}]}
     return out
 
 
@@ -305,20 +304,20 @@ def test_delivery_control_fields_say_what_they_take(schema):
         enum = resolve(fields["delivery_order"], schema)["allOf"][0]["enum"]
         assert enum == ["unordered", "ordered"]
         rate_limit = fields["rate_limit"]
-        assert (rate_limit["minimum"], rate_limit["maximum"], rate_limit["nullable"]) == (
+        assert (rate_limit["minimum"], rate_limit["maximum"], rate_limit["type"]) == (
             1,
             10000,
-            True,
+            ["integer", "null"],
         )
-        assert (fields["description"]["maxLength"], fields["description"]["nullable"]) == (
-            500,
-            True,
-        )
-        assert fields["metadata"]["nullable"] is True  # null removes every key
+        description = fields["description"]
+        assert (description["maxLength"], description["type"]) == (500, ["string", "null"])
+        assert "oneOf" not in description  # "" and null are both accepted
+        assert fields["metadata"]["type"] == ["object", "null"]  # null removes every key
+        assert fields["metadata"]["propertyNames"]["maxLength"] == 40
         assert fields["metadata"]["additionalProperties"]["maxLength"] == 500
-        assert not fields["headers"].get("nullable")
+        assert fields["headers"]["type"] == "object"
         header_value = fields["headers"]["additionalProperties"]
-        assert header_value["nullable"] is True  # null removes one
+        assert header_value["type"] == ["string", "null"]  # null removes one
         assert (header_value["maxLength"], header_value["pattern"]) == (1000, "^[ -~]*$")
         for name in ("`Host`", "`TE`", "`User-Agent`", "`Proxy-*`", "`MD-*`", "`webhook-*`"):
             assert name in fields["headers"]["description"], name
@@ -361,17 +360,21 @@ def test_success_responses_have_the_reference_shapes(schema):
 
 
 def test_list_and_path_parameters(schema):
-    params = {p["name"]: p for p in operation(schema, "get", COLLECTION)["parameters"]}
-    assert params["limit"]["in"] == "query"
-    assert params["limit"]["schema"] == {
-        "type": "integer",
-        "minimum": 1,
-        "maximum": 100,
-        "default": 20,
-    }
-    for name in ("starting_after", "ending_before"):
-        assert params[name]["in"] == "query"
-        assert params[name]["schema"]["type"] == "string"
+    for path in (COLLECTION, EVENTS, ENDPOINT_DELIVERIES):
+        params = {p["name"]: p for p in operation(schema, "get", path)["parameters"]}
+        assert params["limit"]["in"] == "query"
+        assert params["limit"]["schema"] == {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 100,
+            "default": 20,
+        }
+        # The cursors: one object, each property a query parameter of its own, at most one.
+        cursor = params["cursor"]
+        assert (cursor["in"], cursor["style"], cursor["explode"]) == ("query", "form", True)
+        assert set(cursor["schema"]["properties"]) == {"starting_after", "ending_before"}
+        assert cursor["schema"]["maxProperties"] == 1
+        assert cursor["schema"]["additionalProperties"] is False
     for method in ("get", "patch", "delete"):
         params = {p["name"]: p for p in operation(schema, method, ITEM)["parameters"]}
         path_param = params["webhook_endpoint_id"]
@@ -509,6 +512,137 @@ def test_delivery_control_responses_match_the_schema(schema, api):
         assert_documented(schema, method, path, response)
 
 
+# (body field, value, accepted): each on the boundary of what the API takes, the issue's five
+# findings among them. The schema must say what the API answers, both ways.
+HOST_253 = ".".join(["a" * 63] * 3 + ["b" * 61])
+AGREEMENT: list[tuple[str, Any, bool]] = [
+    ("url", "https://example.com/hook", True),
+    ("url", "HTTPS://Example.COM:65535/a/b?c=d&e=%20", True),
+    ("url", "http://ex_ample.com.", True),  # a sandbox key
+    ("url", f"https://{HOST_253}/", True),
+    ("url", f"https://{HOST_253}b/", False),
+    ("url", "https://example.com/" + "a" * 2028, True),  # 2048 characters
+    ("url", "https://example.com/" + "a" * 2029, False),
+    ("url", "\U0004c408", False),  # the issue's: a url with no form at all
+    ("url", "", False),
+    ("url", "ftp://example.com", False),
+    ("url", "https://user:pw@example.com", False),
+    ("url", "https://example.com/#top", False),
+    ("url", "https://example.com:0/", False),
+    ("url", "https://example.com:65536/", False),
+    ("url", "https://-example.com/", False),
+    ("url", "https://example.123/", False),
+    ("url", "https://example.com/a b", False),
+    ("enabled_events", ["*"], True),
+    ("enabled_events", ["*", "*"], True),
+    ("enabled_events", ["judgment.created", "judgment.created"], True),
+    ("enabled_events", ["webhook_endpoint.disabled", "delivery.exhausted"], True),
+    ("enabled_events", [], False),  # the issue's
+    ("enabled_events", ["*", "judgment.created"], False),
+    ("enabled_events", ["ping"], False),
+    ("enabled_events", ["judgment.exploded"], False),
+    ("enabled_events", None, False),
+    ("description", "", True),
+    ("description", None, True),
+    ("description", "d" * 500, True),
+    ("description", "d" * 501, False),
+    ("description", "a\x00b", False),
+    ("metadata", None, True),
+    ("metadata", {"k": ""}, True),
+    ("metadata", {"k" * 40: "v" * 500}, True),
+    ("metadata", {"": "v"}, False),
+    ("metadata", {"k" * 41: "v"}, False),
+    ("metadata", {"k": "a\x00"}, False),
+    ("metadata", {"k": 1}, False),
+    ("headers", {"X-Tenant": "a b ~", "X-Gone": None}, True),
+    ("headers", {"x-md": "1", "Proxy": "1", "Hosts": "1"}, True),
+    ("headers", {"hOsT": "x"}, False),
+    ("headers", {"md-x": "x"}, False),
+    ("headers", {"Webhook-Id": "x"}, False),
+    ("headers", {"X Tenant": "x"}, False),
+    ("headers", {"X-Tenant": "a\nb"}, False),
+    ("headers", None, False),
+    ("rate_limit", 10000, True),
+    ("rate_limit", None, True),
+    ("rate_limit", 0, False),
+    ("rate_limit", "5", False),
+]
+
+
+def request_schema(schema: Schema, method: str, path: str) -> Schema:
+    body = operation(schema, method, path)["requestBody"]["content"]["application/json"]
+    return resolve(body["schema"], schema)
+
+
+def is_valid(instance: Any, node: Schema) -> bool:
+    checker = jsonschema.Draft202012Validator.FORMAT_CHECKER
+    return jsonschema.Draft202012Validator(node, format_checker=checker).is_valid(instance)
+
+
+@pytest.mark.parametrize(("field", "value", "accepted"), AGREEMENT)
+def test_the_schema_and_the_api_agree_on_endpoint_fields(schema, api, field, value, accepted):
+    body = {"url": "https://example.com/hook", field: value}
+    assert is_valid(body, request_schema(schema, "post", COLLECTION)) is accepted
+    response = api.post(COLLECTION, body)
+    assert (response.status_code == 201) is accepted, response.content
+
+
+@pytest.mark.parametrize(
+    ("body", "accepted"),
+    [
+        ({"type": "judgment.created", "data": {"a": [1, "\x00"]}}, True),
+        ({"type": "judgment.created"}, True),
+        ({"type": "judgment.created", "data": None}, False),  # the issue's
+        ({"type": "judgment.created", "data": []}, False),
+        ({"type": "ping"}, False),
+        ({"type": "delivery.exhausted"}, False),
+    ],
+)
+def test_the_schema_and_the_api_agree_on_events(schema, api, body, accepted):
+    assert is_valid(body, request_schema(schema, "post", EVENTS)) is accepted
+    assert (api.post(EVENTS, body).status_code == 201) is accepted
+
+
+@pytest.mark.parametrize(
+    ("cursors", "accepted"),
+    [
+        ({}, True),
+        ({"starting_after": "OWN"}, True),
+        ({"ending_before": "OWN"}, True),
+        ({"starting_after": "OWN", "ending_before": "OWN"}, False),
+        ({"starting_after": "", "ending_before": ""}, False),  # the issue's
+        ({"starting_after": ""}, False),
+    ],
+)
+def test_the_schema_and_the_api_agree_on_cursors(schema, api, cursors, accepted):
+    own = api.create_endpoint()["webhook_endpoint_id"]
+    query = {name: own if value == "OWN" else value for name, value in cursors.items()}
+    params = {p["name"]: p for p in operation(schema, "get", COLLECTION)["parameters"]}
+    assert is_valid(query, params["cursor"]["schema"]) is accepted
+    assert (api.get(f"{COLLECTION}?{urlencode(query)}").status_code == 200) is accepted
+
+
+def test_what_no_schema_can_say_is_documented(schema):
+    """A state the request cannot show (the issue's retry of a disabled endpoint's delivery)
+    is a documented 400 of the operation, naming the parameter."""
+    refused = {
+        (path, example["value"]["error"]["param"])
+        for (method, path) in OPERATIONS
+        for name, example in operation(schema, method, path)["responses"]["400"]["content"][
+            "application/json"
+        ]["examples"].items()
+        if name.startswith("Refused")
+    }
+    assert (DELIVERY_RETRY, "delivery_id") in refused
+    assert (TEST_EVENT, "webhook_endpoint_id") in refused
+    assert {(RECOVER, None), (RECOVER, "since"), (RECOVER, "until")} <= refused
+    assert {(COLLECTION, "starting_after"), (COLLECTION, "ending_before")} <= refused
+    assert {(COLLECTION, "url"), (COLLECTION, "headers"), (ITEM, "metadata")} <= refused
+    retry_400 = operation(schema, "post", DELIVERY_RETRY)["responses"]["400"]["description"]
+    assert "endpoint is disabled or deleted (`param`: `delivery_id`)" in retry_400
+    assert "`5`, not `5.0`" in schema["info"]["description"]
+
+
 def test_error_responses_match_the_schema(schema, api, sandbox):
     created = api.create_endpoint()
     item = f"{COLLECTION}/{created['webhook_endpoint_id']}"
@@ -604,8 +738,9 @@ def test_the_checks_themselves_are_strict(schema, api):
     retrieve = operation(schema, "get", ITEM)["responses"]["200"]
     with pytest.raises(jsonschema.ValidationError):
         check(created, retrieve["content"]["application/json"]["schema"], schema, strict=True)
-    # `nullable` lets null through where the document says so, and only there.
+    # Null passes where the document says so (3.1: a "null" type), and only there.
+    assert '"nullable"' not in json.dumps(schema)
     empty: Schema = {"components": {"schemas": {}}}
-    jsonschema.validate(None, resolve({"type": "string", "nullable": True}, empty))
+    jsonschema.validate(None, resolve({"type": ["string", "null"]}, empty))
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(None, resolve({"type": "string"}, empty))

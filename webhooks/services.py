@@ -84,6 +84,9 @@ def _merged_metadata(stored: Mapping[str, str], given: object) -> dict[str, str]
                 "metadata",
                 f"The metadata value of {key!r} is over {MAX_METADATA_VALUE_LENGTH} characters.",
             )
+        if "\x00" in key or "\x00" in value:
+            # PostgreSQL's jsonb cannot hold U+0000: refused here rather than failing to store.
+            raise InvalidInput("metadata", "metadata keys and values cannot contain U+0000.")
         if value:
             result[key] = value
         else:

@@ -1,12 +1,25 @@
 import json
 from typing import Any
 
+from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from api.deliveries import openapi as docs
 from api.serializers import ApiDateTimeField, InputSerializer, StrictCharField
 from deliveries.models import Delivery, Event
 from webhooks.catalog import EVENT_TYPES
+
+
+# deliveries.services.event_publish checks both; the schema says what it takes.
+@extend_schema_field({"type": "string", "enum": docs.PUBLISHABLE_EVENT_TYPES})
+class PublishedTypeField(StrictCharField):
+    pass
+
+
+@extend_schema_field({"type": "object", "additionalProperties": True})
+class EventDataField(serializers.JSONField):
+    pass
 
 
 # DRF's metaclass takes declared fields off the class, so a field may be called `data`; the stubs
@@ -14,15 +27,20 @@ from webhooks.catalog import EVENT_TYPES
 class EventCreateInput(InputSerializer):
     read_only_params = frozenset({"event_id", "id", "created_at", "api_version", "environment"})
 
-    type = StrictCharField(
+    type = PublishedTypeField(
         max_length=100,
         help_text=(
-            "An event type from GET /v1/event_types, but `webhook_endpoint.disabled` and "
-            "`delivery.exhausted`: the service publishes those itself."
+            "An event type from GET /v1/event_types, but `ping`, `webhook_endpoint.disabled` and "
+            "`delivery.exhausted`: the service sends those itself."
         ),
     )
-    data = serializers.JSONField(  # type: ignore[assignment]  # a field named data
-        required=False, help_text="A JSON object: the event's payload, delivered as `data`."
+    data = EventDataField(  # type: ignore[assignment]  # a field named data
+        required=False,
+        help_text=(
+            "A JSON object: the event's payload, delivered as `data`. At most "
+            f"{settings.WEBHOOKS_EVENT_DATA_MAX_BYTES} bytes as compact JSON with non-ASCII "
+            "characters escaped."
+        ),
     )
 
 

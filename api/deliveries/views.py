@@ -6,6 +6,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts import scopes
+from api.deliveries import openapi as docs
 from api.deliveries.serializers import (
     DeliveryListOutput,
     DeliveryWithAttemptsOutput,
@@ -25,8 +26,8 @@ from deliveries.models import Delivery
 
 TAG_EVENTS = "Events"
 TAG_DELIVERIES = "Deliveries"
-EVENT_ID = object_id_parameter("event_id", "event", "evt_3kTq9Zb2Lm8RvX1cWd4N")
-DELIVERY_ID = object_id_parameter("delivery_id", "delivery", "dlv_7PqR2sT4uV6wX8yZ0aB1")
+EVENT_ID = object_id_parameter("event_id", "event", docs.EVENT_EXAMPLE_ID)
+DELIVERY_ID = object_id_parameter("delivery_id", "delivery", docs.DELIVERY_EXAMPLE_ID)
 
 
 class EventViewSet(ApiViewSet):
@@ -53,6 +54,7 @@ class EventViewSet(ApiViewSet):
         request=EventCreateInput,
         idempotent=True,
         responses={201: EventOutput},
+        refusals=docs.PUBLISH_REFUSALS,
     )
     def create(self, request: Request) -> Response:
         data = self.validated(EventCreateInput, request.data)
@@ -73,6 +75,7 @@ class EventViewSet(ApiViewSet):
         tags=[TAG_EVENTS],
         parameters=LIST_PARAMETERS,
         responses={200: EventListOutput},
+        refusals=docs.EVENTS_LIST_REFUSALS,
     )
     def list(self, request: Request) -> Response:
         page = selectors.event_page(
@@ -140,6 +143,7 @@ class EndpointDeliveryViewSet(ApiViewSet):
         lookup=WEBHOOK_ENDPOINT_ID,
         parameters=[*LIST_PARAMETERS, STATUS_PARAMETER],
         responses={200: DeliveryListOutput},
+        refusals=docs.DELIVERIES_LIST_REFUSALS,
     )
     def list(self, request: Request, webhook_endpoint_id: str) -> Response:
         endpoint = endpoint_or_404(self.environment, webhook_endpoint_id)
@@ -172,6 +176,7 @@ class EndpointTestEventViewSet(ApiViewSet):
         lookup=WEBHOOK_ENDPOINT_ID,
         idempotent=True,
         responses={200: DeliveryWithAttemptsOutput},
+        refusals=docs.TEST_EVENT_REFUSALS,
     )
     def send(self, request: Request, webhook_endpoint_id: str) -> Response:
         endpoint = endpoint_or_404(self.environment, webhook_endpoint_id)
@@ -202,6 +207,7 @@ class DeliveryViewSet(ApiViewSet):
         lookup=DELIVERY_ID,
         idempotent=True,
         responses={202: DeliveryWithAttemptsOutput},
+        refusals=docs.RETRY_REFUSALS,
     )
     def retry(self, request: Request, delivery_id: str) -> Response:
         delivery = selectors.delivery_get(environment=self.environment, public_id=delivery_id)

@@ -10,7 +10,18 @@ from deliveries.models import Recovery
 TIME_FORMAT = "an ISO 8601 time with a zone, e.g. 2026-06-12T18:40:00Z"
 
 
-@extend_schema_field({"type": "string", "format": "date-time"})
+# RFC 3339 as core.times reads it: the format allows a leap second (`:60`) and year 0, which
+# Python's datetime cannot hold; the pattern rules them out.
+@extend_schema_field(
+    {
+        "type": "string",
+        "format": "date-time",
+        "pattern": (
+            "^(?!0000)[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+            "(?:\\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})$"
+        ),
+    }
+)
 class ZonedDateTimeField(StrictCharField):
     """A time in a request: ISO 8601 with its zone (`Z` or `±HH:MM`), as a UTC datetime."""
 

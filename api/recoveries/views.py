@@ -4,7 +4,7 @@ from rest_framework.response import Response
 
 from accounts import scopes
 from api.errors import not_found
-from api.openapi import ErrorExamples, api_operation, object_id_parameter
+from api.openapi import ErrorExamples, Refusal, api_operation, object_id_parameter
 from api.recoveries.serializers import RecoveryCreateInput, RecoveryOutput
 from api.views import ApiViewSet
 from api.webhooks.openapi import EXAMPLE_ID as ENDPOINT_EXAMPLE_ID
@@ -43,10 +43,26 @@ RETRIEVE_EXAMPLES = [
     ),
 ]
 CREATE_ERRORS: ErrorExamples = {
-    "parameter_invalid": ("until must be later than since.", "until"),
+    "parameter_invalid": (
+        "Invalid since: must be an ISO 8601 time with a zone, e.g. 2026-06-12T18:40:00Z.",
+        "since",
+    ),
     "parameter_missing": ("Missing required parameter: since.", "since"),
     "not_found": (f"No such webhook endpoint: '{ENDPOINT_EXAMPLE_ID}'.", "webhook_endpoint_id"),
 }
+CREATE_REFUSALS = [
+    Refusal(
+        None,
+        "the endpoint is disabled",
+        "This webhook endpoint is disabled: enable it before recovering its deliveries.",
+    ),
+    Refusal(
+        "since",
+        "`since` is older than the retention window, or (without `until`) not in the past",
+        "since must be in the past.",
+    ),
+    Refusal("until", "`until` is not later than `since`", "until must be later than since."),
+]
 RETRIEVE_ERRORS: ErrorExamples = {
     "not_found": (f"No such recovery: '{EXAMPLE_ID}'.", "recovery_id"),
 }
@@ -84,6 +100,7 @@ class RecoveryViewSet(ApiViewSet):
         responses={202: RecoveryOutput},
         examples=CREATE_EXAMPLES,
         error_examples=CREATE_ERRORS,
+        refusals=CREATE_REFUSALS,
     )
     def create(self, request: Request, webhook_endpoint_id: str) -> Response:
         endpoint = endpoint_or_404(self.environment, webhook_endpoint_id)

@@ -7,14 +7,17 @@ from typing import Any
 
 from drf_spectacular.utils import OpenApiExample
 
-from api.openapi import ErrorExamples, object_id_parameter
+from api.openapi import ErrorExamples, Refusal, cursor_refusals, object_id_parameter
 from webhooks import headers
+from webhooks.catalog import ALL_EVENTS, EVENT_TYPE_NAMES, is_known
 from webhooks.services import (
+    MAX_DESCRIPTION_LENGTH,
     MAX_METADATA_KEY_LENGTH,
     MAX_METADATA_KEYS,
     MAX_METADATA_VALUE_LENGTH,
     MAX_RATE_LIMIT,
 )
+from webhooks.url_policy import MAX_HOST_LENGTH, MAX_URL_LENGTH
 
 TAG_WEBHOOK_ENDPOINTS = "Webhook Endpoints"
 TAG_EVENT_TYPES = "Event Types"
@@ -46,10 +49,46 @@ _HEADER_VALUE: dict[str, Any] = {
     "maxLength": headers.MAX_VALUE_LENGTH,
     "pattern": headers.VALUE_PATTERN,
 }
+
+
+def _any_case(name: str) -> str:
+    """A header name (letters and `-`) as a pattern matching it in any case: JSON Schema's
+    patterns have no case-insensitive flag."""
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in name)
+
+
+_REFUSED_NAME = "^(?:{names})$|^(?:{prefixes})".format(
+    names="|".join(_any_case(name) for name in headers.REFUSED),
+    prefixes="|".join(_any_case(prefix) for prefix in headers.REFUSED_PREFIXES),
+)
+_HEADER_NAME: dict[str, Any] = {
+    "minLength": 1,
+    "maxLength": headers.MAX_NAME_LENGTH,
+    "pattern": headers.NAME_PATTERN,
+    "not": {"pattern": _REFUSED_NAME},
+}
+# Text the API stores: PostgreSQL holds no U+0000 in text or jsonb. (A `not` rather than a
+# pattern: drf-spectacular wraps a blank-allowing field with a pattern in a oneOf that "" fails.)
+WITHOUT_NUL: dict[str, Any] = {"not": {"type": "string", "pattern": "\\u0000"}}
+_METADATA_KEY: dict[str, Any] = {
+    "minLength": 1,
+    "maxLength": MAX_METADATA_KEY_LENGTH,
+    **WITHOUT_NUL,
+}
+DESCRIPTION_INPUT: dict[str, Any] = {
+    "type": "string",  # or null: the field allows it
+    "maxLength": MAX_DESCRIPTION_LENGTH,
+    **WITHOUT_NUL,
+    "description": "Free text for your own use.",
+}
 METADATA_INPUT: dict[str, Any] = {
-    "type": "object",
-    "nullable": True,
-    "additionalProperties": {"type": "string", "maxLength": MAX_METADATA_VALUE_LENGTH},
+    "type": "object",  # or null: the field allows it
+    "propertyNames": _METADATA_KEY,
+    "additionalProperties": {
+        "type": "string",
+        "maxLength": MAX_METADATA_VALUE_LENGTH,
+        **WITHOUT_NUL,
+    },
     "description": (
         f"Key-value pairs for your own use. {_METADATA_RULES} On update, the keys given are "
         'merged into the stored ones; a key set to `""` is removed; `null` removes them all.'
@@ -58,16 +97,19 @@ METADATA_INPUT: dict[str, Any] = {
 METADATA_OUTPUT: dict[str, Any] = {
     "type": "object",
     "maxProperties": MAX_METADATA_KEYS,
+    "propertyNames": _METADATA_KEY,
     "additionalProperties": {
         "type": "string",
         "minLength": 1,
         "maxLength": MAX_METADATA_VALUE_LENGTH,
+        **WITHOUT_NUL,
     },
     "description": f"Key-value pairs for your own use. {_METADATA_RULES}",
 }
 HEADERS_INPUT: dict[str, Any] = {
     "type": "object",
-    "additionalProperties": {**_HEADER_VALUE, "nullable": True},
+    "propertyNames": _HEADER_NAME,
+    "additionalProperties": {**_HEADER_VALUE, "type": ["string", "null"]},
     "description": (
         "Headers sent on every delivery, beside the service's own (which they cannot "
         f"replace). {_HEADER_RULES} On update, the names given are merged into the stored ones "
@@ -78,9 +120,73 @@ HEADERS_INPUT: dict[str, Any] = {
 HEADERS_OUTPUT: dict[str, Any] = {
     "type": "object",
     "maxProperties": headers.MAX_HEADERS,
+    "propertyNames": _HEADER_NAME,
     "additionalProperties": _HEADER_VALUE,
     "description": f"Headers sent on every delivery. {_HEADER_RULES}",
 }
+
+# --- url and enabled_events ---------------------------------------------------------------
+
+# The form webhooks.url_policy accepts, for a host named in ASCII: a scheme in any case, labels
+# of letters, digits, `_` and inner `-` (253 characters in all, the last label not numeric, so
+# never an IPv4 address), a port from 1 to 65535, then a path and query of URI characters, no
+# fragment. The server also takes internationalized names and IP literals; which addresses it
+# refuses depends on DNS and on its settings (documented as refusals).
+_LABEL = "[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_LAST_LABEL = "[A-Za-z](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_PORT = "(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+_URI_CHARACTER = "(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})"
+URL_PATTERN = (
+    f"^[Hh][Tt][Tt][Pp][Ss]?://(?:{_LABEL}\\.)*{_LAST_LABEL}\\.?"
+    f"(?::{_PORT})?(?:[/?]{_URI_CHARACTER}*)?$"
+)
+# The host's length, apart: as a lookahead in URL_PATTERN it makes generating examples slow.
+URL_HOST_LENGTH_PATTERN = f"^[^:]*://[^/?:]{{1,{MAX_HOST_LENGTH}}}\\.?(?:[/?:]|$)"
+URL_INPUT: dict[str, Any] = {
+    "type": "string",
+    "format": "uri",
+    "maxLength": MAX_URL_LENGTH,
+    "pattern": URL_PATTERN,
+    "allOf": [{"pattern": URL_HOST_LENGTH_PATTERN}],
+    "description": (
+        "Where deliveries are sent: an absolute `https://` URL (sandbox also takes `http://`), "
+        f"at most {MAX_URL_LENGTH} characters, without user name, password or fragment. A host "
+        "that is, or resolves to, a private, loopback, link-local, multicast or reserved "
+        "address is refused in production, and in sandbox unless the operator allows it."
+    ),
+}
+
+SUBSCRIBABLE_EVENT_TYPES = [name for name in EVENT_TYPE_NAMES if is_known(name)]
+
+
+def enabled_events_schema(max_items: int) -> dict[str, Any]:
+    """`["*"]`, or event types from the catalog (repeats are dropped), never both."""
+    return {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": max_items,
+        "anyOf": [
+            {"items": {"const": ALL_EVENTS}},
+            {"items": {"enum": SUBSCRIBABLE_EVENT_TYPES}},
+        ],
+        "description": (
+            f'Event types to receive, from `GET /v1/event_types`; `["{ALL_EVENTS}"]` (the '
+            'default) for every event. Not empty; `"*"` stands alone.'
+        ),
+    }
+
+
+ENABLED_EVENTS_OUTPUT: dict[str, Any] = {
+    "type": "array",
+    "minItems": 1,
+    "anyOf": [
+        {"items": {"const": ALL_EVENTS}, "maxItems": 1},
+        {"items": {"enum": SUBSCRIBABLE_EVENT_TYPES}, "uniqueItems": True},
+    ],
+    "description": f'The event types this endpoint receives; `["{ALL_EVENTS}"]`: every one.',
+}
+
+
 RATE_LIMIT_HELP = (
     f"Deliveries per second to this endpoint, 1 to {MAX_RATE_LIMIT}, across every worker; "
     "deliveries over it wait (no attempt is counted). `null`: no limit."
@@ -179,6 +285,37 @@ EVENT_TYPES_EXAMPLES = [
         },
     ),
 ]
+
+# --- What a request of the documented form can still be refused for ---------------------
+
+WRITE_REFUSALS = [
+    Refusal(
+        "url",
+        "the URL's host is, or resolves to, an address webhooks may not reach (production: "
+        "never; sandbox: unless the operator allows private addresses)",
+        "Invalid url: the URL points at localhost, which webhooks may not reach.",
+    ),
+    Refusal(
+        "url",
+        "an `http://` URL comes with a production key",
+        "Invalid url: the URL must use https:// (http:// is accepted in sandbox only).",
+    ),
+    Refusal(
+        "metadata",
+        f"the metadata would have more than {MAX_METADATA_KEYS} keys (on update: once merged "
+        "into the stored ones)",
+        f"metadata has at most {MAX_METADATA_KEYS} keys; this would make {MAX_METADATA_KEYS + 1}.",
+    ),
+    Refusal(
+        "headers",
+        f"there would be more than {headers.MAX_HEADERS} headers, or more than "
+        f"{headers.MAX_TOTAL_SIZE} characters of names and values (on update: once merged into "
+        "the stored ones); two names differ only in case; or "
+        f"`{headers.MASK}` stands for a sensitive header that is not set",
+        "Invalid headers: 'X-Tenant' is given more than once, in different cases.",
+    ),
+]
+LIST_REFUSALS = cursor_refusals("webhook endpoint", EXAMPLE_ID)
 
 _NOT_FOUND: ErrorExamples = {
     "not_found": (f"No such webhook endpoint: '{EXAMPLE_ID}'.", "webhook_endpoint_id"),

@@ -24,12 +24,26 @@ READ_ONLY_PARAMS = frozenset({"webhook_endpoint_id", "signing_secret", "created_
 MAX_FILTER_ENTRIES = 256
 
 
+# The catalog and the URL policy check these in the service (webhooks.services); the schema says
+# what they take.
+@extend_schema_field(docs.enabled_events_schema(MAX_FILTER_ENTRIES))
+class EnabledEventsField(serializers.ListField):
+    pass
+
+
+@extend_schema_field(docs.ENABLED_EVENTS_OUTPUT)
+class EnabledEventsOutputField(serializers.ListField):
+    pass
+
+
+@extend_schema_field(docs.URL_INPUT)
+class UrlField(StrictCharField):
+    pass
+
+
 def _events_field(required: bool) -> serializers.ListField:
-    return serializers.ListField(
-        child=StrictCharField(max_length=200),
-        required=required,
-        max_length=MAX_FILTER_ENTRIES,
-        help_text='Event types to receive; omit or send ["*"] for every event.',
+    return EnabledEventsField(
+        child=StrictCharField(max_length=200), required=required, max_length=MAX_FILTER_ENTRIES
     )
 
 
@@ -42,6 +56,11 @@ class MetadataInputField(StrictObjectField):
 
 @extend_schema_field(docs.HEADERS_INPUT)
 class HeadersInputField(StrictObjectField):
+    pass
+
+
+@extend_schema_field(docs.DESCRIPTION_INPUT)
+class DescriptionInputField(StrictCharField):
     pass
 
 
@@ -58,12 +77,8 @@ class HeadersOutputField(serializers.DictField):
 class DeliveryControlInput(InputSerializer):
     """The fields of the contract's "Delivery control", on create and update alike."""
 
-    description = StrictCharField(
-        required=False,
-        allow_null=True,
-        allow_blank=True,
-        max_length=MAX_DESCRIPTION_LENGTH,
-        help_text="Free text for your own use.",
+    description = DescriptionInputField(
+        required=False, allow_null=True, allow_blank=True, max_length=MAX_DESCRIPTION_LENGTH
     )
     metadata = MetadataInputField(required=False, allow_null=True)
     headers = HeadersInputField(required=False)
@@ -88,14 +103,14 @@ class WebhookEndpointCreateInput(DeliveryControlInput):
         "disable it with PATCH /v1/webhook_endpoints/{id}.",
     }
 
-    url = StrictCharField(max_length=MAX_URL_LENGTH)
+    url = UrlField(max_length=MAX_URL_LENGTH)
     enabled_events = _events_field(required=False)
 
 
 class WebhookEndpointUpdateInput(DeliveryControlInput):
     read_only_params = READ_ONLY_PARAMS
 
-    url = StrictCharField(max_length=MAX_URL_LENGTH, required=False)
+    url = UrlField(max_length=MAX_URL_LENGTH, required=False)
     enabled_events = _events_field(required=False)
     status = StrictChoiceField(choices=WebhookEndpoint.Status.choices, required=False)
 
@@ -124,7 +139,7 @@ class WebhookEndpointOutput(serializers.Serializer):
 
     webhook_endpoint_id = serializers.CharField(source="public_id")
     url = serializers.CharField()
-    enabled_events = serializers.ListField(child=serializers.CharField())
+    enabled_events = EnabledEventsOutputField(child=serializers.CharField())
     status = serializers.ChoiceField(choices=WebhookEndpoint.Status.choices)
     created_at = ApiDateTimeField()
     description = serializers.CharField(allow_null=True, max_length=MAX_DESCRIPTION_LENGTH)

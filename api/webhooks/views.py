@@ -64,6 +64,7 @@ class WebhookEndpointViewSet(ApiViewSet):
         responses={200: WebhookEndpointListOutput},
         examples=docs.LIST_EXAMPLES,
         error_examples=docs.LIST_ERRORS,
+        refusals=docs.LIST_REFUSALS,
     )
     def list(self, request: Request) -> Response:
         page = endpoint_page(
@@ -96,6 +97,7 @@ class WebhookEndpointViewSet(ApiViewSet):
         responses={201: WebhookEndpointCreatedOutput},
         examples=docs.CREATE_EXAMPLES,
         error_examples=docs.CREATE_ERRORS,
+        refusals=docs.WRITE_REFUSALS,
     )
     def create(self, request: Request) -> Response:
         data = self.validated(WebhookEndpointCreateInput, request.data)
@@ -136,6 +138,7 @@ class WebhookEndpointViewSet(ApiViewSet):
         responses={200: WebhookEndpointOutput},
         examples=docs.UPDATE_EXAMPLES,
         error_examples=docs.UPDATE_ERRORS,
+        refusals=docs.WRITE_REFUSALS,
     )
     def partial_update(self, request: Request, webhook_endpoint_id: str) -> Response:
         endpoint = self.get_endpoint(webhook_endpoint_id)

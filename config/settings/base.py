@@ -160,6 +160,9 @@ SPECTACULAR_SETTINGS = {
         "signing secret and event filter."
     ),
     "VERSION": API_VERSIONS[-1],
+    # 3.1: full JSON Schema, so the document can say what the API enforces on object keys
+    # (`propertyNames`: metadata keys, header names), which 3.0 cannot express.
+    "OAS_VERSION": "3.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -308,6 +311,8 @@ WEBHOOKS_RETENTION_DAYS = env.int("WEBHOOKS_RETENTION_DAYS", default=30)
 WEBHOOKS_EVENT_DATA_MAX_BYTES = env.int("WEBHOOKS_EVENT_DATA_MAX_BYTES", default=64 * 1024)
 # Deliveries a recovery sends again per transaction (deliveries.recovery).
 WEBHOOKS_RECOVERY_BATCH_SIZE = env.int("WEBHOOKS_RECOVERY_BATCH_SIZE", default=1000)
+# Deliveries per second a recovery makes due again (one endpoint's, beside live traffic).
+WEBHOOKS_RECOVERY_RATE = env.float("WEBHOOKS_RECOVERY_RATE", default=500.0)
 # The lease of `manage.py listen`'s temporary endpoint, renewed while it runs: the longest a
 # killed listener's endpoint stays enabled, pointing at a dead port (plus up to a minute).
 LISTEN_LEASE_SECONDS = env.int("LISTEN_LEASE_SECONDS", default=600)
