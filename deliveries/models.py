@@ -233,6 +233,9 @@ class Recovery(models.Model):
     deliveries_requeued = models.PositiveIntegerField(default=0)
     # The last delivery id requeued: the next batch starts after it.
     cursor = models.BigIntegerField(default=0)
+    # When the last delivery it requeued is due: requeued deliveries come due at
+    # WEBHOOKS_RECOVERY_RATE, and the next batch after these (deliveries.recovery).
+    paced_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)
 

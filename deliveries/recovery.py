@@ -18,10 +18,12 @@ a later batch:
   and due, its attempt count kept, so attempts go on numbering. One that had failed after its
   last retry is past the retry schedule, so its new attempt is one more try, not a new schedule
   (failing, it is failed again); one cancelled before its retries ran out has the rest of them.
-- Live traffic first: a step requeues a batch only while the workers keep up (less than a batch
-  of due deliveries waiting for one), and at least one batch a minute whatever they do. The
-  requeued are due now, not at their old times, so the sweep and the claims' top-up, which take
-  the oldest due first, do not put them before retries already waiting.
+- Live traffic first: the requeued come due a claim batch at a time, at WEBHOOKS_RECOVERY_RATE
+  per second (`_paced`), from now on, not at their old times, so the sweep and the claims'
+  top-up, which take the oldest due first, neither put them before retries already waiting nor
+  take a whole batch of one endpoint at once. A step requeues the next batch once the last one
+  comes due within PACE_AHEAD and the workers keep up (less than a batch of due deliveries
+  waiting for one), and at least one batch a minute whatever they do.
 - Ordered endpoints: the requeued are parked, and their lane releases them one at a time in
   event order (deliveries.ordering).
 """
@@ -31,7 +33,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Case, DateTimeField, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from core.errors import InvalidInput
@@ -46,6 +48,8 @@ RECOVERABLE = [Delivery.Status.FAILED, Delivery.Status.CANCELLED]
 # a lost fan-out again within WEBHOOKS_REENQUEUE_AFTER), give or take the hosts' clocks. It bounds
 # the walk's start before `since`, and how far past a batch an ordered endpoint's batch reaches.
 FAN_OUT_LAG = timedelta(minutes=10)
+# A recovery requeues its next batch once what it requeued before comes due within this long.
+PACE_AHEAD = timedelta(seconds=2)
 # However far behind the workers are, a recovery requeues at least a batch this often.
 SLOWEST_PACE = timedelta(minutes=1)
 # Recoveries worked at once, the oldest first; the others wait their turn.
@@ -113,14 +117,18 @@ def recovery_step(*, recovery_id: int, now: datetime | None = None) -> None:
             # new events only: the recovery ends with what it requeued so far.
             _complete(recovery, now)
             return
-        if _workers_behind(now, size) and not _behind_pace(recovery, now, size):
+        ahead = recovery.paced_until is not None and recovery.paced_until > now + PACE_AHEAD
+        if (ahead or _workers_behind(now, size)) and not _behind_pace(recovery, now, size):
             return
         batch, finished = _next_batch(recovery, size, now)
+        starts_now = recovery.paced_until is None or recovery.paced_until <= now
         ids = [row[0] for row in batch]
         if endpoint.is_ordered and batch and not finished:
             ids += _stragglers(recovery, batch)
         requeued = _requeue(ids, recovery, endpoint.is_ordered, now)
-        released = ids
+        # Unordered: the first part if it is due now (the sweep queues the others as they
+        # come due); ordered: what the lane releases.
+        released = ids[: settings.WEBHOOKS_DELIVERY_BATCH_SIZE] if starts_now else []
         if endpoint.is_ordered:
             released = (
                 ordering.lanes_release(endpoint_ids=[endpoint.pk], now=now) if requeued else []
@@ -131,7 +139,7 @@ def recovery_step(*, recovery_id: int, now: datetime | None = None) -> None:
         if finished:
             _complete(recovery, now)
         else:
-            recovery.save(update_fields=["deliveries_requeued", "cursor"])
+            recovery.save(update_fields=["deliveries_requeued", "cursor", "paced_until"])
         transaction.on_commit(lambda: queue.deliveries_queue(released), robust=True)
 
 
@@ -206,20 +214,37 @@ def _stragglers(recovery: Recovery, batch: list[Row]) -> list[int]:
 
 def _requeue(ids: list[int], recovery: Recovery, ordered: bool, now: datetime) -> int:
     """Makes them pending again, as further attempts of the same deliveries; an ordered
-    endpoint's parked (no next attempt) for its lane to release. Rows that changed since the
-    batch was read (retried by hand, say) no longer match and are left as they are."""
-    due = None if ordered else now  # unordered ones are queued after the commit
+    endpoint's parked (no next attempt) for its lane to release, an unordered one's due a claim
+    batch at a time at WEBHOOKS_RECOVERY_RATE (`_paced`). Rows that changed since the batch was
+    read (retried by hand, say) no longer match and are left as they are."""
+    due = None if ordered else _paced(ids, recovery, now)
     return (
         Delivery.objects.filter(_completed_before(recovery), id__in=ids, status__in=RECOVERABLE)
         .filter(unclaimed(now))
         .update(
             status=Delivery.Status.PENDING,
             next_attempt_at=due,
-            enqueued_at=due,
+            enqueued_at=None,  # the sweep queues each part as it comes due
             completed_at=None,
             claimed_until=None,
             claim_token=None,
         )
+    )
+
+
+def _paced(ids: list[int], recovery: Recovery, now: datetime) -> Case:
+    """When each of these comes due: a claim batch at a time, at WEBHOOKS_RECOVERY_RATE, after
+    what the recovery requeued before. Due all at once, a batch of 1,000 to one endpoint went
+    into every task's top-up (oldest due first), beyond what the endpoint's slots take in, and
+    live deliveries waited behind the tasks it held up (docs/delivery-control.md)."""
+    part = settings.WEBHOOKS_DELIVERY_BATCH_SIZE
+    step = timedelta(seconds=part / settings.WEBHOOKS_RECOVERY_RATE)
+    start = max(now, recovery.paced_until or now)
+    parts = [ids[i : i + part] for i in range(0, len(ids), part)]
+    recovery.paced_until = start + len(parts) * step
+    return Case(
+        *[When(id__in=chunk, then=Value(start + k * step)) for k, chunk in enumerate(parts)],
+        output_field=DateTimeField(),
     )
 
 
@@ -238,4 +263,6 @@ def _behind_pace(recovery: Recovery, now: datetime, size: int) -> bool:
 def _complete(recovery: Recovery, now: datetime) -> None:
     recovery.status = Recovery.Status.COMPLETED
     recovery.completed_at = now
-    recovery.save(update_fields=["deliveries_requeued", "cursor", "status", "completed_at"])
+    recovery.save(
+        update_fields=["deliveries_requeued", "cursor", "paced_until", "status", "completed_at"]
+    )
