@@ -178,7 +178,9 @@ def test_bin_dev_runs_api_worker_and_beat_on_sqlite_and_a_folder_broker(dev_chec
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGINT)
         try:
-            process.wait(30)
+            # Under a loaded machine (the whole suite on 2 cores) a warm shutdown has been seen
+            # to take over 30 s; the cause is not found yet (closing note of session 8).
+            process.wait(60)
         finally:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
