@@ -19,27 +19,23 @@ Prints a table and, last, one JSON object.
 import argparse
 import json
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import requests
 
-from bench.config import SETTINGS_MODULE, BenchError
+from bench.config import BenchError
 from bench.deliveries import (
     ENDPOINTS_PER_EVENT,
     PRODUCERS,
     DeliveryStack,
     Receiver,
-    broker_environment,
-    delivery_stack,
     free_port,
+    on_a_stack,
     percentile,
     publish,
     publish_concurrently,
@@ -297,30 +293,18 @@ def measure_recovery(stack: DeliveryStack, count: int) -> dict[str, float]:
 def run(args: argparse.Namespace) -> dict[str, float]:
     scale = 10 if args.quick else 1
     chosen = set(args.only.split(",")) if args.only else {"ordered", "rate", "recovery"}
-    workdir = Path(tempfile.mkdtemp(prefix="kinetic-bench-"))
-    try:
-        with broker_environment(workdir) as broker:
-            os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS_MODULE
-            import django
 
-            django.setup()
-            from bench import stack as servers
-            from bench.config import database_config
+    def measure(stack: DeliveryStack) -> dict[str, float]:
+        results: dict[str, float] = {}
+        if "ordered" in chosen:
+            results |= measure_ordered(stack, ORDERED_EVENTS // scale)
+        if "rate" in chosen:
+            results |= measure_rate(stack, RATE_EVENTS // scale)
+        if "recovery" in chosen:
+            results |= measure_recovery(stack, RECOVERY_DELIVERIES // scale)
+        return results
 
-            with (
-                servers.bench_database(database_config()),
-                delivery_stack(workdir, broker, args.workers) as stack,
-            ):
-                results: dict[str, float] = {}
-                if "ordered" in chosen:
-                    results |= measure_ordered(stack, ORDERED_EVENTS // scale)
-                if "rate" in chosen:
-                    results |= measure_rate(stack, RATE_EVENTS // scale)
-                if "recovery" in chosen:
-                    results |= measure_recovery(stack, RECOVERY_DELIVERIES // scale)
-                return results
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    return on_a_stack(args.workers, measure)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -669,6 +669,14 @@ def measure_dead_endpoint(stack: DeliveryStack, events: int) -> tuple[float, flo
 
 def run(args: argparse.Namespace) -> dict[str, float]:
     sizes = Sizes.of(args.quick)
+    return on_a_stack(args.workers, lambda stack: measure_all(stack, sizes))
+
+
+def on_a_stack(
+    workers: int, measure: Callable[[DeliveryStack], dict[str, float]]
+) -> dict[str, float]:
+    """`measure(stack)` on a private broker, a fresh bench database and `workers` Celery
+    worker processes; everything stopped and removed afterwards."""
     workdir = Path(tempfile.mkdtemp(prefix="kinetic-bench-"))
     try:
         with broker_environment(workdir) as broker:
@@ -681,9 +689,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
 
             with (
                 servers.bench_database(database_config()),
-                delivery_stack(workdir, broker, args.workers) as stack,
+                delivery_stack(workdir, broker, workers) as stack,
             ):
-                return measure_all(stack, sizes)
+                return measure(stack)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -171,13 +171,18 @@ def load(delivery_ids: list[int], token: uuid.UUID | None) -> list[Claimed]:
         return [_claimed(dict(zip(_LOADED, row, strict=True))) for row in cursor.fetchall()]
 
 
+def json_column(value: Any) -> Any:
+    """A JSON column as a written-out SELECT answers it: text (psycopg as Django sets it up,
+    and SQLite), decoded here."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
 def _claimed(values: dict[str, Any]) -> Claimed:
     # SQLite answers booleans as 0 and 1, and times as text.
     for name in ("endpoint_enabled", "endpoint_deleted", "endpoint_failing", "production"):
         values[name] = bool(values[name])
     values["ordered"] = bool(values["ordered"])
-    if isinstance(values["headers"], str):  # SQLite answers JSON as text
-        values["headers"] = json.loads(values["headers"])
+    values["headers"] = json_column(values["headers"])
     values["body"] = values["body"].encode("utf-8")
     values["event_created_at"] = sql.from_db_time(values["event_created_at"])
     return Claimed(**values)

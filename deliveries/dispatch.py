@@ -332,9 +332,7 @@ def _look_ahead(
     heads = [d for d in live if d.ordered and not d.rate_limit and d.pk not in later]
     if not heads:
         return Ahead()
-    known = {
-        d.endpoint_id: (d.environment_id, recording.json_value(d.enabled_events)) for d in heads
-    }
+    known = ordering.lanes_known(heads)
     following = transient.retrying(partial(ordering.peek, set(known), known), "looking ahead")
     if not following:
         return Ahead()

@@ -20,6 +20,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from deliveries.claiming import Claimed, json_column
 from deliveries.models import Delivery, Event, Lane
 from deliveries.selectors import unclaimed
 from webhooks.catalog import filter_matches
@@ -98,6 +99,11 @@ def peek(
     endpoints = known or _ordered(endpoint_ids)
     following = {pk: _first_releasable(pk, *endpoints[pk]) for pk in sorted(endpoints)}
     return {pk: delivery for pk, delivery in following.items() if delivery is not None}
+
+
+def lanes_known(deliveries: "list[Claimed]") -> dict[int, tuple[int, list[str]]]:
+    """What `lanes_release` and `peek` need of these deliveries' endpoints, from their load."""
+    return {d.endpoint_id: (d.environment_id, json_column(d.enabled_events)) for d in deliveries}
 
 
 def _ordered(endpoint_ids: "set[int] | list[int]") -> dict[int, tuple[int, list[str]]]:

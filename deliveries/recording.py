@@ -6,7 +6,6 @@ whose lease ran out changes nothing), and the endpoints' health, all in one tran
 outlives a task's first wave is recorded by the process's `LateRecorder`, as it ends.
 """
 
-import json
 import logging
 import threading
 import time
@@ -114,7 +113,7 @@ def record(
             endpoint_ids={d.endpoint_id for d in ended},
             now=now,
             ended={d.pk for d in ended},
-            known={d.endpoint_id: (d.environment_id, json_value(d.enabled_events)) for d in ended},
+            known=ordering.lanes_known(ended),
             sent=sent,
             claim_token=None if chain is None else chain.token,
             claimed_until=None if chain is None else chain.until,
@@ -262,12 +261,6 @@ def _per_delivery(results: list[Sent], field: str, value: Callable[[Sent], objec
         *[When(id=r.delivery.pk, then=typed(value(r))) for r in results],
         output_field=output,
     )
-
-
-def json_value(value: Any) -> Any:
-    # A JSON column read by a written-out SELECT: text from psycopg (as Django sets it up) and
-    # from SQLite.
-    return json.loads(value) if isinstance(value, str) else value
 
 
 class LateRecorder:

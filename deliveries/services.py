@@ -165,8 +165,12 @@ def event_fan_out(*, event_id: int, first_claim: FirstClaim | None = None) -> li
             row = f"({sql.marks(_FAN_OUT_COLUMNS)})"
             cursor.execute(sql.statement(_FAN_OUT_INSERT, rows=sql.rows(row, len(chunk))), params)
             made += cursor.fetchall()
+        ordered_ids = [pk for pk, ordered in matched if ordered]
+        filters = {pk: events for pk, events, _ in candidates}
         released = ordering.lanes_release(
-            endpoint_ids=[pk for pk, ordered in matched if ordered],
+            endpoint_ids=ordered_ids,
+            # What the candidates' read has already: no second read of these endpoints.
+            known={pk: (environment_id, filters[pk]) for pk in ordered_ids},
             claim_token=None if first_claim is None else first_claim.token,
             claimed_until=None if first_claim is None else first_claim.until,
         )

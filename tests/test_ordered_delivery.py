@@ -189,3 +189,33 @@ def test_an_event_fanned_out_before_an_earlier_one_waits_for_it(receiver, settin
     assert Event.objects.get(pk=events[other]).fanned_out_at is None
     deliveries_send(delivery_ids=[head], wait_for_all=True)
     assert first_receipts(receiver.received("/o")) == [first, second, third]
+
+
+@pytest.mark.django_db
+def test_turning_ordering_on_leaves_a_delivery_already_attempted_on_its_schedule(
+    receiver, settings
+):
+    """The contract: turning ordering on applies to deliveries not yet attempted."""
+    from deliveries.dispatch import deliveries_send
+    from deliveries.services import event_fan_out
+
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    client = factories.api_client(factories.environment())
+    endpoint = client.create_endpoint(f"{receiver.url}/mixed")
+    receiver.script("/mixed", Reply(status=500))
+    attempted, waiting = publish(client, 2)
+    events = {e.public_id: e.pk for e in Event.objects.all()}
+    [retrying] = event_fan_out(event_id=events[attempted])
+    deliveries_send(delivery_ids=[retrying], wait_for_all=True)  # fails: a retry is scheduled
+    event_fan_out(event_id=events[waiting])
+    retry_at = Delivery.objects.get(pk=retrying).next_attempt_at
+    assert retry_at is not None
+
+    response = client.patch(
+        f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}", {"delivery_order": "ordered"}
+    )
+    assert response.status_code == 200, response.content
+    # The attempted one keeps its retry time; the one never attempted took the line's head.
+    assert Delivery.objects.get(pk=retrying).next_attempt_at == retry_at
+    head = Delivery.objects.get(event__public_id=waiting)
+    assert head.next_attempt_at is not None and head.attempt_count == 0
