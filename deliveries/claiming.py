@@ -31,6 +31,7 @@ class Claimed:
     public_id: str
     attempt_count: int
     endpoint_id: int
+    event_id: int
     event_public_id: str
     event_type: str
     body: bytes
@@ -108,6 +109,7 @@ _LOADED = {
     "public_id": "d.public_id",
     "attempt_count": "d.attempt_count",
     "endpoint_id": "d.endpoint_id",
+    "event_id": "d.event_id",
     "event_public_id": "e.public_id",
     "event_type": "e.type",
     "body": "e.body",

@@ -24,7 +24,17 @@ from django.conf import settings
 from django.utils import timezone
 
 from core import tracing
-from deliveries import claiming, ordering, rates, recording, recovery, sending, services, transient
+from deliveries import (
+    claiming,
+    ordering,
+    partitions,
+    rates,
+    recording,
+    recovery,
+    sending,
+    services,
+    transient,
+)
 from deliveries.admission import InFlight, Timetable, Waiting
 from deliveries.claiming import Claimed
 from deliveries.recording import LateRecorder
@@ -131,10 +141,12 @@ def engine() -> Engine:
 @worker_ready.connect
 def sweep_in_every_worker(**_: Any) -> None:
     """Retries and lost tasks do not wait on beat, or on any one process: every worker process
-    sweeps on its recorder thread (one sweep at a time: services.deliveries_sweep)."""
+    sweeps on its recorder thread (one sweep at a time: services.deliveries_sweep), and makes
+    the history's partitions ahead of need (deliveries.partitions)."""
     process = engine()
     process.recorder.every(float(settings.WEBHOOKS_SWEEP_INTERVAL), _sweep)
     process.recorder.every(float(settings.WEBHOOKS_SWEEP_INTERVAL), _recoveries)
+    process.recorder.every(partitions.MAINTAIN_EVERY, _partitions)
     process.recorder.start()
 
 
@@ -144,6 +156,10 @@ def _sweep() -> None:
 
 def _recoveries() -> None:
     transient.retrying(recovery.recoveries_continue, "continuing recoveries")
+
+
+def _partitions() -> None:
+    transient.retrying(partitions.partitions_maintain, "making history partitions")
 
 
 def deliveries_send(

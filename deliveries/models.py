@@ -37,8 +37,9 @@ class Event(models.Model):
     sends these bytes, so receivers see one stable payload and event id.
     """
 
-    # Unique by a constraint rather than `unique=True`, which on PostgreSQL adds a second,
-    # varchar_pattern_ops index for LIKE that nothing here runs: one less index per insert.
+    # Indexed (event_public_id_idx), not unique: on PostgreSQL the table is partitioned
+    # (deliveries.partitions), where a unique index must hold the partition key; the 119
+    # random bits of a long public id make a collision beyond reach.
     public_id = models.CharField(max_length=24, default=new_event_id, editable=False)
     # Indexed by event_list_idx, which leads with it.
     environment = models.ForeignKey(
@@ -55,8 +56,8 @@ class Event(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        constraints = [models.UniqueConstraint(fields=["public_id"], name="event_public_id_key")]
         indexes = [
+            models.Index(fields=["public_id"], name="event_public_id_idx"),
             models.Index(fields=["environment", "-created_at", "-id"], name="event_list_idx"),
             models.Index(
                 fields=["created_at"],
@@ -90,11 +91,19 @@ class Delivery(models.Model):
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
 
+    # Indexed, not unique: see Event.public_id.
     public_id = models.CharField(max_length=24, default=new_delivery_id, editable=False)
     # Both indexed by what leads with them: the unique constraint and delivery_endpoint_idx.
-    # Fewer indexes on the hottest table: every delivery writes each of them.
+    # Fewer indexes on the hottest table: every delivery writes each of them. No foreign key
+    # in the database between the history tables: on PostgreSQL they are partitioned alike and
+    # dropped a partition at a time (deliveries.partitions), and a key there would make each
+    # drop check a day's rows; the ORM cascades deletes, recording writes the event it knows.
     event = models.ForeignKey(
-        Event, on_delete=models.CASCADE, related_name="deliveries", db_index=False
+        Event,
+        on_delete=models.CASCADE,
+        related_name="deliveries",
+        db_index=False,
+        db_constraint=False,
     )
     endpoint = models.ForeignKey(
         WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries", db_index=False
@@ -117,8 +126,6 @@ class Delivery(models.Model):
         verbose_name_plural = "deliveries"
         ordering = ["-created_at", "-id"]
         constraints = [
-            # Exact lookups only (the API, the admin's search): no LIKE index (see Event).
-            models.UniqueConstraint(fields=["public_id"], name="delivery_public_id_key"),
             # Fan-out may run twice (a lost task is re-run); it never makes a second delivery.
             models.UniqueConstraint(
                 fields=["event", "endpoint"], name="delivery_once_per_endpoint"
@@ -129,6 +136,8 @@ class Delivery(models.Model):
             ),
         ]
         indexes = [
+            # Exact lookups only (the API, the admin's search): no LIKE index.
+            models.Index(fields=["public_id"], name="delivery_public_id_idx"),
             # The sweeper's scan: pending deliveries in due order.
             models.Index(
                 fields=["next_attempt_at"],
@@ -137,6 +146,20 @@ class Delivery(models.Model):
             ),
             # An endpoint's deliveries, newest first (API list, admin, auto-disable).
             models.Index(fields=["endpoint", "-created_at", "-id"], name="delivery_endpoint_idx"),
+            # The rare outcomes, for the API's and the admin's status filters: without them a
+            # filter on a status an endpoint has few rows in reads all its history. Rows enter
+            # only when they fail or are cancelled, so sending pays nothing for them. (Pending
+            # rows are found through delivery_due_idx; succeeded ones are most rows.)
+            models.Index(
+                fields=["endpoint", "status", "-created_at", "-id"],
+                name="delivery_endpoint_outcome_idx",
+                condition=Q(status__in=["failed", "cancelled"]),
+            ),
+            models.Index(
+                fields=["status", "-created_at", "-id"],
+                name="delivery_outcome_idx",
+                condition=Q(status__in=["failed", "cancelled"]),
+            ),
             # An ordered endpoint's waiting line, in publication order (deliveries.ordering).
             # Only parked rows are in it: an unordered delivery is never parked, and costs
             # this index nothing.
@@ -154,9 +177,19 @@ class Delivery(models.Model):
 class DeliveryAttempt(models.Model):
     """One HTTP request made for a delivery, whatever came of it."""
 
-    # Indexed by attempt_recorded_once, which leads with it.
+    # Indexed by attempt_recorded_once, which leads with it. No key in the database: see
+    # Delivery.event.
     delivery = models.ForeignKey(
-        Delivery, on_delete=models.CASCADE, related_name="attempts", db_index=False
+        Delivery,
+        on_delete=models.CASCADE,
+        related_name="attempts",
+        db_index=False,
+        db_constraint=False,
+    )
+    # The delivery's event, written by recording: history is partitioned by event id, and an
+    # attempt lives in its event's partition with its delivery (deliveries.partitions).
+    event = models.ForeignKey(
+        Event, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
     )
     number = models.PositiveIntegerField()
     started_at = models.DateTimeField()
@@ -174,10 +207,10 @@ class DeliveryAttempt(models.Model):
             # An attempt is recorded once: recording it again (after a COMMIT whose answer was
             # lost with the connection) inserts nothing (deliveries.recording.record). Two
             # attempts with one number (a claim that lapsed mid-attempt) differ by started_at.
-            # Also the index of a delivery's attempts; it holds the time a partitioned table
-            # would be split by, as a unique index there must.
+            # Also the index of a delivery's attempts; it holds the event id the table is
+            # partitioned by, as a unique index there must.
             models.UniqueConstraint(
-                fields=["delivery", "number", "started_at"], name="attempt_recorded_once"
+                fields=["delivery", "number", "started_at", "event"], name="attempt_recorded_once"
             ),
         ]
 

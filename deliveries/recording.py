@@ -24,6 +24,7 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from deliveries import health, metrics, operational, ordering, queue, schedule, sql, transient
+from deliveries.claiming import Claimed
 from deliveries.models import Delivery
 from deliveries.sending import Sent
 
@@ -40,6 +41,7 @@ WHERE {held}
 """
 _ATTEMPT_COLUMNS = (
     "delivery_id",
+    "event_id",
     "number",
     "started_at",
     "duration_ms",
@@ -51,7 +53,7 @@ _ATTEMPT_COLUMNS = (
 _ATTEMPTS = f"""
 INSERT INTO {{attempt}} ({", ".join(_ATTEMPT_COLUMNS)})
 VALUES {{rows}}
-ON CONFLICT (delivery_id, number, started_at) DO NOTHING
+ON CONFLICT (delivery_id, number, started_at, event_id) DO NOTHING
 RETURNING delivery_id, number, started_at
 """  # noqa: S608  the code's own column names; values are parameters
 
@@ -137,6 +139,7 @@ def _insert_attempts(
     for r in results:
         params += [
             r.delivery.pk,
+            r.delivery.event_id,
             r.delivery.attempt_count + 1,
             sql.db_time(r.started_at),
             r.outcome.duration_ms,
@@ -159,19 +162,21 @@ def _insert_attempts(
 
 def _record_successes(cursor: Any, claims: dict[uuid.UUID, list[Sent]], now: datetime) -> None:
     """One UPDATE per status code, each delivery guarded by its claim's token."""
-    by_status: defaultdict[int | None, defaultdict[uuid.UUID, list[int]]]
+    by_status: defaultdict[int | None, defaultdict[uuid.UUID, list[Claimed]]]
     by_status = defaultdict(lambda: defaultdict(list))
-    for token, held in claims.items():
-        for r in held:
+    for token, results in claims.items():
+        for r in results:
             if r.outcome.succeeded:
-                by_status[r.outcome.status_code][token].append(r.delivery.pk)
-    for status_code, ids_by_token in by_status.items():
+                by_status[r.outcome.status_code][token].append(r.delivery)
+    for status_code, by_token in by_status.items():
+        # The event ids let PostgreSQL look in their partitions only (deliveries.partitions).
         guard = " OR ".join(
-            f"(claim_token = %s AND id IN ({sql.marks(ids)}))" for ids in ids_by_token.values()
+            f"(claim_token = %s AND id IN ({sql.marks(ds)}) AND event_id IN ({sql.marks(ds)}))"
+            for ds in by_token.values()
         )
         params: list[object] = [sql.db_time(now), status_code, sql.db_time(now)]
-        for token, ids in ids_by_token.items():
-            params += [sql.db_uuid(token), *ids]
+        for token, ds in by_token.items():
+            params += [sql.db_uuid(token), *[d.pk for d in ds], *[d.event_id for d in ds]]
         cursor.execute(sql.statement(_SUCCEEDED, held=guard), params)
 
 
@@ -205,7 +210,8 @@ def _record_failures(failures: list[Sent], token: uuid.UUID, now: datetime, gone
     for r in failures:
         delay = retry_delay(r, gone)
         next_at[r.delivery.pk] = None if delay is None else now + timedelta(seconds=delay)
-    Delivery.objects.filter(id__in=list(next_at), claim_token=token).update(
+    event_ids = {r.delivery.event_id for r in failures}  # see _record_successes
+    Delivery.objects.filter(id__in=list(next_at), event_id__in=event_ids, claim_token=token).update(
         status=_unless_cancelled(
             _per_delivery(
                 failures,

@@ -1,7 +1,13 @@
 """Data retention: events (with their deliveries and attempts) and finished recoveries older
-than WEBHOOKS_RETENTION_DAYS are deleted, events in bounded batches, so a large backlog never
-turns into one long transaction or lock. (Idempotency records are the API's:
-api.idempotency.records_prune.)"""
+than WEBHOOKS_RETENTION_DAYS go. (Idempotency records are the API's:
+api.idempotency.records_prune.)
+
+On PostgreSQL the history is partitioned by day (deliveries.partitions) and a day goes whole,
+its partitions dropped in an instant, once its newest event is past retention and none of its
+deliveries is still pending. Elsewhere (SQLite, `bin/dev`) events are deleted in bounded
+batches, so a backlog never turns into one long transaction or lock. Either way an event still
+being retried stays until its deliveries finish.
+"""
 
 from datetime import datetime, timedelta
 
@@ -9,6 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from deliveries import partitions
 from deliveries.models import Delivery, DeliveryAttempt, Event, Recovery
 
 BATCH_SIZE = 500
@@ -18,9 +25,20 @@ MAX_BATCHES = 200  # per run; the next run (hourly) carries on
 def retention_prune(
     *, now: datetime | None = None, batch_size: int = BATCH_SIZE, max_batches: int = MAX_BATCHES
 ) -> dict[str, int]:
-    """Deletes what is past retention; returns how many events went."""
+    """Removes what is past retention; returns how many days of partitions and how many
+    events deleted one by one went."""
     now = now or timezone.now()
     cutoff = now - timedelta(days=settings.WEBHOOKS_RETENTION_DAYS)
+    if partitions.is_partitioned():
+        days, events = partitions.partitions_prune(cutoff=cutoff), 0
+    else:
+        days, events = 0, _events_delete(cutoff, batch_size, max_batches)
+    # A finished recovery is kept as long as the events it could have covered.
+    Recovery.objects.filter(status=Recovery.Status.COMPLETED, created_at__lt=cutoff).delete()
+    return {"partitions": days, "events": events}
+
+
+def _events_delete(cutoff: datetime, batch_size: int, max_batches: int) -> int:
     events = 0
     for _ in range(max_batches):
         batch = list(
@@ -33,9 +51,7 @@ def retention_prune(
         if not batch:
             break
         with transaction.atomic():
-            DeliveryAttempt.objects.filter(delivery__event_id__in=batch).delete()
+            DeliveryAttempt.objects.filter(event_id__in=batch).delete()
             Delivery.objects.filter(event_id__in=batch).delete()
             events += Event.objects.filter(id__in=batch).delete()[1].get("deliveries.Event", 0)
-    # A finished recovery is kept as long as the events it could have covered.
-    Recovery.objects.filter(status=Recovery.Status.COMPLETED, created_at__lt=cutoff).delete()
-    return {"events": events}
+    return events
