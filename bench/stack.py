@@ -38,14 +38,7 @@ def bench_database(db: dict, *, keep: bool = False) -> Iterator[None]:
     name = db["NAME"]
     check_database_name(name)
     try:
-        admin = psycopg.connect(
-            host=db["HOST"] or "127.0.0.1",
-            port=int(db["PORT"] or 5432),
-            user=db["USER"] or "postgres",
-            password=db["PASSWORD"] or None,
-            dbname="postgres",
-            autocommit=True,
-        )
+        admin = connect(db, "postgres")
     except psycopg.OperationalError as exc:
         raise BenchError(f"cannot reach PostgreSQL for the bench database: {exc}") from None
     with admin:
@@ -68,6 +61,18 @@ def bench_database(db: dict, *, keep: bool = False) -> Iterator[None]:
             connections.close_all()
             if not keep:
                 _drop(admin, name)
+
+
+def connect(db: dict, dbname: str) -> psycopg.Connection:
+    """An autocommit connection to `dbname` on the server of `db` (a DATABASES entry)."""
+    return psycopg.connect(
+        host=db["HOST"] or "127.0.0.1",
+        port=int(db["PORT"] or 5432),
+        user=db["USER"] or "postgres",
+        password=db["PASSWORD"] or None,
+        dbname=dbname,
+        autocommit=True,
+    )
 
 
 def _drop(admin: psycopg.Connection, name: str) -> None:

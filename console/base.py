@@ -169,17 +169,27 @@ class EstimatedCountPaginator(Paginator):
 
 def _estimated_rows(queryset: QuerySet[Any]) -> int | None:
     """The planner's row count for the queryset's table; None where there is none (SQLite,
-    or a table never analysed, which PostgreSQL reports as -1)."""
+    or a table never analysed, which PostgreSQL reports as -1).
+
+    A partitioned table's is the sum of its partitions': autovacuum analyses each partition
+    and never the parent, whose own figure stays -1."""
     connection = connections[queryset.db]
     if connection.vendor != "postgresql":
         return None
     table = connection.ops.quote_name(queryset.model._meta.db_table)
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)", [table]
-        )
+        cursor.execute(_ESTIMATED_ROWS, [table, table])
         row = cursor.fetchone()
-    return int(row[0]) if row and row[0] >= 0 else None
+    return int(row[0]) if row and row[0] is not None else None
+
+
+# The table itself if it is a plain one, else its partitions; those never analysed left out.
+_ESTIMATED_ROWS = """
+SELECT sum(reltuples)::bigint FROM pg_class WHERE reltuples >= 0 AND (
+    (oid = to_regclass(%s) AND relkind = 'r')
+    OR oid IN (SELECT relid FROM pg_partition_tree(to_regclass(%s)) WHERE isleaf)
+)
+"""
 
 
 class NoFormWrites:

@@ -47,6 +47,7 @@ from psycopg import sql
 from bench.config import REPO_ROOT, BenchError, database_config
 from bench.deliveries import free_port, redis_server
 from bench.peer.venv import peer_python, pinned_version
+from bench.stack import connect
 
 PEER_DB = "kinetic_bench_peer"
 ENDPOINTS = 10
@@ -153,15 +154,7 @@ def _check_name(name: str) -> None:
 
 
 def _connect(dbname: str) -> psycopg.Connection:
-    db = database_config()
-    return psycopg.connect(
-        host=db["HOST"] or "127.0.0.1",
-        port=int(db["PORT"] or 5432),
-        user=db["USER"] or "postgres",
-        password=db["PASSWORD"] or None,
-        dbname=dbname,
-        autocommit=True,
-    )
+    return connect(database_config(), dbname)
 
 
 @contextlib.contextmanager
