@@ -158,13 +158,19 @@ class Receiver:
         dead: list[str],
         port: int | None = None,
         delays: dict[str, float] | None = None,
+        failing_paths: list[str] | None = None,
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = workdir / f"receiver-{self.port}.json"
         self.out = workdir / f"received-{self.port}.json"
         self.out.unlink(missing_ok=True)
-        config = {"secrets": secrets, "dead_paths": dead, "delays": delays or {}}
+        config = {
+            "secrets": secrets,
+            "dead_paths": dead,
+            "delays": delays or {},
+            "failing_paths": failing_paths or [],
+        }
         self.config.write_text(json.dumps(config))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.receiver", str(self.port), str(self.config),
@@ -182,8 +188,13 @@ class Receiver:
     def running(self) -> bool:
         return self.process.poll() is None
 
+    def toggle_failing(self) -> None:
+        """Its `failing_paths` start (or stop) answering 503."""
+        self.process.send_signal(signal.SIGUSR1)
+
     def finish(self) -> dict[str, Any]:
-        """Stops it; what it received: `{"received": [[event, path, time], ...], "invalid"}`."""
+        """Stops it; what it received: `{"received": [[event, path, time], ...], "invalid", ...}`
+        (all of it in bench/receiver.py's docstring)."""
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(30)
         return dict(json.loads(self.out.read_text()))

@@ -4,31 +4,39 @@
 
 SECRETS_JSON maps a path (`/e3`) to its endpoint's signing secret. A path listed in
 `dead_paths` is read and never answered (a dead endpoint); one in `delays` (path: seconds) is
-answered that long after it arrived. With `"verify": false` it only counts
-receipts (the peer run, bench/peer, whose senders sign another way); the default verifies. On
-SIGTERM it writes OUT_JSON: `{"received": [[event_id, path, unix_time], ...], "invalid": N}`
-and exits.
+answered that long after it arrived. A path listed in `failing_paths` answers 503 while
+failing is on (SIGUSR1 turns it on and off); those receipts go to `refused`, not `received`.
+With `"verify": false` it only counts receipts (the peer run, bench/peer, whose senders sign
+another way); the default verifies. On SIGTERM it writes OUT_JSON and exits:
+`{"received": [[event_id, path, unix_time], ...], "invalid": N, "verdicts": [...],
+"refused": [[event_id, path, unix_time], ...]}`, where `verdicts[i]` says of `received[i]`
+"ok", "bad_signature" or "stale" (a `t` more than 5 minutes from the receipt, which the
+contract tells receivers to reject).
 """
 
 import asyncio
-import hashlib
-import hmac
 import json
 import signal
 import sys
 import time
 from typing import cast
 
+from deliveries import signature
+
 
 def main() -> None:
     port, secrets_file, out_file = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     config = json.loads(open(secrets_file).read())  # noqa: SIM115 - read once
-    secrets: dict[str, bytes] = {p: s.encode() for p, s in config.get("secrets", {}).items()}
+    secrets: dict[str, str] = config.get("secrets", {})
     verify = bool(config.get("verify", True))
     dead = set(config.get("dead_paths", []))
     # A path listed here is answered after this many seconds (a receiver that takes its time).
     delays: dict[str, float] = config.get("delays", {})
+    failing_paths = set(config.get("failing_paths", []))
+    failing = False
     received: list[tuple[str, str, float]] = []
+    verdicts: list[str] = []
+    refused: list[tuple[str, str, float]] = []
     invalid = 0
 
     class Protocol(asyncio.Protocol):
@@ -57,11 +65,20 @@ def main() -> None:
                 path = head[0].split(" ")[1]
                 if path in dead:
                     continue  # never answered: the sender's timeout decides
-                if verify and not _verified(
-                    body, headers.get("md-signature", ""), secrets.get(path)
-                ):
-                    invalid += 1
-                received.append((headers.get("md-event-id", ""), path, time.time()))
+                now = time.time()
+                receipt = (headers.get("md-event-id", ""), path, now)
+                if failing and path in failing_paths:
+                    refused.append(receipt)
+                    self.transport.write(FAILING_ANSWER)
+                    continue
+                verdict = "ok"
+                if verify:
+                    verdict = verdict_of(
+                        body, headers.get("md-signature", ""), secrets.get(path), now
+                    )
+                    invalid += verdict == "bad_signature"
+                received.append(receipt)
+                verdicts.append(verdict)
                 answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
                 if path in delays:
                     asyncio.get_running_loop().call_later(
@@ -75,25 +92,36 @@ def main() -> None:
         server = await loop.create_server(Protocol, "127.0.0.1", port, backlog=1024)
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
+
+        def toggle_failing() -> None:
+            nonlocal failing
+            failing = not failing
+
+        loop.add_signal_handler(signal.SIGUSR1, toggle_failing)
         await stop.wait()
         server.close()
 
     asyncio.run(serve())
     with open(out_file, "w") as out:
-        json.dump({"received": received, "invalid": invalid}, out)
+        json.dump(
+            {"received": received, "invalid": invalid, "verdicts": verdicts, "refused": refused},
+            out,
+        )
 
 
-def _verified(body: bytes, header: str, secret: bytes | None) -> bool:
+FAILING_ANSWER = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nfail"
+
+
+def verdict_of(body: bytes, header: str, secret: str | None, now: float) -> str:
+    """The receipt's verdict as a receiver using the service's own verifier gives it: "ok",
+    "bad_signature", or "stale" (a `t` outside the contract's 5 minutes)."""
     if secret is None:
-        return False
-    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
-    t = parts.get("t", "")
-    expected = hmac.new(secret, t.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return any(
-        hmac.compare_digest(expected, v)
-        for k, v in (p.split("=", 1) for p in header.split(",") if "=" in p)
-        if k == "v1"
-    )
+        return "bad_signature"
+    try:
+        timestamp = signature.verify(body, header, secret, tolerance=0)
+    except signature.SignatureVerificationError:
+        return "bad_signature"
+    return "ok" if abs(now - timestamp) <= signature.DEFAULT_TOLERANCE else "stale"
 
 
 if __name__ == "__main__":
