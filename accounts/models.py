@@ -80,3 +80,30 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class PortalSession(models.Model):
+    """A customer portal's browser session, made by an API key for its own environment.
+
+    Two random tokens, only their SHA-256 stored: the link's (in the URL, opens once within
+    LINK_LIFETIME) and the session's (in the browser's cookie once the link is opened).
+    """
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="portal_sessions")
+    environment = models.ForeignKey(
+        Environment, on_delete=models.CASCADE, related_name="portal_sessions"
+    )
+    read_only = models.BooleanField(default=False)
+    link_token_hash = models.CharField(max_length=64, unique=True)
+    link_expires_at = models.DateTimeField()
+    opened_at = models.DateTimeField(null=True, blank=True)
+    # Set when the link is opened; unique where set (a link never opened has none).
+    session_token_hash = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"portal session #{self.pk} of {self.api_key}"

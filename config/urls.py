@@ -19,6 +19,7 @@ urlpatterns = [
     path("v1/", include("api.webhooks.urls")),
     path("v1/", include("api.deliveries.urls")),
     path("v1/", include("api.recoveries.urls")),
+    path("v1/", include("api.portal_sessions.urls")),
     # JSON only: the API's content negotiation picks a view's first renderer, and
     # SpectacularAPIView's first renderer is YAML.
     path("v1/openapi.json", SpectacularJSONAPIView.as_view(**PUBLIC_DOCS), name="openapi-schema"),
@@ -30,6 +31,7 @@ urlpatterns = [
         name="api-docs",
     ),
     path("admin/", admin.site.urls),
+    path("portal/", include("portal.urls", namespace="portal")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics_view, name="metrics"),

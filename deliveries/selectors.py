@@ -45,10 +45,15 @@ def event_get(*, environment: Environment, public_id: str) -> Event | None:
     return event
 
 
-def event_page(*, environment: Environment, page: PageRequest) -> Page[Event]:
-    """A page of the environment's events, newest first."""
+def event_page(
+    *, environment: Environment, page: PageRequest, type: str | None = None
+) -> Page[Event]:
+    """A page of the environment's events, newest first; only those of `type` if given."""
+    rows = Event.objects.for_environment(environment.pk)
+    if type is not None:
+        rows = rows.filter(type=type)
     return keyset_page(
-        Event.objects.for_environment(environment.pk),
+        rows,
         page,
         find_cursor=lambda public_id: event_get(environment=environment, public_id=public_id),
         object_name="event",

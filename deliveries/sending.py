@@ -98,16 +98,16 @@ def _attempt(delivery: Claimed, secrets: list[str]) -> Sent:
         outcome = transport.post(
             delivery.url,
             delivery.body,
-            {
-                # The endpoint's own first: the contract's, after them, have the last word.
-                **headers.for_sending(delivery.headers),
-                "Content-Type": "application/json",
-                # The event's id is the Standard Webhooks message id: the same on every attempt.
-                **signature.signed_headers(delivery.body, secrets, delivery.event_public_id),
-                "MD-Event-Id": delivery.event_public_id,
-                "MD-Event-Type": delivery.event_type,
-                "MD-Delivery-Id": delivery.public_id,
-            },
+            request_headers(
+                own=headers.for_sending(delivery.headers),
+                body=delivery.body,
+                secrets=secrets,
+                event_id=delivery.event_public_id,
+                event_type=delivery.event_type,
+                delivery_id=delivery.public_id,
+                # The attempt's recorded start: the portal signs again what was sent from it.
+                timestamp=int(started_at.timestamp()),
+            ),
             allow_private=_allows_private(delivery),
             timeout=float(settings.WEBHOOKS_DELIVERY_TIMEOUT),
         )
@@ -116,6 +116,30 @@ def _attempt(delivery: Claimed, secrets: list[str]) -> Sent:
         started_at = timezone.now()
         outcome = transport.Outcome(None, "internal_error", "", 0)
     return Sent(delivery=delivery, started_at=started_at, outcome=outcome)
+
+
+def request_headers(
+    *,
+    own: dict[str, str],
+    body: bytes,
+    secrets: list[str],
+    event_id: str,
+    event_type: str,
+    delivery_id: str,
+    timestamp: int | None = None,
+) -> dict[str, str]:
+    """Every header of an attempt: the endpoint's `own` (as headers.for_sending gives them),
+    then the contract's. Also how the portal shows a request as it was sent."""
+    return {
+        # The endpoint's own first: the contract's, after them, have the last word.
+        **own,
+        "Content-Type": "application/json",
+        # The event's id is the Standard Webhooks message id: the same on every attempt.
+        **signature.signed_headers(body, secrets, event_id, timestamp),
+        "MD-Event-Id": event_id,
+        "MD-Event-Type": event_type,
+        "MD-Delivery-Id": delivery_id,
+    }
 
 
 def _allows_private(delivery: Claimed) -> bool:

@@ -62,7 +62,8 @@ from schemathesis.specs.openapi.checks import (
 )
 from werkzeug.test import Client as WsgiClient
 
-from accounts.models import Environment
+from accounts.keys import key_hash
+from accounts.models import Environment, PortalSession
 from api.deliveries.openapi import PUBLISHABLE_EVENT_TYPES
 from api.webhooks.openapi import SUBSCRIBABLE_EVENT_TYPES as SUBSCRIBABLE
 from core import encryption
@@ -434,7 +435,12 @@ def _check_isolation(
             if ids:
                 mine = ID_FIELDS[kind](caller.environment, ids)
                 assert mine == len(ids), (f"{kind}s of another tenant returned", ids)
-        if status == 201:  # a new endpoint or event: nobody else sees it
+        if status == 201 and body.get("object") == "portal_session":
+            # A portal link opens into the caller's environment, nobody else's.
+            token = body["url"].rsplit("/", 1)[1]
+            made = PortalSession.objects.get(link_token_hash=key_hash(token))
+            assert made.environment_id == caller.environment.pk, body
+        elif status == 201:  # a new endpoint or event: nobody else sees it
             if "webhook_endpoint_id" in body:
                 path = f"/v1/webhook_endpoints/{body['webhook_endpoint_id']}"
             else:

@@ -28,6 +28,7 @@ from api.deliveries.views import (
     EventViewSet,
 )
 from api.errors import ERROR_CODES
+from api.portal_sessions.views import PortalSessionViewSet
 from api.recoveries.views import RecoveryViewSet
 from api.views import ApiViewSet
 from api.webhooks.views import EventTypeViewSet, WebhookEndpointViewSet
@@ -46,6 +47,7 @@ ROTATE = "/v1/webhook_endpoints/{webhook_endpoint_id}/rotate_secret"
 TEST_EVENT = "/v1/webhook_endpoints/{webhook_endpoint_id}/test"
 RECOVER = "/v1/webhook_endpoints/{webhook_endpoint_id}/recover"
 RECOVERY = "/v1/recoveries/{recovery_id}"
+PORTAL_SESSIONS = "/v1/portal_sessions"
 SANDBOX = "https://sandbox.api.microndelta.com"
 
 # (method, path) -> (viewset, action, error statuses the operation can give)
@@ -89,6 +91,11 @@ OPERATIONS: dict[tuple[str, str], tuple[type[ApiViewSet], str, set[int]]] = {
         {400, 401, 403, 404, 409, 413, 415, 429, 500, 503},
     ),
     ("get", RECOVERY): (RecoveryViewSet, "retrieve", {400, 401, 403, 404, 429, 500, 503}),
+    ("post", PORTAL_SESSIONS): (
+        PortalSessionViewSet,
+        "create",
+        {400, 401, 403, 409, 413, 415, 429, 500, 503},
+    ),
 }
 SUCCESS = {
     ("post", COLLECTION): 201,

@@ -36,9 +36,10 @@ INSTALLED_APPS = [
     "accounts",
     "webhooks",
     "deliveries",
-    # The interfaces over it: the public API and the operators' console.
+    # The interfaces over it: the public API, the operators' console, the customer portal.
     "api",
     "console",
+    "portal",
 ]
 
 MIDDLEWARE = [
@@ -54,6 +55,8 @@ MIDDLEWARE = [
     "api.middleware.BrowserAuthenticationMiddleware",
     "api.middleware.BrowserMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so it sees every /portal/ response first, errors included (CSP, framing).
+    "portal.middleware.PortalHeadersMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -189,6 +192,16 @@ SPECTACULAR_SETTINGS = {
         "api.openapi.postprocess_schema",
     ],
 }
+
+# --- The customer portal (/portal/) ------------------------------------------------------
+
+# Seconds a portal session lasts once its one-time link is opened.
+PORTAL_SESSION_TTL = env.int("PORTAL_SESSION_TTL", default=3600)
+# Origins that may frame the portal (CSP frame-ancestors), e.g. https://dashboard.example.com;
+# empty: none may.
+PORTAL_FRAME_ANCESTORS = env.list("PORTAL_FRAME_ANCESTORS", default=[])
+# The session cookie is HttpOnly, SameSite=Lax and limited to /portal/; Secure unless DEBUG.
+PORTAL_COOKIE_SECURE = env.bool("PORTAL_COOKIE_SECURE", default=not DEBUG)
 
 # --- Webhooks ------------------------------------------------------------------------------
 
@@ -343,4 +356,5 @@ CELERY_BEAT_SCHEDULE = {
     "delete-expired-endpoints": {"task": "webhooks.delete_expired_endpoints", "schedule": 60.0},
     "prune-old-data": {"task": "deliveries.prune", "schedule": 3600.0},
     "prune-idempotency-records": {"task": "api.prune_idempotency_records", "schedule": 3600.0},
+    "prune-portal-sessions": {"task": "accounts.prune_portal_sessions", "schedule": 3600.0},
 }

@@ -14,6 +14,8 @@ SIGNING_SECRET_ENCRYPTION_KEYS = env.list(
 )
 # Building an integration means pointing a sandbox endpoint at http://localhost.
 WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = env.bool("WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS", default=True)
+# The portal over plain http://localhost: its cookie follows this file's DEBUG, not base's.
+PORTAL_COOKIE_SECURE = env.bool("PORTAL_COOKIE_SECURE", default=not DEBUG)
 
 LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
 LOGGING["handlers"]["console"]["formatter"] = LOG_FORMAT

@@ -31,3 +31,4 @@ SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 DEBUG = False  # whatever the environment says: tracebacks never reach a client
+PORTAL_COOKIE_SECURE = True  # the portal session cookie, whatever DEBUG said
