@@ -1,5 +1,5 @@
-"""`python -m bench.volume [--scale S] [--rounds N] [--keep] [--fill-only | --measure-only]`:
-the service with a month of history, against the same service nearly empty.
+"""`python -m bench.volume [--scale S] [--rounds N] [--keep] [--fill-only | --measure-only |
+--week]`: the service with a month of history, against the same service nearly empty.
 
 Fills two bench databases with bench.volume_fill (PostgreSQL makes the rows): `--database`
 at `--scale` (1 = 2 M events, 20 M deliveries, ~29 M attempts over 30 days) and its `_empty`
@@ -15,6 +15,11 @@ table with the medians and their ratio, the tables' and indexes' sizes, rewrites
 `docs/volume.md` and `docs/volume.json` (full-size runs; `--docs` forces it), and prints one
 JSON object last. The databases are dropped at the end unless `--keep` (`--measure-only`
 measures databases a `--keep` run left, and keeps them).
+
+`--week` is a step of its own (bench.volume_week): it fills `--database` (default
+WEEK_DATABASE) at `--scale` (default WEEK_SCALE), simulates a week of writes plus retention on
+it, and writes its figures under the "week" key of `docs/volume.json`, keeping the rest, then
+renders `docs/volume.md` again from that JSON; a full run keeps the "week" key the same way.
 """
 
 import argparse
@@ -38,6 +43,8 @@ from psycopg import sql
 from bench.config import REPO_ROOT, SETTINGS_MODULE, BenchError, check_database_name
 
 DATABASE = "kinetic_bench_volume"
+WEEK_DATABASE = "kinetic_bench_week"
+WEEK_SCALE = 0.05  # 100,000 events, 1 M deliveries over the month: the week in minutes
 EMPTY_SCALE = 0.0005  # 1,000 events over the month, and the 10,000-delivery event
 ROUNDS = 3
 REQUESTS = 15  # per API and admin figure and round, after WARMUP_REQUESTS; the median
@@ -57,14 +64,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scale",
         type=float,
-        default=1.0,
-        help="size of the filled database (1: 20 M deliveries; 0.05 for a quick run)",
+        default=None,
+        help="size of the filled database (1: 20 M deliveries; 0.05 for a quick run); "
+        f"default 1, or {WEEK_SCALE} with --week",
     )
     parser.add_argument(
         "--database",
-        default=DATABASE,
-        help=f"the filled database's name (kinetic_bench*; default {DATABASE}); the nearly "
-        "empty one is named after it, with _empty",
+        default=None,
+        help=f"the filled database's name (kinetic_bench*; default {DATABASE}, or "
+        f"{WEEK_DATABASE} with --week); the nearly empty one is named after it, with _empty",
     )
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="rounds per database")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -74,14 +82,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mode.add_argument(
         "--measure-only", action="store_true", help="measure the databases a --keep run left"
     )
+    mode.add_argument(
+        "--week",
+        action="store_true",
+        help="a simulated week of writes plus retention on a database of its own (no _empty)",
+    )
     docs = parser.add_mutually_exclusive_group()
     docs.add_argument("--docs", dest="docs", action="store_true", default=None)
     docs.add_argument("--no-docs", dest="docs", action="store_false")
     # One database's part of the run, in a process of its own (Django is set up for one).
-    parser.add_argument("--child", choices=("fill", "measure", "retention"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", choices=("fill", "measure", "retention", "week"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--explain", action="store_true", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.scale is None:
+        args.scale = WEEK_SCALE if args.week else 1.0
+    if args.database is None:
+        args.database = WEEK_DATABASE if args.week else DATABASE
+    return args
 
 
 # --- the parent: databases, rounds, report ---------------------------------------------------
@@ -141,7 +161,7 @@ def exists(name: str) -> bool:
 
 # A table and its partitions, if any (a plain one has no partition tree); its indexes, each
 # with its partitions' indexes.
-_TABLE_SIZE = """
+TABLE_SIZE_SQL = """
 SELECT sum(pg_total_relation_size(relid)), sum(pg_relation_size(relid)),
        sum(pg_indexes_size(relid))
 FROM (SELECT %s::regclass AS relid UNION SELECT relid FROM pg_partition_tree(%s)) tree
@@ -163,7 +183,7 @@ def sizes(name: str) -> dict[str, Any]:
     result: dict[str, Any] = {}
     with connect(name) as conn:
         for table in tables:
-            row = conn.execute(_TABLE_SIZE, [table, table]).fetchone()
+            row = conn.execute(TABLE_SIZE_SQL, [table, table]).fetchone()
             total, heap, indexes = row if row else (0, 0, 0)
             per_index = conn.execute(_INDEX_SIZES, [table]).fetchall()
             result[table] = {
@@ -223,6 +243,37 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     }
 
 
+def run_week(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    started = dt.datetime.now(dt.UTC)
+    uptime_before = _uptime()
+    print(f"bench.volume: filling {args.database} (scale {args.scale})", flush=True)
+    fill = child("fill", args.database, args)
+    print(f"bench.volume: a simulated week on {args.database}", flush=True)
+    week = child("week", args.database, args)
+    return {
+        "command": command,
+        "started": started.isoformat(timespec="seconds"),
+        "uptime_before": uptime_before,
+        "uptime_after": _uptime(),
+        "fill_seconds": sum(fill["fill_seconds"].values()),
+        **week,
+    }
+
+
+def write_docs(result: dict[str, Any]) -> None:
+    """docs/volume.json with `result`'s keys, then docs/volume.md rendered from that JSON. A
+    --week run (`result` is {"week": ...}) keeps everything else there; a full run keeps the
+    "week" key."""
+    from bench import volume_report
+
+    previous = json.loads(DOCS_JSON.read_text()) if DOCS_JSON.exists() else {}
+    kept = previous if "week" in result else {k: v for k, v in previous.items() if k == "week"}
+    data = kept | result
+    DOCS_JSON.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    DOCS.write_text(volume_report.markdown(data))
+    print(f"wrote {DOCS} and {DOCS_JSON}")
+
+
 def _uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
@@ -237,28 +288,39 @@ def main(argv: list[str] | None = None) -> int:
     )
     keep = args.keep or args.fill_only or args.measure_only
     try:
-        result = run(args, command)
+        result = run_week(args, command) if args.week else run(args, command)
     except BenchError as exc:
         print(f"bench.volume: {exc}", file=sys.stderr)
         return 1
     finally:
         if not keep:
-            for name in (args.database, f"{args.database}_empty"):
+            for name in (args.database, *(() if args.week else (f"{args.database}_empty",))):
                 drop(name)
+    if args.week:
+        return _week_report(args, result)
     if args.fill_only:
         print(json.dumps(result["fills"]))
         return 0
     from bench import volume_report
 
     print(volume_report.table(result))
-    write_docs = args.docs if args.docs is not None else args.scale >= 1
-    if write_docs:
-        DOCS.write_text(volume_report.markdown(result))
-        DOCS_JSON.write_text(json.dumps(result, indent=1, default=str) + "\n")
-        print(f"wrote {DOCS} and {DOCS_JSON}")
+    if args.docs if args.docs is not None else args.scale >= 1:
+        write_docs(result)
     print(json.dumps({"empty": result["empty"], "filled": result["filled"],
                       "retention": result["retention"]["figures"]}))  # fmt: skip
     return 0
+
+
+def _week_report(args: argparse.Namespace, result: dict[str, Any]) -> int:
+    """Prints the week's table; writes it into the docs unless --no-docs (its default scale is
+    the documented one)."""
+    from bench import volume_report
+
+    print("\n".join(volume_report.week_lines(result)))
+    if args.docs is not False:
+        write_docs({"week": result})
+    print(json.dumps({"growth": result["growth"], "flat": result["flat"]}))
+    return 0 if result["flat"] else 2
 
 
 # --- a child: one database, Django set up for it ---------------------------------------------
@@ -274,6 +336,8 @@ def child_main(args: argparse.Namespace) -> int:
             result = _child_fill(args.scale)
         elif args.child == "measure":
             result = _child_measure(args.workers, args.explain)
+        elif args.child == "week":
+            result = _child_week()
         else:
             result = _child_retention()
     except BenchError as exc:
@@ -325,6 +389,22 @@ def _child_retention() -> dict[str, Any]:
     from bench import volume_measure
 
     return volume_measure.retention()
+
+
+def _child_week() -> dict[str, Any]:
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    from bench import report, volume_week
+
+    result = volume_week.week()
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        result["machine"] = report.machine_info(cursor.fetchone()[0], "")
+    result["machine"].pop("wrk", None)
+    return result
 
 
 if __name__ == "__main__":

@@ -343,36 +343,15 @@ def fill(scale: float, log: Callable[[str], None] = print) -> Filled:
         definitions.drop()
     if len(plain) < len(tables):
         _day_partitions(start, end)
-    params: dict[str, Any] = {
-        "environment": tenant.environment.pk,
-        "api_version": settings.API_VERSIONS[-1],
-        "types": EVENT_TYPE_NAMES,
-        "type_count": len(EVENT_TYPE_NAMES),
-        "last_day": end - timedelta(days=1),
-        "max_attempts": max_attempts(),
-        "padding": BODY_PADDING,
-        "ep": first,
-    }
-    with_event_id = "event_id" in _columns(tables["attempt"])
-    day_pairs, fan_pairs = _pairs(_DAY_PAIRS), _pairs(_FAN_PAIRS)
-    statements = {
-        "event": (_event_insert(tables["event"]), _event_insert(tables["event"])),
-        "delivery": (
-            _delivery_insert(tables["delivery"], day_pairs),
-            _delivery_insert(tables["delivery"], fan_pairs),
-        ),
-        "attempt": (
-            _attempt_insert(tables["attempt"], day_pairs, with_event_id),
-            _attempt_insert(tables["attempt"], fan_pairs, with_event_id),
-        ),
-    }
+    params = statement_params(tenant.environment.pk, first, last_day=end - timedelta(days=1))
+    statements = insert_statements()
     for name, (day_statement, fan_statement) in statements.items():
         started = time.perf_counter()
         for day, chunk in enumerate(chunks):
             with connection.cursor() as cursor:
                 cursor.execute(fan_statement if day == DAYS else day_statement, params | chunk)
         timed(f"{name} rows", time.perf_counter() - started)
-    _reset_sequences(list(tables.values()))
+    reset_sequences(list(tables.values()))
     if plain:
         definitions.create(timed)
     started = time.perf_counter()
@@ -385,6 +364,42 @@ def fill(scale: float, log: Callable[[str], None] = print) -> Filled:
     filled.fill_seconds = fill_seconds
     store(filled)
     return filled
+
+
+def statement_params(
+    environment_id: int, endpoint_first_id: int, *, last_day: datetime
+) -> dict[str, Any]:
+    """The parameters `insert_statements` share (a chunk adds its own); deliveries of events
+    from `last_day` on may still be pending."""
+    return {
+        "environment": environment_id,
+        "api_version": settings.API_VERSIONS[-1],
+        "types": EVENT_TYPE_NAMES,
+        "type_count": len(EVENT_TYPE_NAMES),
+        "last_day": last_day,
+        "max_attempts": max_attempts(),
+        "padding": BODY_PADDING,
+        "ep": endpoint_first_id,
+    }
+
+
+def insert_statements() -> dict[str, tuple[str, str]]:
+    """Per table (events, deliveries, attempts, in that order): the statement that writes a
+    chunk of ordinary events' rows, and the one that writes the fan event's."""
+    tables = _tables()
+    with_event_id = "event_id" in _columns(tables["attempt"])
+    day_pairs, fan_pairs = _pairs(_DAY_PAIRS), _pairs(_FAN_PAIRS)
+    return {
+        "event": (_event_insert(tables["event"]), _event_insert(tables["event"])),
+        "delivery": (
+            _delivery_insert(tables["delivery"], day_pairs),
+            _delivery_insert(tables["delivery"], fan_pairs),
+        ),
+        "attempt": (
+            _attempt_insert(tables["attempt"], day_pairs, with_event_id),
+            _attempt_insert(tables["attempt"], fan_pairs, with_event_id),
+        ),
+    }
 
 
 def _day_partitions(start: datetime, end: datetime) -> None:
@@ -400,18 +415,26 @@ def _day_partitions(start: datetime, end: datetime) -> None:
                 raise RuntimeError(f"{table}_p0 has rows: the fill needs a fresh database")
         for table in partitions.history_tables():
             cursor.execute(f"DROP TABLE {table}_p0")
-        for table in reversed(partitions.history_tables()):
-            cursor.execute(
-                f"CREATE TABLE {table}_p0 PARTITION OF {table} "
-                f"FOR VALUES FROM (MINVALUE) TO ({day_number(start) * DAY_SPAN})"
-            )
+    catch_all_partitions(day_number(start) * DAY_SPAN)
     day = start
     while day <= end:
         partitions.partitions_maintain(now=day)
         day += timedelta(days=1)
 
 
-def _reset_sequences(tables: list[str]) -> None:
+def catch_all_partitions(upper: int) -> None:
+    """The history tables' `p0`, as the migration makes them: every event id below `upper`."""
+    from deliveries import partitions
+
+    with connection.cursor() as cursor:
+        for table in reversed(partitions.history_tables()):
+            cursor.execute(
+                f"CREATE TABLE {table}_p0 PARTITION OF {table} "
+                f"FOR VALUES FROM (MINVALUE) TO ({upper})"
+            )
+
+
+def reset_sequences(tables: list[str]) -> None:
     with connection.cursor() as cursor:
         for table in tables:
             cursor.execute(

@@ -96,7 +96,80 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def week_lines(week: dict[str, Any]) -> list[str]:
+    """The week's section (`python -m bench.volume --week`), markdown."""
+    machine = week["machine"]
+    short = {"deliveries_event": "events", "deliveries_delivery": "deliveries",
+             "deliveries_deliveryattempt": "attempts"}  # fmt: skip
+    out = [
+        "## A simulated week of writes plus retention",
+        "",
+        'Written by `python -m bench.volume --week` (bench/volume_week.py) into the "week" key '
+        "of docs/volume.json, which a full run keeps; do not edit by hand. From a month of "
+        f"history (scale {week['scale']}), each simulated day: the partitions and the id "
+        "sequence moved by `partitions_maintain(now=<the day>)`, one more day of rows "
+        f"({week['events_per_day']:,} events, each to 10 endpoints, with their attempts) by the "
+        "fill's own statements, the day's partitions vacuumed and analyzed (as autovacuum does "
+        "after inserts), then `retention_prune(now=<the day's end>)`. Before the week, "
+        f"{week['survivors_per_day']} deliveries of each of the oldest days were made pending "
+        "again, so each pass rebuilds that day with its survivors (a `_kept` partition); they "
+        "finish the next day, and the kept day goes the pass after. Rows are counted "
+        "exactly; bytes are pg_total_relation_size summed over the partitions (indexes and "
+        "TOAST with them); partitions are the events table's (the other two have the same): "
+        "the month's, the next 3 days' made ahead, one kept day, and on day 0 the migration's "
+        "empty catch-all `p0`, which the first pass drops. The last column sets the pass "
+        "against the time the day's deliveries take to arrive at the issue's full rate: at "
+        "this scale a day is only "
+        f"{week['events_per_day'] * 10 / FULL_RATE:,.0f} s of it, and the pass's time hardly "
+        "depends on a day's size (its `DROP TABLE`s, and a copy of the survivors).",
+        "",
+        f"- command: `{week['command']}`, started {week['started']} UTC (fill "
+        f"{week['fill_seconds']:,.0f} s)",
+        f"- machine: {machine.get('cpu')}, {machine.get('nproc')} CPUs, {machine.get('memory')}; "
+        f"PostgreSQL {machine.get('postgresql')}",
+        f"- load (shared machine): before `{week['uptime_before']}`; after "
+        f"`{week['uptime_after']}`",
+        "",
+        "| day | date | "
+        + " | ".join(short.values())
+        + " | "
+        + " | ".join(f"{name} MiB" for name in short.values())
+        + " | total MiB | partitions (kept) | write s | retention s | retention / day at "
+        f"{FULL_RATE:,.0f} deliveries/s |",
+        "|---:|---|" + "---:|" * (2 * len(short) + 5),
+    ]
+    for day in week["days"]:
+        sizes = [day["bytes"][table] for table in short]
+        timing = (
+            f"{day['write_s']:.1f} | {day['prune_s']:.3f} | "
+            f"{day['prune_share_of_day_at_full_rate']:.3%}"
+            if "write_s" in day
+            else "as filled | | "
+        )
+        out.append(
+            f"| {day['day']} | {day['date']} | "
+            + " | ".join(f"{day['rows'][table]:,}" for table in short)
+            + " | "
+            + " | ".join(_mib(size) for size in sizes)
+            + f" | {_mib(sum(sizes))} | {day['partitions']} ({day['kept']}) | {timing} |"
+        )
+    growth = ", ".join(f"{short[t]} {g:+.2%}" for t, g in week["growth"].items())
+    verdict = "flat" if week["flat"] else "NOT flat"
+    out += [
+        "",
+        f"Bytes at day {week['days'][-1]['day']} against day 0: {growth}: {verdict} (within "
+        f"{week['flat_within']:.0%}: a day is 1/30 of the month, 3.3 %, so a day left behind "
+        "or rows that stay go over it at once, while the days' own differences stay under it; "
+        "dropped partitions give their files back to the OS at once).",
+        "",
+    ]
+    return out
+
+
 def markdown(result: dict[str, Any]) -> str:
+    if "filled" not in result:  # only a --week run's figures so far
+        return "\n".join(["# Volume: the service with a month of history", "",
+                          *week_lines(result["week"])])  # fmt: skip
     machine = result["machine"]
     fills = result.get("fills", {})
     rows_filled = result["filled_info"]["rows"]
@@ -152,4 +225,6 @@ def markdown(result: dict[str, Any]) -> str:
         out += [f"### {name}", "", "```", plan.strip(), "```", ""]
     out += ["### retention: the first batch's SELECT", "", "```"]
     out += [result["retention"]["first_batch_plan"].strip(), "```", ""]
+    if "week" in result:
+        out += week_lines(result["week"])
     return "\n".join(out)

@@ -1,18 +1,22 @@
 """The volume bench's fill (bench/volume_fill.py), at a tiny scale, on the test database: the
 month it makes is what the product reads, with the shapes `python -m bench.volume` measures
-and the indexes the migrations define."""
+and the indexes the migrations define; a week of writes plus retention on it (`--week`) leaves
+the tables as large as it found them; and the two kinds of run keep each other's docs."""
 
 import json
 from datetime import timedelta
 from itertools import pairwise
+from typing import Any
 
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
 from accounts.models import Environment
-from bench import volume_fill
+from bench import volume, volume_fill, volume_week
 from core.pagination import PageRequest
+from deliveries import partitions
 from deliveries.models import Delivery, DeliveryAttempt, Event
 from deliveries.retention import retention_prune
 from deliveries.selectors import delivery_counts, endpoint_delivery_page
@@ -34,8 +38,23 @@ def schema() -> set[str]:
         return {row[0] for row in cursor.fetchall()}
 
 
+@pytest.fixture
+def history_as_migrated(transactional_db):
+    """The history tables as the migration leaves them, once the test is done: the fill
+    makes a month of partitions from the catch-all p0, and retention drops p0."""
+    yield
+    first = partitions.day_number(timezone.now()) * partitions.SPAN
+    with connection.cursor() as cursor:
+        for partition in partitions.partitions():
+            for table in partitions.history_tables():
+                cursor.execute(f"DROP TABLE {table}_{partition.suffix}")
+        for table in partitions.history_tables():
+            cursor.execute("SELECT setval(pg_get_serial_sequence(%s, 'id'), 1, false)", [table])
+    volume_fill.catch_all_partitions(first)
+
+
 @pytest.mark.slow
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("history_as_migrated")
 def test_the_fill_makes_a_month_the_product_reads():
     before = schema()
     filled = volume_fill.fill(SCALE, log=lambda line: None)
@@ -78,3 +97,70 @@ def test_the_fill_makes_a_month_the_product_reads():
     assert set(Event.objects.values_list("id", flat=True)) == every - oldest_day | (
         oldest_day & retrying
     )
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("history_as_migrated")
+def test_a_week_of_writes_and_retention_keeps_history_flat():
+    filled = volume_fill.fill(SCALE, log=lambda line: None)
+    week = volume_week.week(log=lambda line: None)
+
+    days = week["days"]
+    assert [d["day"] for d in days] == list(range(volume_week.DAYS + 1))
+    assert week["flat"], week["growth"]
+    # Each day writes a day and retention takes the oldest, keeping its survivors until their
+    # retries end: the same partitions every day, one of them a kept day (the first pass drops
+    # the migration's empty catch-all instead of a kept day).
+    assert {d["partitions"] for d in days[1:]} == {days[0]["partitions"] - 1}
+    assert [d["kept"] for d in days] == [0] + [1] * volume_week.DAYS
+    assert all(d["dropped"] == 1 for d in days[1:])
+    # The fill's oldest week is gone, but the events of the last day's survivors.
+    week_ago = filled.day_ids[volume_week.DAYS - 1]
+    old = Event.objects.filter(id__lte=week_ago[1])
+    assert old.count() == volume_week.SURVIVORS
+    assert set(old.values_list("id", flat=True)) <= set(range(week_ago[0], week_ago[1] + 1))
+    assert Delivery.objects.filter(status=Delivery.Status.PENDING, event__in=old).count() == (
+        volume_week.SURVIVORS
+    )
+    # The week's events, each day's in that day's partition, as the product would number them.
+    new = Event.objects.filter(id__gt=filled.fan_event_id)
+    assert new.count() == week["events_per_day"] * volume_week.DAYS
+    for event in new:
+        assert event.id // partitions.SPAN == partitions.day_number(event.created_at)
+    assert Delivery.objects.filter(event__in=new).count() == new.count() * 10
+
+
+def _week_day(day: int, **timing: float) -> dict:
+    tables = ("deliveries_event", "deliveries_delivery", "deliveries_deliveryattempt")
+    sizes = {"rows": dict.fromkeys(tables, 10), "bytes": dict.fromkeys(tables, 2**20)}
+    return {"day": day, "date": f"2026-12-0{day + 2}", **sizes, "partitions": 35, "kept": 1,
+            **timing}  # fmt: skip
+
+
+# What a --week run writes, for when docs/volume.json has no week yet.
+WEEK_EXAMPLE: dict[str, Any] = {
+    "command": "python -m bench.volume --week", "started": "2026-12-03T13:00:00+00:00",
+    "uptime_before": "load average: 1.00", "uptime_after": "load average: 1.00",
+    "fill_seconds": 60.0, "machine": {"cpu": "AMD EPYC"}, "scale": 0.05,
+    "events_per_day": 3333, "survivors_per_day": 3, "flat_within": 0.02, "flat": True,
+    "growth": {"deliveries_event": 0.0},
+    "days": [_week_day(0), _week_day(1, write_s=1.0, prune_s=0.1,
+                                     prune_share_of_day_at_full_rate=0.003)],
+}  # fmt: skip
+
+
+def test_a_full_run_keeps_the_week_in_the_docs(tmp_path, monkeypatch):
+    monkeypatch.setattr(volume, "DOCS", tmp_path / "volume.md")
+    monkeypatch.setattr(volume, "DOCS_JSON", tmp_path / "volume.json")
+    full = json.loads((volume.REPO_ROOT / "docs" / "volume.json").read_text())
+    week = full.pop("week", None) or WEEK_EXAMPLE
+
+    volume.write_docs(full)
+    volume.write_docs({"week": week})
+    assert json.loads(volume.DOCS_JSON.read_text()) == full | {"week": week}
+    volume.write_docs(full)  # the next full run
+    assert json.loads(volume.DOCS_JSON.read_text()) == full | {"week": week}
+    text = volume.DOCS.read_text()
+    assert "## Sizes (filled database)" in text
+    assert "## A simulated week of writes plus retention" in text
+    assert f"| {week['days'][-1]['day']} | {week['days'][-1]['date']} |" in text
