@@ -206,8 +206,18 @@ def test_a_developer_debugs_and_recovers_their_webhooks_in_the_portal(
             expect(page.locator("h1")).to_have_text("Endpoints")
             base = page.url.split("/portal/")[0]
 
-            # A new endpoint at the receiver; its secret is shown once.
-            page.get_by_role("link", name="New endpoint").click()
+            # A new endpoint at the receiver, reached with the keyboard alone (the focused
+            # control shows its ring); its secret is shown once.
+            for _ in range(30):
+                page.keyboard.press("Tab")
+                if page.evaluate("document.activeElement.textContent.trim()") == "New endpoint":
+                    break
+            else:
+                pytest.fail("Tab never reached the New endpoint link")
+            ring = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+            assert ring not in ("", "none"), ring
+            page.keyboard.press("Enter")
+            expect(page.locator("h1")).to_have_text("New endpoint")
             page.fill("#id_url", f"{receiver.url}{HOOK}")
             # Not the operational events: the failures below would bring those too.
             for kind in ("packet.created", "judgment.created"):
