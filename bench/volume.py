@@ -41,20 +41,13 @@ import psycopg
 from psycopg import sql
 
 from bench.config import REPO_ROOT, SETTINGS_MODULE, BenchError, check_database_name
+from bench.volume_config import TABLE_SIZE_SQL
 
 DATABASE = "kinetic_bench_volume"
 WEEK_DATABASE = "kinetic_bench_week"
 WEEK_SCALE = 0.05  # 100,000 events, 1 M deliveries over the month: the week in minutes
 EMPTY_SCALE = 0.0005  # 1,000 events over the month, and the 10,000-delivery event
 ROUNDS = 3
-REQUESTS = 15  # per API and admin figure and round, after WARMUP_REQUESTS; the median
-WARMUP_REQUESTS = 3
-QUERY_REPETITIONS = 15  # the sweep and the claim, per round
-THROUGHPUT_EVENTS = 1000  # x 10 endpoints
-LATENCY_EVENTS = 250  # x 10 endpoints, at bench.deliveries.LATENCY_RATE
-PAGE_LIMIT = 100
-DUE_ROWS = 100  # made due (and rolled back) for each sweep and claim timed
-FULL_RATE = 1000.0  # deliveries/s: the rate the issue's day is written at
 DOCS = REPO_ROOT / "docs" / "volume.md"
 DOCS_JSON = REPO_ROOT / "docs" / "volume.json"
 
@@ -159,13 +152,7 @@ def exists(name: str) -> bool:
         return bool(conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone())
 
 
-# A table and its partitions, if any (a plain one has no partition tree); its indexes, each
-# with its partitions' indexes.
-TABLE_SIZE_SQL = """
-SELECT sum(pg_total_relation_size(relid)), sum(pg_relation_size(relid)),
-       sum(pg_indexes_size(relid))
-FROM (SELECT %s::regclass AS relid UNION SELECT relid FROM pg_partition_tree(%s)) tree
-"""
+# A table's indexes, each with its partitions' indexes (a plain table has no partition tree).
 _INDEX_SIZES = """
 SELECT i.indexrelid::regclass::text, (
     SELECT sum(pg_relation_size(relid)) FROM (SELECT i.indexrelid AS relid

@@ -28,7 +28,7 @@ from bench.deliveries import (
     new_environment,
     percentile,
 )
-from bench.volume import (
+from bench.volume_config import (
     DUE_ROWS,
     FULL_RATE,
     LATENCY_EVENTS,

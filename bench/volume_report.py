@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from bench.volume import FULL_RATE
+from bench.volume_config import FULL_RATE
 
 # The figures in the order shown: name -> (label, unit, higher is better).
 FIGURES: dict[str, tuple[str, str, bool]] = {

@@ -23,7 +23,7 @@ from django.db import connection
 from django.utils import timezone
 
 from bench import volume_fill
-from bench.volume import FULL_RATE, TABLE_SIZE_SQL
+from bench.volume_config import FULL_RATE, TABLE_SIZE_SQL
 from deliveries import partitions
 from deliveries.models import Delivery, DeliveryAttempt, Event
 from deliveries.retention import retention_prune
