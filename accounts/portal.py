@@ -23,6 +23,11 @@ TOKEN_LENGTH = 43  # about 256 bits of base62
 LinkRefusal = Literal["used", "expired", "unknown"]
 
 
+def _well_formed(token: str) -> bool:
+    """Whether `token` could be one we made: checked before hashing or querying anything."""
+    return len(token) == TOKEN_LENGTH and token.isalnum() and token.isascii()
+
+
 def portal_session_create(*, api_key: ApiKey, read_only: bool) -> tuple[PortalSession, str]:
     """A session for the key's environment and the raw link token (never stored)."""
     token = random_base62(TOKEN_LENGTH)
@@ -40,7 +45,7 @@ def portal_link_open(*, token: str) -> tuple[PortalSession, str] | None:
     """Opens the link once: the session and the raw cookie token, or None for a link that is
     used, expired, unknown, or whose key is revoked. One conditional UPDATE, so two browsers
     opening one link at once cannot both get a session."""
-    if not token.isalnum() or len(token) != TOKEN_LENGTH:
+    if not _well_formed(token):
         return None
     now = timezone.now()
     cookie_token = random_base62(TOKEN_LENGTH)
@@ -69,7 +74,7 @@ def portal_link_refusal(*, token: str) -> LinkRefusal:
         PortalSession.objects.filter(link_token_hash=key_hash(token))
         .values("opened_at", "link_expires_at", "api_key__revoked_at")
         .first()
-        if token.isalnum() and len(token) == TOKEN_LENGTH
+        if _well_formed(token)
         else None
     )
     if found is None:
@@ -82,7 +87,7 @@ def portal_link_refusal(*, token: str) -> LinkRefusal:
 def portal_session_active(*, cookie_token: str) -> PortalSession | None:
     """The open session this cookie holds, with its environment and organization; None once it
     has expired or its API key is revoked (checked on every request: no cache)."""
-    if not cookie_token.isalnum() or len(cookie_token) != TOKEN_LENGTH:
+    if not _well_formed(cookie_token):
         return None
     return (
         PortalSession.objects.filter(

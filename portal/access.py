@@ -20,6 +20,8 @@ from accounts.models import Environment, PortalSession
 from accounts.portal import portal_session_active
 from core.rate_limits import seconds_to_wait
 from portal.middleware import PORTAL_PATH
+from webhooks.models import WebhookEndpoint
+from webhooks.selectors import endpoint_get
 
 COOKIE_NAME = "kinetic_portal"
 
@@ -119,3 +121,11 @@ def portal_form(view: View) -> View:
 def portal_page_and_action(view: View) -> View:
     """A page (GET, for any session) whose POST is an action (refused to a read-only one)."""
     return _scoped(view, methods=(*_READ, "POST"), writes=("POST",))
+
+
+def scoped_endpoint(request: PortalRequest, endpoint_id: str) -> WebhookEndpoint:
+    """The session's endpoint with this id; another environment's, or none: the 404 page."""
+    endpoint = endpoint_get(environment=request.portal.environment, public_id=endpoint_id)
+    if endpoint is None:
+        raise Http404
+    return endpoint

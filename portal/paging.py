@@ -5,8 +5,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest
 
+from core.errors import InvalidInput
 from core.pagination import Page, PageRequest
 
 PAGE_SIZE = 20
@@ -17,6 +18,14 @@ def page_request(request: HttpRequest, limit: int = PAGE_SIZE) -> PageRequest:
     before = request.GET.get("ending_before") or None
     after = None if before else request.GET.get("starting_after") or None
     return PageRequest(limit=limit, starting_after=after, ending_before=before)
+
+
+def page_or_404(fetch: Callable[[PageRequest], Page[Any]], asked: PageRequest) -> Page[Any]:
+    """`fetch(asked)`; a cursor that is not one of the environment's objects: the 404 page."""
+    try:
+        return fetch(asked)
+    except InvalidInput:
+        raise Http404 from None
 
 
 @dataclass(frozen=True)

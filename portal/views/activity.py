@@ -5,9 +5,7 @@ Every read and action goes through the selectors and services the API uses, in t
 environment (request.portal): an id from anywhere else is the 404 page.
 """
 
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from django.contrib import messages
 from django.db import transaction
@@ -15,26 +13,24 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 
 from core.errors import InvalidInput
-from core.pagination import Page, PageRequest
+from core.pagination import PageRequest
 from deliveries import recovery as recoveries
 from deliveries import samples, selectors, services, signature
 from deliveries.as_sent import request_as_sent
 from deliveries.models import Delivery, DeliveryAttempt
-from portal.access import PortalRequest, portal_action, portal_form, portal_page
-from portal.paging import page_links, page_request
+from portal.access import (
+    PortalRequest,
+    portal_action,
+    portal_form,
+    portal_page,
+    scoped_endpoint,
+)
+from portal.paging import page_links, page_or_404, page_request
 from webhooks.catalog import EVENT_TYPES
-from webhooks.models import WebhookEndpoint
-from webhooks.selectors import endpoint_get, endpoint_page
+from webhooks.selectors import endpoint_page
 
 # The datetime-local input's value: minutes, or seconds, no zone (the page says UTC).
 SINCE_FORMATS = ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S")
-
-
-def _endpoint(request: PortalRequest, endpoint_id: str) -> WebhookEndpoint:
-    endpoint = endpoint_get(environment=request.portal.environment, public_id=endpoint_id)
-    if endpoint is None:
-        raise Http404
-    return endpoint
 
 
 def _delivery(request: PortalRequest, delivery_id: str) -> Delivery:
@@ -44,23 +40,15 @@ def _delivery(request: PortalRequest, delivery_id: str) -> Delivery:
     return delivery
 
 
-def _walk(fetch: Callable[[PageRequest], Page[Any]], asked: PageRequest) -> Page[Any]:
-    """`fetch(asked)`; a cursor that is not the environment's is the 404 page."""
-    try:
-        return fetch(asked)
-    except InvalidInput:
-        raise Http404 from None
-
-
 @portal_page
 def endpoint_deliveries(request: PortalRequest, endpoint_id: str) -> HttpResponse:
     """An endpoint's deliveries, newest first, by status; and the form to recover some."""
-    endpoint = _endpoint(request, endpoint_id)
+    endpoint = scoped_endpoint(request, endpoint_id)
     status = request.GET.get("status") or ""
     if status not in Delivery.Status.values:
         status = ""
     asked = page_request(request)
-    page = _walk(
+    page = page_or_404(
         lambda p: selectors.endpoint_delivery_page(
             environment=request.portal.environment,
             endpoint=endpoint,
@@ -138,7 +126,7 @@ def delivery_retry(request: PortalRequest, delivery_id: str) -> HttpResponse:
 def endpoint_recover(request: PortalRequest, endpoint_id: str) -> HttpResponse:
     """Sends again the endpoint's failed and cancelled deliveries since a time (POST
     /v1/webhook_endpoints/{id}/recover), then shows its progress; GET asks when from."""
-    endpoint = _endpoint(request, endpoint_id)
+    endpoint = scoped_endpoint(request, endpoint_id)
     since_text = request.POST.get("since", "").strip()
     error = None
     if request.method == "POST":
@@ -192,7 +180,7 @@ def events(request: PortalRequest) -> HttpResponse:
     if event_type not in EVENT_TYPES:
         event_type = ""
     asked = page_request(request)
-    page = _walk(
+    page = page_or_404(
         lambda p: selectors.event_page(environment=environment, page=p, type=event_type or None),
         asked,
     )
@@ -241,7 +229,7 @@ def verifying(request: PortalRequest) -> HttpResponse:
     """How to check a delivery's signature, for one endpoint (never with its secret)."""
     environment = request.portal.environment
     endpoint_id = request.GET.get("endpoint", "")
-    endpoint = _endpoint(request, endpoint_id) if endpoint_id else None
+    endpoint = scoped_endpoint(request, endpoint_id) if endpoint_id else None
     choices = endpoint_page(environment=environment, page=PageRequest(limit=100)).items
     return render(
         request,

@@ -19,12 +19,13 @@ from portal.access import (
     portal_form,
     portal_page,
     portal_page_and_action,
+    scoped_endpoint,
 )
 from portal.forms import EndpointForm, RotateForm, show_refusal
-from portal.paging import page_links, page_request
+from portal.paging import page_links, page_or_404, page_request
 from webhooks import headers, services
 from webhooks.models import WebhookEndpoint
-from webhooks.selectors import endpoint_get, endpoint_page, endpoints_of
+from webhooks.selectors import endpoint_page, endpoints_of
 
 # What the figures cover, said on the page.
 FIGURES_BOUND = (
@@ -33,22 +34,11 @@ FIGURES_BOUND = (
 )
 
 
-def _endpoint(request: PortalRequest, endpoint_id: str) -> WebhookEndpoint:
-    """The session's endpoint with this id; another environment's, or none: the 404 page."""
-    endpoint = endpoint_get(environment=request.portal.environment, public_id=endpoint_id)
-    if endpoint is None:
-        raise Http404
-    return endpoint
-
-
 @portal_page
 def endpoint_list(request: PortalRequest) -> HttpResponse:
     environment = request.portal.environment
     asked = page_request(request)
-    try:
-        page = endpoint_page(environment=environment, page=asked)
-    except InvalidInput:
-        raise Http404 from None  # a cursor that is not one of this environment's endpoints
+    page = page_or_404(lambda a: endpoint_page(environment=environment, page=a), asked)
     ids = [record.id for record in page.items]
     streaks = {
         row["id"]: row
@@ -78,7 +68,7 @@ def endpoint_list(request: PortalRequest) -> HttpResponse:
 
 @portal_page
 def endpoint_detail(request: PortalRequest, endpoint_id: str) -> HttpResponse:
-    endpoint = _endpoint(request, endpoint_id)
+    endpoint = scoped_endpoint(request, endpoint_id)
     return render(
         request,
         "portal/endpoints/detail.html",
@@ -122,7 +112,7 @@ def endpoint_new(request: PortalRequest) -> HttpResponse:
 
 @portal_form
 def endpoint_edit(request: PortalRequest, endpoint_id: str) -> HttpResponse:
-    endpoint = _endpoint(request, endpoint_id)
+    endpoint = scoped_endpoint(request, endpoint_id)
     form = EndpointForm(request.POST or None, initial=EndpointForm.initial_for(endpoint))
     if request.method == "POST" and form.is_valid():
         try:
@@ -138,7 +128,7 @@ def endpoint_edit(request: PortalRequest, endpoint_id: str) -> HttpResponse:
 @portal_action
 def endpoint_toggle(request: PortalRequest, endpoint_id: str) -> HttpResponse:
     """Sets the status the button asked for (so a second click changes nothing)."""
-    endpoint = _endpoint(request, endpoint_id)
+    endpoint = scoped_endpoint(request, endpoint_id)
     status = request.POST.get("status", "")
     if status not in WebhookEndpoint.Status.values:
         messages.error(request, "Choose enabled or disabled.")
@@ -156,7 +146,7 @@ def endpoint_toggle(request: PortalRequest, endpoint_id: str) -> HttpResponse:
 @portal_form
 def endpoint_delete(request: PortalRequest, endpoint_id: str) -> HttpResponse:
     """GET: the confirmation page; POST: the deletion."""
-    endpoint = _endpoint(request, endpoint_id)
+    endpoint = scoped_endpoint(request, endpoint_id)
     if request.method == "POST":
         services.endpoint_delete(endpoint=endpoint)
         messages.success(request, f"Endpoint {endpoint.public_id} deleted.")
@@ -166,7 +156,7 @@ def endpoint_delete(request: PortalRequest, endpoint_id: str) -> HttpResponse:
 
 @portal_form
 def endpoint_rotate(request: PortalRequest, endpoint_id: str) -> HttpResponse:
-    endpoint = _endpoint(request, endpoint_id)
+    endpoint = scoped_endpoint(request, endpoint_id)
     form = RotateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -190,7 +180,7 @@ def endpoint_rotate(request: PortalRequest, endpoint_id: str) -> HttpResponse:
 def endpoint_test(request: PortalRequest, endpoint_id: str) -> HttpResponse:
     """POST sends a test event; GET `?delivery=` shows how it went (htmx polls the outcome
     while its first attempt is to come)."""
-    endpoint = _endpoint(request, endpoint_id)
+    endpoint = scoped_endpoint(request, endpoint_id)
     if request.method == "POST":
         try:
             sent = endpoint_test_event_send(endpoint=endpoint)
