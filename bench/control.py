@@ -187,6 +187,7 @@ def failed_deliveries(environment: Any, count: int) -> tuple[Any, datetime]:
             DeliveryAttempt.objects.bulk_create(
                 DeliveryAttempt(
                     delivery=delivery,
+                    event_id=delivery.event_id,  # history is partitioned by event id
                     number=attempts,
                     started_at=failed_at,
                     duration_ms=5,
