@@ -97,7 +97,9 @@ def peek(
     head aside): for a caller that loads it, and sends it the moment the head succeeds, while
     the head is in flight (deliveries.dispatch). Changes nothing."""
     endpoints = known or _ordered(endpoint_ids)
-    following = {pk: _first_releasable(pk, *endpoints[pk]) for pk in sorted(endpoints)}
+    following = {
+        pk: _first_releasable(pk, *endpoints[pk], unlocked=True) for pk in sorted(endpoints)
+    }
     return {pk: delivery for pk, delivery in following.items() if delivery is not None}
 
 
@@ -142,16 +144,22 @@ def _head_active(lane: Lane, ended: set[int]) -> bool:
 
 
 def _first_releasable(
-    endpoint_id: int, environment_id: int, enabled_events: list[str]
+    endpoint_id: int, environment_id: int, enabled_events: list[str], *, unlocked: bool = False
 ) -> int | None:
     """The endpoint's first parked delivery, unless an earlier event it would get is still on
-    its way (published, not fanned out yet)."""
-    first = (
+    its way (published, not fanned out yet).
+
+    `unlocked`: the caller does not hold the lane's lock (`peek`), so an earlier event's
+    fan-out can commit between the two reads, each of which sees what was committed when it
+    began: the first read misses that event's delivery and the second no longer sees the event
+    on its way, and the later event would go first. Reading the first parked delivery again
+    closes that gap (a fan-out committing before it shows its delivery there)."""
+    parked_first = (
         Delivery.objects.filter(parked(), endpoint_id=endpoint_id)
         .order_by("event_id")
         .values_list("id", "event_id")
-        .first()
     )
+    first = parked_first.first()
     if first is None:
         return None
     delivery_id, event_id = first
@@ -159,6 +167,8 @@ def _first_releasable(
         environment_id=environment_id, fanned_out_at__isnull=True, id__lt=event_id
     ).values_list("type", flat=True)
     if any(filter_matches(enabled_events, event_type) for event_type in earlier):
+        return None
+    if unlocked and parked_first.first() != first:
         return None
     return delivery_id
 
