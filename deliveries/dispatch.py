@@ -123,7 +123,7 @@ class Engine:
                 if delivery.rate_limit:
                     self.spacing.wait_turn(delivery.endpoint_id, delivery.rate_limit)
                 trace = waiting.trace if isinstance(waiting, Traced) else None
-                waiting.result.set_result(sending.attempt(waiting.delivery, waiting.secrets, trace))
+                waiting.result.set_result(sending.attempt(delivery, waiting.secrets, trace))
             finally:
                 waiting = self.in_flight.release(waiting.delivery.endpoint_id)
 
