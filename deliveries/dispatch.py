@@ -82,7 +82,7 @@ class Engine:
         )
         self.in_flight: InFlight[Sent] = InFlight()
         self.timetable: Timetable[Sent] = Timetable(self._slot_came)
-        self.spacing = rates.Spacing()
+        self.pacer = rates.Pacer()
         self.recorder = LateRecorder()
         self.recorder.every(WAITING_CHECK_SECONDS, self._drop_cancelled_waiting)
         worker_shutting_down.connect(self.in_flight.close, weak=False)
@@ -121,7 +121,7 @@ class Engine:
             try:
                 delivery = waiting.delivery
                 if delivery.rate_limit:
-                    self.spacing.wait_turn(delivery.endpoint_id, delivery.rate_limit)
+                    self.pacer.wait_turn(delivery.endpoint_id, delivery.rate_limit)
                 trace = waiting.trace if isinstance(waiting, Traced) else None
                 waiting.result.set_result(sending.attempt(delivery, waiting.secrets, trace))
             finally:

@@ -7,7 +7,9 @@ locks, so however many workers claim an endpoint's deliveries, their starts are 
 and no second holds more than `rate` + 1 of them. Slots are taken at most HORIZON_SECONDS
 ahead: a delivery whose turn is later goes back to the database, due shortly before its turn,
 with no attempt counted; one whose turn is near waits in its worker for it, without a sending
-thread (admission.Timetable).
+thread (admission.Timetable). Just before it starts, each request also takes its turn from
+the endpoint's `Pace` row (Pacer), so that one a starved process sends late still goes out a
+turn after the others' rather than beside them.
 
 PostgreSQL rather than Redis holds the slots: it is already where every worker decides what is
 due, under the same transactions; the broker may be another server (or none, in `bin/dev`),
@@ -15,19 +17,25 @@ and a Redis flush would forget the slots and let a burst through. The cost is on
 rate-limited endpoint per batch, paid only by rate-limited endpoints.
 """
 
+import logging
 import math
+import queue
 import threading
 import time
 from collections import defaultdict
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from deliveries.claiming import Claimed
+from deliveries.models import Pace
 from deliveries.ordering import lanes_locked
+
+logger = logging.getLogger(__name__)
 
 # How far ahead a worker takes slots: within the claim's lease by a wide margin.
 HORIZON_SECONDS = 5.0
@@ -37,6 +45,14 @@ HORIZON_SECONDS = 5.0
 # 3% wider, two late starts put rate + 2 into one second on a quiet machine (22 at 20/s). The
 # price: a limited endpoint gets ~94% of its rate.
 SPACING = 1.06
+# Each request's turn (Pacer) is at least this much over 1/rate after the one before: between
+# 1 (no room for a start that leaves late after its turn) and SPACING (no room to catch up).
+PACE = 1.03
+# A request that would start later than this after its turn takes another. Starts within this
+# of turns PACE/rate apart put at most rate + 1 in any one second: (1 + LATE) / PACE <= 1.
+LATE_SECONDS = PACE - 1
+# How long a sending thread waits for the database to give it its turn.
+TURN_TIMEOUT = 1.0
 # A delivery sent back to the database is due this long before its expected turn, so that a
 # worker has it in hand when its slot comes.
 LEAD_SECONDS = 1.0
@@ -89,21 +105,111 @@ def slots_take(deliveries: list[Claimed]) -> Slots:
     return slots
 
 
-class Spacing:
-    """The last line of the limit, in each worker process: two starts to one rate-limited
-    endpoint are at least 1/rate apart, however late the first came. The slots are 6% wider,
-    so a start delayed on its way (the timetable's thread or a sending thread waiting for the
-    interpreter behind busy ones) pushes the next ones back a little rather than sending two
-    together; the slack brings them back on time."""
+class Pacer:
+    """The last line of the limit, across every worker process: each request to a rate-limited
+    endpoint takes its turn, at least PACE/rate after the turn before it, from the endpoint's
+    `Pace` row, just before it starts; the sending thread sleeps until its turn.
+
+    The slots alone keep starts apart when they leave on time. A start that comes late (its
+    process starved of CPU, its thread waiting for the interpreter) would go out beside the next
+    slot, taken by another process: the turn puts it after that one instead. A thread that wakes
+    more than LATE_SECONDS after its turn (its process was stopped while it slept) takes another
+    rather than go out beside the turns after its own. Turns are a little narrower than the
+    slots (PACE < SPACING), so their queue empties again once the lateness passes.
+
+    One thread per process takes the turns, on one database connection (like the recorder's),
+    however many sending threads ask. If the database cannot answer within TURN_TIMEOUT, the
+    turn is taken in this process alone, and the slots still hold the pace.
+    """
 
     def __init__(self) -> None:
+        self._requests: queue.SimpleQueue[_Turn] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._last: dict[int, float] = {}
+        self._thread: threading.Thread | None = None
+        self._local: dict[int, float] = {}
 
     def wait_turn(self, endpoint_id: int, rate: int) -> None:
+        turn = _Turn(endpoint_id, PACE / rate, Future())
         with self._lock:
-            now = time.monotonic()
-            start = max(now, self._last.get(endpoint_id, now) + 1 / rate)
-            self._last[endpoint_id] = start
-        if start > now:
-            time.sleep(start - now)
+            if self._thread is None:
+                # A daemon: it holds nothing to finish, and a turn not taken is taken locally.
+                self._thread = threading.Thread(target=self._run, name="webhook-pace", daemon=True)
+                self._thread.start()
+        while True:
+            start = self._turn(turn)
+            delay = start - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            if time.time() - start <= LATE_SECONDS:
+                return
+            # Woken too late (the process stopped while this thread slept): the turns after
+            # this one may be going out now. This one is let go, and the next free one taken.
+            turn = _Turn(turn.endpoint_id, turn.step, Future())
+
+    def _turn(self, turn: "_Turn") -> float:
+        self._requests.put(turn)
+        try:
+            return turn.start.result(timeout=TURN_TIMEOUT)
+        except Exception:  # the database is away: this process's turn will do
+            return self._local_turn(turn)
+
+    def _local_turn(self, turn: "_Turn") -> float:
+        with self._lock:
+            now = time.time()
+            start = max(now, self._local.get(turn.endpoint_id, now))
+            self._local[turn.endpoint_id] = start + turn.step
+            return start
+
+    def _run(self) -> None:
+        while True:
+            asked: defaultdict[int, list[_Turn]] = defaultdict(list)
+            turn = self._requests.get()
+            while True:
+                asked[turn.endpoint_id].append(turn)
+                try:
+                    turn = self._requests.get_nowait()
+                except queue.Empty:
+                    break
+            # The connection is looked after as a request's would be.
+            close_old_connections()
+            for endpoint_id, turns in asked.items():
+                step = turns[0].step
+                try:
+                    first = turns_take(endpoint_id, step, len(turns))
+                except Exception as error:  # handed to the sending threads
+                    logger.warning("taking rate-limit turns failed: %s", error)
+                    for turn in turns:
+                        turn.start.set_exception(error)
+                    continue
+                for i, turn in enumerate(turns):
+                    turn.start.set_result(first + i * step)
+            close_old_connections()
+
+
+@dataclass(slots=True)
+class _Turn:
+    endpoint_id: int
+    step: float
+    start: "Future[float]"
+
+
+_TURNS = """
+INSERT INTO {pace} (endpoint_id, next_start) VALUES (%s, %s)
+ON CONFLICT (endpoint_id) DO UPDATE SET next_start = CASE
+    WHEN {pace}.next_start > excluded.next_start - %s THEN {pace}.next_start + %s
+    ELSE excluded.next_start END
+RETURNING next_start
+"""
+
+
+def turns_take(endpoint_id: int, step: float, count: int) -> float:
+    """When the first of `count` requests to the endpoint may start (seconds since the epoch),
+    the others following `step` apart: now, or `step` after the turn before them if that is
+    later; one statement, whichever process asks, however many turns it takes."""
+    now = time.time()
+    span = step * count
+    with connection.cursor() as cursor:
+        statement = _TURNS.format(pace=Pace._meta.db_table)
+        cursor.execute(statement, [endpoint_id, now + span, span, span])
+        (next_start,) = cursor.fetchone()
+    return float(next_start) - span

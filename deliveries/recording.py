@@ -275,7 +275,8 @@ class LateRecorder:
 
     (A thread per task's stragglers, each with its own connection, ran a PostgreSQL with
     max_connections = 100 out of slots with four worker processes.) A worker process thus
-    holds at most CELERY_WORKER_CONCURRENCY + 1 connections.
+    holds at most CELERY_WORKER_CONCURRENCY + 1 connections (+ 1 for the rate limits' turns,
+    deliveries.rates.Pacer, once it sends to a limited endpoint).
 
     What has ended is recorded together, in one transaction whatever the claims it belongs
     to: while one round is being written, the next gathers. The thread also runs the process's

@@ -290,6 +290,15 @@ class CeleryWorker:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
 
+    def starve(self, seconds: float) -> None:
+        """Stops the worker's whole process group for `seconds` (SIGSTOP, then SIGCONT): a
+        process the CPUs leave waiting, at will."""
+        os.killpg(self.process.pid, signal.SIGSTOP)
+        try:
+            time.sleep(seconds)
+        finally:
+            os.killpg(self.process.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
