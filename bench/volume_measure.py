@@ -260,12 +260,15 @@ def engine_figures(plans: dict[str, str] | None) -> dict[str, float]:
     from deliveries import claiming
     from deliveries.services import deliveries_sweep
 
-    def sweep(due: list[int], now: datetime) -> None:
+    def sweep(due: dict[int, int], now: datetime) -> None:
         deliveries_sweep(now=now)
 
-    def claim(due: list[int], now: datetime) -> None:
-        half = len(due) // 2
-        claiming.claim(due[:half], len(due) - half, now, uuid.uuid4(), held=False)
+    def claim(due: dict[int, int], now: datetime) -> None:
+        # As a task the sweep queued: its deliveries, with their events.
+        asked = list(due)[: len(due) // 2]
+        events = {due[pk] for pk in asked}
+        room = len(due) - len(asked)
+        claiming.claim(asked, room, now, uuid.uuid4(), held=False, event_ids=events)
 
     calls = {"sweep_ms": sweep, "claim_ms": claim}
     times: dict[str, list[float]] = {name: [] for name in calls}
@@ -295,12 +298,12 @@ def engine_figures(plans: dict[str, str] | None) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def _make_due() -> list[int]:
-    """The newest DUE_ROWS deliveries made pending and due a minute ago, as a retry leaves
-    them (inside the caller's transaction, which rolls them back)."""
+def _make_due() -> dict[int, int]:
+    """The newest DUE_ROWS deliveries (delivery: event) made pending and due a minute ago, as a
+    retry leaves them (inside the caller's transaction, which rolls them back)."""
     from deliveries.models import Delivery
 
-    newest = Delivery.objects.order_by("-id").values_list("id", flat=True)[:DUE_ROWS]
+    newest = dict(Delivery.objects.order_by("-id").values_list("id", "event_id")[:DUE_ROWS])
     ids = list(newest)
     Delivery.objects.filter(id__in=ids).update(
         status=Delivery.Status.PENDING,
@@ -310,7 +313,7 @@ def _make_due() -> list[int]:
         claim_token=None,
         completed_at=None,
     )
-    return ids
+    return newest
 
 
 # --- retention -------------------------------------------------------------------------------

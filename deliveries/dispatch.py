@@ -172,6 +172,7 @@ def deliveries_send(
     top_up: bool = True,
     wait_for_all: bool = False,
     held_with: uuid.UUID | None = None,
+    event_ids: list[int] | None = None,
 ) -> None:
     """Attempts every delivery in `delivery_ids` that is due and not held by another worker,
     or, with `held_with`, those of them the caller already claimed with that token (fan-out
@@ -186,6 +187,9 @@ def deliveries_send(
     thread as they end, and this returns: a task never waits on a slow endpoint, so a dead
     endpoint cannot hold the worker's task slots. `wait_for_all` waits for them instead (for a
     caller that reports the outcome).
+
+    `event_ids`, when the caller knows them, are the deliveries' events: the claim then looks in
+    their days' partitions only (claiming.claim).
 
     Each database step goes through a transient error (PostgreSQL restarting or out of
     connection slots) by trying again (`transient.retrying`): what is claimed here is held by
@@ -206,6 +210,7 @@ def deliveries_send(
                 top_up=top_up,
                 wait_for_all=wait_for_all,
                 held=held_with is not None,
+                event_ids=event_ids,
                 token=token,
                 chain=chain,
                 ahead=ahead,
@@ -214,6 +219,7 @@ def deliveries_send(
                 return
             # An ordered endpoint's next delivery, released as its head ended: sent from here.
             delivery_ids, held_with, token, top_up = released, chain.token, chain.token, False
+            event_ids = None
     finally:
         if ahead.started:  # sent as a head succeeded, and not released to this task after all
             engine().recorder.watch(list(ahead.started.values()), token)
@@ -263,6 +269,7 @@ def _send_batch(
     top_up: bool,
     wait_for_all: bool,
     held: bool,
+    event_ids: list[int] | None,
     token: uuid.UUID,
     chain: recording.Chain | None,
     ahead: Ahead,
@@ -272,7 +279,7 @@ def _send_batch(
     room = settings.WEBHOOKS_DELIVERY_BATCH_SIZE - len(delivery_ids) if top_up else 0
     # Released to this task's chain, and loaded while their heads were in flight.
     deliveries = (held and not room and ahead.take(delivery_ids)) or claiming.claim(
-        delivery_ids, max(room, 0), now, token, held=held
+        delivery_ids, max(room, 0), now, token, held=held, event_ids=event_ids
     )
     if not deliveries:
         return []

@@ -5,6 +5,8 @@ by name (Celery's `send_task`, which applies the same routes) keeps the arrow on
 module needs the task's name, not its code.
 """
 
+from collections.abc import Mapping
+
 from celery import current_app
 from django.conf import settings
 
@@ -20,11 +22,14 @@ def fan_out_queue(event_ids: list[int]) -> None:
         current_app.send_task(FAN_OUT_TASK, args=[event_id])
 
 
-def deliveries_queue(delivery_ids: list[int]) -> None:
-    """Send tasks for these deliveries, in batches."""
+def deliveries_queue(delivery_ids: list[int], event_of: Mapping[int, int] | None = None) -> None:
+    """Send tasks for these deliveries, in batches; with `event_of` (delivery: its event), each
+    task carries its batch's events too, for its claim to look in their partitions only."""
     size = settings.WEBHOOKS_DELIVERY_BATCH_SIZE
     for start in range(0, len(delivery_ids), size):
-        current_app.send_task(DELIVER_TASK, args=[delivery_ids[start : start + size]])
+        batch = delivery_ids[start : start + size]
+        kwargs = {"event_ids": sorted({event_of[d] for d in batch})} if event_of else {}
+        current_app.send_task(DELIVER_TASK, args=[batch], kwargs=kwargs)
 
 
 def recoveries_queue(recovery_ids: list[int]) -> None:

@@ -238,17 +238,20 @@ def deliveries_sweep(*, now: datetime | None = None) -> int:
 
 def _sweep(now: datetime) -> int:
     stale = now - timedelta(seconds=settings.WEBHOOKS_REENQUEUE_AFTER)
-    ids = list(
+    event_of = dict(
         deliveries_due(now)
         .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale))
         .order_by("next_attempt_at")
-        .values_list("id", flat=True)[:SWEEP_LIMIT]
+        .values_list("id", "event_id")[:SWEEP_LIMIT]
     )
+    ids = list(event_of)
     if ids:
-        Delivery.objects.filter(id__in=ids).update(enqueued_at=now)
+        # With their events, PostgreSQL looks in those days' partitions only.
+        events = set(event_of.values())
+        Delivery.objects.filter(id__in=ids, event_id__in=events).update(enqueued_at=now)
         # After the COMMIT: until then the UPDATE holds these rows locked, and a worker quick
         # to take the task would skip them (SKIP LOCKED) and send nothing.
-        transaction.on_commit(lambda: queue.deliveries_queue(ids), robust=True)
+        transaction.on_commit(lambda: queue.deliveries_queue(ids, event_of), robust=True)
     lost_events = list(
         # Not fanned out this long after publishing: its fan-out task was lost.
         Event.objects.filter(fanned_out_at__isnull=True, created_at__lt=stale)

@@ -49,16 +49,20 @@ def fan_out_task(event_id: int) -> None:
             partial(services.event_fan_out, event_id=event_id, first_claim=first),
             "fanning out an event",
         )
-        queue.deliveries_queue(delivery_ids[size:])
+        rest = delivery_ids[size:]
+        queue.deliveries_queue(rest, dict.fromkeys(rest, event_id))
         if delivery_ids:
-            dispatch.deliveries_send(delivery_ids=delivery_ids[:size], held_with=first.token)
+            dispatch.deliveries_send(
+                delivery_ids=delivery_ids[:size], held_with=first.token, event_ids=[event_id]
+            )
 
 
 @shared_task(name=queue.DELIVER_TASK, ignore_result=True, **_ON_DATABASE_ERRORS)
-def deliver_task(delivery_ids: list[int]) -> None:
-    """Attempts a batch of deliveries (those still due and unclaimed)."""
+def deliver_task(delivery_ids: list[int], event_ids: list[int] | None = None) -> None:
+    """Attempts a batch of deliveries (those still due and unclaimed); `event_ids`, if the
+    queuer knew them, are their events."""
     with log_context(delivery_pks=delivery_ids):
-        dispatch.deliveries_send(delivery_ids=delivery_ids)
+        dispatch.deliveries_send(delivery_ids=delivery_ids, event_ids=event_ids)
 
 
 @shared_task(name="deliveries.sweep", ignore_result=True, expires=30)

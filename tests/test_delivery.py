@@ -376,3 +376,31 @@ def test_fan_out_makes_its_first_batch_claimed_for_the_sender_alone(api, receive
     assert set(Delivery.objects.filter(id__in=ids).values_list("status", "claim_token")) == {
         ("succeeded", None)
     }
+
+
+def test_a_send_told_its_deliveries_events_claims_those_of_these_events_only(api, receiver):
+    """The events a send is told (a fan-out's, the sweep's) narrow its claim to their days'
+    partitions: a delivery of an event it was not told is left for the sweep, and naming more
+    events than needed does no harm."""
+    from deliveries.dispatch import deliveries_send
+    from deliveries.services import FirstClaim, event_fan_out
+
+    api.create_endpoint(f"{receiver.url}/told")
+    unclaimed = FirstClaim(token=uuid.uuid4(), until=timezone.now(), count=0)
+    with transaction.atomic():  # fanned out here, before the worker can (see above)
+        first = event_publish(environment=api.environment, type="packet.created", data={})
+        second = event_publish(environment=api.environment, type="packet.created", data={})
+        [one] = event_fan_out(event_id=first.pk, first_claim=unclaimed)
+        [two] = event_fan_out(event_id=second.pk, first_claim=unclaimed)
+
+    deliveries_send(delivery_ids=[one, two], top_up=False, wait_for_all=True, event_ids=[first.pk])
+    assert [json.loads(r.body)["id"] for r in receiver.received()] == [first.public_id]
+    assert Delivery.objects.get(pk=two).attempt_count == 0
+
+    deliveries_send(
+        delivery_ids=[two], top_up=False, wait_for_all=True, event_ids=[first.pk, second.pk]
+    )
+    assert [json.loads(r.body)["id"] for r in receiver.received()] == [
+        first.public_id,
+        second.public_id,
+    ]
