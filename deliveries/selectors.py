@@ -4,7 +4,7 @@
 from collections import Counter
 from datetime import datetime
 
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet, prefetch_related_objects
 
 from accounts.models import Environment
 from core.ids import is_public_id
@@ -83,12 +83,24 @@ def event_deliveries(event: Event) -> list[Delivery]:
 
 
 def endpoint_deliveries(endpoint: WebhookEndpoint) -> QuerySet[Delivery]:
-    """An endpoint's deliveries, each with its event and its attempts in order."""
-    return (
-        Delivery.objects.filter(endpoint=endpoint)
-        .select_related("event", "endpoint")
-        .prefetch_related(Prefetch("attempts", queryset=DeliveryAttempt.objects.order_by("number")))
-    )
+    """An endpoint's deliveries, each with its event (`with_attempts` adds their attempts)."""
+    return Delivery.objects.filter(endpoint=endpoint).select_related("event", "endpoint")
+
+
+def with_attempts(deliveries: list[Delivery]) -> list[Delivery]:
+    """These deliveries, each with its attempts in order, in one query that names their events:
+    PostgreSQL then reads those days' partitions only (deliveries.partitions), where a prefetch
+    by delivery ids alone read every day's (a parallel scan of 35, ~23 ms for a page of 100)."""
+    events = {d.event_id for d in deliveries}
+    attempts = DeliveryAttempt.objects.filter(event_id__in=events).order_by("number")
+    prefetch_related_objects(deliveries, Prefetch("attempts", queryset=attempts))
+    return deliveries
+
+
+def endpoint_delivery_with_attempts(endpoint: WebhookEndpoint, delivery: Delivery) -> Delivery:
+    """The endpoint's delivery as it is now, with its event and attempts."""
+    rows = endpoint_deliveries(endpoint).filter(pk=delivery.pk, event_id=delivery.event_id)
+    return with_attempts([rows.get()])[0]
 
 
 def delivery_get(*, environment: Environment, public_id: str) -> Delivery | None:
@@ -115,12 +127,14 @@ def endpoint_delivery_page(
     rows = endpoint_deliveries(endpoint)
     if status is not None:
         rows = rows.filter(status=status)
-    return keyset_page(
+    found = keyset_page(
         rows,
         page,
         find_cursor=lambda public_id: delivery_get(environment=environment, public_id=public_id),
         object_name="delivery",
     )
+    with_attempts(found.items)
+    return found
 
 
 def recovery_get(*, environment: Environment, public_id: str) -> Recovery | None:

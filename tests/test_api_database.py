@@ -129,3 +129,11 @@ def test_the_api_prepares_no_statement_on_the_server(api):
             cursor.execute("SELECT name, statement FROM pg_prepared_statements")
             prepared = cursor.fetchall()
     assert prepared == [], prepared
+
+
+def test_the_service_plans_no_parallel_queries(db):
+    """Its statements read a page or a batch by index: a parallel plan's workers take longer to
+    start than that (config/settings/base.py). Set at connection start, for every process."""
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW max_parallel_workers_per_gather")
+        assert cursor.fetchone()[0] == "0"

@@ -58,7 +58,8 @@ def pgbouncer(transactional_db):
         upstream=upstream,
         databases={
             workers_entry(database): (
-                f"{upstream} dbname={database} connect_query='SET synchronous_commit = off'"
+                f"{upstream} dbname={database} connect_query='SET synchronous_commit = off; "
+                "SET max_parallel_workers_per_gather = 0'"
             )
         },
     )

@@ -183,7 +183,7 @@ class EndpointTestEventViewSet(ApiViewSet):
         delivery = services.endpoint_test_event_send(endpoint=endpoint, enqueue=False)
         # Sent here, in this request: the caller wants the outcome, not a promise.
         dispatch.deliveries_send(delivery_ids=[delivery.pk], top_up=False, wait_for_all=True)
-        delivery = selectors.endpoint_deliveries(endpoint).get(pk=delivery.pk)
+        delivery = selectors.endpoint_delivery_with_attempts(endpoint, delivery)
         return Response(DeliveryWithAttemptsOutput(delivery).data)
 
 
@@ -220,5 +220,5 @@ class DeliveryViewSet(ApiViewSet):
                 param="delivery_id",
             )
         delivery = services.delivery_retry_now(delivery=delivery)
-        delivery = selectors.endpoint_deliveries(delivery.endpoint).get(pk=delivery.pk)
+        delivery = selectors.endpoint_delivery_with_attempts(delivery.endpoint, delivery)
         return Response(DeliveryWithAttemptsOutput(delivery).data, status=202)

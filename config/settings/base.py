@@ -86,12 +86,19 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Nothing is prepared on the server, so any pooler in transaction mode can carry the
 # connections (PgBouncer tracks prepared statements only from 1.21). The ORM's cursors bind on
 # the client and never prepare; this stops psycopg preparing on its own for any other cursor.
-POSTGRESQL_OPTIONS = {"prepare_threshold": None}
+POSTGRESQL_OPTIONS: dict[str, object] = {"prepare_threshold": None}
 # Declares a pooler in transaction mode (PgBouncer's pool_mode = transaction) between the
 # service and PostgreSQL: a server session then serves other clients between our transactions,
 # so nothing may outlive one (no server-side cursor, no session SET; README: Behind PgBouncer).
 DATABASE_TRANSACTION_POOLING = env.bool("DATABASE_TRANSACTION_POOLING", default=False)
 DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = DATABASE_TRANSACTION_POOLING
+# No parallel plans: every statement of the service reads a page or a batch by index, and a
+# parallel plan's workers take longer to start (~10-15 ms) than such a statement takes to run;
+# over a month of day partitions the planner chose them for a pending filter that then took
+# 16 ms instead of 1.5 (docs/volume.md). Set at connection start, so no session SET is left
+# behind; behind a pooler, its connect_query sets it (README: Behind PgBouncer).
+if not DATABASE_TRANSACTION_POOLING:
+    POSTGRESQL_OPTIONS["options"] = "-c max_parallel_workers_per_gather=0"
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["OPTIONS"] = {
         **POSTGRESQL_OPTIONS,
