@@ -131,9 +131,12 @@ def test_the_api_prepares_no_statement_on_the_server(api):
     assert prepared == [], prepared
 
 
-def test_the_service_plans_no_parallel_queries(db):
+def test_the_service_plans_no_parallel_queries_and_compiles_none(db):
     """Its statements read a page or a batch by index: a parallel plan's workers take longer to
-    start than that (config/settings/base.py). Set at connection start, for every process."""
+    start than that, and JIT longer to compile (config/settings/base.py). Set at connection
+    start, for every process."""
     with connection.cursor() as cursor:
         cursor.execute("SHOW max_parallel_workers_per_gather")
         assert cursor.fetchone()[0] == "0"
+        cursor.execute("SHOW jit")
+        assert cursor.fetchone()[0] == "off"

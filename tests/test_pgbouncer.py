@@ -59,7 +59,7 @@ def pgbouncer(transactional_db):
         databases={
             workers_entry(database): (
                 f"{upstream} dbname={database} connect_query='SET synchronous_commit = off; "
-                "SET max_parallel_workers_per_gather = 0'"
+                "SET max_parallel_workers_per_gather = 0; SET jit = off'"
             )
         },
     )

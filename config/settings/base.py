@@ -92,13 +92,15 @@ POSTGRESQL_OPTIONS: dict[str, object] = {"prepare_threshold": None}
 # so nothing may outlive one (no server-side cursor, no session SET; README: Behind PgBouncer).
 DATABASE_TRANSACTION_POOLING = env.bool("DATABASE_TRANSACTION_POOLING", default=False)
 DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = DATABASE_TRANSACTION_POOLING
-# No parallel plans: every statement of the service reads a page or a batch by index, and a
-# parallel plan's workers take longer to start (~10-15 ms) than such a statement takes to run;
-# over a month of day partitions the planner chose them for a pending filter that then took
-# 16 ms instead of 1.5 (docs/volume.md). Set at connection start, so no session SET is left
-# behind; behind a pooler, its connect_query sets it (README: Behind PgBouncer).
+# No parallel plans and no JIT: every statement of the service reads a page or a batch by
+# index, and a parallel plan's workers take longer to start (~10-15 ms) than such a statement
+# takes to run, as JIT's compiling does (100-230 ms) once a month of day partitions lifts a
+# plan's estimated cost past jit_above_cost (docs/volume.md). Set at connection start, so no
+# session SET is left behind; behind a pooler, its connect_query sets them (README: Behind
+# PgBouncer).
+OLTP_SESSION = {"max_parallel_workers_per_gather": "0", "jit": "off"}
 if not DATABASE_TRANSACTION_POOLING:
-    POSTGRESQL_OPTIONS["options"] = "-c max_parallel_workers_per_gather=0"
+    POSTGRESQL_OPTIONS["options"] = " ".join(f"-c {k}={v}" for k, v in OLTP_SESSION.items())
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["OPTIONS"] = {
         **POSTGRESQL_OPTIONS,
