@@ -259,6 +259,10 @@ class AttemptInline(ReadOnlyTabularInline):
         return Truncator(start).chars(RESPONSE_EXCERPT_CHARS)
 
 
+# The statuses delivery_outcome_idx holds.
+OUTCOME_STATUSES = (Delivery.Status.FAILED, Delivery.Status.CANCELLED)
+
+
 @admin.register(Delivery)
 class DeliveryAdmin(
     ObjectActions, DeliveryColumns, EndpointLinkMixin, PublicIdSearchMixin, BigTableAdmin
@@ -302,6 +306,14 @@ class DeliveryAdmin(
     inlines = (AttemptInline,)
     actions = ("retry_now",)
     object_actions = {"retry_now": "Retry now"}
+
+    def get_ordering(self, request: HttpRequest) -> Any:
+        # A failed or cancelled list newest first, as delivery_outcome_idx holds those rows. By
+        # id, PostgreSQL read back through each day's partition until a row of that status:
+        # all of a day with none (190,500 rows of today's, 57 ms, in bench.volume at 20 M).
+        if request.GET.get("status__exact") in OUTCOME_STATUSES:
+            return ("-created_at", "-id")
+        return super().get_ordering(request)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Delivery]:
         # The joins serve the object page too; the event's body is never shown here.

@@ -186,3 +186,25 @@ def test_a_partitioned_big_table_is_estimated_from_its_partitions(
             cursor.execute(f"ANALYZE {table}")
     url = reverse("admin:deliveries_delivery_changelist")
     assert "about 120 deliveries" in uncounted_page(admin_client, url, monkeypatch)
+
+
+def test_failed_and_cancelled_lists_read_in_the_order_their_index_holds(
+    admin_client, environment, receiver
+):
+    """Newest created first, as delivery_outcome_idx holds failed and cancelled rows: in id
+    order PostgreSQL would read back through a day's partition until a row of that status."""
+    add_endpoints(environment, receiver, 6)
+    publish_and_send(environment)
+    url = reverse("admin:deliveries_delivery_changelist")
+    for status in ("failed", "cancelled"):
+        [page] = [
+            sql
+            for sql in queries_for(admin_client, f"{url}?status__exact={status}")
+            if "ORDER BY" in sql and '"deliveries_delivery"."status" =' in sql
+        ]
+        order = page.split("ORDER BY", 1)[1]
+        assert order.strip().startswith(
+            '"deliveries_delivery"."created_at" DESC, "deliveries_delivery"."id" DESC'
+        ), page
+    everything = [sql for sql in queries_for(admin_client, url) if "ORDER BY" in sql]
+    assert any('ORDER BY "deliveries_delivery"."id" DESC' in sql for sql in everything)
