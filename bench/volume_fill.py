@@ -47,6 +47,12 @@ ENDPOINTS = FAN_OUT
 RETRIED_THEN_SUCCEEDED = 20
 FAILED = 49
 PENDING = 1  # only in the last day, and on every 10,000th event (retrying past retention)
+# The live set, the same at any scale: of the newest LIVE_EVENTS events (the fan event among
+# them), one delivery in LIVE_ONE_IN is still retrying. How many deliveries are in flight
+# depends on the traffic of the last minutes, not on the history kept, so both databases of
+# bench.volume show the same pending lists (full pages: 100 of the huge endpoint's).
+LIVE_EVENTS = 1000
+LIVE_ONE_IN = 10
 BODY_PADDING = 330  # characters of `data.note`: bodies of ~500 bytes
 SLUG = "volume"
 
@@ -115,11 +121,13 @@ def _partitioned(table: str) -> bool:
 # statements that read it (deliveries and their attempts).
 _DELIVERY_SOURCE = """
 SELECT g + %(id_base)s AS event_id, id, endpoint_id, ts, r,
-       CASE WHEN r < {succeeded_once} THEN 1
+       CASE WHEN g >= %(live_from)s AND r %% {live_one_in} = 0 THEN 1
+            WHEN r < {succeeded_once} THEN 1
             WHEN r < {succeeded} THEN 2
             WHEN r < {failed} OR NOT (ts >= %(last_day)s OR g %% 10000 = 0) THEN %(max_attempts)s
             ELSE 2 END AS attempts,
-       CASE WHEN r < {succeeded} THEN 'succeeded'
+       CASE WHEN g >= %(live_from)s AND r %% {live_one_in} = 0 THEN 'pending'
+            WHEN r < {succeeded} THEN 'succeeded'
             WHEN r < {failed} OR NOT (ts >= %(last_day)s OR g %% 10000 = 0) THEN 'failed'
             ELSE 'pending' END AS status
 FROM (
@@ -160,6 +168,7 @@ def _source(pairs: str) -> str:
         succeeded_once=succeeded_once,
         succeeded=succeeded_once + RETRIED_THEN_SUCCEEDED,
         failed=succeeded_once + RETRIED_THEN_SUCCEEDED + FAILED,
+        live_one_in=LIVE_ONE_IN,
     )
 
 
@@ -280,9 +289,10 @@ class Definitions:
 # --- the fill ---------------------------------------------------------------------------------
 
 
-def fill(scale: float, log: Callable[[str], None] = print) -> Filled:
+def fill(scale: float, log: Callable[[str], None] = print, *, live_set: bool = True) -> Filled:
     """Fills the (freshly migrated) bench database; returns what it made, also stored as the
-    database's comment."""
+    database's comment. Without `live_set`, nothing is in flight at its end but the last day's
+    and the retrying events' (the week, bench.volume_week, makes its own survivors)."""
     tables = _tables()
     events = max(DAYS, round(FULL_EVENTS * scale))
     fill_seconds: dict[str, float] = {}
@@ -343,7 +353,12 @@ def fill(scale: float, log: Callable[[str], None] = print) -> Filled:
         definitions.drop()
     if len(plain) < len(tables):
         _day_partitions(start, end)
-    params = statement_params(tenant.environment.pk, first, last_day=end - timedelta(days=1))
+    params = statement_params(
+        tenant.environment.pk,
+        first,
+        last_day=end - timedelta(days=1),
+        live_from=events + 1 - LIVE_EVENTS + 1 if live_set else None,  # the fan event: events + 1
+    )
     statements = insert_statements()
     for name, (day_statement, fan_statement) in statements.items():
         started = time.perf_counter()
@@ -367,11 +382,17 @@ def fill(scale: float, log: Callable[[str], None] = print) -> Filled:
 
 
 def statement_params(
-    environment_id: int, endpoint_first_id: int, *, last_day: datetime
+    environment_id: int,
+    endpoint_first_id: int,
+    *,
+    last_day: datetime,
+    live_from: int | None = None,
 ) -> dict[str, Any]:
     """The parameters `insert_statements` share (a chunk adds its own); deliveries of events
-    from `last_day` on may still be pending."""
+    from `last_day` on may still be pending, and those of the live set (events from ordinal
+    `live_from` on; none without it)."""
     return {
+        "live_from": 2**62 if live_from is None else live_from,
         "environment": environment_id,
         "api_version": settings.API_VERSIONS[-1],
         "types": EVENT_TYPE_NAMES,

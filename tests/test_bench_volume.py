@@ -102,7 +102,7 @@ def test_the_fill_makes_a_month_the_product_reads():
 @pytest.mark.slow
 @pytest.mark.usefixtures("history_as_migrated")
 def test_a_week_of_writes_and_retention_keeps_history_flat():
-    filled = volume_fill.fill(SCALE, log=lambda line: None)
+    filled = volume_fill.fill(SCALE, log=lambda line: None, live_set=False)
     week = volume_week.week(log=lambda line: None)
 
     days = week["days"]
