@@ -7,7 +7,7 @@ import json
 from typing import Any, ClassVar
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 from django.db.models.functions import Substr
 from django.http import HttpRequest
 from django.urls import reverse
@@ -276,7 +276,8 @@ class DeliveryAdmin(
         "last_response",
         "created_and_next",
     )
-    list_select_related = ("event", "endpoint")
+    # The events come in a query of their own (get_queryset): see there.
+    list_select_related = ("endpoint",)
     list_filter = ("status", *BY_ENDPOINT_TENANT)
     search_fields = ("public_id",)
     search_help_text = "Delivery (dlv_…), event (evt_…) or endpoint (we_…) id, exact."
@@ -308,20 +309,29 @@ class DeliveryAdmin(
     object_actions = {"retry_now": "Retry now"}
 
     def get_ordering(self, request: HttpRequest) -> Any:
-        # A failed or cancelled list newest first, as delivery_outcome_idx holds those rows. By
+        # Each filtered list in the order of the index that holds its rows. A failed or
+        # cancelled list newest first, as delivery_outcome_idx holds those rows. By
         # id, PostgreSQL read back through each day's partition until a row of that status:
         # all of a day with none (190,500 rows of today's, 57 ms, in bench.volume at 20 M).
-        if request.GET.get("status__exact") in OUTCOME_STATUSES:
+        status = request.GET.get("status__exact")
+        if status in OUTCOME_STATUSES:
             return ("-created_at", "-id")
+        # The pending ones soonest due first, as delivery_due_idx holds them (the parked ones of
+        # ordered endpoints, due when their turn comes, last). By id it read 5.5 s at 20 M.
+        if status == Delivery.Status.PENDING:
+            return ("next_attempt_at", "-id")
         return super().get_ordering(request)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Delivery]:
-        # The joins serve the object page too; the event's body is never shown here.
+        # The page's events are read by their ids, which PostgreSQL finds in their partitions
+        # alone; joined, the planner read all 2 M events of bench.volume to sort a pending
+        # list (1.1 s). The body is never shown here.
+        events = Event.objects.defer("body")
         return (
             super()
             .get_queryset(request)
             .select_related(*self.list_select_related)
-            .defer("event__body")
+            .prefetch_related(Prefetch("event", queryset=events))
         )
 
     @admin.display(description="event")

@@ -188,23 +188,29 @@ def test_a_partitioned_big_table_is_estimated_from_its_partitions(
     assert "about 120 deliveries" in uncounted_page(admin_client, url, monkeypatch)
 
 
-def test_failed_and_cancelled_lists_read_in_the_order_their_index_holds(
+def test_filtered_delivery_lists_read_in_the_order_their_index_holds(
     admin_client, environment, receiver
 ):
-    """Newest created first, as delivery_outcome_idx holds failed and cancelled rows: in id
-    order PostgreSQL would read back through a day's partition until a row of that status."""
+    """Failed and cancelled newest created first, as delivery_outcome_idx holds them, pending
+    soonest due first, as delivery_due_idx does: in id order PostgreSQL read back through a
+    day's partition until a row of that status."""
     add_endpoints(environment, receiver, 6)
     publish_and_send(environment)
     url = reverse("admin:deliveries_delivery_changelist")
-    for status in ("failed", "cancelled"):
+    orders = {
+        "failed": '"deliveries_delivery"."created_at" DESC, "deliveries_delivery"."id" DESC',
+        "cancelled": '"deliveries_delivery"."created_at" DESC, "deliveries_delivery"."id" DESC',
+        # Soonest due first, as delivery_due_idx holds the pending ones.
+        "pending": '"deliveries_delivery"."next_attempt_at" ASC',
+    }
+    for status, expected in orders.items():
         [page] = [
             sql
             for sql in queries_for(admin_client, f"{url}?status__exact={status}")
             if "ORDER BY" in sql and '"deliveries_delivery"."status" =' in sql
         ]
-        order = page.split("ORDER BY", 1)[1]
-        assert order.strip().startswith(
-            '"deliveries_delivery"."created_at" DESC, "deliveries_delivery"."id" DESC'
-        ), page
+        assert page.split("ORDER BY", 1)[1].strip().startswith(expected), page
+        # The page's events are read by id, not joined (see DeliveryAdmin.get_queryset).
+        assert '"deliveries_event"' not in page, page
     everything = [sql for sql in queries_for(admin_client, url) if "ORDER BY" in sql]
     assert any('ORDER BY "deliveries_delivery"."id" DESC' in sql for sql in everything)
