@@ -170,20 +170,22 @@ class Pacer:
                     turn = self._requests.get_nowait()
                 except queue.Empty:
                     break
-            # The connection is looked after as a request's would be.
-            close_old_connections()
+            try:
+                # The connection is looked after as a request's would be.
+                close_old_connections()
+            except Exception:  # the turns below meet it and say so; the thread goes on
+                logger.debug("closing the pacer's connection failed", exc_info=True)
             for endpoint_id, turns in asked.items():
                 step = turns[0].step
                 try:
                     first = turns_take(endpoint_id, step, len(turns))
-                except Exception as error:  # handed to the sending threads
+                except Exception as error:  # handed to the sending threads; the thread goes on
                     logger.warning("taking rate-limit turns failed: %s", error)
                     for turn in turns:
                         turn.start.set_exception(error)
                     continue
                 for i, turn in enumerate(turns):
                     turn.start.set_result(first + i * step)
-            close_old_connections()
 
 
 @dataclass(slots=True)
