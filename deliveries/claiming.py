@@ -178,8 +178,7 @@ def _claim_rows(
                 sql.statement(_TOP_UP, lock=lock), [t_now, t_now, room, lease_until, token_value]
             )
         else:
-            events = sorted(event_ids or ())
-            in_events = f" AND event_id IN ({sql.marks(events)})" if events else ""
+            in_events, events = _among_events(["event_id"], event_ids)
             asked = [*delivery_ids, *events, t_now, t_now]
             cursor.execute(
                 sql.statement(_CLAIM, batch=sql.marks(delivery_ids), events=in_events, lock=lock),
@@ -195,18 +194,23 @@ def load(
     no token, of these deliveries whoever holds them: a look ahead, deliveries.ordering.peek).
     `event_ids`, if given, are their events (see `claim`)."""
     held, params = ("d.claim_token = %s", [sql.db_uuid(token)]) if token else ("TRUE", [])
-    events = sorted(event_ids or ())
-    in_events = (
-        f" AND d.event_id IN ({sql.marks(events)}) AND e.id IN ({sql.marks(events)})"
-        if events
-        else ""
-    )
+    in_events, events = _among_events(["d.event_id", "e.id"], event_ids)
     with connection.cursor() as cursor:
         cursor.execute(
             sql.statement(_LOAD, ids=sql.marks(delivery_ids), events=in_events, held=held),
-            [*delivery_ids, *events, *events, *params],
+            [*delivery_ids, *events, *params],
         )
         return [_claimed(dict(zip(_LOADED, row, strict=True))) for row in cursor.fetchall()]
+
+
+def _among_events(columns: list[str], event_ids: Collection[int] | None) -> tuple[str, list[int]]:
+    """` AND <column> IN (%s, …)` for each of these columns, and its parameters: how a statement
+    names its rows' events, for PostgreSQL to plan and read their partitions only. Nothing
+    without events."""
+    events = sorted(event_ids or ())
+    if not events:
+        return "", []
+    return "".join(f" AND {c} IN ({sql.marks(events)})" for c in columns), events * len(columns)
 
 
 def json_column(value: Any) -> Any:
