@@ -1,13 +1,17 @@
 """Delivery control workloads on the real stack (the contract's "Delivery control").
 
-    python -m bench.control [--quick] [--workers N] [--only ordered,rate,recovery]
+    python -m bench.control [--quick] [--workers N] [--only ordered,rate,recovery] [--rounds N]
 
 - ordered: ORDERED_EVENTS events, one after another, to one ordered endpoint whose receiver
   answers in RECEIVER_DELAY seconds; deliveries/s against the ceiling of one request at a time
   (1 / the round trip, measured by a bare loop of one request at a time to the same receiver),
   and whether every event was first received in publication order.
 - rate: a RATE_LIMIT/s endpoint beside 10 unlimited ones, against the same 10 without it: the
-  limited endpoint's measured rate, and the unlimited ones' deliveries/s in both runs.
+  limited endpoint's rate (its recorded starts, with a backlog of BACKLOG_SECONDS of its own
+  events published first, so that it always has more than its limit lets through), and the
+  unlimited ones' deliveries/s in both runs; then against the same 10 beside an 11th endpoint
+  without a limit and without the backlog, which gets the run's deliveries: what the limit
+  costs the others apart from the work of sending to it. `--rounds N` runs the three N times.
 - recovery: RECOVERY_DELIVERIES failed deliveries of one endpoint (made in bulk, as the product
   leaves them after the last retry) sent again by a recovery, seconds from asking for it to
   the last receipt, against as many fresh deliveries to one endpoint from the first publish;
@@ -20,6 +24,7 @@ import argparse
 import json
 import os
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -47,6 +52,9 @@ ORDERED_EVENTS = 1000
 RATE_LIMIT = 50
 UNLIMITED_ENDPOINTS = 10
 RATE_EVENTS = 1000
+# The limited endpoint's own backlog, in seconds of its limit, and the type of its events.
+BACKLOG_SECONDS = 20
+BACKLOG_TYPE = "judgment.updated"
 RECOVERY_DELIVERIES = 100_000
 LIVE_RATE = 50.0  # events/s x 10 endpoints, as bench.deliveries' latency run
 # Rows per INSERT when making the failed deliveries.
@@ -104,35 +112,90 @@ def measure_ordered(stack: DeliveryStack, events: int) -> dict[str, float]:
     }
 
 
-def _unlimited_run(stack: DeliveryStack, events: int, limited: bool) -> dict[str, float]:
-    environment = stack.environment("rate" if limited else "norate")
+def _unlimited_run(stack: DeliveryStack, events: int, eleventh: int | None) -> dict[str, float]:
+    """The unlimited endpoints' deliveries/s, beside nothing (`eleventh` None) or an 11th
+    endpoint with that rate limit (0: none), whose rate is measured too."""
+    environment = stack.environment(f"rate{eleventh}")
     port = free_port()
-    secrets = endpoints(environment, port, UNLIMITED_ENDPOINTS, "u")
+    secrets = endpoints(
+        environment, port, UNLIMITED_ENDPOINTS, "u", enabled_events=["judgment.created"]
+    )
+    limited = eleventh is not None
     if limited:
-        secrets |= endpoints(environment, port, 1, "l", rate_limit=RATE_LIMIT)
+        secrets |= endpoints(
+            environment, port, 1, "l", rate_limit=eleventh or None, enabled_events=["*"]
+        )
     receiver = stack.start_receiver(secrets, [], port)
+    backlog = 0
+    if eleventh:
+        # Its own backlog first (events only it gets), so that it has more to send than its
+        # limit lets through all along, whatever the fan-out's pace on this machine.
+        backlog = BACKLOG_SECONDS * eleventh
+        publish_concurrently(environment, backlog, PRODUCERS, type=BACKLOG_TYPE)
     started = time.time()
-    publish(environment, events)
-    wait_recorded(environment, events * len(secrets), 900)
+    # Concurrently, as the throughput run: one thread publishing set the pace of both figures
+    # on a slow machine (~35 events/s, short of the limit).
+    publish_concurrently(environment, events, PRODUCERS)
+    wait_recorded(environment, events * len(secrets) + backlog, 900)
     got = receiver.finish()["received"]
     free = sorted(t for _, path, t in got if path.startswith("/u"))
     result = {"unlimited_per_s": len(free) / (free[-1] - started)}
     if limited:
-        slow = sorted(t for _, path, t in got if path == "/l0")
-        result["limited_per_s"] = (len(slow) - 1) / (slow[-1] - slow[0])
+        result["limited_per_s"] = starts_per_s(environment)
     return result
 
 
-def measure_rate(stack: DeliveryStack, events: int) -> dict[str, float]:
+def starts_per_s(environment: Any) -> float:
+    """The 11th endpoint's first attempts per second, from their recorded starts (the
+    worker's own clock: what the limit governs, before the receiver's queue)."""
+    from deliveries.models import DeliveryAttempt
+
+    starts = sorted(
+        DeliveryAttempt.objects.filter(
+            delivery__endpoint__environment=environment,
+            delivery__endpoint__url__endswith="/l0",
+            number=1,
+        ).values_list("started_at", flat=True)
+    )
+    return (len(starts) - 1) / (starts[-1] - starts[0]).total_seconds()
+
+
+def measure_rate(stack: DeliveryStack, events: int, rounds: int = 1) -> dict[str, float]:
+    """The three runs `rounds` times, in an order that turns each round (this machine's speed
+    drifts by a third from minute to minute); each figure the median of its rounds, each ratio
+    the median of the rounds' own."""
     stack.celery()
-    without = _unlimited_run(stack, events, limited=False)
-    with_limited = _unlimited_run(stack, events, limited=True)
+    kinds: list[int | None] = [None, RATE_LIMIT, 0]
+    runs: dict[int | None, list[dict[str, float]]] = {kind: [] for kind in kinds}
+    for r in range(rounds):
+        for kind in kinds[r % 3 :] + kinds[: r % 3]:
+            runs[kind].append(_unlimited_run(stack, events, kind))
+    without, limited, same_work = (runs[kind] for kind in kinds)
+
+    def median(values: list[float]) -> float:
+        return statistics.median(values)
+
     return {
         "rate_limit": RATE_LIMIT,
-        "limited_per_s": with_limited["limited_per_s"],
-        "unlimited_per_s_without": without["unlimited_per_s"],
-        "unlimited_per_s_with": with_limited["unlimited_per_s"],
-        "unlimited_ratio": with_limited["unlimited_per_s"] / without["unlimited_per_s"],
+        "rate_rounds": rounds,
+        "limited_per_s": median([run["limited_per_s"] for run in limited]),
+        "unlimited_per_s_without": median([run["unlimited_per_s"] for run in without]),
+        "unlimited_per_s_with": median([run["unlimited_per_s"] for run in limited]),
+        "unlimited_ratio": median(
+            [
+                w["unlimited_per_s"] / o["unlimited_per_s"]
+                for w, o in zip(limited, without, strict=True)
+            ]
+        ),
+        "unlimited_per_s_beside_unlimited_11th": median(
+            [run["unlimited_per_s"] for run in same_work]
+        ),
+        "unlimited_ratio_same_work": median(
+            [
+                w["unlimited_per_s"] / o["unlimited_per_s"]
+                for w, o in zip(limited, same_work, strict=True)
+            ]
+        ),
     }
 
 
@@ -300,7 +363,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         if "ordered" in chosen:
             results |= measure_ordered(stack, ORDERED_EVENTS // scale)
         if "rate" in chosen:
-            results |= measure_rate(stack, RATE_EVENTS // scale)
+            results |= measure_rate(stack, RATE_EVENTS // scale, args.rounds)
         if "recovery" in chosen:
             results |= measure_recovery(stack, RECOVERY_DELIVERIES // scale)
         return results
@@ -312,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.control")
     parser.add_argument("--quick", action="store_true", help="a tenth of every workload's size")
     parser.add_argument("--only", help="comma-separated: ordered, rate, recovery")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="rate: each of its three runs this many times"
+    )
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="celery worker processes"
     )

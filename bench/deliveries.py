@@ -365,7 +365,11 @@ def make_endpoints(environment: Any, port: int, count: int, prefix: str) -> dict
 
 
 def publish(
-    environment: Any, count: int, rate: float | None = None, per_transaction: int = 1
+    environment: Any,
+    count: int,
+    rate: float | None = None,
+    per_transaction: int = 1,
+    type: str = "judgment.created",
 ) -> dict[str, float]:
     """Publishes `count` events with the product's `event_publish`, `per_transaction` to a
     transaction (their fan-outs are queued at each commit); event id -> publish time."""
@@ -385,7 +389,7 @@ def publish(
         with transaction.atomic():
             for j in range(i, min(count, i + per_transaction)):
                 data = {"i": j}
-                event = event_publish(environment=environment, type="judgment.created", data=data)
+                event = event_publish(environment=environment, type=type, data=data)
                 ids.append(event.public_id)
         now = time.time()
         published.update(dict.fromkeys(ids, now))
@@ -393,7 +397,9 @@ def publish(
     return published
 
 
-def publish_concurrently(environment: Any, count: int, producers: int) -> dict[str, float]:
+def publish_concurrently(
+    environment: Any, count: int, producers: int, type: str = "judgment.created"
+) -> dict[str, float]:
     """`count` events from `producers` threads, each event in its own transaction, as
     concurrent API requests publish them: one thread waits on every commit and broker round
     trip in turn, and would cap the throughput run below what the service drains."""
@@ -401,7 +407,7 @@ def publish_concurrently(environment: Any, count: int, producers: int) -> dict[s
 
     def share(index: int) -> dict[str, float]:
         try:
-            return publish(environment, len(range(index, count, producers)))
+            return publish(environment, len(range(index, count, producers)), type=type)
         finally:
             connection.close()  # this thread's own connection
 
