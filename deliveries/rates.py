@@ -2,19 +2,20 @@
 
 A rate-limited endpoint's `Lane` holds its next free slot (GCRA's "theoretical arrival time"):
 a delivery may start at that slot, and taking it moves the slot on by 1/rate seconds (a little
-more: SPACING). A batch takes its deliveries' slots in one transaction under the lanes' row
-locks, so however many workers claim an endpoint's deliveries, their starts are that far apart
-and no second holds more than `rate` + 1 of them. Slots are taken at most HORIZON_SECONDS
-ahead: a delivery whose turn is later goes back to the database, due shortly before its turn,
-with no attempt counted; one whose turn is near waits in its worker for it, without a sending
-thread (admission.Timetable). Just before it starts, each request also takes its turn from
-the endpoint's `Pace` row (Pacer), so that one a starved process sends late still goes out a
-turn after the others' rather than beside them.
+more: SPACING). A batch takes its deliveries' slots of each lane in one statement, under the
+lane's row lock, so however many workers claim an endpoint's deliveries, their starts are that
+far apart and no second holds more than `rate` + 1 of them. Slots are taken at most
+HORIZON_SECONDS ahead: a delivery whose turn is later goes back to the database, due shortly
+before its turn, with no attempt counted; one whose turn is near waits in its worker for it,
+without a sending thread (admission.Timetable). Just before it starts, each request also takes
+its turn from the endpoint's `Pace` row (Pacer), so that one a starved process sends late still
+goes out a turn after the others' rather than beside them.
 
 PostgreSQL rather than Redis holds the slots: it is already where every worker decides what is
 due, under the same transactions; the broker may be another server (or none, in `bin/dev`),
 and a Redis flush would forget the slots and let a burst through. The cost is one row lock per
-rate-limited endpoint per batch, paid only by rate-limited endpoints.
+rate-limited endpoint per batch, paid only by rate-limited endpoints, and held for one
+statement.
 """
 
 import logging
@@ -26,13 +27,14 @@ from collections import defaultdict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from deliveries.claiming import Claimed
-from deliveries.models import Pace
+from deliveries.models import Lane, Pace
 from deliveries.ordering import lanes_locked
 
 logger = logging.getLogger(__name__)
@@ -70,39 +72,114 @@ def horizon() -> float:
 
 def slots_take(deliveries: list[Claimed]) -> Slots:
     """The start time of each of these deliveries to rate-limited endpoints whose slot falls
-    within the horizon, and when the others are due again; in its own transaction."""
+    within the horizon, and when the others are due again; each endpoint's slots taken and
+    committed at once."""
     by_endpoint: defaultdict[int, list[Claimed]] = defaultdict(list)
     for delivery in deliveries:
         if delivery.rate_limit:
             by_endpoint[delivery.endpoint_id].append(delivery)
     slots = Slots()
-    if not by_endpoint:
-        return slots
-    with transaction.atomic():
-        lanes = lanes_locked(list(by_endpoint))
-        # The time once the lanes are ours, not the batch's start: an idle lane's first slot
-        # is now, and one taken from a time before the claim would start late, next to the
-        # second.
-        now = timezone.now()
-        end = now + timedelta(seconds=horizon())
-        for lane in lanes.values():
-            waiting = by_endpoint[lane.endpoint_id]
-            step = timedelta(seconds=SPACING / waiting[0].rate_limit)  # type: ignore[operator]
-            first = max(lane.next_slot_at or now, now)
-            room = math.floor((end - first) / step) + 1 if first <= end else 0
-            taken = max(0, min(room, len(waiting)))
-            for i, delivery in enumerate(waiting[:taken]):
-                slots.starts[delivery.pk] = first + i * step
-            lane.next_slot_at = first + taken * step
-            lead = timedelta(seconds=min(LEAD_SECONDS, horizon() / 2))
-            # Behind those sent back before: a backlog comes due a slot apart, not all at once.
-            tail = max(lane.deferred_until or now, lane.next_slot_at - lead)
-            for j, delivery in enumerate(waiting[taken:]):
-                slots.later[delivery.pk] = tail + j * step
-            if len(waiting) > taken:
-                lane.deferred_until = tail + (len(waiting) - taken) * step
-            lane.save(update_fields=["next_slot_at", "deferred_until"])
+    for endpoint_id, waiting in sorted(by_endpoint.items()):
+        step = timedelta(seconds=SPACING / waiting[0].rate_limit)  # type: ignore[operator]
+        lead = timedelta(seconds=min(LEAD_SECONDS, horizon() / 2))
+        taking = _Taking(len(waiting), step, lead, timezone.now())
+        if connection.vendor == "postgresql":
+            first, taken, deferred = _take_in_one_statement(endpoint_id, taking)
+        else:
+            first, taken, deferred = _take_locked(endpoint_id, taking)
+        for i, delivery in enumerate(waiting[:taken]):
+            slots.starts[delivery.pk] = first + i * step
+        # Behind those sent back before: a backlog comes due a slot apart, not all at once.
+        tail = taking.tail(first, taken, deferred)
+        for j, delivery in enumerate(waiting[taken:]):
+            slots.later[delivery.pk] = tail + j * step
     return slots
+
+
+@dataclass(frozen=True)
+class _Taking:
+    """One endpoint's slots asked for: `count` of them, `step` apart, at `now`."""
+
+    count: int
+    step: timedelta
+    lead: timedelta
+    now: datetime
+
+    @property
+    def end(self) -> datetime:
+        return self.now + timedelta(seconds=horizon())
+
+    def tail(self, first: datetime, taken: int, deferred: datetime | None) -> datetime:
+        """When the first of those not taken is due again: `lead` before its expected slot,
+        and after those the lane sent back before (due until `deferred`)."""
+        return max(deferred or self.now, first + taken * self.step - self.lead)
+
+
+# The lane's row is locked, read and moved on in one statement, committed at once: the lock
+# is held for the statement alone. Held across a transaction's round trips in a busy worker
+# (each waiting for the interpreter between them), it kept every other batch with a delivery
+# to the endpoint waiting behind it, and those batches' other deliveries with them.
+_TAKE = """
+WITH lane AS (
+    SELECT endpoint_id, deferred_until, GREATEST(COALESCE(next_slot_at, %(now)s), %(now)s) AS first
+    FROM {lane} WHERE endpoint_id = %(endpoint)s FOR UPDATE
+), granted AS (
+    SELECT endpoint_id, deferred_until, first, CASE WHEN first <= %(end)s THEN LEAST(
+        %(count)s, floor(extract(epoch FROM %(end)s - first) / %(step)s)::integer + 1
+    ) ELSE 0 END AS taken
+    FROM lane
+), moved AS (
+    UPDATE {lane} SET
+        next_slot_at = g.first + g.taken * %(step)s * interval '1 second',
+        deferred_until = CASE WHEN g.taken < %(count)s THEN GREATEST(
+            COALESCE(g.deferred_until, %(now)s),
+            g.first + (g.taken * %(step)s - %(lead)s) * interval '1 second'
+        ) + (%(count)s - g.taken) * %(step)s * interval '1 second'
+        ELSE g.deferred_until END
+    FROM granted AS g WHERE {lane}.endpoint_id = g.endpoint_id
+)
+SELECT first, taken, deferred_until FROM granted
+"""
+
+
+def _take_in_one_statement(
+    endpoint_id: int, taking: _Taking
+) -> tuple[datetime, int, datetime | None]:
+    """PostgreSQL: the first slot, how many were taken, and when the lane's earlier deferred
+    deliveries come due; the lane made if need be."""
+    params: dict[str, Any] = {
+        "endpoint": endpoint_id,
+        "now": taking.now,
+        "end": taking.end,
+        "count": taking.count,
+        "step": taking.step.total_seconds(),
+        "lead": taking.lead.total_seconds(),
+    }
+    with connection.cursor() as cursor:
+        for _ in range(2):
+            cursor.execute(_TAKE.format(lane=Lane._meta.db_table), params)
+            row = cursor.fetchone()
+            if row is not None:
+                first, taken, deferred = row
+                return first, taken, deferred
+            Lane.objects.bulk_create([Lane(endpoint_id=endpoint_id)], ignore_conflicts=True)
+    raise Lane.DoesNotExist(f"no lane for endpoint {endpoint_id}")  # its endpoint is gone
+
+
+def _take_locked(endpoint_id: int, taking: _Taking) -> tuple[datetime, int, datetime | None]:
+    """The same as _TAKE, in a transaction: SQLite (bin/dev) has one writer at a time."""
+    with transaction.atomic():
+        lane = lanes_locked([endpoint_id])[endpoint_id]
+        first = max(lane.next_slot_at or taking.now, taking.now)
+        room = math.floor((taking.end - first) / taking.step) + 1 if first <= taking.end else 0
+        taken = max(0, min(room, taking.count))
+        deferred = lane.deferred_until
+        lane.next_slot_at = first + taken * taking.step
+        if taken < taking.count:
+            tail = taking.tail(first, taken, deferred)
+            lane.deferred_until = tail + (taking.count - taken) * taking.step
+        lane.save(update_fields=["next_slot_at", "deferred_until"])
+    return first, taken, deferred
 
 
 class Pacer:
