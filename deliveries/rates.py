@@ -26,7 +26,7 @@ import time
 from collections import defaultdict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -98,7 +98,12 @@ def slots_take(deliveries: list[Claimed]) -> Slots:
 
 @dataclass(frozen=True)
 class _Taking:
-    """One endpoint's slots asked for: `count` of them, `step` apart, at `now`."""
+    """One endpoint's slots asked for: `count` of them, `step` apart, at `now`.
+
+    The first is the lane's next slot, and never before the end of the endpoint's queue of
+    turns (`Pace`): when the turns fall behind the slots (the workers starved, a thread woken
+    late losing its turn), the deliveries wait in the database rather than on sending threads,
+    where their claims would run out under them and the sweep send them twice."""
 
     count: int
     step: timedelta
@@ -121,8 +126,11 @@ class _Taking:
 # to the endpoint waiting behind it, and those batches' other deliveries with them.
 _TAKE = """
 WITH lane AS (
-    SELECT endpoint_id, deferred_until, GREATEST(COALESCE(next_slot_at, %(now)s), %(now)s) AS first
-    FROM {lane} WHERE endpoint_id = %(endpoint)s FOR UPDATE
+    SELECT l.endpoint_id, l.deferred_until, GREATEST(
+        COALESCE(l.next_slot_at, %(now)s), %(now)s, COALESCE(to_timestamp(p.next_start), %(now)s)
+    ) AS first
+    FROM {lane} AS l LEFT JOIN {pace} AS p ON p.endpoint_id = l.endpoint_id
+    WHERE l.endpoint_id = %(endpoint)s FOR UPDATE OF l
 ), granted AS (
     SELECT endpoint_id, deferred_until, first, CASE WHEN first <= %(end)s THEN LEAST(
         %(count)s, floor(extract(epoch FROM %(end)s - first) / %(step)s)::integer + 1
@@ -142,6 +150,10 @@ SELECT first, taken, deferred_until FROM granted
 """
 
 
+def _from_epoch(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
 def _take_in_one_statement(
     endpoint_id: int, taking: _Taking
 ) -> tuple[datetime, int, datetime | None]:
@@ -157,7 +169,8 @@ def _take_in_one_statement(
     }
     with connection.cursor() as cursor:
         for _ in range(2):
-            cursor.execute(_TAKE.format(lane=Lane._meta.db_table), params)
+            statement = _TAKE.format(lane=Lane._meta.db_table, pace=Pace._meta.db_table)
+            cursor.execute(statement, params)
             row = cursor.fetchone()
             if row is not None:
                 first, taken, deferred = row
@@ -170,7 +183,8 @@ def _take_locked(endpoint_id: int, taking: _Taking) -> tuple[datetime, int, date
     """The same as _TAKE, in a transaction: SQLite (bin/dev) has one writer at a time."""
     with transaction.atomic():
         lane = lanes_locked([endpoint_id])[endpoint_id]
-        first = max(lane.next_slot_at or taking.now, taking.now)
+        turns = Pace.objects.filter(endpoint_id=endpoint_id).values_list("next_start", flat=True)
+        first = max(lane.next_slot_at or taking.now, taking.now, *map(_from_epoch, turns))
         room = math.floor((taking.end - first) / taking.step) + 1 if first <= taking.end else 0
         taken = max(0, min(room, taking.count))
         deferred = lane.deferred_until

@@ -5,9 +5,10 @@ import time
 
 import pytest
 
-from deliveries.models import Delivery, DeliveryAttempt
+from deliveries.models import Delivery, DeliveryAttempt, Pace
 from tests import factories
 from tests.servers import wait_for
+from webhooks.models import WebhookEndpoint
 
 
 def busiest_second(moments: list[float]) -> int:
@@ -98,3 +99,34 @@ def test_a_worker_starved_mid_run_does_not_put_its_late_starts_beside_the_others
         lambda: len({r.headers["MD-Event-Id"] for r in receiver.received("/limited")}) == events,
         timeout=30,
     )
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_deliveries_wait_in_the_database_when_the_turns_run_behind_the_slots(
+    private_worker, receiver, settings
+):
+    """The endpoint's turns are taken 8 s ahead, as after workers starved for a long stretch
+    (each thread woken late loses its turn), twice the tests' 4-second lease. Its deliveries'
+    slots start after the turns, so they wait in the database, due again then; given slots
+    from now, they would wait on sending threads past their claims, and the sweep would send
+    each a second time."""
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    client = factories.api_client(factories.environment())
+    limited = client.create_endpoint(f"{receiver.url}/limited", rate_limit=20)
+    endpoint = WebhookEndpoint.objects.get(public_id=limited["webhook_endpoint_id"])
+    behind = time.time() + 8
+    Pace.objects.create(endpoint=endpoint, next_start=behind)
+    events = 5
+    for i in range(events):
+        response = client.post("/v1/events", {"type": "packet.created", "data": {"i": i}})
+        assert response.status_code == 201, response.content
+    private_worker()
+    wait_for(lambda: len(receiver.received("/limited")) >= events, timeout=30)
+    time.sleep(3)  # time enough for second copies, had the claims run out
+
+    got = receiver.received("/limited")
+    assert len(got) == events, sorted(r.headers["MD-Event-Id"] for r in got)
+    assert min(r.at for r in got) >= behind
+    attempts = DeliveryAttempt.objects.filter(delivery__endpoint=endpoint)
+    assert attempts.count() == events
