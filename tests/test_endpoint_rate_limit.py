@@ -4,10 +4,19 @@ limited endpoint's deliveries with an unlimited one's, and a real receiver times
 import time
 
 import pytest
+import requests
 
 from deliveries.models import Delivery, DeliveryAttempt, Pace
 from tests import factories
-from tests.servers import wait_for
+from tests.servers import (
+    FAST_DELIVERY_SETTINGS,
+    CeleryWorker,
+    Gunicorn,
+    PrivatePostgres,
+    PrivateRedis,
+    provision,
+    wait_for,
+)
 from webhooks.models import WebhookEndpoint
 
 
@@ -130,3 +139,60 @@ def test_deliveries_wait_in_the_database_when_the_turns_run_behind_the_slots(
     assert min(r.at for r in got) >= behind
     attempts = DeliveryAttempt.objects.filter(delivery__endpoint=endpoint)
     assert attempts.count() == events
+
+
+@pytest.mark.slow
+def test_a_worker_takes_turns_of_its_own_while_postgres_is_away(receiver):
+    """PostgreSQL stops for 3 s while a worker holds slots of a 4/s endpoint for the next
+    5 s: those deliveries still go out at their slots, each request's turn taken in the
+    process once the database does not answer, no closer together than the limit, and every
+    event arrives once the database is back. (Private servers: the shared ones stay up.)"""
+    postgres, redis = PrivatePostgres(), PrivateRedis()
+    server = worker = None
+    try:
+        database_url = postgres.create_database("kinetic")
+        key = provision(database_url, redis.url, "webhook_endpoints:write,events:write")
+        server = Gunicorn(database_url, redis.url, **FAST_DELIVERY_SETTINGS)
+        # A 10 s margin: the worker takes 5 s of slots at a time, well within its claims.
+        worker = CeleryWorker(database_url, redis.url, WEBHOOKS_CLAIM_LEASE_MARGIN="10")
+        headers = {"Authorization": f"Bearer {key}"}
+        created = requests.post(
+            f"{server.url}/v1/webhook_endpoints",
+            json={"url": f"{receiver.url}/limited", "rate_limit": 4},
+            headers=headers,
+            timeout=10,
+        )
+        assert created.status_code == 201, created.text
+        events = 40
+        for i in range(events):
+            response = requests.post(
+                f"{server.url}/v1/events",
+                json={"type": "packet.created", "data": {"i": i}},
+                headers=headers,
+                timeout=10,
+            )
+            assert response.status_code == 201, response.text
+        wait_for(lambda: len(receiver.received("/limited")) >= 4, timeout=60)
+        postgres.stop()
+        stopped = time.time()
+        time.sleep(3)
+        back = time.time()
+        postgres.start()
+
+        def ids() -> set[str]:
+            return {r.headers["MD-Event-Id"] for r in receiver.received("/limited")}
+
+        wait_for(lambda: len(ids()) == events, timeout=120)
+        got = receiver.received("/limited")
+        firsts: dict[str, float] = {}
+        for r in sorted(got, key=lambda r: r.at):
+            firsts.setdefault(r.headers["MD-Event-Id"], r.at)
+        away = [at for at in firsts.values() if stopped + 0.5 <= at <= back]
+        assert len(away) >= 3, (stopped, back, sorted(firsts.values()))
+        assert busiest_second(list(firsts.values())) <= 5
+    finally:
+        for process in (worker, server):
+            if process is not None:
+                process.stop()
+        redis.destroy()
+        postgres.destroy()
