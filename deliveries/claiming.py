@@ -47,6 +47,9 @@ class Claimed:
     # As the database answers it (JSON text or a list): read only for ordered endpoints.
     enabled_events: Any
     rate_limit: int | None
+    # Due again after waiting (sent back for its rate limit's slot, or retried): it was due
+    # before the deliveries made since, and goes before them.
+    returning: bool
     # The endpoint's own headers as stored (sensitive values encrypted: webhooks.headers).
     headers: dict[str, Any]
 
@@ -145,6 +148,7 @@ _LOADED = {
     "environment_id": "w.environment_id",
     "enabled_events": "w.enabled_events",
     "rate_limit": "w.rate_limit",
+    "returning": "d.next_attempt_at > d.created_at",
     "headers": "w.headers",
 }
 _LOAD = f"""
@@ -224,6 +228,7 @@ def _claimed(values: dict[str, Any]) -> Claimed:
     for name in ("endpoint_enabled", "endpoint_deleted", "endpoint_failing", "production"):
         values[name] = bool(values[name])
     values["ordered"] = bool(values["ordered"])
+    values["returning"] = bool(values["returning"])
     values["headers"] = json_column(values["headers"])
     values["body"] = values["body"].encode("utf-8")
     values["event_created_at"] = sql.from_db_time(values["event_created_at"])

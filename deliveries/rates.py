@@ -79,10 +79,13 @@ def slots_take(deliveries: list[Claimed]) -> Slots:
         if delivery.rate_limit:
             by_endpoint[delivery.endpoint_id].append(delivery)
     slots = Slots()
-    for endpoint_id, waiting in sorted(by_endpoint.items()):
+    for endpoint_id, batch in sorted(by_endpoint.items()):
+        # Those due again after waiting first: they were due before the others.
+        waiting = sorted(batch, key=lambda d: not d.returning)
         step = timedelta(seconds=SPACING / waiting[0].rate_limit)  # type: ignore[operator]
         lead = timedelta(seconds=min(LEAD_SECONDS, horizon() / 2))
-        taking = _Taking(len(waiting), step, lead, timezone.now())
+        returning = sum(1 for d in waiting if d.returning)
+        taking = _Taking(len(waiting), returning, step, lead, timezone.now())
         if connection.vendor == "postgresql":
             first, taken, deferred = _take_in_one_statement(endpoint_id, taking)
         else:
@@ -98,7 +101,13 @@ def slots_take(deliveries: list[Claimed]) -> Slots:
 
 @dataclass(frozen=True)
 class _Taking:
-    """One endpoint's slots asked for: `count` of them, `step` apart, at `now`.
+    """One endpoint's slots asked for: `count` of them (the first `returning` of them due
+    again after waiting), `step` apart, at `now`.
+
+    While deliveries the lane sent back are still to come due (its `deferred_until` is
+    ahead), only returning ones take slots, and new ones go behind the line: taking the slots
+    as they free up, a stream of new deliveries at the limit would keep a backlog waiting for
+    as long as it lasts, and send each of it back again every time it came due.
 
     The first is the lane's next slot, and never before the end of the endpoint's queue of
     turns (`Pace`): when the turns fall behind the slots (the workers starved, a thread woken
@@ -106,6 +115,7 @@ class _Taking:
     where their claims would run out under them and the sweep send them twice."""
 
     count: int
+    returning: int
     step: timedelta
     lead: timedelta
     now: datetime
@@ -133,7 +143,8 @@ WITH lane AS (
     WHERE l.endpoint_id = %(endpoint)s FOR UPDATE OF l
 ), granted AS (
     SELECT endpoint_id, deferred_until, first, CASE WHEN first <= %(end)s THEN LEAST(
-        %(count)s, floor(extract(epoch FROM %(end)s - first) / %(step)s)::integer + 1
+        CASE WHEN deferred_until > %(now)s THEN %(returning)s ELSE %(count)s END,
+        floor(extract(epoch FROM %(end)s - first) / %(step)s)::integer + 1
     ) ELSE 0 END AS taken
     FROM lane
 ), moved AS (
@@ -164,6 +175,7 @@ def _take_in_one_statement(
         "now": taking.now,
         "end": taking.end,
         "count": taking.count,
+        "returning": taking.returning,
         "step": taking.step.total_seconds(),
         "lead": taking.lead.total_seconds(),
     }
@@ -186,8 +198,9 @@ def _take_locked(endpoint_id: int, taking: _Taking) -> tuple[datetime, int, date
         turns = Pace.objects.filter(endpoint_id=endpoint_id).values_list("next_start", flat=True)
         first = max(lane.next_slot_at or taking.now, taking.now, *map(_from_epoch, turns))
         room = math.floor((taking.end - first) / taking.step) + 1 if first <= taking.end else 0
-        taken = max(0, min(room, taking.count))
         deferred = lane.deferred_until
+        line = taking.returning if deferred and deferred > taking.now else taking.count
+        taken = max(0, min(room, line))
         lane.next_slot_at = first + taken * taking.step
         if taken < taking.count:
             tail = taking.tail(first, taken, deferred)

@@ -196,3 +196,39 @@ def test_a_worker_takes_turns_of_its_own_while_postgres_is_away(receiver):
                 process.stop()
         redis.destroy()
         postgres.destroy()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_stream_at_the_limit_does_not_keep_a_backlog_waiting(private_worker, receiver, settings):
+    """60 events wait for a 10/s endpoint (6 s of its limit; a worker takes 1 s of slots at a
+    time in the tests and sends the rest back), and 30 more come at its limit while they
+    drain. The backlog goes first: deliveries made since wait behind those sent back, rather
+    than take each slot as it frees up while the backlog is sent back again and again."""
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    client = factories.api_client(factories.environment())
+    client.create_endpoint(f"{receiver.url}/limited", rate_limit=10)
+
+    def publish(i: int) -> str:
+        response = client.post("/v1/events", {"type": "packet.created", "data": {"i": i}})
+        assert response.status_code == 201, response.content
+        return str(response.json()["event_id"])
+
+    backlog = [publish(i) for i in range(60)]
+    private_worker()
+    wait_for(lambda: len(receiver.received("/limited")) >= 5, timeout=30)
+    stream = []
+    for i in range(30):
+        stream.append(publish(100 + i))
+        time.sleep(0.1)
+    everything = set(backlog + stream)
+    wait_for(
+        lambda: {r.headers["MD-Event-Id"] for r in receiver.received("/limited")} >= everything,
+        timeout=60,
+    )
+
+    got = sorted(receiver.received("/limited"), key=lambda r: r.at)
+    firsts = list(dict.fromkeys(r.headers["MD-Event-Id"] for r in got))
+    last_of_backlog = max(firsts.index(event) for event in backlog)
+    ahead = [event for event in firsts[:last_of_backlog] if event in stream]
+    assert len(ahead) <= 2, (len(ahead), firsts)
