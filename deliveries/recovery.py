@@ -22,8 +22,9 @@ a later batch:
   per second (`_paced`), from now on, not at their old times, so the sweep and the claims'
   top-up, which take the oldest due first, neither put them before retries already waiting nor
   take a whole batch of one endpoint at once. A step requeues the next batch once the last one
-  comes due within PACE_AHEAD and the workers keep up (less than a batch of due deliveries
-  waiting for one), and at least one batch a minute whatever they do.
+  comes due within PACE_AHEAD and the workers keep up (no live event waiting over LIVE_LAG to
+  be fanned out, less than a batch of due deliveries waiting for one), and at least one batch
+  a minute whatever they do.
 - Ordered endpoints: the requeued are parked, and their lane releases them one at a time in
   event order (deliveries.ordering).
 """
@@ -39,7 +40,7 @@ from django.utils import timezone
 from core.errors import InvalidInput
 from core.times import api_datetime
 from deliveries import ordering, queue
-from deliveries.models import Delivery, Recovery
+from deliveries.models import Delivery, Event, Recovery
 from deliveries.selectors import deliveries_due, unclaimed
 from webhooks.models import WebhookEndpoint
 
@@ -50,6 +51,8 @@ RECOVERABLE = [Delivery.Status.FAILED, Delivery.Status.CANCELLED]
 FAN_OUT_LAG = timedelta(minutes=10)
 # A recovery requeues its next batch once what it requeued before comes due within this long.
 PACE_AHEAD = timedelta(seconds=2)
+# Live events waiting longer than this to be fanned out hold a recovery's next batch back.
+LIVE_LAG = timedelta(seconds=1)
 # However far behind the workers are, a recovery requeues at least a batch this often.
 SLOWEST_PACE = timedelta(minutes=1)
 # Recoveries worked at once, the oldest first; the others wait their turn.
@@ -249,9 +252,16 @@ def _paced(ids: list[int], recovery: Recovery, now: datetime) -> Case:
 
 
 def _workers_behind(now: datetime, size: int) -> bool:
-    """A batch of due deliveries is already waiting for a worker: another batch would only
-    lengthen the line that live deliveries wait in."""
-    return deliveries_due(now).order_by()[:size].count() >= size
+    """Live traffic is waiting for the workers: an event published more than LIVE_LAG ago is
+    not fanned out yet (its fan-out task still in the broker's line), or a batch of due
+    deliveries waits for a worker. Another batch would only lengthen the line.
+
+    The events first: a live delivery is claimed as it is made, in its event's fan-out, so
+    those waiting in the broker's line are never due in the database; with the live load at
+    the workers' capacity, the due deliveries alone never said so, and a 100,000-delivery
+    recovery took a third of the workers from it (docs/delivery-control.md)."""
+    waiting = Event.objects.filter(fanned_out_at__isnull=True, created_at__lt=now - LIVE_LAG)
+    return waiting.exists() or deliveries_due(now).order_by()[:size].count() >= size
 
 
 def _behind_pace(recovery: Recovery, now: datetime, size: int) -> bool:

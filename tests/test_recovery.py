@@ -222,6 +222,38 @@ def test_batches_save_their_place_and_a_new_worker_goes_on_from_it(private_worke
         assert len(received(receiver, event)) == 3  # two failures, then the recovery's one
 
 
+@pytest.mark.django_db
+def test_a_recovery_holds_its_next_batch_while_live_events_wait_for_their_fan_out(settings):
+    """Live deliveries are claimed as they are made, in their event's fan-out, so while the
+    workers are behind they wait in the broker's line, never due in the database: the
+    recovery reads the line's length from the events not fanned out yet."""
+    from bench.control import failed_deliveries
+    from deliveries.recovery import LIVE_LAG, recovery_create, recovery_step
+    from deliveries.services import event_publish
+
+    settings.WEBHOOKS_RECOVERY_BATCH_SIZE = 3
+    environment = factories.environment()
+    factories.api_client(environment).create_endpoint("https://example.com/hook")
+    endpoint, since = failed_deliveries(environment, 6)
+    recovery = recovery_create(endpoint=endpoint, since=since)
+    recovery_step(recovery_id=recovery.pk)
+    recovery.refresh_from_db()
+    assert recovery.deliveries_requeued == 3
+    # The first batch sent: no delivery is due any more.
+    Delivery.objects.filter(status=Delivery.Status.PENDING).update(status=Delivery.Status.SUCCEEDED)
+
+    # An event published and not fanned out (this test's transaction never commits, so its
+    # fan-out is never queued).
+    live = event_publish(environment=environment, type="packet.created", data={})
+    recovery_step(recovery_id=recovery.pk, now=live.created_at + LIVE_LAG * 2)
+    recovery.refresh_from_db()
+    assert recovery.deliveries_requeued == 3
+
+    recovery_step(recovery_id=recovery.pk, now=live.created_at + LIVE_LAG / 2)
+    recovery.refresh_from_db()
+    assert recovery.deliveries_requeued == 6
+
+
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_an_ordered_endpoint_receives_the_recovered_in_publication_order(private_worker, receiver):
