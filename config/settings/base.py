@@ -331,8 +331,9 @@ WEBHOOKS_WORKER_SYNCHRONOUS_COMMIT = env.bool("WEBHOOKS_WORKER_SYNCHRONOUS_COMMI
 # Events, their deliveries and attempts are kept this long (idempotency keys: their TTL).
 WEBHOOKS_RETENTION_DAYS = env.int("WEBHOOKS_RETENTION_DAYS", default=30)
 WEBHOOKS_EVENT_DATA_MAX_BYTES = env.int("WEBHOOKS_EVENT_DATA_MAX_BYTES", default=64 * 1024)
-# Deliveries a recovery sends again per transaction (deliveries.recovery).
-WEBHOOKS_RECOVERY_BATCH_SIZE = env.int("WEBHOOKS_RECOVERY_BATCH_SIZE", default=1000)
+# Deliveries a recovery sends again per transaction (deliveries.recovery): each step's share
+# of the workers' line, before it sees whether live traffic is waiting (docs/delivery-control.md).
+WEBHOOKS_RECOVERY_BATCH_SIZE = env.int("WEBHOOKS_RECOVERY_BATCH_SIZE", default=200)
 # Deliveries per second a recovery makes due again (one endpoint's, beside live traffic).
 WEBHOOKS_RECOVERY_RATE = env.float("WEBHOOKS_RECOVERY_RATE", default=500.0)
 # The lease of `manage.py listen`'s temporary endpoint, renewed while it runs: the longest a
