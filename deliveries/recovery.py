@@ -40,8 +40,8 @@ from django.utils import timezone
 from core.errors import InvalidInput
 from core.times import api_datetime
 from deliveries import ordering, queue
-from deliveries.models import Delivery, Event, Recovery
-from deliveries.selectors import deliveries_due, unclaimed
+from deliveries.models import Delivery, Recovery
+from deliveries.selectors import deliveries_due, events_not_fanned_out, unclaimed
 from webhooks.models import WebhookEndpoint
 
 RECOVERABLE = [Delivery.Status.FAILED, Delivery.Status.CANCELLED]
@@ -260,8 +260,9 @@ def _workers_behind(now: datetime, size: int) -> bool:
     those waiting in the broker's line are never due in the database; with the live load at
     the workers' capacity, the due deliveries alone never said so, and a 100,000-delivery
     recovery took a third of the workers from it (docs/delivery-control.md)."""
-    waiting = Event.objects.filter(fanned_out_at__isnull=True, created_at__lt=now - LIVE_LAG)
-    return waiting.exists() or deliveries_due(now).order_by()[:size].count() >= size
+    if events_not_fanned_out(now - LIVE_LAG).exists():
+        return True
+    return deliveries_due(now).order_by()[:size].count() >= size
 
 
 def _behind_pace(recovery: Recovery, now: datetime, size: int) -> bool:

@@ -36,6 +36,12 @@ def deliveries_due(now: datetime) -> QuerySet[Delivery]:
     )
 
 
+def events_not_fanned_out(before: datetime) -> QuerySet[Event]:
+    """Events published before `before` whose fan-out has not run yet (along the partial index
+    event_fanout_pending_idx)."""
+    return Event.objects.filter(fanned_out_at__isnull=True, created_at__lt=before)
+
+
 def event_get(*, environment: Environment, public_id: str) -> Event | None:
     if not is_public_id(public_id, EVENT_ID_PREFIX, LONG_ID_LENGTH):
         return None

@@ -32,7 +32,7 @@ from core.locks import transaction_lock_timeout, try_transaction_lock
 from core.times import api_datetime
 from deliveries import metrics, ordering, queue, sql
 from deliveries.models import Delivery, Event, new_delivery_id
-from deliveries.selectors import deliveries_due, unclaimed
+from deliveries.selectors import deliveries_due, events_not_fanned_out, unclaimed
 from webhooks.catalog import TEST_EVENT_TYPE, filter_matches, is_known, is_operational
 from webhooks.models import WebhookEndpoint
 from webhooks.selectors import enabled_endpoint_filters
@@ -254,9 +254,7 @@ def _sweep(now: datetime) -> int:
         transaction.on_commit(lambda: queue.deliveries_queue(ids, event_of), robust=True)
     lost_events = list(
         # Not fanned out this long after publishing: its fan-out task was lost.
-        Event.objects.filter(fanned_out_at__isnull=True, created_at__lt=stale)
-        .order_by("created_at")
-        .values_list("id", flat=True)[:100]
+        events_not_fanned_out(stale).order_by("created_at").values_list("id", flat=True)[:100]
     )
     transaction.on_commit(lambda: queue.fan_out_queue(lost_events), robust=True)
     released = ordering.lanes_release(endpoint_ids=ordering.lanes_stalled(), now=now)
