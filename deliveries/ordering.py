@@ -124,9 +124,14 @@ def lanes_locked(endpoint_ids: list[int]) -> dict[int, Lane]:
     lanes = _select_locked(endpoint_ids)
     missing = [pk for pk in endpoint_ids if pk not in lanes]
     if missing:
-        Lane.objects.bulk_create([Lane(endpoint_id=pk) for pk in missing], ignore_conflicts=True)
+        lanes_make(missing)
         lanes |= _select_locked(missing)
     return lanes
+
+
+def lanes_make(endpoint_ids: list[int]) -> None:
+    """The endpoints' lanes, made where they are missing (a lane is made on first use)."""
+    Lane.objects.bulk_create([Lane(endpoint_id=pk) for pk in endpoint_ids], ignore_conflicts=True)
 
 
 def _select_locked(endpoint_ids: list[int]) -> dict[int, Lane]:

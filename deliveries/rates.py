@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from deliveries.claiming import Claimed
 from deliveries.models import Lane, Pace
-from deliveries.ordering import lanes_locked
+from deliveries.ordering import lanes_locked, lanes_make
 
 logger = logging.getLogger(__name__)
 
@@ -161,10 +161,6 @@ SELECT first, taken, deferred_until FROM granted
 """
 
 
-def _from_epoch(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, tz=UTC)
-
-
 def _take_in_one_statement(
     endpoint_id: int, taking: _Taking
 ) -> tuple[datetime, int, datetime | None]:
@@ -179,15 +175,15 @@ def _take_in_one_statement(
         "step": taking.step.total_seconds(),
         "lead": taking.lead.total_seconds(),
     }
+    statement = _TAKE.format(lane=Lane._meta.db_table, pace=Pace._meta.db_table)
     with connection.cursor() as cursor:
         for _ in range(2):
-            statement = _TAKE.format(lane=Lane._meta.db_table, pace=Pace._meta.db_table)
             cursor.execute(statement, params)
             row = cursor.fetchone()
             if row is not None:
                 first, taken, deferred = row
                 return first, taken, deferred
-            Lane.objects.bulk_create([Lane(endpoint_id=endpoint_id)], ignore_conflicts=True)
+            lanes_make([endpoint_id])
     raise Lane.DoesNotExist(f"no lane for endpoint {endpoint_id}")  # its endpoint is gone
 
 
@@ -196,7 +192,8 @@ def _take_locked(endpoint_id: int, taking: _Taking) -> tuple[datetime, int, date
     with transaction.atomic():
         lane = lanes_locked([endpoint_id])[endpoint_id]
         turns = Pace.objects.filter(endpoint_id=endpoint_id).values_list("next_start", flat=True)
-        first = max(lane.next_slot_at or taking.now, taking.now, *map(_from_epoch, turns))
+        turns_end = [datetime.fromtimestamp(t, tz=UTC) for t in turns]
+        first = max(lane.next_slot_at or taking.now, taking.now, *turns_end)
         room = math.floor((taking.end - first) / taking.step) + 1 if first <= taking.end else 0
         deferred = lane.deferred_until
         line = taking.returning if deferred and deferred > taking.now else taking.count
