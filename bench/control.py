@@ -131,7 +131,7 @@ def _unlimited_run(stack: DeliveryStack, events: int, eleventh: int | None) -> d
         # Its own backlog first (events only it gets), so that it has more to send than its
         # limit lets through all along, whatever the fan-out's pace on this machine.
         backlog = BACKLOG_SECONDS * eleventh
-        publish_concurrently(environment, backlog, PRODUCERS, type=BACKLOG_TYPE)
+        publish_concurrently(environment, backlog, PRODUCERS, event_type=BACKLOG_TYPE)
     started = time.time()
     # Concurrently, as the throughput run: one thread publishing set the pace of both figures
     # on a slow machine (~35 events/s, short of the limit).
@@ -172,30 +172,24 @@ def measure_rate(stack: DeliveryStack, events: int, rounds: int = 1) -> dict[str
             runs[kind].append(_unlimited_run(stack, events, kind))
     without, limited, same_work = (runs[kind] for kind in kinds)
 
-    def median(values: list[float]) -> float:
-        return statistics.median(values)
+    def median_of(key: str, of: list[dict[str, float]]) -> float:
+        return statistics.median(run[key] for run in of)
+
+    def median_ratio(beside: list[dict[str, float]]) -> float:
+        """The median of the rounds' own ratios: the limited run's unlimited deliveries/s to
+        `beside`'s in the same round."""
+        pairs = zip(limited, beside, strict=True)
+        return statistics.median(w["unlimited_per_s"] / o["unlimited_per_s"] for w, o in pairs)
 
     return {
         "rate_limit": RATE_LIMIT,
         "rate_rounds": rounds,
-        "limited_per_s": median([run["limited_per_s"] for run in limited]),
-        "unlimited_per_s_without": median([run["unlimited_per_s"] for run in without]),
-        "unlimited_per_s_with": median([run["unlimited_per_s"] for run in limited]),
-        "unlimited_ratio": median(
-            [
-                w["unlimited_per_s"] / o["unlimited_per_s"]
-                for w, o in zip(limited, without, strict=True)
-            ]
-        ),
-        "unlimited_per_s_beside_unlimited_11th": median(
-            [run["unlimited_per_s"] for run in same_work]
-        ),
-        "unlimited_ratio_same_work": median(
-            [
-                w["unlimited_per_s"] / o["unlimited_per_s"]
-                for w, o in zip(limited, same_work, strict=True)
-            ]
-        ),
+        "limited_per_s": median_of("limited_per_s", limited),
+        "unlimited_per_s_without": median_of("unlimited_per_s", without),
+        "unlimited_per_s_with": median_of("unlimited_per_s", limited),
+        "unlimited_ratio": median_ratio(without),
+        "unlimited_per_s_beside_unlimited_11th": median_of("unlimited_per_s", same_work),
+        "unlimited_ratio_same_work": median_ratio(same_work),
     }
 
 

@@ -369,7 +369,7 @@ def publish(
     count: int,
     rate: float | None = None,
     per_transaction: int = 1,
-    type: str = "judgment.created",
+    event_type: str = "judgment.created",
 ) -> dict[str, float]:
     """Publishes `count` events with the product's `event_publish`, `per_transaction` to a
     transaction (their fan-outs are queued at each commit); event id -> publish time."""
@@ -389,7 +389,7 @@ def publish(
         with transaction.atomic():
             for j in range(i, min(count, i + per_transaction)):
                 data = {"i": j}
-                event = event_publish(environment=environment, type=type, data=data)
+                event = event_publish(environment=environment, type=event_type, data=data)
                 ids.append(event.public_id)
         now = time.time()
         published.update(dict.fromkeys(ids, now))
@@ -398,7 +398,7 @@ def publish(
 
 
 def publish_concurrently(
-    environment: Any, count: int, producers: int, type: str = "judgment.created"
+    environment: Any, count: int, producers: int, event_type: str = "judgment.created"
 ) -> dict[str, float]:
     """`count` events from `producers` threads, each event in its own transaction, as
     concurrent API requests publish them: one thread waits on every commit and broker round
@@ -407,7 +407,7 @@ def publish_concurrently(
 
     def share(index: int) -> dict[str, float]:
         try:
-            return publish(environment, len(range(index, count, producers)), type=type)
+            return publish(environment, len(range(index, count, producers)), event_type=event_type)
         finally:
             connection.close()  # this thread's own connection
 
