@@ -232,3 +232,35 @@ def test_a_stream_at_the_limit_does_not_keep_a_backlog_waiting(private_worker, r
     last_of_backlog = max(firsts.index(event) for event in backlog)
     ahead = [event for event in firsts[:last_of_backlog] if event in stream]
     assert len(ahead) <= 2, (len(ahead), firsts)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_an_ordered_limited_endpoint_gets_its_events_in_order_within_its_rate(
+    private_worker, receiver, settings
+):
+    """Both at once, on PostgreSQL, with two workers: 30 events to an ordered endpoint
+    limited to 10/s (3 s of its limit, past the 1 s of slots a worker takes at a time in the
+    tests, so heads are sent back for their slots and come due again). They are first
+    received in publication order, never more than rate + 1 started in a second, with one
+    attempt each."""
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    client = factories.api_client(factories.environment())
+    endpoint = client.create_endpoint(
+        f"{receiver.url}/ordered", delivery_order="ordered", rate_limit=10
+    )
+    events = []
+    for i in range(30):
+        response = client.post("/v1/events", {"type": "packet.created", "data": {"i": i}})
+        assert response.status_code == 201, response.content
+        events.append(response.json()["event_id"])
+    private_worker()
+    private_worker()
+    wait_for(lambda: len(receiver.received("/ordered")) >= len(events), timeout=60)
+
+    got = sorted(receiver.received("/ordered"), key=lambda r: r.at)
+    assert list(dict.fromkeys(r.headers["MD-Event-Id"] for r in got)) == events
+    wait_for(lambda: DeliveryAttempt.objects.count() >= len(events), timeout=30)
+    attempts = DeliveryAttempt.objects.filter(delivery__endpoint__url=endpoint["url"])
+    assert busiest_second([a.started_at.timestamp() for a in attempts]) <= 11
+    assert attempts.count() == len(events)
