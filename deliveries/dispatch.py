@@ -11,8 +11,10 @@ This module wires them: a task calls `deliveries_send`, and the process's `Engin
 sending threads, the admission and the recorder, made at first use (so after any fork).
 """
 
+import threading
 import time
 import uuid
+from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -31,6 +33,7 @@ from deliveries import (
     rates,
     recording,
     recovery,
+    selectors,
     sending,
     services,
     transient,
@@ -49,6 +52,9 @@ FIRST_WAVE_SECONDS = 0.5
 # How often the recorder thread looks up the deliveries waiting for a slot, to drop those
 # cancelled meanwhile: "disabling takes effect at once" holds within this long.
 WAITING_CHECK_SECONDS = 0.25
+# How often the recorder thread looks for rate-limited endpoints whose deliveries this process
+# sent back to the database have come due (Engine.refill_at).
+REFILL_CHECK_SECONDS = 0.1
 # A delivery that found its endpoint at the in-flight limit, and too many waiting for it in
 # the process (admission.InFlight), is postponed by about this long.
 BUSY_ENDPOINT_DELAY = timedelta(seconds=2)
@@ -74,7 +80,8 @@ class Engine:
     """One per worker process: its sending threads, its admission per endpoint, its timetable
     of deliveries waiting for a rate-limit slot, and its recorder thread (which also drops,
     every WAITING_CHECK_SECONDS, the waiting deliveries cancelled meanwhile: nothing queued is
-    sent to a disabled endpoint, here as in the database)."""
+    sent to a disabled endpoint, here as in the database; and takes back the rate-limited
+    deliveries it sent to the database as they come due: `refill_at`)."""
 
     def __init__(self) -> None:
         self.executor = ThreadPoolExecutor(
@@ -85,6 +92,9 @@ class Engine:
         self.pacer = rates.Pacer()
         self.recorder = LateRecorder()
         self.recorder.every(WAITING_CHECK_SECONDS, self._drop_cancelled_waiting)
+        self._refills: dict[int, _Refill] = {}
+        self._refills_lock = threading.Lock()
+        self.recorder.every(REFILL_CHECK_SECONDS, self._refill)
         worker_shutting_down.connect(self.in_flight.close, weak=False)
         worker_shutting_down.connect(self.timetable.close, weak=False)
 
@@ -127,6 +137,36 @@ class Engine:
             finally:
                 waiting = self.in_flight.release(waiting.delivery.endpoint_id)
 
+    def refill_at(self, endpoint_id: int, first: datetime, last: datetime) -> None:
+        """The rate-limited endpoint had deliveries sent back to the database from here, due
+        again from `first` to `last`: this process claims them itself as they come due,
+        rather than leave them to the sweep and a task queued behind everything else in the
+        broker, which starved a backlogged endpoint of its rate (docs/delivery-control.md).
+        Another process's sweep or refill taking some first is no harm: a claim is taken once."""
+        with self._refills_lock:
+            was = self._refills.get(endpoint_id)
+            if was is not None:
+                first, last = min(first, was.first), max(last, was.last)
+            self._refills[endpoint_id] = _Refill(first, last)
+
+    def _refill(self) -> None:
+        now = timezone.now()
+        with self._refills_lock:
+            due = {pk: r for pk, r in self._refills.items() if r.first <= now}
+            for endpoint_id in due:
+                del self._refills[endpoint_id]
+        for endpoint_id, refill in sorted(due.items()):
+            found = transient.retrying(
+                partial(_lane_due, endpoint_id, now), "looking up deliveries due again"
+            )
+            if found:
+                deliveries_send(
+                    delivery_ids=list(found), top_up=False, event_ids=sorted(set(found.values()))
+                )
+            if refill.last > now:  # the rest come due a slot apart: looked for again shortly
+                soon = now + timedelta(seconds=rates.lead_seconds() / 2)
+                self.refill_at(endpoint_id, min(soon, refill.last), refill.last)
+
     def _drop_cancelled_waiting(self) -> None:
         waiting = self.in_flight.waiting_ids() + self.timetable.waiting_ids()
         if waiting:
@@ -135,6 +175,19 @@ class Engine:
             )
             self.in_flight.drop(cancelled)
             self.timetable.drop(cancelled)
+
+
+@dataclass(frozen=True, slots=True)
+class _Refill:
+    first: datetime
+    last: datetime
+
+
+def _lane_due(endpoint_id: int, now: datetime) -> dict[int, int]:
+    """A batch of the endpoint's due deliveries (delivery: its event), the longest due first."""
+    due = selectors.deliveries_due(now).filter(endpoint_id=endpoint_id).order_by("next_attempt_at")
+    size = settings.WEBHOOKS_DELIVERY_BATCH_SIZE
+    return dict(due.values_list("id", "event_id")[:size])
 
 
 @cache
@@ -302,6 +355,15 @@ def _send_batch(
     process = engine()
     futures: list[Future[Sent]] = []
     later = dict(slots.later)
+    if later:
+        sent_back: defaultdict[int, list[datetime]] = defaultdict(list)
+        for delivery in live:
+            # Not an ordered one's: its task goes on along its line for up to CHAIN_SECONDS,
+            # which the recorder thread has not to spend. The sweep takes those back.
+            if delivery.pk in later and not delivery.ordered:
+                sent_back[delivery.endpoint_id].append(later[delivery.pk])
+        for endpoint_id, times in sent_back.items():
+            process.refill_at(endpoint_id, min(times), max(times))
     for delivery in live:
         if delivery.pk in later:
             continue

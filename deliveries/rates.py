@@ -66,6 +66,11 @@ class Slots:
     later: dict[int, datetime] = field(default_factory=dict)  # delivery: when it is due again
 
 
+def lead_seconds() -> float:
+    """How long before its expected slot a delivery sent back to the database is due again."""
+    return min(LEAD_SECONDS, horizon() / 2)
+
+
 def horizon() -> float:
     return min(HORIZON_SECONDS, float(settings.WEBHOOKS_CLAIM_LEASE_MARGIN) / 2)
 
@@ -83,7 +88,7 @@ def slots_take(deliveries: list[Claimed]) -> Slots:
         # Those due again after waiting first: they were due before the others.
         waiting = sorted(batch, key=lambda d: not d.returning)
         step = timedelta(seconds=SPACING / waiting[0].rate_limit)  # type: ignore[operator]
-        lead = timedelta(seconds=min(LEAD_SECONDS, horizon() / 2))
+        lead = timedelta(seconds=lead_seconds())
         returning = sum(1 for d in waiting if d.returning)
         taking = _Taking(len(waiting), returning, step, lead, timezone.now())
         if connection.vendor == "postgresql":

@@ -236,6 +236,33 @@ def test_a_stream_at_the_limit_does_not_keep_a_backlog_waiting(private_worker, r
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
+def test_a_worker_takes_back_the_deliveries_it_sent_to_the_database_as_they_come_due(
+    private_worker, receiver, settings
+):
+    """40 events for a 10/s endpoint, and a worker whose sweep runs once, as it starts: it
+    holds a second of slots at a time in the tests and sends the rest back to the database.
+    Those come back at their time through the worker that sent them back, not through a sweep
+    and a task queued behind whatever else the broker holds, so the endpoint keeps its rate."""
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    client = factories.api_client(factories.environment())
+    client.create_endpoint(f"{receiver.url}/limited", rate_limit=10)
+    events = 40
+    for i in range(events):
+        response = client.post("/v1/events", {"type": "packet.created", "data": {"i": i}})
+        assert response.status_code == 201, response.content
+    private_worker(WEBHOOKS_SWEEP_INTERVAL="3600")
+    wait_for(lambda: len(receiver.received("/limited")) >= events, timeout=30)
+
+    got = receiver.received("/limited")
+    assert len({r.headers["MD-Event-Id"] for r in got}) == events
+    assert busiest_second([r.at for r in got]) <= 12
+    # 40 at 10/s take about 4 s; sent back and left to wait, they would take the sweep's hour.
+    took = max(r.at for r in got) - min(r.at for r in got)
+    assert took < 10, took
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
 def test_an_ordered_limited_endpoint_gets_its_events_in_order_within_its_rate(
     private_worker, receiver, settings
 ):
