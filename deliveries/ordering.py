@@ -7,6 +7,10 @@ attempted; it is retried on the usual schedule and holds the others back. When t
 the next parked delivery, lowest event id first: event ids are drawn in the publishing
 transaction, so an event published after another one's publish returned has the higher id.
 
+A fan-out, after its COMMIT, releases only lanes with no head in hand (lanes_idle): behind a
+head, its delivery waits for the head's recording to release it, and the recording of a head
+that had nothing to release looks again after its own COMMIT, so neither misses the other.
+
 Every decision about a lane is taken under its row lock (`SELECT ... FOR UPDATE`), by whoever
 makes it (fan-out, recording, recovery, the sweep), so two workers never hold two heads; and as
 PostgreSQL is the only state, the order survives a worker's crash, the broker's loss and a
@@ -176,6 +180,36 @@ def _first_releasable(
     if unlocked and parked_first.first() != first:
         return None
     return delivery_id
+
+
+def lanes_idle(endpoint_ids: list[int]) -> list[int]:
+    """Of these ordered endpoints, those with no head in hand, read without their lanes' locks:
+    the ones a delivery just committed to them may have to be released for. A head in hand
+    releases it as it ends, if this read missed that end: the end's recording, finding nothing
+    to release, looks again after its COMMIT (lanes_waiting), and sees what was committed
+    before this read."""
+    if not endpoint_ids:
+        return []
+    head_active = Delivery.objects.filter(active(), id=OuterRef("head_delivery_id"))
+    busy = set(
+        Lane.objects.filter(endpoint_id__in=endpoint_ids)
+        .filter(Exists(head_active))
+        .values_list("endpoint_id", flat=True)
+    )
+    return [pk for pk in endpoint_ids if pk not in busy]
+
+
+def lanes_waiting(endpoint_ids: "set[int] | list[int]") -> list[int]:
+    """Of these ordered endpoints, those with parked deliveries and no head in hand."""
+    if not endpoint_ids:
+        return []
+    waiting = Delivery.objects.filter(parked(), endpoint_id=OuterRef("endpoint_id"))
+    idle = lanes_idle(sorted(endpoint_ids))
+    return list(
+        Lane.objects.filter(endpoint_id__in=idle)
+        .filter(Exists(waiting))
+        .values_list("endpoint_id", flat=True)
+    )
 
 
 def lanes_stalled() -> list[int]:

@@ -122,6 +122,14 @@ def record(
         )
         if released and chain is None:
             transaction.on_commit(partial(queue.deliveries_queue, released), robust=True)
+    ended_lanes = {d.endpoint_id for d in ended}
+    if len(released) < len(ended_lanes):
+        # A lane that had nothing to release: a fan-out that looked before this COMMIT found
+        # its head in hand and left its delivery to this one (services.event_fan_out), which
+        # may have missed it. Looked for again, now that both are committed.
+        again = ordering.lanes_release(endpoint_ids=ordering.lanes_waiting(ended_lanes), now=now)
+        if again:  # at once, outside a transaction: a broker that is down is only logged
+            transaction.on_commit(partial(queue.deliveries_queue, again), robust=True)
     # The metrics, though, count everything this run was given, recorded now or found on
     # record: they are counted after the COMMIT, which a run whose COMMIT's answer was lost
     # never got past (tests/test_lost_commit.py).

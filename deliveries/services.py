@@ -167,22 +167,26 @@ def event_fan_out(*, event_id: int, first_claim: FirstClaim | None = None) -> li
             made += cursor.fetchall()
         ordered_ids = [pk for pk, ordered in matched if ordered]
         filters = {pk: events for pk, events, _ in candidates}
-        released = ordering.lanes_release(
-            endpoint_ids=ordered_ids,
-            # What the candidates' read has already: no second read of these endpoints.
-            known={pk: (environment_id, filters[pk]) for pk in ordered_ids},
-            claim_token=None if first_claim is None else first_claim.token,
-            claimed_until=None if first_claim is None else first_claim.until,
-        )
-        # The claimed ones first, whatever order RETURNING gave them in; of the parked ones
-        # only those their lane released (claimed as the first batch is).
         held = [pk for pk, claimed_now, _ in made if claimed_now]
-        if first_claim is not None:
-            held += released
         queued = [pk for pk, claimed_now, was_parked in made if not claimed_now and not was_parked]
-        if first_claim is None:
-            queued += released
-        return held + queued
+    # After the COMMIT, and only for lanes with no head in hand: a busy ordered endpoint's
+    # head, as it ends, releases the next delivery, this one among them. Taking each lane's
+    # lock in every fan-out kept that recording waiting behind the queue of fan-outs, and the
+    # endpoint's line with it (docs/delivery-control.md). Committed first, this delivery is
+    # seen by the recording of a head that ends after this looks (ordering.lanes_idle).
+    idle = ordering.lanes_idle(ordered_ids)
+    released = ordering.lanes_release(
+        endpoint_ids=idle,
+        # What the candidates' read has already: no second read of these endpoints.
+        known={pk: (environment_id, filters[pk]) for pk in idle},
+        claim_token=None if first_claim is None else first_claim.token,
+        claimed_until=None if first_claim is None else first_claim.until,
+    )
+    # The claimed ones first, whatever order RETURNING gave them in; of the parked ones only
+    # those their lane released (claimed as the first batch is).
+    if first_claim is not None:
+        return held + released + queued
+    return held + queued + released
 
 
 # Written out (see deliveries.sql): fan-out runs for every event, and for an event to 10,000

@@ -191,6 +191,68 @@ def test_an_event_fanned_out_before_an_earlier_one_waits_for_it(receiver, settin
     assert first_receipts(receiver.received("/o")) == [first, second, third]
 
 
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_fan_out_behind_a_head_in_hand_does_not_wait_for_the_lanes_lock(receiver, settings):
+    """While the head is in hand (its receiver answers slowly), the next event's fan-out
+    leaves its delivery to the head's recording: it does not queue for the lane's lock, which
+    the recording of the head itself needs (another transaction holds it here, as a recording
+    would). Then the head's recording releases it, in order. A worker of another test may
+    run either fan-out first: it meets the same lock."""
+    from django.db import connections, transaction
+
+    from deliveries.dispatch import deliveries_send
+    from deliveries.models import Lane
+    from deliveries.services import event_fan_out
+
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    client = factories.api_client(factories.environment())
+    endpoint = client.create_endpoint(f"{receiver.url}/o", delivery_order="ordered")
+    receiver.respond("/o", lambda request: Reply(delay=2.0))
+    [first] = publish(client, 1)
+    event_fan_out(event_id=Event.objects.get(public_id=first).pk)
+    head = Delivery.objects.get(event__public_id=first)
+    lane = Lane.objects.get(endpoint__public_id=endpoint["webhook_endpoint_id"])
+    assert lane.head_delivery_id == head.pk
+
+    locked, done = threading.Event(), threading.Event()
+
+    def hold_the_lane() -> None:
+        try:
+            with transaction.atomic():
+                list(Lane.objects.select_for_update().filter(pk=lane.pk))
+                locked.set()
+                done.wait(timeout=30)
+        finally:
+            connections.close_all()
+
+    made: list[list[int]] = []
+
+    def fan_out(event_id: int) -> None:
+        try:
+            made.append(event_fan_out(event_id=event_id))
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold_the_lane)
+    holder.start()
+    try:
+        assert locked.wait(timeout=10)
+        [second] = publish(client, 1, start=1)
+        second_pk = Event.objects.get(public_id=second).pk
+        fanning = threading.Thread(target=fan_out, args=[second_pk])
+        fanning.start()
+        fanning.join(timeout=5)
+        assert not fanning.is_alive(), "the fan-out waited for the lane's lock"
+        assert made == [[]]  # parked behind the head (or fanned out already by a worker)
+        assert Delivery.objects.get(event_id=second_pk).next_attempt_at is None
+    finally:
+        done.set()
+        holder.join()
+    deliveries_send(delivery_ids=[head.pk], wait_for_all=True)
+    wait_for(lambda: first_receipts(receiver.received("/o")) == [first, second], timeout=30)
+
+
 @pytest.mark.django_db
 def test_turning_ordering_on_leaves_a_delivery_already_attempted_on_its_schedule(
     receiver, settings
