@@ -14,7 +14,6 @@ sending threads, the admission and the recorder, made at first use (so after any
 import threading
 import time
 import uuid
-from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -355,15 +354,13 @@ def _send_batch(
     process = engine()
     futures: list[Future[Sent]] = []
     later = dict(slots.later)
-    if later:
-        sent_back: defaultdict[int, list[datetime]] = defaultdict(list)
-        for delivery in live:
-            # Not an ordered one's: its task goes on along its line for up to CHAIN_SECONDS,
-            # which the recorder thread has not to spend. The sweep takes those back.
-            if delivery.pk in later and not delivery.ordered:
-                sent_back[delivery.endpoint_id].append(later[delivery.pk])
-        for endpoint_id, times in sent_back.items():
-            process.refill_at(endpoint_id, min(times), max(times))
+    if slots.sent_back:
+        # Not an ordered endpoint's: its task goes on along its line for up to CHAIN_SECONDS,
+        # which the recorder thread has not to spend. The sweep takes those back.
+        ordered = {d.endpoint_id for d in live if d.ordered}
+        for endpoint_id, (first, last) in slots.sent_back.items():
+            if endpoint_id not in ordered:
+                process.refill_at(endpoint_id, first, last)
     for delivery in live:
         if delivery.pk in later:
             continue

@@ -18,6 +18,7 @@ database restart. Unordered endpoints never come here: their deliveries are neve
 """
 
 import uuid
+from collections.abc import Collection
 from datetime import datetime
 
 from django.db import transaction
@@ -182,49 +183,41 @@ def _first_releasable(
     return delivery_id
 
 
+def _head_in_hand() -> Exists:
+    """The lane's head is pending and due at some time (for a filter on Lane)."""
+    return Exists(Delivery.objects.filter(active(), id=OuterRef("head_delivery_id")))
+
+
 def lanes_idle(endpoint_ids: list[int]) -> list[int]:
     """Of these ordered endpoints, those with no head in hand, read without their lanes' locks:
     the ones a delivery just committed to them may have to be released for. A head in hand
     releases it as it ends, if this read missed that end: the end's recording, finding nothing
-    to release, looks again after its COMMIT (lanes_waiting), and sees what was committed
+    to release, looks again after its COMMIT (lanes_stalled), and sees what was committed
     before this read."""
     if not endpoint_ids:
         return []
-    head_active = Delivery.objects.filter(active(), id=OuterRef("head_delivery_id"))
     busy = set(
-        Lane.objects.filter(endpoint_id__in=endpoint_ids)
-        .filter(Exists(head_active))
-        .values_list("endpoint_id", flat=True)
+        Lane.objects.filter(_head_in_hand(), endpoint_id__in=endpoint_ids).values_list(
+            "endpoint_id", flat=True
+        )
     )
     return [pk for pk in endpoint_ids if pk not in busy]
 
 
-def lanes_waiting(endpoint_ids: "set[int] | list[int]") -> list[int]:
-    """Of these ordered endpoints, those with parked deliveries and no head in hand."""
-    if not endpoint_ids:
-        return []
+def lanes_stalled(endpoint_ids: "Collection[int] | None" = None) -> list[int]:
+    """Enabled ordered endpoints (of these, if given) with parked deliveries and no head in
+    hand: the sweep's safety net (a head cancelled by hand, an earlier event that turned out
+    not to match), and a recording's second look after its COMMIT."""
     waiting = Delivery.objects.filter(parked(), endpoint_id=OuterRef("endpoint_id"))
-    idle = lanes_idle(sorted(endpoint_ids))
-    return list(
-        Lane.objects.filter(endpoint_id__in=idle)
-        .filter(Exists(waiting))
-        .values_list("endpoint_id", flat=True)
+    lanes = Lane.objects.filter(
+        endpoint__delivery_order=ORDERED,
+        endpoint__status=WebhookEndpoint.Status.ENABLED,
+        endpoint__deleted_at__isnull=True,
     )
-
-
-def lanes_stalled() -> list[int]:
-    """Enabled ordered endpoints with parked deliveries and no head in hand: the sweep's
-    safety net (a head cancelled by hand, an earlier event that turned out not to match)."""
-    head_active = Delivery.objects.filter(active(), id=OuterRef("head_delivery_id"))
-    waiting = Delivery.objects.filter(parked(), endpoint_id=OuterRef("endpoint_id"))
+    if endpoint_ids is not None:
+        lanes = lanes.filter(endpoint_id__in=list(endpoint_ids))
     return list(
-        Lane.objects.filter(
-            endpoint__delivery_order=ORDERED,
-            endpoint__status=WebhookEndpoint.Status.ENABLED,
-            endpoint__deleted_at__isnull=True,
-        )
-        .filter(~Exists(head_active), Exists(waiting))
-        .values_list("endpoint_id", flat=True)[:1000]
+        lanes.filter(~_head_in_hand(), Exists(waiting)).values_list("endpoint_id", flat=True)[:1000]
     )
 
 

@@ -64,6 +64,8 @@ LEAD_SECONDS = 1.0
 class Slots:
     starts: dict[int, datetime] = field(default_factory=dict)  # delivery: when it may start
     later: dict[int, datetime] = field(default_factory=dict)  # delivery: when it is due again
+    # endpoint: when the first and the last of its deliveries in `later` are due again
+    sent_back: dict[int, tuple[datetime, datetime]] = field(default_factory=dict)
 
 
 def lead_seconds() -> float:
@@ -101,6 +103,8 @@ def slots_take(deliveries: list[Claimed]) -> Slots:
         tail = taking.tail(first, taken, deferred)
         for j, delivery in enumerate(waiting[taken:]):
             slots.later[delivery.pk] = tail + j * step
+        if taken < len(waiting):
+            slots.sent_back[endpoint_id] = (tail, tail + (len(waiting) - taken - 1) * step)
     return slots
 
 

@@ -127,7 +127,7 @@ def record(
         # A lane that had nothing to release: a fan-out that looked before this COMMIT found
         # its head in hand and left its delivery to this one (services.event_fan_out), which
         # may have missed it. Looked for again, now that both are committed.
-        again = ordering.lanes_release(endpoint_ids=ordering.lanes_waiting(ended_lanes), now=now)
+        again = ordering.lanes_release(endpoint_ids=ordering.lanes_stalled(ended_lanes), now=now)
         if again:  # at once, outside a transaction: a broker that is down is only logged
             transaction.on_commit(partial(queue.deliveries_queue, again), robust=True)
     # The metrics, though, count everything this run was given, recorded now or found on

@@ -259,6 +259,12 @@ def test_a_worker_takes_back_the_deliveries_it_sent_to_the_database_as_they_come
     # 40 at 10/s take about 4 s; sent back and left to wait, they would take the sweep's hour.
     took = max(r.at for r in got) - min(r.at for r in got)
     assert took < 10, took
+    # Sent back and taken again, each still cost one attempt: the one that was sent.
+    wait_for(
+        lambda: Delivery.objects.filter(status=Delivery.Status.SUCCEEDED).count() == events,
+        timeout=30,
+    )
+    assert DeliveryAttempt.objects.count() == events
 
 
 @pytest.mark.slow
