@@ -297,10 +297,10 @@ class Ahead:
             return None
         return [self.deliveries[pk] for pk in delivery_ids]
 
-    def send_next(self, results: list[Sent], process: "Engine") -> dict[int, int]:
+    def send_next(self, results: list[Sent], process: "Engine") -> dict[int, tuple[int, int]]:
         """Sends the next delivery of each endpoint whose head just succeeded; returns them
-        (endpoint: delivery) for the recording to release."""
-        sent: dict[int, int] = {}
+        (endpoint: (delivery, its event)) for the recording to release."""
+        sent: dict[int, tuple[int, int]] = {}
         for result in results:
             endpoint_id = self.heads.get(result.delivery.pk)
             if endpoint_id is None or not result.outcome.succeeded:
@@ -311,7 +311,7 @@ class Ahead:
             admitted = process.admit(following, self.secrets[endpoint_id])
             if admitted is not None:
                 self.started[following.pk] = admitted.future
-                sent[endpoint_id] = following.pk
+                sent[endpoint_id] = (following.pk, following.event_id)
         return sent
 
 

@@ -51,33 +51,35 @@ def lanes_release(
     now: datetime | None = None,
     ended: "set[int] | None" = None,
     known: "dict[int, tuple[int, list[str]]] | None" = None,
-    sent: "dict[int, int] | None" = None,
+    sent: "dict[int, tuple[int, int]] | None" = None,
     claim_token: uuid.UUID | None = None,
     claimed_until: datetime | None = None,
-) -> list[int]:
+) -> dict[int, int]:
     """For each of these ordered endpoints whose head has ended (or that has none), makes its
-    next parked delivery the head, due now; in the caller's transaction. Returns the ids
-    released: the caller queues them after commit, or sends them itself when it gave a claim
-    (`claim_token` until `claimed_until`: they are made claimed by it, as fan-out's first batch).
+    next parked delivery the head, due now; in the caller's transaction. Returns those released
+    (delivery: its event): the caller queues them after commit, or sends them itself when it
+    gave a claim (`claim_token` until `claimed_until`: they are made claimed by it, as fan-out's
+    first batch). Their events matter to a caller that loads them by event (claiming.load): a
+    lane may release an earlier event's delivery than the one the caller has in hand.
 
     `ended` names deliveries the caller has just ended in this transaction (no need to look);
     `known` gives the endpoints' environment and enabled_events when the caller has them
     (endpoint: (environment id, enabled_events)), for endpoints it knows to be ordered; `sent`
-    names, per endpoint, the delivery the caller already sent as its head ended (`peek` chose
-    it): that one is the head now, whatever came since.
+    names, per endpoint, the delivery (and its event) the caller already sent as its head ended
+    (`peek` chose it): that one is the head now, whatever came since.
 
     Endpoints that are not ordered (any more) are skipped. A parked delivery whose event has an
     earlier, matching event of the same environment not fanned out yet is not released: that
     event's fan-out releases the lane when it commits.
     """
     if not endpoint_ids:
-        return []
+        return {}
     now = now or timezone.now()
     endpoints = known or _ordered(endpoint_ids)
     if not endpoints:
-        return []
+        return {}
     sent = sent or {}
-    released: list[int] = []
+    released: dict[int, int] = {}
     # No savepoint: the caller's transaction is the unit (recording, fan-out, the sweep).
     with transaction.atomic(savepoint=False):
         for pk, lane in sorted(lanes_locked(list(endpoints)).items()):
@@ -89,9 +91,10 @@ def lanes_release(
             changes: dict[str, object] = {"next_attempt_at": now, "enqueued_at": now}
             if claim_token is not None:
                 changes |= {"claim_token": claim_token, "claimed_until": claimed_until}
-            if Delivery.objects.filter(parked(), id=head).update(**changes):
-                Lane.objects.filter(pk=pk).update(head_delivery_id=head)
-                released.append(head)
+            delivery_id, event_id = head
+            if Delivery.objects.filter(parked(), id=delivery_id).update(**changes):
+                Lane.objects.filter(pk=pk).update(head_delivery_id=delivery_id)
+                released[delivery_id] = event_id
     return released
 
 
@@ -105,7 +108,7 @@ def peek(
     following = {
         pk: _first_releasable(pk, *endpoints[pk], unlocked=True) for pk in sorted(endpoints)
     }
-    return {pk: delivery for pk, delivery in following.items() if delivery is not None}
+    return {pk: first[0] for pk, first in following.items() if first is not None}
 
 
 def lanes_known(deliveries: "list[Claimed]") -> dict[int, tuple[int, list[str]]]:
@@ -155,9 +158,9 @@ def _head_active(lane: Lane, ended: set[int]) -> bool:
 
 def _first_releasable(
     endpoint_id: int, environment_id: int, enabled_events: list[str], *, unlocked: bool = False
-) -> int | None:
-    """The endpoint's first parked delivery, unless an earlier event it would get is still on
-    its way (published, not fanned out yet).
+) -> tuple[int, int] | None:
+    """The endpoint's first parked delivery and its event, unless an earlier event it would get
+    is still on its way (published, not fanned out yet).
 
     `unlocked`: the caller does not hold the lane's lock (`peek`), so an earlier event's
     fan-out can commit between the two reads, each of which sees what was committed when it
@@ -180,7 +183,7 @@ def _first_releasable(
         return None
     if unlocked and parked_first.first() != first:
         return None
-    return delivery_id
+    return delivery_id, event_id
 
 
 def _head_in_hand() -> Exists:
@@ -238,7 +241,7 @@ def ordering_changed(*, endpoint_id: int, ordered: bool) -> list[int]:
             .values("id")
         )
         Delivery.objects.filter(id__in=not_attempted).update(next_attempt_at=None, enqueued_at=None)
-        return lanes_release(endpoint_ids=[endpoint_id], now=now)
+        return list(lanes_release(endpoint_ids=[endpoint_id], now=now))
     # Due now and queued by the next sweep: a backlog of any size in one statement.
     Delivery.objects.filter(parked(), endpoint_id=endpoint_id).update(
         next_attempt_at=now, enqueued_at=None

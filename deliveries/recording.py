@@ -75,7 +75,7 @@ class Chain:
 def record(
     claims: dict[uuid.UUID, list[Sent]],
     chain: Chain | None = None,
-    sent: dict[int, int] | None = None,
+    sent: dict[int, tuple[int, int]] | None = None,
 ) -> list[int]:
     """Records the attempts made under one claim or several (token: its results) in one
     transaction. The recorder thread writes all that has ended since its last round this way:
@@ -86,8 +86,8 @@ def record(
     (transient.retrying): what is on record already is not recorded, nor counted, twice.
 
     An ordered endpoint whose head ended here has its next delivery released in the same
-    transaction (deliveries.ordering): the one the caller `sent` already (endpoint: delivery)
-    if it did. Returns the ids released under `chain`, for the caller to send; without one
+    transaction (deliveries.ordering): the one the caller `sent` already (endpoint: (delivery,
+    event)) if it did. Returns the ids released under `chain`, for the caller to send; without one
     they are queued after the commit."""
     if not any(claims.values()):
         return []
@@ -121,7 +121,9 @@ def record(
             claimed_until=None if chain is None else chain.until,
         )
         if released and chain is None:
-            transaction.on_commit(partial(queue.deliveries_queue, released), robust=True)
+            transaction.on_commit(
+                partial(queue.deliveries_queue, list(released), released), robust=True
+            )
     ended_lanes = {d.endpoint_id for d in ended}
     if len(released) < len(ended_lanes):
         # A lane that had nothing to release: a fan-out that looked before this COMMIT found
@@ -129,12 +131,12 @@ def record(
         # may have missed it. Looked for again, now that both are committed.
         again = ordering.lanes_release(endpoint_ids=ordering.lanes_stalled(ended_lanes), now=now)
         if again:  # at once, outside a transaction: a broker that is down is only logged
-            transaction.on_commit(partial(queue.deliveries_queue, again), robust=True)
+            transaction.on_commit(partial(queue.deliveries_queue, list(again), again), robust=True)
     # The metrics, though, count everything this run was given, recorded now or found on
     # record: they are counted after the COMMIT, which a run whose COMMIT's answer was lost
     # never got past (tests/test_lost_commit.py).
     _observe(given, now)
-    return released if chain is not None else []
+    return list(released) if chain is not None else []
 
 
 def _insert_attempts(

@@ -134,7 +134,9 @@ def recovery_step(*, recovery_id: int, now: datetime | None = None) -> None:
         released = ids[: settings.WEBHOOKS_DELIVERY_BATCH_SIZE] if starts_now else []
         if endpoint.is_ordered:
             released = (
-                ordering.lanes_release(endpoint_ids=[endpoint.pk], now=now) if requeued else []
+                list(ordering.lanes_release(endpoint_ids=[endpoint.pk], now=now))
+                if requeued
+                else []
             )
         recovery.deliveries_requeued += requeued
         if batch:

@@ -15,9 +15,9 @@ PostgreSQL says what is due; the broker only carries ids, and losing it loses no
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 from django.conf import settings
@@ -30,7 +30,7 @@ from core import tracing
 from core.errors import InvalidInput
 from core.locks import transaction_lock_timeout, try_transaction_lock
 from core.times import api_datetime
-from deliveries import metrics, ordering, queue, sql
+from deliveries import metrics, ordering, queue, sql, transient
 from deliveries.models import Delivery, Event, new_delivery_id
 from deliveries.selectors import deliveries_due, events_not_fanned_out, unclaimed
 from webhooks.catalog import TEST_EVENT_TYPE, filter_matches, is_known, is_operational
@@ -113,11 +113,17 @@ def event_publish(
 class FirstClaim:
     """The first `count` deliveries of a fan-out are made claimed with `token` until `until`,
     for a caller that sends them at once: no UPDATE to claim them afterwards, one less write
-    per delivery. If the caller dies, they are due again when the claim runs out."""
+    per delivery. If the caller dies, they are due again when the claim runs out.
+
+    `claimed` is filled by the fan-out as each part commits (delivery: its event): the first
+    batch, and what ordered endpoints' lanes released, which may be an earlier event's
+    delivery. The caller sends exactly these, loaded from their events' partitions
+    (claiming.load), even when a retry of the fan-out returns nothing."""
 
     token: uuid.UUID
     until: datetime
     count: int
+    claimed: dict[int, int] = field(default_factory=dict)
 
 
 def event_fan_out(*, event_id: int, first_claim: FirstClaim | None = None) -> list[int]:
@@ -169,24 +175,47 @@ def event_fan_out(*, event_id: int, first_claim: FirstClaim | None = None) -> li
         filters = {pk: events for pk, events, _ in candidates}
         held = [pk for pk, claimed_now, _ in made if claimed_now]
         queued = [pk for pk, claimed_now, was_parked in made if not claimed_now and not was_parked]
+    if first_claim is not None:
+        first_claim.claimed.update(dict.fromkeys(held, event_id))
     # After the COMMIT, and only for lanes with no head in hand: a busy ordered endpoint's
     # head, as it ends, releases the next delivery, this one among them. Taking each lane's
     # lock in every fan-out kept that recording waiting behind the queue of fan-outs, and the
     # endpoint's line with it (docs/delivery-control.md). Committed first, this delivery is
     # seen by the recording of a head that ends after this looks (ordering.lanes_idle).
+    # Tried again here on its own: the event is marked, so a retry of the whole fan-out would
+    # make nothing, and leave its first batch claimed and unsent until the claim ran out.
+    released = transient.retrying(
+        partial(
+            _lanes_release_idle,
+            ordered_ids,
+            {pk: (environment_id, filters[pk]) for pk in ordered_ids},
+            first_claim,
+        ),
+        "releasing ordered endpoints' lanes",
+    )
+    if first_claim is not None:
+        first_claim.claimed.update(released)
+        # The claimed ones first, whatever order RETURNING gave them in; of the parked ones
+        # only those their lane released (claimed as the first batch is).
+        return held + list(released) + queued
+    return held + queued + list(released)
+
+
+def _lanes_release_idle(
+    ordered_ids: list[int],
+    known: dict[int, tuple[int, list[str]]],
+    first_claim: FirstClaim | None,
+) -> dict[int, int]:
+    """Releases the lanes of these ordered endpoints that have no head in hand (a fan-out's,
+    after its COMMIT). A lane may release an earlier event's delivery than the fan-out's own:
+    one whose fan-out committed and has not come to this point yet."""
     idle = ordering.lanes_idle(ordered_ids)
-    released = ordering.lanes_release(
+    return ordering.lanes_release(
         endpoint_ids=idle,
-        # What the candidates' read has already: no second read of these endpoints.
-        known={pk: (environment_id, filters[pk]) for pk in idle},
+        known={pk: known[pk] for pk in idle},
         claim_token=None if first_claim is None else first_claim.token,
         claimed_until=None if first_claim is None else first_claim.until,
     )
-    # The claimed ones first, whatever order RETURNING gave them in; of the parked ones only
-    # those their lane released (claimed as the first batch is).
-    if first_claim is not None:
-        return held + released + queued
-    return held + queued + released
 
 
 # Written out (see deliveries.sql): fan-out runs for every event, and for an event to 10,000
@@ -262,7 +291,7 @@ def _sweep(now: datetime) -> int:
     )
     transaction.on_commit(lambda: queue.fan_out_queue(lost_events), robust=True)
     released = ordering.lanes_release(endpoint_ids=ordering.lanes_stalled(), now=now)
-    transaction.on_commit(lambda: queue.deliveries_queue(released), robust=True)
+    transaction.on_commit(lambda: queue.deliveries_queue(list(released), released), robust=True)
     return len(ids) + len(released)
 
 
@@ -293,11 +322,11 @@ def delivery_retry_now(*, delivery: Delivery) -> Delivery:
             "delivery_id",
             "An attempt of this delivery is in progress; retry it once that attempt has ended.",
         )
-    released = [delivery.pk]
+    released = {delivery.pk: delivery.event_id}
     if ordered:
         released = ordering.lanes_release(endpoint_ids=[delivery.endpoint_id], now=now)
     delivery.refresh_from_db()
-    transaction.on_commit(lambda: queue.deliveries_queue(released), robust=True)
+    transaction.on_commit(lambda: queue.deliveries_queue(list(released), released), robust=True)
     return delivery
 
 

@@ -49,11 +49,14 @@ def fan_out_task(event_id: int) -> None:
             partial(services.event_fan_out, event_id=event_id, first_claim=first),
             "fanning out an event",
         )
-        rest = delivery_ids[size:]
+        # What the fan-out made claimed goes out from here, the rest through the broker.
+        rest = [pk for pk in delivery_ids if pk not in first.claimed]
         queue.deliveries_queue(rest, dict.fromkeys(rest, event_id))
-        if delivery_ids:
+        if first.claimed:
             dispatch.deliveries_send(
-                delivery_ids=delivery_ids[:size], held_with=first.token, event_ids=[event_id]
+                delivery_ids=list(first.claimed),
+                held_with=first.token,
+                event_ids=sorted(set(first.claimed.values())),
             )
 
 
