@@ -20,7 +20,6 @@ from django.utils import timezone
 
 from bench import volume_fill
 from bench.deliveries import (
-    LATENCY_RATE,
     Broker,
     DeliveryStack,
     measure_latency,
@@ -32,6 +31,7 @@ from bench.volume_config import (
     DUE_ROWS,
     FULL_RATE,
     LATENCY_EVENTS,
+    LATENCY_RATE,
     PAGE_LIMIT,
     QUERY_REPETITIONS,
     REQUESTS,
