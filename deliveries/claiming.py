@@ -264,9 +264,12 @@ def cancel_for_gone_endpoints(deliveries: list[Claimed], token: uuid.UUID) -> No
     metrics.DELIVERIES_CANCELLED.inc(len(deliveries))
 
 
-def postpone(when: dict[int, datetime], token: uuid.UUID) -> None:
+def postpone(
+    when: dict[int, datetime], token: uuid.UUID, event_ids: Collection[int] | None = None
+) -> None:
     """Back to the queue, not attempted, each delivery due again at its time: its endpoint has
-    its fill of requests in flight, or its rate limit has no slot for it yet."""
+    its fill of requests in flight, or its rate limit has no slot for it yet. `event_ids`, if
+    given, are their events (see `claim`)."""
     if when:
         times = set(when.values())
         at: Value | Case = (
@@ -277,6 +280,7 @@ def postpone(when: dict[int, datetime], token: uuid.UUID) -> None:
                 output_field=DateTimeField(),
             )
         )
-        Delivery.objects.filter(id__in=list(when), claim_token=token).update(
-            next_attempt_at=at, claimed_until=None, claim_token=None, enqueued_at=None
-        )
+        rows = Delivery.objects.filter(id__in=list(when), claim_token=token)
+        if event_ids:
+            rows = rows.filter(event_id__in=sorted(event_ids))
+        rows.update(next_attempt_at=at, claimed_until=None, claim_token=None, enqueued_at=None)

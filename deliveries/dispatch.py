@@ -387,7 +387,10 @@ def _send_batch(
     released: list[int] = []
     try:
         if later:
-            transient.retrying(partial(claiming.postpone, later, token), "postponing deliveries")
+            events = {d.event_id for d in live if d.pk in later}
+            transient.retrying(
+                partial(claiming.postpone, later, token, events), "postponing deliveries"
+            )
     finally:  # what was sent is recorded whatever happened to the postponing
         done, pending = wait(futures, timeout=None if wait_for_all else FIRST_WAVE_SECONDS)
         if pending:
@@ -422,12 +425,15 @@ def _look_ahead(
     following = transient.retrying(partial(ordering.peek, set(known), known), "looking ahead")
     if not following:
         return Ahead()
+    # By their events as well: PostgreSQL then plans and reads those days' partitions only.
+    events = {event_id for _, event_id in following.values()}
     loaded = transient.retrying(
-        partial(claiming.load, list(following.values()), None), "looking ahead"
+        partial(claiming.load, [pk for pk, _ in following.values()], None, events),
+        "looking ahead",
     )
     return Ahead(
         deliveries={d.pk: d for d in loaded},
         secrets={pk: secrets[pk] for pk in following if pk in secrets},
         heads={d.pk: d.endpoint_id for d in heads},
-        following=following,
+        following={endpoint: pk for endpoint, (pk, _) in following.items()},
     )

@@ -100,15 +100,16 @@ def lanes_release(
 
 def peek(
     endpoint_ids: set[int], known: "dict[int, tuple[int, list[str]]] | None" = None
-) -> dict[int, int]:
-    """Each of these ordered endpoints' next delivery, as its lane would release it now (its
-    head aside): for a caller that loads it, and sends it the moment the head succeeds, while
-    the head is in flight (deliveries.dispatch). Changes nothing."""
+) -> dict[int, tuple[int, int]]:
+    """Each of these ordered endpoints' next delivery and its event (endpoint: (delivery,
+    event)), as its lane would release it now (its head aside): for a caller that loads it, and
+    sends it the moment the head succeeds, while the head is in flight (deliveries.dispatch).
+    Changes nothing."""
     endpoints = known or _ordered(endpoint_ids)
     following = {
         pk: _first_releasable(pk, *endpoints[pk], unlocked=True) for pk in sorted(endpoints)
     }
-    return {pk: first[0] for pk, first in following.items() if first is not None}
+    return {pk: first for pk, first in following.items() if first is not None}
 
 
 def lanes_known(deliveries: "list[Claimed]") -> dict[int, tuple[int, list[str]]]:
