@@ -124,6 +124,7 @@ def free_port() -> int:
 @dataclass
 class Gunicorn:
     config: GunicornConfig
+    env: dict[str, str] = field(default_factory=dict)  # over the bench's own environment
     port: int = 0
     process: subprocess.Popen | None = None
     log_path: Path | None = None
@@ -145,7 +146,12 @@ class Gunicorn:
         )
         empty.close()
         self._empty_config = Path(empty.name)
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": SETTINGS_MODULE, "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            **self.env,
+            "DJANGO_SETTINGS_MODULE": SETTINGS_MODULE,
+            "PYTHONUNBUFFERED": "1",
+        }
         argv = [
             sys.executable,
             "-m",
@@ -205,8 +211,8 @@ class Gunicorn:
 
 
 @contextlib.contextmanager
-def gunicorn(config: GunicornConfig) -> Iterator[Gunicorn]:
-    server = Gunicorn(config)
+def gunicorn(config: GunicornConfig, env: dict[str, str] | None = None) -> Iterator[Gunicorn]:
+    server = Gunicorn(config, env or {})
     try:
         server.start()
         yield server

@@ -3,18 +3,18 @@
 
 Fills two bench databases with bench.volume_fill (PostgreSQL makes the rows): `--database`
 at `--scale` (1 = 2 M events, 20 M deliveries, ~29 M attempts over 30 days) and its `_empty`
-twin at
-EMPTY_SCALE (the same shapes, ~60,000 deliveries). Then, in `--rounds` rounds that alternate
-the two databases, each in a process of its own with its own gunicorn, private redis, Celery
+twin at EMPTY_SCALE (the same shapes, ~60,000 deliveries). Then, in `--rounds` rounds that
+alternate the two databases, each in a process of its own with its own private redis, Celery
 worker(s) and beat, it measures: delivery throughput and publish-to-receipt p99 end to end,
 the sweep's and the claim's statements (the product's own functions, timed, and EXPLAIN
-ANALYZE of the SQL they ran), an endpoint's deliveries page 1 and a deep page through the HTTP
-API, an event with 10,000 deliveries, and the admin's lists. Once, on the filled database, one
-retention pass over its oldest day (rolled back, so the database stays as filled). Prints a
-table with the medians and their ratio, the tables' and indexes' sizes, rewrites
-`docs/volume.md` and `docs/volume.json` (full-size runs; `--docs` forces it), and prints one
-JSON object last. The databases are dropped at the end unless `--keep` (`--measure-only`
-measures databases a `--keep` run left, and keeps them).
+ANALYZE of the SQL they ran). Then the round's reads, a gunicorn on each database and each
+figure's requests alternated between the two (bench.volume_reads): an endpoint's deliveries
+page 1 and a deep page through the HTTP API, an event with 10,000 deliveries, and the admin's
+lists. Once, on the filled database, one retention pass over its oldest day (rolled back, so
+the database stays as filled). Prints a table with the medians and their ratio, the tables'
+and indexes' sizes, rewrites `docs/volume.md` and `docs/volume.json` (full-size runs; `--docs`
+forces it), and prints one JSON object last. The databases are dropped at the end unless
+`--keep` (`--measure-only` measures databases a `--keep` run left, and keeps them).
 
 `--week` is a step of its own (bench.volume_week): it fills `--database` (default
 WEEK_DATABASE) at `--scale` (default WEEK_SCALE), simulates a week of writes plus retention on
@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg import sql
 
+from bench import volume_reads
 from bench.config import REPO_ROOT, SETTINGS_MODULE, BenchError, check_database_name
 from bench.volume_config import TABLE_SIZE_SQL
 
@@ -211,6 +212,13 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
             print(f"bench.volume: round {i + 1} of {args.rounds} on {name}", flush=True)
             last = i == args.rounds - 1
             rounds[name].append(child("measure", name, args, explain="1" if last else ""))
+        print(f"bench.volume: round {i + 1} of {args.rounds}, reads side by side", flush=True)
+        reads = volume_reads.paired(
+            {name: rounds[name][-1]["reads"] for name in order},
+            {name: {"BENCH_DATABASE_URL": database_url(name)} for name in order},
+        )
+        for name in order:
+            rounds[name][-1]["figures"] |= reads[name]
     print("bench.volume: one retention pass on the filled database's oldest day", flush=True)
     retention = child("retention", filled_db, args)
     return {

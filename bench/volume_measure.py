@@ -1,6 +1,8 @@
-"""One round of `python -m bench.volume` on one database (Django set up for it), and the
-retention pass. The hot paths are the product's own functions and views: the figures time
-them, and the SQL they ran is captured (Django's `execute_wrapper`) for EXPLAIN ANALYZE."""
+"""One round of `python -m bench.volume` on one database (Django set up for it): delivery
+throughput and p99, the sweep and the claim, and what the round's reads need (timed by
+bench.volume_reads, the two databases side by side); and the retention pass. The hot paths are
+the product's own functions and views, and the SQL they ran is captured (Django's
+`execute_wrapper`) for EXPLAIN ANALYZE."""
 
 import statistics
 import time
@@ -9,11 +11,9 @@ from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import requests
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -32,15 +32,9 @@ from bench.volume_config import (
     FULL_RATE,
     LATENCY_EVENTS,
     LATENCY_RATE,
-    PAGE_LIMIT,
     QUERY_REPETITIONS,
-    REQUESTS,
     THROUGHPUT_EVENTS,
-    WARMUP_REQUESTS,
 )
-
-SLOW_CALL_S = 1.0
-SLOW_REPETITIONS = 3
 
 
 @dataclass
@@ -87,24 +81,6 @@ def explain(statement: str, params: Any) -> str:
     return plan
 
 
-def median_ms(run: Callable[[], Any], repetitions: int, warmup: int = WARMUP_REQUESTS) -> float:
-    """The median of `repetitions` timed calls after `warmup` untimed ones; a call slower than
-    SLOW_CALL_S is timed only SLOW_REPETITIONS times (a scan of 20 M rows takes seconds)."""
-    times = []
-    for _ in range(max(1, warmup)):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    if times[0] > SLOW_CALL_S:
-        repetitions = min(repetitions, SLOW_REPETITIONS)
-    times = []
-    for _ in range(repetitions):
-        started = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
-
-
 # --- a round -----------------------------------------------------------------------------------
 
 
@@ -117,34 +93,49 @@ class RoundStack(DeliveryStack):
 
 
 def measure(workdir: Path, broker: Broker, workers: int, explain_plans: bool) -> dict[str, Any]:
-    """Every figure once on this database: the stack's first, then the reads and statements
-    with the workers stopped (nothing else runs on the database meanwhile)."""
-    from bench import report, stack
-    from bench.seed import Tenant
+    """This database's figures of a round: the stack's first, then the sweep's and the claim's
+    with the workers stopped (nothing else runs on the database meanwhile); and what the
+    round's reads need (bench.volume_reads times them, the two databases side by side)."""
+    from bench import report
 
     filled = volume_fill.stored()
     figures: dict[str, float] = {}
     plans: dict[str, str] = {}
-    with (
-        stack.gunicorn(stack.DEFAULT_GUNICORN) as server,
-        closing(RoundStack(workdir, broker, workers)) as deliveries,
-    ):
+    with closing(RoundStack(workdir, broker, workers)) as deliveries:
         throughput = measure_throughput(deliveries, THROUGHPUT_EVENTS)
         figures["deliveries_per_s"] = throughput.per_s
         latencies = measure_latency(deliveries, "latency", LATENCY_EVENTS, LATENCY_RATE)
         figures["delivery_p99_ms"] = percentile(latencies, 0.99)
         deliveries.stop_celery()
-        tenant = Tenant(environment=_environment(filled), raw_key=_read_key(filled))
-        api = Api(server.base_url, tenant.headers)
-        info = _shapes(filled)
-        figures |= api_figures(api, info)
-        figures |= admin_figures(info, plans if explain_plans else None)
+        reads = prepare_reads(filled)
+        if explain_plans:
+            admin_plans(reads["info"], plans)
         figures |= engine_figures(plans if explain_plans else None)
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
         machine = report.machine_info(cursor.fetchone()[0], "")
     machine.pop("wrk", None)
-    return {"figures": figures, "info": info, "plans": plans, "machine": machine}
+    return {"figures": figures, "info": reads["info"], "reads": reads, "plans": plans,
+            "machine": machine}  # fmt: skip
+
+
+def prepare_reads(filled: volume_fill.Filled) -> dict[str, Any]:
+    """The rows the reads ask for, an API key that may read them, and a superuser's console
+    session: what bench.volume_reads sends to this database's gunicorn."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from bench.seed import Tenant
+
+    tenant = Tenant(environment=_environment(filled), raw_key=_read_key(filled))
+    user = get_user_model().objects.create_superuser(
+        username=f"volume-{uuid.uuid4().hex[:8]}", email="volume@example.com", password=None
+    )
+    client = Client()
+    client.force_login(user)  # a session in the database, which gunicorn reads
+    cookie = settings.SESSION_COOKIE_NAME
+    return {"info": _shapes(filled), "api_headers": tenant.headers, "session_cookie": cookie,
+            "session": client.cookies[cookie].value}  # fmt: skip
 
 
 def _environment(filled: volume_fill.Filled) -> Any:
@@ -185,71 +176,27 @@ def _shapes(filled: volume_fill.Filled) -> dict[str, Any]:
     }
 
 
-@dataclass
-class Api:
-    base_url: str
-    headers: dict[str, str]
-    session: requests.Session = field(default_factory=requests.Session)
-
-    def get(self, path: str) -> None:
-        response = self.session.get(f"{self.base_url}{path}", headers=self.headers, timeout=60)
-        if response.status_code != 200:
-            raise RuntimeError(f"GET {path}: {response.status_code} {response.text[:300]}")
-
-
-def api_figures(api: Api, info: dict[str, Any]) -> dict[str, float]:
-    endpoint = f"/v1/webhook_endpoints/{info['huge_endpoint']}/deliveries?limit={PAGE_LIMIT}"
-    urls = {
-        "endpoint_page1_ms": endpoint,
-        "endpoint_deep_page_ms": f"{endpoint}&starting_after={info['deep_cursor']}",
-        "endpoint_failed_page1_ms": f"{endpoint}&status=failed",
-        "endpoint_pending_page1_ms": f"{endpoint}&status=pending",
-        "endpoint_cancelled_page1_ms": f"{endpoint}&status=cancelled",
-        "event_10k_retrieve_ms": f"/v1/events/{info['fan_event']}",
-        "events_page1_ms": f"/v1/events?limit={PAGE_LIMIT}",
-    }
-    return {name: median_ms(partial(api.get, url), REQUESTS) for name, url in urls.items()}
-
-
-def admin_figures(info: dict[str, Any], plans: dict[str, str] | None) -> dict[str, float]:
-    """The console's lists through Django's test client, logged in as a superuser (in this
-    process: the same code gunicorn runs, without the network)."""
+def admin_plans(info: dict[str, Any], plans: dict[str, str]) -> None:
+    """EXPLAIN ANALYZE of the slowest statement of each console list the reads time, each page
+    rendered once through Django's test client (the same code gunicorn runs)."""
     from django.contrib.auth import get_user_model
     from django.test import Client
+
+    from bench.volume_reads import admin_paths
 
     user = get_user_model().objects.create_superuser(
         username=f"volume-{uuid.uuid4().hex[:8]}", email="volume@example.com", password=None
     )
     client = Client()
     client.force_login(user)
-    base = "/admin/deliveries"
-    pages = {
-        "admin_deliveries_ms": f"{base}/delivery/",
-        "admin_deliveries_failed_ms": f"{base}/delivery/?status__exact=failed",
-        "admin_deliveries_pending_ms": f"{base}/delivery/?status__exact=pending",
-        "admin_deliveries_cancelled_ms": f"{base}/delivery/?status__exact=cancelled",
-        "admin_deliveries_search_event_ms": f"{base}/delivery/?q={info['fan_event']}",
-        "admin_attempts_ms": f"{base}/deliveryattempt/",
-        "admin_events_ms": f"{base}/event/",
-    }
-    figures = {}
-    for name, url in pages.items():
-
-        def get(url: str = url) -> None:
+    for name, url in admin_paths(info).items():
+        with capturing() as captured:
             response = client.get(url)
-            if response.status_code != 200:
-                raise RuntimeError(f"GET {url}: {response.status_code}")
-
-        figures[name] = median_ms(get, REQUESTS)
-        if plans is not None:
-            with capturing() as captured:
-                get()
-            statement, params, seconds = captured.slowest()
-            heading = (
-                f"-- slowest of {len(captured.statements)} statements: {seconds * 1000:.1f} ms"
-            )
-            plans[name] = f"{heading}\n{statement}\n\n{explain(statement, params)}"
-    return figures
+        if response.status_code != 200:
+            raise RuntimeError(f"GET {url}: {response.status_code}")
+        statement, params, seconds = captured.slowest()
+        heading = f"-- slowest of {len(captured.statements)} statements: {seconds * 1000:.1f} ms"
+        plans[name] = f"{heading}\n{statement}\n\n{explain(statement, params)}"
 
 
 def engine_figures(plans: dict[str, str] | None) -> dict[str, float]:

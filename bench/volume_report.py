@@ -178,7 +178,9 @@ def markdown(result: dict[str, Any]) -> str:
         "# Volume: the service with a month of history",
         "",
         "Written by `python -m bench.volume` (bench/volume.py); do not edit by hand. The figures "
-        "are medians of the rounds, each database measured in turn; the ratio is filled over "
+        "are medians of the rounds: throughput, p99, sweep and claim with each database measured "
+        "in turn, the API's and the admin's pages with each figure's requests alternated between "
+        "the two databases (a gunicorn on each); the ratio is filled over "
         f"empty (for throughput, empty over filled): above 1 is slower, the issue's budget is "
         f"{BUDGET}.",
         "",
