@@ -107,9 +107,10 @@ def measure(workdir: Path, broker: Broker, workers: int, explain_plans: bool) ->
         latencies = measure_latency(deliveries, "latency", LATENCY_EVENTS, LATENCY_RATE)
         figures["delivery_p99_ms"] = percentile(latencies, 0.99)
         deliveries.stop_celery()
-        reads = prepare_reads(filled)
+        console = _console_client()
+        reads = prepare_reads(filled, console)
         if explain_plans:
-            admin_plans(reads["info"], plans)
+            admin_plans(reads["info"], console, plans)
         figures |= engine_figures(plans if explain_plans else None)
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
@@ -119,23 +120,29 @@ def measure(workdir: Path, broker: Broker, workers: int, explain_plans: bool) ->
             "machine": machine}  # fmt: skip
 
 
-def prepare_reads(filled: volume_fill.Filled) -> dict[str, Any]:
-    """The rows the reads ask for, an API key that may read them, and a superuser's console
-    session: what bench.volume_reads sends to this database's gunicorn."""
+def _console_client() -> Any:
+    """Django's test client logged in as a new superuser: its session is in the database, so
+    gunicorn reads it too."""
     from django.contrib.auth import get_user_model
     from django.test import Client
 
-    from bench.seed import Tenant
-
-    tenant = Tenant(environment=_environment(filled), raw_key=_read_key(filled))
     user = get_user_model().objects.create_superuser(
         username=f"volume-{uuid.uuid4().hex[:8]}", email="volume@example.com", password=None
     )
     client = Client()
-    client.force_login(user)  # a session in the database, which gunicorn reads
+    client.force_login(user)
+    return client
+
+
+def prepare_reads(filled: volume_fill.Filled, console: Any) -> dict[str, Any]:
+    """The rows the reads ask for, an API key that may read them, and the console's session:
+    what bench.volume_reads sends to this database's gunicorn."""
+    from bench.seed import Tenant
+
+    tenant = Tenant(environment=_environment(filled), raw_key=_read_key(filled))
     cookie = settings.SESSION_COOKIE_NAME
     return {"info": _shapes(filled), "api_headers": tenant.headers, "session_cookie": cookie,
-            "session": client.cookies[cookie].value}  # fmt: skip
+            "session": console.cookies[cookie].value}  # fmt: skip
 
 
 def _environment(filled: volume_fill.Filled) -> Any:
@@ -176,22 +183,14 @@ def _shapes(filled: volume_fill.Filled) -> dict[str, Any]:
     }
 
 
-def admin_plans(info: dict[str, Any], plans: dict[str, str]) -> None:
+def admin_plans(info: dict[str, Any], console: Any, plans: dict[str, str]) -> None:
     """EXPLAIN ANALYZE of the slowest statement of each console list the reads time, each page
-    rendered once through Django's test client (the same code gunicorn runs)."""
-    from django.contrib.auth import get_user_model
-    from django.test import Client
-
+    rendered once through the logged-in test client (the same code gunicorn runs)."""
     from bench.volume_reads import admin_paths
 
-    user = get_user_model().objects.create_superuser(
-        username=f"volume-{uuid.uuid4().hex[:8]}", email="volume@example.com", password=None
-    )
-    client = Client()
-    client.force_login(user)
     for name, url in admin_paths(info).items():
         with capturing() as captured:
-            response = client.get(url)
+            response = console.get(url)
         if response.status_code != 200:
             raise RuntimeError(f"GET {url}: {response.status_code}")
         statement, params, seconds = captured.slowest()

@@ -11,7 +11,7 @@ here: this runs in the parent process, which has no database of its own."""
 import statistics
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import requests
@@ -55,13 +55,15 @@ class Reader:
 
     base_url: str
     prepared: dict[str, Any]
-    session: requests.Session
+    session: requests.Session = field(default_factory=requests.Session)
+    paths: dict[str, str] = field(init=False)  # figure: path
 
-    def paths(self) -> dict[str, str]:
-        return api_paths(self.prepared["info"]) | admin_paths(self.prepared["info"])
+    def __post_init__(self) -> None:
+        info = self.prepared["info"]
+        self.paths = api_paths(info) | admin_paths(info)
 
     def get_ms(self, figure: str) -> float:
-        path = self.paths()[figure]
+        path = self.paths[figure]
         if figure.startswith("admin_"):
             headers = {"Cookie": f"{self.prepared['session_cookie']}={self.prepared['session']}"}
         else:
@@ -86,8 +88,8 @@ def paired(
         readers = {}
         for name in names:
             server = servers.enter_context(stack.gunicorn(stack.DEFAULT_GUNICORN, env[name]))
-            readers[name] = Reader(server.base_url, prepared[name], requests.Session())
-        for figure in readers[names[0]].paths():
+            readers[name] = Reader(server.base_url, prepared[name])
+        for figure in readers[names[0]].paths:
             first = [readers[name].get_ms(figure) for name in names]  # warm-up, untimed
             for _ in range(WARMUP_REQUESTS - 1):
                 for name in names:
