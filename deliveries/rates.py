@@ -2,7 +2,7 @@
 
 A rate-limited endpoint's `Lane` holds its next free slot (GCRA's "theoretical arrival time"):
 a delivery may start at that slot, and taking it moves the slot on by 1/rate seconds (a little
-more: SPACING). A batch takes its deliveries' slots of each lane in one statement, under the
+more: `pace`). A batch takes its deliveries' slots of each lane in one statement, under the
 lane's row lock, so however many workers claim an endpoint's deliveries, their starts are that
 far apart and no second holds more than `rate` + 1 of them. Slots are taken at most
 HORIZON_SECONDS ahead: a delivery whose turn is later goes back to the database, due shortly
@@ -41,23 +41,26 @@ logger = logging.getLogger(__name__)
 
 # How far ahead a worker takes slots: within the claim's lease by a wide margin.
 HORIZON_SECONDS = 5.0
-# Starts are spaced this much wider than 1/rate, so that at 18/s and more any one second holds
-# at most rate - 1 of them on time (at 20/s: 19 starts span 0.95 s, 20 span 1.007 s), and two a
-# busy worker delays (the GIL, a burst of sending beside them) still keep it to rate + 1. At
-# 3% wider, two late starts put rate + 2 into one second on a quiet machine (22 at 20/s). The
-# price: a limited endpoint gets ~94% of its rate.
-SPACING = 1.06
-# Each request's turn (Pacer) is at least this much over 1/rate after the one before: between
-# 1 (no room for a start that leaves late after its turn) and SPACING (no room to catch up).
-PACE = 1.03
-# A request that would start later than this after its turn takes another. Starts within this
-# of turns PACE/rate apart put at most rate + 1 in any one second: (1 + LATE) / PACE <= 1.
-LATE_SECONDS = PACE - 1
+# A request that would start later than this after its turn takes another (Pacer).
+LATE_SECONDS = 0.03
+# What a busy interpreter may add between that check and the start the attempt records.
+START_SLACK_SECONDS = 0.01
+# Turns are at least this much wider than 1/rate: room for the workers' clocks to differ.
+MIN_PACE = 1.01
 # How long a sending thread waits for the database to give it its turn.
 TURN_TIMEOUT = 1.0
 # A delivery sent back to the database is due this long before its expected turn, so that a
 # worker has it in hand when its slot comes.
 LEAD_SECONDS = 1.0
+
+
+def pace(rate: int) -> float:
+    """How much wider than 1/rate an endpoint's turns and slots are: the narrowest spacing
+    that keeps any one second to rate + 1 starts. A start leaves within LATE + SLACK of its
+    turn, so one second's starts have their turns within 1 + LATE + SLACK seconds, and turns
+    `pace / rate` apart put at most (1 + LATE + SLACK) * rate / pace of them there: 2% over
+    1/rate at 50/s, 4% at 10,000/s, and MIN_PACE under 34/s."""
+    return max(MIN_PACE, (1 + LATE_SECONDS + START_SLACK_SECONDS) / (1 + 1 / rate))
 
 
 @dataclass
@@ -89,7 +92,8 @@ def slots_take(deliveries: list[Claimed]) -> Slots:
     for endpoint_id, batch in sorted(by_endpoint.items()):
         # Those due again after waiting first: they were due before the others.
         waiting = sorted(batch, key=lambda d: not d.returning)
-        step = timedelta(seconds=SPACING / waiting[0].rate_limit)  # type: ignore[operator]
+        rate: int = waiting[0].rate_limit  # type: ignore[assignment]
+        step = timedelta(seconds=pace(rate) / rate)
         lead = timedelta(seconds=lead_seconds())
         returning = sum(1 for d in waiting if d.returning)
         taking = _Taking(len(waiting), returning, step, lead, timezone.now())
@@ -217,15 +221,16 @@ def _take_locked(endpoint_id: int, taking: _Taking) -> tuple[datetime, int, date
 
 class Pacer:
     """The last line of the limit, across every worker process: each request to a rate-limited
-    endpoint takes its turn, at least PACE/rate after the turn before it, from the endpoint's
+    endpoint takes its turn, at least pace/rate after the turn before it, from the endpoint's
     `Pace` row, just before it starts; the sending thread sleeps until its turn.
 
     The slots alone keep starts apart when they leave on time. A start that comes late (its
     process starved of CPU, its thread waiting for the interpreter) would go out beside the next
     slot, taken by another process: the turn puts it after that one instead. A thread that wakes
     more than LATE_SECONDS after its turn (its process was stopped while it slept) takes another
-    rather than go out beside the turns after its own. Turns are a little narrower than the
-    slots (PACE < SPACING), so their queue empties again once the lateness passes.
+    rather than go out beside the turns after its own. Turns and slots are spaced alike; a
+    turn given up puts the turns a step behind the slots, and the slots taken next start after
+    the last turn (_TAKE reads the `Pace` row), so the threads waiting for turns stay few.
 
     One thread per process takes the turns, on one database connection (like the recorder's),
     however many sending threads ask. If the database cannot answer within TURN_TIMEOUT, the
@@ -239,7 +244,7 @@ class Pacer:
         self._local: dict[int, float] = {}
 
     def wait_turn(self, endpoint_id: int, rate: int) -> None:
-        turn = _Turn(endpoint_id, PACE / rate, Future())
+        turn = _Turn(endpoint_id, pace(rate) / rate, Future())
         with self._lock:
             if self._thread is None:
                 # A daemon: it holds nothing to finish, and a turn not taken is taken locally.
