@@ -55,7 +55,7 @@ class Reader:
 
     base_url: str
     prepared: dict[str, Any]
-    session: requests.Session = field(default_factory=requests.Session)
+    session: requests.Session
     paths: dict[str, str] = field(init=False)  # figure: path
 
     def __post_init__(self) -> None:
@@ -88,7 +88,8 @@ def paired(
         readers = {}
         for name in names:
             server = servers.enter_context(stack.gunicorn(stack.DEFAULT_GUNICORN, env[name]))
-            readers[name] = Reader(server.base_url, prepared[name])
+            session = servers.enter_context(requests.Session())  # closed with its server
+            readers[name] = Reader(server.base_url, prepared[name], session)
         for figure in readers[names[0]].paths:
             first = [readers[name].get_ms(figure) for name in names]  # warm-up, untimed
             for _ in range(WARMUP_REQUESTS - 1):

@@ -2,7 +2,7 @@
 
 A rate-limited endpoint's `Lane` holds its next free slot (GCRA's "theoretical arrival time"):
 a delivery may start at that slot, and taking it moves the slot on by 1/rate seconds (a little
-more: `pace`). A batch takes its deliveries' slots of each lane in one statement, under the
+more: `step`). A batch takes its deliveries' slots of each lane in one statement, under the
 lane's row lock, so however many workers claim an endpoint's deliveries, their starts are that
 far apart and no second holds more than `rate` + 1 of them. Slots are taken at most
 HORIZON_SECONDS ahead: a delivery whose turn is later goes back to the database, due shortly
@@ -54,13 +54,15 @@ TURN_TIMEOUT = 1.0
 LEAD_SECONDS = 1.0
 
 
-def pace(rate: int) -> float:
-    """How much wider than 1/rate an endpoint's turns and slots are: the narrowest spacing
-    that keeps any one second to rate + 1 starts. A start leaves within LATE + SLACK of its
-    turn, so one second's starts have their turns within 1 + LATE + SLACK seconds, and turns
-    `pace / rate` apart put at most (1 + LATE + SLACK) * rate / pace of them there: 2% over
-    1/rate at 50/s, 4% at 10,000/s, and MIN_PACE under 34/s."""
-    return max(MIN_PACE, (1 + LATE_SECONDS + START_SLACK_SECONDS) / (1 + 1 / rate))
+def step(rate: int) -> float:
+    """Seconds between an endpoint's turns, and between its slots: pace / rate, pace being
+    the narrowest widening of 1/rate that keeps any one second to rate + 1 starts. A start
+    leaves within LATE + SLACK of its turn, so one second's starts have their turns within
+    1 + LATE + SLACK seconds, and turns pace / rate apart put at most
+    (1 + LATE + SLACK) * rate / pace of them there: pace is 2% over 1 at 50/s, 4% at
+    10,000/s, and MIN_PACE under 34/s."""
+    pace = max(MIN_PACE, (1 + LATE_SECONDS + START_SLACK_SECONDS) / (1 + 1 / rate))
+    return pace / rate
 
 
 @dataclass
@@ -92,23 +94,22 @@ def slots_take(deliveries: list[Claimed]) -> Slots:
     for endpoint_id, batch in sorted(by_endpoint.items()):
         # Those due again after waiting first: they were due before the others.
         waiting = sorted(batch, key=lambda d: not d.returning)
-        rate: int = waiting[0].rate_limit  # type: ignore[assignment]
-        step = timedelta(seconds=pace(rate) / rate)
+        spacing = timedelta(seconds=step(waiting[0].rate_limit))  # type: ignore[arg-type]
         lead = timedelta(seconds=lead_seconds())
         returning = sum(1 for d in waiting if d.returning)
-        taking = _Taking(len(waiting), returning, step, lead, timezone.now())
+        taking = _Taking(len(waiting), returning, spacing, lead, timezone.now())
         if connection.vendor == "postgresql":
             first, taken, deferred = _take_in_one_statement(endpoint_id, taking)
         else:
             first, taken, deferred = _take_locked(endpoint_id, taking)
         for i, delivery in enumerate(waiting[:taken]):
-            slots.starts[delivery.pk] = first + i * step
+            slots.starts[delivery.pk] = first + i * spacing
         # Behind those sent back before: a backlog comes due a slot apart, not all at once.
         tail = taking.tail(first, taken, deferred)
         for j, delivery in enumerate(waiting[taken:]):
-            slots.later[delivery.pk] = tail + j * step
+            slots.later[delivery.pk] = tail + j * spacing
         if taken < len(waiting):
-            slots.sent_back[endpoint_id] = (tail, tail + (len(waiting) - taken - 1) * step)
+            slots.sent_back[endpoint_id] = (tail, tail + (len(waiting) - taken - 1) * spacing)
     return slots
 
 
@@ -221,7 +222,7 @@ def _take_locked(endpoint_id: int, taking: _Taking) -> tuple[datetime, int, date
 
 class Pacer:
     """The last line of the limit, across every worker process: each request to a rate-limited
-    endpoint takes its turn, at least pace/rate after the turn before it, from the endpoint's
+    endpoint takes its turn, at least `step` after the turn before it, from the endpoint's
     `Pace` row, just before it starts; the sending thread sleeps until its turn.
 
     The slots alone keep starts apart when they leave on time. A start that comes late (its
@@ -230,7 +231,7 @@ class Pacer:
     more than LATE_SECONDS after its turn (its process was stopped while it slept) takes another
     rather than go out beside the turns after its own. Turns and slots are spaced alike; a
     turn given up puts the turns a step behind the slots, and the slots taken next start after
-    the last turn (_TAKE reads the `Pace` row), so the threads waiting for turns stay few.
+    the last turn (_TAKE reads the `Pace` row), so the turns do not fall further behind.
 
     One thread per process takes the turns, on one database connection (like the recorder's),
     however many sending threads ask. If the database cannot answer within TURN_TIMEOUT, the
@@ -244,7 +245,7 @@ class Pacer:
         self._local: dict[int, float] = {}
 
     def wait_turn(self, endpoint_id: int, rate: int) -> None:
-        turn = _Turn(endpoint_id, pace(rate) / rate, Future())
+        turn = _Turn(endpoint_id, step(rate), Future())
         with self._lock:
             if self._thread is None:
                 # A daemon: it holds nothing to finish, and a turn not taken is taken locally.
@@ -291,16 +292,16 @@ class Pacer:
             except Exception:  # the turns below meet it and say so; the thread goes on
                 logger.debug("closing the pacer's connection failed", exc_info=True)
             for endpoint_id, turns in asked.items():
-                step = turns[0].step
+                apart = turns[0].step
                 try:
-                    first = turns_take(endpoint_id, step, len(turns))
+                    first = turns_take(endpoint_id, apart, len(turns))
                 except Exception as error:  # handed to the sending threads; the thread goes on
                     logger.warning("taking rate-limit turns failed: %s", error)
                     for turn in turns:
                         turn.start.set_exception(error)
                     continue
                 for i, turn in enumerate(turns):
-                    turn.start.set_result(first + i * step)
+                    turn.start.set_result(first + i * apart)
 
 
 @dataclass(slots=True)
