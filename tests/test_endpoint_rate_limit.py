@@ -14,6 +14,7 @@ from tests.servers import (
     Gunicorn,
     PrivatePostgres,
     PrivateRedis,
+    Received,
     provision,
     wait_for,
 )
@@ -29,6 +30,13 @@ def busiest_second(moments: list[float]) -> int:
             start += 1
         most = max(most, end - start + 1)
     return most
+
+
+def waits(receipts: list[Received]) -> list[float]:
+    """Seconds from each receipt's delivery being made to its arrival, shortest first."""
+    rows = Delivery.objects.values_list("event__public_id", "endpoint__url", "created_at")
+    made = {(event, url.rsplit("/", 1)[1]): at.timestamp() for event, url, at in rows}
+    return sorted(r.at - made[r.headers["MD-Event-Id"], r.path.lstrip("/")] for r in receipts)
 
 
 @pytest.mark.slow
@@ -52,7 +60,6 @@ def test_a_limited_endpoint_never_exceeds_its_rate_and_the_other_runs_at_full_sp
     private_worker()
     private_worker()
     wait_for(lambda: len(receiver.received("/free")) == events, timeout=60)
-    free_done = max(r.at for r in receiver.received("/free"))
     wait_for(lambda: len(receiver.received("/limited")) >= events, timeout=60)
     limited_got = receiver.received("/limited")
     limited_took = max(r.at for r in limited_got) - min(r.at for r in limited_got)
@@ -65,11 +72,14 @@ def test_a_limited_endpoint_never_exceeds_its_rate_and_the_other_runs_at_full_sp
     assert busiest_second([a.started_at.timestamp() for a in started]) <= rate + 1
     assert busiest_second([r.at for r in limited_got]) <= rate + 2
     assert limited_took >= (events - rate - 1) / rate
-    # The free endpoint was not held back to the limited one's pace: it had everything while the
-    # limited one still had a good part to go (about half on a quiet machine; held back, it
-    # would have had nearly all).
-    limited_by_then = sum(1 for r in limited_got if r.at <= free_done)
-    assert limited_by_then < events * 3 / 4, (limited_by_then, events)
+    # The free endpoint was not held back to the limited one's pace: its deliveries arrived
+    # within a fraction of a second of being made (0.1-0.4 s at the 95th percentile here), where
+    # held to 50/s behind a fan-out of 60-80 events/s they would wait 1.5 s and more, and at
+    # 20/s several. Measured from each delivery's making, not as how far the limited one had
+    # got when the free one finished: the free one's pace is the fan-out's, which one worker
+    # (the second starts seconds later) keeps at little above 50 events/s on a slow minute.
+    free_waits = waits(receiver.received("/free"))
+    assert free_waits[int(0.95 * events)] < 1.0, free_waits[-10:]
     assert len({r.headers["MD-Event-Id"] for r in limited_got}) == events
     # Waiting for a slot costs no attempt: one attempt per delivery, all succeeded.
     wait_for(
