@@ -30,9 +30,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
+from deliveries import transient
 from deliveries.claiming import Claimed
 from deliveries.models import Lane, Pace
 from deliveries.ordering import lanes_locked, lanes_make
@@ -277,6 +278,7 @@ class Pacer:
             return start
 
     def _run(self) -> None:
+        tend, failed = transient.Tending(), False
         while True:
             asked: defaultdict[int, list[_Turn]] = defaultdict(list)
             turn = self._requests.get()
@@ -287,16 +289,17 @@ class Pacer:
                 except queue.Empty:
                     break
             try:
-                # The connection is looked after as a request's would be.
-                close_old_connections()
+                tend(failed=failed)
             except Exception:  # the turns below meet it and say so; the thread goes on
                 logger.debug("closing the pacer's connection failed", exc_info=True)
+            failed = False
             for endpoint_id, turns in asked.items():
                 apart = turns[0].step
                 try:
                     first = turns_take(endpoint_id, apart, len(turns))
                 except Exception as error:  # handed to the sending threads; the thread goes on
                     logger.warning("taking rate-limit turns failed: %s", error)
+                    failed = True
                     for turn in turns:
                         turn.start.set_exception(error)
                     continue

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Case, F, Field, Value, When
 from django.db.models.functions import Cast
 from django.utils import timezone
@@ -302,6 +302,7 @@ class LateRecorder:
         self._outstanding = 0  # attempts watched and not yet recorded
         self._thread: threading.Thread | None = None
         self._jobs: list[_Job] = []
+        self._tend = transient.Tending()
 
     def every(self, seconds: float, job: Callable[[], None]) -> None:
         """Runs `job` every `seconds` on the thread, once it runs."""
@@ -350,8 +351,8 @@ class LateRecorder:
         due = [job for job in self._jobs if now - job.last >= job.every]
         if not ended and not due:
             return
-        # The connection is looked after as a request's would be.
-        close_old_connections()
+        self._tend()
+        failed = False
         try:
             for job in due:
                 job.last = now
@@ -359,13 +360,18 @@ class LateRecorder:
                     job.run()
                 except Exception:  # the next turn tries again
                     logger.exception("periodic job %s failed", getattr(job.run, "__name__", job))
+                    failed = True
             if ended:
                 claims: dict[uuid.UUID, list[Sent]] = defaultdict(list)
                 for token, future in ended:
                     claims[token] += attempted([future])
                 transient.retrying(partial(record, claims), "recording late delivery attempts")
+        except BaseException:
+            failed = True
+            raise
         finally:
-            close_old_connections()
+            if failed:  # a broken connection is dropped before the thread waits again
+                self._tend(failed=True)
 
 
 @dataclass(slots=True)
