@@ -32,6 +32,11 @@ logger = logging.getLogger(__name__)
 
 # The recorder thread writes at most this many results in one transaction.
 ROUND_LIMIT = 500
+# Its rounds of recording start at least this far apart: attempts that end one at a time (a
+# rate-limited endpoint's, 50 a second) are recorded a few to a transaction, rather than each
+# in one of its own. Nothing waits on a late attempt's recording but its claim, which holds
+# for the attempt's timeout and a margin.
+ROUND_GAP_SECONDS = 0.1
 
 _SUCCEEDED = """
 UPDATE {delivery} SET status = {SUCCEEDED}, attempt_count = attempt_count + 1,
@@ -331,12 +336,18 @@ class LateRecorder:
             self._wake.notify()
 
     def _run(self) -> None:
+        last_round = 0.0
         while True:
             with self._wake:
                 if not self._ended:
                     if not self._outstanding and not threading.main_thread().is_alive():
                         return  # the interpreter is exiting and nothing is left in flight
                     self._wake.wait(timeout=min((j.every for j in self._jobs), default=1.0))
+            gap = last_round + ROUND_GAP_SECONDS - time.monotonic()
+            if gap > 0:
+                time.sleep(gap)  # more attempts end meanwhile, to be recorded in this round
+            last_round = time.monotonic()
+            with self._wake:
                 ended, self._ended = self._ended[:ROUND_LIMIT], self._ended[ROUND_LIMIT:]
             try:
                 self._round(ended)
