@@ -92,6 +92,9 @@ class Engine:
         self.recorder = LateRecorder()
         self.recorder.every(WAITING_CHECK_SECONDS, self._drop_cancelled_waiting)
         self._refills: dict[int, _Refill] = {}
+        # Rate-limited endpoint: when the line of its deliveries sent back from here ends, as
+        # far as this process knows (rates.slots_take).
+        self.lines: dict[int, datetime] = {}
         self._refills_lock = threading.Lock()
         self.recorder.every(REFILL_CHECK_SECONDS, self._refill)
         worker_shutting_down.connect(self.in_flight.close, weak=False)
@@ -348,12 +351,14 @@ def _send_batch(
             partial(sending.signing_secrets, wanted, now), "loading signing secrets"
         )
     live = [d for d in live if secrets.get(d.endpoint_id)]
+    process = engine()
     slots = rates.Slots()
     if any(d.rate_limit for d in live):
-        slots = transient.retrying(partial(rates.slots_take, live), "taking rate slots")
-    process = engine()
+        slots = transient.retrying(
+            partial(rates.slots_take, live, token, process.lines), "taking rate slots"
+        )
     futures: list[Future[Sent]] = []
-    later = dict(slots.later)
+    later = {pk: at for pk, at in slots.later.items() if pk not in slots.back}
     if slots.sent_back:
         # Not an ordered endpoint's: its task goes on along its line for up to CHAIN_SECONDS,
         # which the recorder thread has not to spend. The sweep takes those back.
@@ -362,7 +367,7 @@ def _send_batch(
             if endpoint_id not in ordered:
                 process.refill_at(endpoint_id, first, last)
     for delivery in live:
-        if delivery.pk in later:
+        if delivery.pk in slots.later or delivery.pk in later:
             continue
         if delivery.pk in ahead.started:  # sent already, the moment its head succeeded
             futures.append(ahead.started.pop(delivery.pk))

@@ -23,6 +23,7 @@ import math
 import queue
 import threading
 import time
+import uuid
 from collections import defaultdict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from django.utils import timezone
 
 from deliveries import transient
 from deliveries.claiming import Claimed
-from deliveries.models import Lane, Pace
+from deliveries.models import Delivery, Lane, Pace
 from deliveries.ordering import lanes_locked, lanes_make
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,9 @@ def step(rate: int) -> float:
 class Slots:
     starts: dict[int, datetime] = field(default_factory=dict)  # delivery: when it may start
     later: dict[int, datetime] = field(default_factory=dict)  # delivery: when it is due again
+    # Those of `later` back in the database already (sent back behind their lane's line by
+    # the statement that read the line): not to be postponed again.
+    back: set[int] = field(default_factory=set)
     # endpoint: when the first and the last of its deliveries in `later` are due again
     sent_back: dict[int, tuple[datetime, datetime]] = field(default_factory=dict)
 
@@ -83,10 +87,19 @@ def horizon() -> float:
     return min(HORIZON_SECONDS, float(settings.WEBHOOKS_CLAIM_LEASE_MARGIN) / 2)
 
 
-def slots_take(deliveries: list[Claimed]) -> Slots:
+def slots_take(
+    deliveries: list[Claimed], token: uuid.UUID, lines: dict[int, datetime] | None = None
+) -> Slots:
     """The start time of each of these deliveries to rate-limited endpoints whose slot falls
     within the horizon, and when the others are due again; each endpoint's slots taken and
-    committed at once."""
+    committed at once.
+
+    `lines` is the process's own record of when each lane's line of deliveries sent back
+    ends (kept up to date here). A lane's line never ends sooner than it said: new deliveries
+    to an endpoint whose line is known to be still ahead get no slot, and go behind it at
+    once, in the statement that moves its end (_BEHIND), without a slot statement and an
+    UPDATE to send them back. That was each event's cost to a limited endpoint with a
+    backlog."""
     by_endpoint: defaultdict[int, list[Claimed]] = defaultdict(list)
     for delivery in deliveries:
         if delivery.rate_limit:
@@ -99,7 +112,20 @@ def slots_take(deliveries: list[Claimed]) -> Slots:
         lead = timedelta(seconds=lead_seconds())
         returning = sum(1 for d in waiting if d.returning)
         taking = _Taking(len(waiting), returning, spacing, lead, timezone.now())
-        if connection.vendor == "postgresql":
+        deferred: datetime | None
+        line_ends = None if lines is None else lines.get(endpoint_id)
+        behind = (
+            _behind_the_line(endpoint_id, taking, waiting, token)
+            if connection.vendor == "postgresql"
+            and not returning
+            and line_ends is not None
+            and line_ends > taking.now
+            else None
+        )
+        if behind is not None:
+            first, taken, deferred = behind, 0, behind
+            slots.back.update(d.pk for d in waiting)
+        elif connection.vendor == "postgresql":
             first, taken, deferred = _take_in_one_statement(endpoint_id, taking)
         else:
             first, taken, deferred = _take_locked(endpoint_id, taking)
@@ -111,6 +137,10 @@ def slots_take(deliveries: list[Claimed]) -> Slots:
             slots.later[delivery.pk] = tail + j * spacing
         if taken < len(waiting):
             slots.sent_back[endpoint_id] = (tail, tail + (len(waiting) - taken - 1) * spacing)
+            if lines is not None:
+                lines[endpoint_id] = tail + (len(waiting) - taken) * spacing
+        elif lines is not None and deferred is not None:  # the line, where it was left
+            lines[endpoint_id] = max(deferred, lines.get(endpoint_id, deferred))
     return slots
 
 
@@ -200,6 +230,59 @@ def _take_in_one_statement(
                 return first, taken, deferred
             lanes_make([endpoint_id])
     raise Lane.DoesNotExist(f"no lane for endpoint {endpoint_id}")  # its endpoint is gone
+
+
+# New deliveries behind a lane's line, which is still ahead: no slot, and due again where
+# _TAKE would send them with none taken (its `tail`), the line's end moved past them; in one
+# statement, under the lane's row lock. Nothing if the lane has no line ahead after all.
+_BEHIND = """
+WITH lane AS (
+    SELECT l.endpoint_id, GREATEST(l.deferred_until, GREATEST(
+        COALESCE(l.next_slot_at, %(now)s), %(now)s, COALESCE(to_timestamp(p.next_start), %(now)s)
+    ) - %(lead)s * interval '1 second') AS tail
+    FROM {lane} AS l LEFT JOIN {pace} AS p ON p.endpoint_id = l.endpoint_id
+    WHERE l.endpoint_id = %(endpoint)s AND l.deferred_until > %(now)s FOR UPDATE OF l
+), moved AS (
+    UPDATE {lane} SET deferred_until = lane.tail + %(count)s * %(step)s * interval '1 second'
+    FROM lane WHERE {lane}.endpoint_id = lane.endpoint_id
+), back AS (
+    UPDATE {delivery} SET
+        next_attempt_at = lane.tail + (w.position - 1) * %(step)s * interval '1 second',
+        claimed_until = NULL, claim_token = NULL, enqueued_at = NULL
+    FROM lane, unnest(%(ids)s::bigint[]) WITH ORDINALITY AS w(id, position)
+    WHERE {delivery}.id = w.id AND {delivery}.event_id = ANY(%(events)s::bigint[])
+        AND {delivery}.claim_token = %(token)s
+)
+SELECT tail FROM lane
+"""
+
+
+def _behind_the_line(
+    endpoint_id: int, taking: _Taking, waiting: list[Claimed], token: uuid.UUID
+) -> datetime | None:
+    """PostgreSQL: these new deliveries sent back behind the lane's line; when the first of
+    them is due again, or None if the lane has no line ahead (nothing changed).
+
+    A retry after a lost answer moves the line's end once more and sends back nothing more
+    (those deliveries are no longer held by the token): a gap of idle slots, and no delivery
+    given a start it does not hold."""
+    params: dict[str, Any] = {
+        "endpoint": endpoint_id,
+        "now": taking.now,
+        "count": taking.count,
+        "step": taking.step.total_seconds(),
+        "lead": taking.lead.total_seconds(),
+        "ids": [d.pk for d in waiting],
+        "events": sorted({d.event_id for d in waiting}),
+        "token": token,
+    }
+    statement = _BEHIND.format(
+        lane=Lane._meta.db_table, pace=Pace._meta.db_table, delivery=Delivery._meta.db_table
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        row = cursor.fetchone()
+    return None if row is None else row[0]
 
 
 def _take_locked(endpoint_id: int, taking: _Taking) -> tuple[datetime, int, datetime | None]:
