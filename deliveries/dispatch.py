@@ -367,7 +367,7 @@ def _send_batch(
             if endpoint_id not in ordered:
                 process.refill_at(endpoint_id, first, last)
     for delivery in live:
-        if delivery.pk in slots.later or delivery.pk in later:
+        if delivery.pk in slots.later:  # back in the database, or postponed below
             continue
         if delivery.pk in ahead.started:  # sent already, the moment its head succeeded
             futures.append(ahead.started.pop(delivery.pk))
