@@ -66,8 +66,7 @@ class Tending:
     Each look makes the connection's next statement a health check (CONN_HEALTH_CHECKS), one
     more round trip. The recorder and the rate limit's pacer take a round every few
     milliseconds while a limited endpoint sends: looked after every round, they added a
-    `SELECT 1` to each, 969 of the 5,400 statements the limited endpoint added to the rate
-    bench's window (docs/delivery-control.md)."""
+    `SELECT 1` to each (docs/delivery-control.md)."""
 
     def __init__(self) -> None:
         self._next = 0.0
