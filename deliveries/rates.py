@@ -175,15 +175,18 @@ class _Taking:
         return max(deferred or self.now, first + taken * self.step - self.lead)
 
 
+# A lane's first free slot (over the lane `l` and its endpoint's turns `p`): its next slot, and
+# never before now or the end of the queue of turns (_Taking says why).
+_FIRST = """GREATEST(
+    COALESCE(l.next_slot_at, %(now)s), %(now)s, COALESCE(to_timestamp(p.next_start), %(now)s)
+)"""
 # The lane's row is locked, read and moved on in one statement, committed at once: the lock
 # is held for the statement alone. Held across a transaction's round trips in a busy worker
 # (each waiting for the interpreter between them), it kept every other batch with a delivery
 # to the endpoint waiting behind it, and those batches' other deliveries with them.
 _TAKE = """
 WITH lane AS (
-    SELECT l.endpoint_id, l.deferred_until, GREATEST(
-        COALESCE(l.next_slot_at, %(now)s), %(now)s, COALESCE(to_timestamp(p.next_start), %(now)s)
-    ) AS first
+    SELECT l.endpoint_id, l.deferred_until, {first} AS first
     FROM {lane} AS l LEFT JOIN {pace} AS p ON p.endpoint_id = l.endpoint_id
     WHERE l.endpoint_id = %(endpoint)s FOR UPDATE OF l
 ), granted AS (
@@ -220,7 +223,7 @@ def _take_in_one_statement(
         "step": taking.step.total_seconds(),
         "lead": taking.lead.total_seconds(),
     }
-    statement = _TAKE.format(lane=Lane._meta.db_table, pace=Pace._meta.db_table)
+    statement = _TAKE.format(lane=Lane._meta.db_table, pace=Pace._meta.db_table, first=_FIRST)
     with connection.cursor() as cursor:
         for _ in range(2):
             cursor.execute(statement, params)
@@ -237,9 +240,8 @@ def _take_in_one_statement(
 # statement, under the lane's row lock. Nothing if the lane has no line ahead after all.
 _BEHIND = """
 WITH lane AS (
-    SELECT l.endpoint_id, GREATEST(l.deferred_until, GREATEST(
-        COALESCE(l.next_slot_at, %(now)s), %(now)s, COALESCE(to_timestamp(p.next_start), %(now)s)
-    ) - %(lead)s * interval '1 second') AS tail
+    SELECT l.endpoint_id,
+        GREATEST(l.deferred_until, {first} - %(lead)s * interval '1 second') AS tail
     FROM {lane} AS l LEFT JOIN {pace} AS p ON p.endpoint_id = l.endpoint_id
     WHERE l.endpoint_id = %(endpoint)s AND l.deferred_until > %(now)s FOR UPDATE OF l
 ), moved AS (
@@ -277,7 +279,10 @@ def _behind_the_line(
         "token": token,
     }
     statement = _BEHIND.format(
-        lane=Lane._meta.db_table, pace=Pace._meta.db_table, delivery=Delivery._meta.db_table
+        lane=Lane._meta.db_table,
+        pace=Pace._meta.db_table,
+        delivery=Delivery._meta.db_table,
+        first=_FIRST,
     )
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
