@@ -92,27 +92,24 @@ class Engine:
         self.recorder = LateRecorder()
         self.recorder.every(WAITING_CHECK_SECONDS, self._drop_cancelled_waiting)
         self._refills: dict[int, _Refill] = {}
-        # Rate-limited endpoint: when the line of its deliveries sent back from here ends, as
-        # far as this process knows (rates.slots_take).
-        self.lines: dict[int, datetime] = {}
         self._refills_lock = threading.Lock()
         self.recorder.every(REFILL_CHECK_SECONDS, self._refill)
         worker_shutting_down.connect(self.in_flight.close, weak=False)
         worker_shutting_down.connect(self.timetable.close, weak=False)
 
     def admit(
-        self, delivery: Claimed, secrets: list[str], start_at: datetime | None = None
+        self, delivery: Claimed, secrets: list[str], turn: float | None = None
     ) -> "Admitted | None":
         """The future of the delivery's attempt, started now, or waiting for its rate-limit
-        slot (`start_at`) or for a slot of its endpoint; None when its endpoint has its fill of
-        both (the caller postpones it)."""
+        turn (seconds since the epoch) or for a slot of its endpoint; None when its endpoint
+        has its fill of both (the caller postpones it)."""
         waiting: Waiting[Sent] = (
-            Traced(delivery, secrets, Future(), tracing.current())
+            Traced(delivery, secrets, Future(), turn, tracing.current())
             if tracing.enabled
-            else Waiting(delivery, secrets, Future())
+            else Waiting(delivery, secrets, Future(), turn)
         )
-        if start_at is not None:
-            self.timetable.at((start_at - timezone.now()).total_seconds(), waiting)
+        if turn is not None:
+            self.timetable.at(turn - time.time(), waiting)
             return Admitted(waiting.result, waits=True)
         admitted = self.in_flight.admit(waiting, settings.WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT)
         if admitted is None:
@@ -133,7 +130,7 @@ class Engine:
             try:
                 delivery = waiting.delivery
                 if delivery.rate_limit:
-                    self.pacer.wait_turn(delivery.endpoint_id, delivery.rate_limit)
+                    self.pacer.wait_turn(delivery.endpoint_id, delivery.rate_limit, waiting.turn)
                 trace = waiting.trace if isinstance(waiting, Traced) else None
                 waiting.result.set_result(sending.attempt(delivery, waiting.secrets, trace))
             finally:
@@ -354,11 +351,9 @@ def _send_batch(
     process = engine()
     slots = rates.Slots()
     if any(d.rate_limit for d in live):
-        slots = transient.retrying(
-            partial(rates.slots_take, live, token, process.lines), "taking rate slots"
-        )
+        slots = transient.retrying(partial(rates.slots_take, live, token), "taking rate slots")
     futures: list[Future[Sent]] = []
-    later = {pk: at for pk, at in slots.later.items() if pk not in slots.back}
+    later: dict[int, datetime] = {}
     if slots.sent_back:
         # Not an ordered endpoint's: its task goes on along its line for up to CHAIN_SECONDS,
         # which the recorder thread has not to spend. The sweep takes those back.
@@ -367,7 +362,7 @@ def _send_batch(
             if endpoint_id not in ordered:
                 process.refill_at(endpoint_id, first, last)
     for delivery in live:
-        if delivery.pk in slots.later:  # back in the database, or postponed below
+        if delivery.pk in slots.later:  # back in the database already
             continue
         if delivery.pk in ahead.started:  # sent already, the moment its head succeeded
             futures.append(ahead.started.pop(delivery.pk))

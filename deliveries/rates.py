@@ -7,9 +7,11 @@ lane's row lock, so however many workers claim an endpoint's deliveries, their s
 far apart and no second holds more than `rate` + 1 of them. Slots are taken at most
 HORIZON_SECONDS ahead: a delivery whose turn is later goes back to the database, due shortly
 before its turn, with no attempt counted; one whose turn is near waits in its worker for it,
-without a sending thread (admission.Timetable). Just before it starts, each request also takes
-its turn from the endpoint's `Pace` row (Pacer), so that one a starved process sends late still
-goes out a turn after the others' rather than beside them.
+without a sending thread (admission.Timetable). The same statement takes the deliveries'
+turns from the endpoint's `Pace` row, the queue of starts every process keeps to, and sends
+back to the database those it gave no slot. A request that would start more than LATE_SECONDS
+after its turn (its process starved) takes another at the end of the queue just before it
+starts (Pacer), so that it goes out a turn after the others' rather than beside them.
 
 PostgreSQL rather than Redis holds the slots: it is already where every worker decides what is
 due, under the same transactions; the broker may be another server (or none, in `bin/dev`),
@@ -35,7 +37,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from deliveries import transient
-from deliveries.claiming import Claimed
+from deliveries.claiming import Claimed, postpone
 from deliveries.models import Delivery, Lane, Pace
 from deliveries.ordering import lanes_locked, lanes_make
 
@@ -69,11 +71,10 @@ def step(rate: int) -> float:
 
 @dataclass
 class Slots:
-    starts: dict[int, datetime] = field(default_factory=dict)  # delivery: when it may start
-    later: dict[int, datetime] = field(default_factory=dict)  # delivery: when it is due again
-    # Those of `later` back in the database already (sent back behind their lane's line by
-    # the statement that read the line): not to be postponed again.
-    back: set[int] = field(default_factory=set)
+    starts: dict[int, float] = field(default_factory=dict)  # delivery: its turn (epoch seconds)
+    # delivery: when it is due again, back in the database already (the slot statement sent
+    # it back): not to be sent, nor postponed again
+    later: dict[int, datetime] = field(default_factory=dict)
     # endpoint: when the first and the last of its deliveries in `later` are due again
     sent_back: dict[int, tuple[datetime, datetime]] = field(default_factory=dict)
 
@@ -87,19 +88,10 @@ def horizon() -> float:
     return min(HORIZON_SECONDS, float(settings.WEBHOOKS_CLAIM_LEASE_MARGIN) / 2)
 
 
-def slots_take(
-    deliveries: list[Claimed], token: uuid.UUID, lines: dict[int, datetime] | None = None
-) -> Slots:
-    """The start time of each of these deliveries to rate-limited endpoints whose slot falls
-    within the horizon, and when the others are due again; each endpoint's slots taken and
-    committed at once.
-
-    `lines` is the process's own record of when each lane's line of deliveries sent back
-    ends (kept up to date here). A lane's line never ends sooner than it said: new deliveries
-    to an endpoint whose line is known to be still ahead get no slot, and go behind it at
-    once, in the statement that moves its end (_BEHIND), without a slot statement and an
-    UPDATE to send them back. That was each event's cost to a limited endpoint with a
-    backlog."""
+def slots_take(deliveries: list[Claimed], token: uuid.UUID) -> Slots:
+    """The turn of each of these deliveries to rate-limited endpoints whose slot falls within
+    the horizon; the others sent back to the database (their claims by `token` let go), and
+    when they are due again. One statement per endpoint, committed at once."""
     by_endpoint: defaultdict[int, list[Claimed]] = defaultdict(list)
     for delivery in deliveries:
         if delivery.rate_limit:
@@ -112,35 +104,16 @@ def slots_take(
         lead = timedelta(seconds=lead_seconds())
         returning = sum(1 for d in waiting if d.returning)
         taking = _Taking(len(waiting), returning, spacing, lead, timezone.now())
-        deferred: datetime | None
-        line_ends = None if lines is None else lines.get(endpoint_id)
-        behind = (
-            _behind_the_line(endpoint_id, taking, waiting, token)
-            if connection.vendor == "postgresql"
-            and not returning
-            and line_ends is not None
-            and line_ends > taking.now
-            else None
-        )
-        if behind is not None:
-            first, taken, deferred = behind, 0, behind
-            slots.back.update(d.pk for d in waiting)
-        elif connection.vendor == "postgresql":
-            first, taken, deferred = _take_in_one_statement(endpoint_id, taking)
-        else:
-            first, taken, deferred = _take_locked(endpoint_id, taking)
+        take = _take_in_one_statement if connection.vendor == "postgresql" else _take_locked
+        first, taken, deferred, turn = take(endpoint_id, taking, waiting, token)
         for i, delivery in enumerate(waiting[:taken]):
-            slots.starts[delivery.pk] = first + i * spacing
+            slots.starts[delivery.pk] = turn + i * spacing.total_seconds()
         # Behind those sent back before: a backlog comes due a slot apart, not all at once.
         tail = taking.tail(first, taken, deferred)
         for j, delivery in enumerate(waiting[taken:]):
             slots.later[delivery.pk] = tail + j * spacing
         if taken < len(waiting):
             slots.sent_back[endpoint_id] = (tail, tail + (len(waiting) - taken - 1) * spacing)
-            if lines is not None:
-                lines[endpoint_id] = tail + (len(waiting) - taken) * spacing
-        elif lines is not None and deferred is not None:  # the line, where it was left
-            lines[endpoint_id] = max(deferred, lines.get(endpoint_id, deferred))
     return slots
 
 
@@ -156,8 +129,8 @@ class _Taking:
 
     The first is the lane's next slot, and never before the end of the endpoint's queue of
     turns (`Pace`): when the turns fall behind the slots (the workers starved, a thread woken
-    late losing its turn), the deliveries wait in the database rather than on sending threads,
-    where their claims would run out under them and the sweep send them twice."""
+    late taking another turn), the deliveries wait in the database rather than on sending
+    threads, where their claims would run out under them and the sweep send them twice."""
 
     count: int
     returning: int
@@ -175,45 +148,73 @@ class _Taking:
         return max(deferred or self.now, first + taken * self.step - self.lead)
 
 
-# A lane's first free slot (over the lane `l` and its endpoint's turns `p`): its next slot, and
-# never before now or the end of the queue of turns (_Taking says why).
-_FIRST = """GREATEST(
-    COALESCE(l.next_slot_at, %(now)s), %(now)s, COALESCE(to_timestamp(p.next_start), %(now)s)
-)"""
 # The lane's row is locked, read and moved on in one statement, committed at once: the lock
 # is held for the statement alone. Held across a transaction's round trips in a busy worker
 # (each waiting for the interpreter between them), it kept every other batch with a delivery
 # to the endpoint waiting behind it, and those batches' other deliveries with them.
+#
+# The same statement sends back the deliveries given no slot (due again at _Taking.tail, a
+# step apart), and takes the turns of those given one from the `Pace` row: the queue's end
+# under its own row lock, so that a turn a late thread took meanwhile (Pacer) is not given
+# again. Slots are granted only to deliveries still held by the token: a retry after a lost
+# answer cannot start one the first run sent back; it leaves a gap of idle slots at most.
 _TAKE = """
 WITH lane AS (
-    SELECT l.endpoint_id, l.deferred_until, {first} AS first
+    SELECT l.endpoint_id, l.deferred_until, GREATEST(
+        COALESCE(l.next_slot_at, %(now)s), %(now)s, COALESCE(to_timestamp(p.next_start), %(now)s)
+    ) AS first
     FROM {lane} AS l LEFT JOIN {pace} AS p ON p.endpoint_id = l.endpoint_id
     WHERE l.endpoint_id = %(endpoint)s FOR UPDATE OF l
+), held AS (
+    SELECT count(*) AS held FROM {delivery}
+    WHERE id = ANY(%(ids)s::bigint[]) AND event_id = ANY(%(events)s::bigint[])
+        AND claim_token = %(token)s
 ), granted AS (
     SELECT endpoint_id, deferred_until, first, CASE WHEN first <= %(end)s THEN LEAST(
         CASE WHEN deferred_until > %(now)s THEN %(returning)s ELSE %(count)s END,
-        floor(extract(epoch FROM %(end)s - first) / %(step)s)::integer + 1
+        floor(extract(epoch FROM %(end)s - first) / %(step)s)::integer + 1,
+        held
     ) ELSE 0 END AS taken
-    FROM lane
+    FROM lane, held
+), line AS (
+    SELECT *, GREATEST(
+        COALESCE(deferred_until, %(now)s),
+        first + (taken * %(step)s - %(lead)s) * interval '1 second'
+    ) AS tail
+    FROM granted
 ), moved AS (
     UPDATE {lane} SET
-        next_slot_at = g.first + g.taken * %(step)s * interval '1 second',
-        deferred_until = CASE WHEN g.taken < %(count)s THEN GREATEST(
-            COALESCE(g.deferred_until, %(now)s),
-            g.first + (g.taken * %(step)s - %(lead)s) * interval '1 second'
-        ) + (%(count)s - g.taken) * %(step)s * interval '1 second'
-        ELSE g.deferred_until END
-    FROM granted AS g WHERE {lane}.endpoint_id = g.endpoint_id
+        next_slot_at = line.first + line.taken * %(step)s * interval '1 second',
+        deferred_until = CASE WHEN line.taken < %(count)s
+            THEN line.tail + (%(count)s - line.taken) * %(step)s * interval '1 second'
+            ELSE line.deferred_until END
+    FROM line WHERE {lane}.endpoint_id = line.endpoint_id
+), back AS (
+    UPDATE {delivery} SET
+        next_attempt_at =
+            line.tail + (w.position - line.taken - 1) * %(step)s * interval '1 second',
+        claimed_until = NULL, claim_token = NULL, enqueued_at = NULL
+    FROM line, unnest(%(ids)s::bigint[]) WITH ORDINALITY AS w(id, position)
+    WHERE {delivery}.id = w.id AND {delivery}.event_id = ANY(%(events)s::bigint[])
+        AND {delivery}.claim_token = %(token)s AND w.position > line.taken
+), turns AS (
+    INSERT INTO {pace} (endpoint_id, next_start)
+    SELECT endpoint_id, extract(epoch FROM first) + taken * %(step)s FROM line WHERE taken > 0
+    ON CONFLICT (endpoint_id) DO UPDATE SET next_start = GREATEST(
+        {pace}.next_start, excluded.next_start - (SELECT taken FROM line) * %(step)s
+    ) + (SELECT taken FROM line) * %(step)s
+    RETURNING next_start
 )
-SELECT first, taken, deferred_until FROM granted
+SELECT line.first, line.taken, line.deferred_until, turns.next_start - line.taken * %(step)s
+FROM line LEFT JOIN turns ON true
 """
 
 
 def _take_in_one_statement(
-    endpoint_id: int, taking: _Taking
-) -> tuple[datetime, int, datetime | None]:
-    """PostgreSQL: the first slot, how many were taken, and when the lane's earlier deferred
-    deliveries come due; the lane made if need be."""
+    endpoint_id: int, taking: _Taking, waiting: list[Claimed], token: uuid.UUID
+) -> tuple[datetime, int, datetime | None, float]:
+    """PostgreSQL: the first slot, how many were taken, when the lane's earlier deferred
+    deliveries come due, and the first turn; the lane made if need be."""
     params: dict[str, Any] = {
         "endpoint": endpoint_id,
         "now": taking.now,
@@ -222,75 +223,27 @@ def _take_in_one_statement(
         "returning": taking.returning,
         "step": taking.step.total_seconds(),
         "lead": taking.lead.total_seconds(),
+        "ids": [d.pk for d in waiting],
+        "events": sorted({d.event_id for d in waiting}),
+        "token": token,
     }
-    statement = _TAKE.format(lane=Lane._meta.db_table, pace=Pace._meta.db_table, first=_FIRST)
+    statement = _TAKE.format(
+        lane=Lane._meta.db_table, pace=Pace._meta.db_table, delivery=Delivery._meta.db_table
+    )
     with connection.cursor() as cursor:
         for _ in range(2):
             cursor.execute(statement, params)
             row = cursor.fetchone()
             if row is not None:
-                first, taken, deferred = row
-                return first, taken, deferred
+                first, taken, deferred, turn = row
+                return first, taken, deferred, 0.0 if turn is None else float(turn)
             lanes_make([endpoint_id])
     raise Lane.DoesNotExist(f"no lane for endpoint {endpoint_id}")  # its endpoint is gone
 
 
-# New deliveries behind a lane's line, which is still ahead: no slot, and due again where
-# _TAKE would send them with none taken (its `tail`), the line's end moved past them; in one
-# statement, under the lane's row lock. Nothing if the lane has no line ahead after all.
-_BEHIND = """
-WITH lane AS (
-    SELECT l.endpoint_id,
-        GREATEST(l.deferred_until, {first} - %(lead)s * interval '1 second') AS tail
-    FROM {lane} AS l LEFT JOIN {pace} AS p ON p.endpoint_id = l.endpoint_id
-    WHERE l.endpoint_id = %(endpoint)s AND l.deferred_until > %(now)s FOR UPDATE OF l
-), moved AS (
-    UPDATE {lane} SET deferred_until = lane.tail + %(count)s * %(step)s * interval '1 second'
-    FROM lane WHERE {lane}.endpoint_id = lane.endpoint_id
-), back AS (
-    UPDATE {delivery} SET
-        next_attempt_at = lane.tail + (w.position - 1) * %(step)s * interval '1 second',
-        claimed_until = NULL, claim_token = NULL, enqueued_at = NULL
-    FROM lane, unnest(%(ids)s::bigint[]) WITH ORDINALITY AS w(id, position)
-    WHERE {delivery}.id = w.id AND {delivery}.event_id = ANY(%(events)s::bigint[])
-        AND {delivery}.claim_token = %(token)s
-)
-SELECT tail FROM lane
-"""
-
-
-def _behind_the_line(
+def _take_locked(
     endpoint_id: int, taking: _Taking, waiting: list[Claimed], token: uuid.UUID
-) -> datetime | None:
-    """PostgreSQL: these new deliveries sent back behind the lane's line; when the first of
-    them is due again, or None if the lane has no line ahead (nothing changed).
-
-    A retry after a lost answer moves the line's end once more and sends back nothing more
-    (those deliveries are no longer held by the token): a gap of idle slots, and no delivery
-    given a start it does not hold."""
-    params: dict[str, Any] = {
-        "endpoint": endpoint_id,
-        "now": taking.now,
-        "count": taking.count,
-        "step": taking.step.total_seconds(),
-        "lead": taking.lead.total_seconds(),
-        "ids": [d.pk for d in waiting],
-        "events": sorted({d.event_id for d in waiting}),
-        "token": token,
-    }
-    statement = _BEHIND.format(
-        lane=Lane._meta.db_table,
-        pace=Pace._meta.db_table,
-        delivery=Delivery._meta.db_table,
-        first=_FIRST,
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(statement, params)
-        row = cursor.fetchone()
-    return None if row is None else row[0]
-
-
-def _take_locked(endpoint_id: int, taking: _Taking) -> tuple[datetime, int, datetime | None]:
+) -> tuple[datetime, int, datetime | None, float]:
     """The same as _TAKE, in a transaction: SQLite (bin/dev) has one writer at a time."""
     with transaction.atomic():
         lane = lanes_locked([endpoint_id])[endpoint_id]
@@ -302,29 +255,34 @@ def _take_locked(endpoint_id: int, taking: _Taking) -> tuple[datetime, int, date
         line = taking.returning if deferred and deferred > taking.now else taking.count
         taken = max(0, min(room, line))
         lane.next_slot_at = first + taken * taking.step
+        turn = first.timestamp()
         if taken < taking.count:
             tail = taking.tail(first, taken, deferred)
             lane.deferred_until = tail + (taking.count - taken) * taking.step
+            back = {d.pk: tail + j * taking.step for j, d in enumerate(waiting[taken:])}
+            postpone(back, token)
         lane.save(update_fields=["next_slot_at", "deferred_until"])
-    return first, taken, deferred
+        if taken:
+            turn = turns_take(endpoint_id, taking.step.total_seconds(), taken, turn)
+    return first, taken, deferred, turn
 
 
 class Pacer:
-    """The last line of the limit, across every worker process: each request to a rate-limited
-    endpoint takes its turn, at least `step` after the turn before it, from the endpoint's
-    `Pace` row, just before it starts; the sending thread sleeps until its turn.
+    """The last line of the limit, across every worker process: a request to a rate-limited
+    endpoint starts within LATE_SECONDS of its turn, or takes another, at least `step` after
+    the last turn taken, from the endpoint's `Pace` row; the sending thread sleeps until it.
 
-    The slots alone keep starts apart when they leave on time. A start that comes late (its
-    process starved of CPU, its thread waiting for the interpreter) would go out beside the next
-    slot, taken by another process: the turn puts it after that one instead. A thread that wakes
-    more than LATE_SECONDS after its turn (its process was stopped while it slept) takes another
-    rather than go out beside the turns after its own. Turns and slots are spaced alike; a
-    turn given up puts the turns a step behind the slots, and the slots taken next start after
-    the last turn (_TAKE reads the `Pace` row), so the turns do not fall further behind.
+    The slot statement takes the turns of the deliveries it gives slots (_TAKE), so a request
+    that leaves on time costs no statement here. A start that comes late (its process starved
+    of CPU, its thread waiting for the interpreter, the process stopped while the thread
+    slept) would go out beside the turns after its own, taken by other processes: it takes a
+    new turn instead, after them. A turn given up puts the turns a step behind the slots, and
+    the slots taken next start after the last turn (_TAKE reads the `Pace` row), so the turns
+    do not fall further behind.
 
-    One thread per process takes the turns, on one database connection (like the recorder's),
-    however many sending threads ask. If the database cannot answer within TURN_TIMEOUT, the
-    turn is taken in this process alone, and the slots still hold the pace.
+    One thread per process takes the new turns, on one database connection (like the
+    recorder's), however many sending threads ask. If the database cannot answer within
+    TURN_TIMEOUT, the turn is taken in this process alone, and the slots still hold the pace.
     """
 
     def __init__(self) -> None:
@@ -333,25 +291,27 @@ class Pacer:
         self._thread: threading.Thread | None = None
         self._local: dict[int, float] = {}
 
-    def wait_turn(self, endpoint_id: int, rate: int) -> None:
-        turn = _Turn(endpoint_id, step(rate), Future())
+    def wait_turn(self, endpoint_id: int, rate: int, turn: float | None = None) -> None:
+        """Returns at `turn` (seconds since the epoch, taken with the delivery's slot) or, if
+        that has passed by more than LATE_SECONDS or there is none, at a new one."""
+        while True:
+            if turn is None:
+                turn = self._turn(_Turn(endpoint_id, step(rate), Future()))
+            delay = turn - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            if time.time() - turn <= LATE_SECONDS:
+                return
+            # Woken too late: the turns after this one may be going out now. This one is let
+            # go, and the next free one taken.
+            turn = None
+
+    def _turn(self, turn: "_Turn") -> float:
         with self._lock:
             if self._thread is None:
                 # A daemon: it holds nothing to finish, and a turn not taken is taken locally.
                 self._thread = threading.Thread(target=self._run, name="webhook-pace", daemon=True)
                 self._thread.start()
-        while True:
-            start = self._turn(turn)
-            delay = start - time.time()
-            if delay > 0:
-                time.sleep(delay)
-            if time.time() - start <= LATE_SECONDS:
-                return
-            # Woken too late (the process stopped while this thread slept): the turns after
-            # this one may be going out now. This one is let go, and the next free one taken.
-            turn = _Turn(turn.endpoint_id, turn.step, Future())
-
-    def _turn(self, turn: "_Turn") -> float:
         self._requests.put(turn)
         try:
             return turn.start.result(timeout=TURN_TIMEOUT)
@@ -411,11 +371,12 @@ RETURNING next_start
 """
 
 
-def turns_take(endpoint_id: int, step: float, count: int) -> float:
+def turns_take(endpoint_id: int, step: float, count: int, not_before: float = 0.0) -> float:
     """When the first of `count` requests to the endpoint may start (seconds since the epoch),
-    the others following `step` apart: now, or `step` after the turn before them if that is
-    later; one statement, whichever process asks, however many turns it takes."""
-    now = time.time()
+    the others following `step` apart: now (or `not_before`, if later), or `step` after the
+    turn before them if that is later; one statement, whichever process asks, however many
+    turns it takes."""
+    now = max(time.time(), not_before)
     span = step * count
     with connection.cursor() as cursor:
         statement = _TURNS.format(pace=Pace._meta.db_table)
