@@ -49,7 +49,6 @@ class Waiting(Generic[R]):
     delivery: Claimed
     secrets: list[str]
     result: "Future[R]"
-    turn: float | None = None  # a rate-limited delivery's turn to start (deliveries.rates)
 
 
 class InFlight(Generic[R]):

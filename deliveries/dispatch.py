@@ -98,18 +98,18 @@ class Engine:
         worker_shutting_down.connect(self.timetable.close, weak=False)
 
     def admit(
-        self, delivery: Claimed, secrets: list[str], turn: float | None = None
+        self, delivery: Claimed, secrets: list[str], start_at: datetime | None = None
     ) -> "Admitted | None":
         """The future of the delivery's attempt, started now, or waiting for its rate-limit
-        turn (seconds since the epoch) or for a slot of its endpoint; None when its endpoint
-        has its fill of both (the caller postpones it)."""
+        slot (`start_at`) or for a slot of its endpoint; None when its endpoint has its fill of
+        both (the caller postpones it)."""
         waiting: Waiting[Sent] = (
-            Traced(delivery, secrets, Future(), turn, tracing.current())
+            Traced(delivery, secrets, Future(), tracing.current())
             if tracing.enabled
-            else Waiting(delivery, secrets, Future(), turn)
+            else Waiting(delivery, secrets, Future())
         )
-        if turn is not None:
-            self.timetable.at(turn - time.time(), waiting)
+        if start_at is not None:
+            self.timetable.at((start_at - timezone.now()).total_seconds(), waiting)
             return Admitted(waiting.result, waits=True)
         admitted = self.in_flight.admit(waiting, settings.WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT)
         if admitted is None:
@@ -130,7 +130,7 @@ class Engine:
             try:
                 delivery = waiting.delivery
                 if delivery.rate_limit:
-                    self.pacer.wait_turn(delivery.endpoint_id, delivery.rate_limit, waiting.turn)
+                    self.pacer.wait_turn(delivery.endpoint_id, delivery.rate_limit)
                 trace = waiting.trace if isinstance(waiting, Traced) else None
                 waiting.result.set_result(sending.attempt(delivery, waiting.secrets, trace))
             finally:

@@ -243,15 +243,14 @@ class Lane(models.Model):
 
 class Pace(models.Model):
     """When a rate-limited endpoint's next request may start, whichever worker process sends
-    it: the end of its queue of turns (deliveries.rates). Apart from `Lane`: a request woken
-    late takes a new turn here by one short statement, which must not wait behind the
-    transactions that hold a lane's lock."""
+    it (deliveries.rates.Pacer). Apart from `Lane`: its row is taken once per request, by one
+    short statement, and must not wait behind the transactions that hold a lane's lock."""
 
     endpoint = models.OneToOneField(
         WebhookEndpoint, on_delete=models.CASCADE, primary_key=True, related_name="+"
     )
-    # Seconds since the epoch, as the sending thread's clock reads them: the statements that
-    # take turns add a step (rates.step) per turn to it.
+    # Seconds since the epoch, as the sending thread's clock reads them: the statement that
+    # takes a turn adds 1/rate to it, in SQL that PostgreSQL and SQLite both run.
     next_start = models.FloatField()
 
     def __str__(self) -> str:

@@ -7,11 +7,10 @@ lane's row lock, so however many workers claim an endpoint's deliveries, their s
 far apart and no second holds more than `rate` + 1 of them. Slots are taken at most
 HORIZON_SECONDS ahead: a delivery whose turn is later goes back to the database, due shortly
 before its turn, with no attempt counted; one whose turn is near waits in its worker for it,
-without a sending thread (admission.Timetable). The same statement takes the deliveries'
-turns from the endpoint's `Pace` row, the queue of starts every process keeps to, and sends
-back to the database those it gave no slot. A request that would start more than LATE_SECONDS
-after its turn (its process starved) takes another at the end of the queue just before it
-starts (Pacer), so that it goes out a turn after the others' rather than beside them.
+without a sending thread (admission.Timetable); the same statement sends the others back. Just
+before it starts, each request also takes its turn from the endpoint's `Pace` row (Pacer), so
+that one a starved process sends late still goes out a turn after the others' rather than
+beside them.
 
 PostgreSQL rather than Redis holds the slots: it is already where every worker decides what is
 due, under the same transactions; the broker may be another server (or none, in `bin/dev`),
@@ -71,7 +70,7 @@ def step(rate: int) -> float:
 
 @dataclass
 class Slots:
-    starts: dict[int, float] = field(default_factory=dict)  # delivery: its turn (epoch seconds)
+    starts: dict[int, datetime] = field(default_factory=dict)  # delivery: when it may start
     # delivery: when it is due again, back in the database already (the slot statement sent
     # it back): not to be sent, nor postponed again
     later: dict[int, datetime] = field(default_factory=dict)
@@ -89,8 +88,8 @@ def horizon() -> float:
 
 
 def slots_take(deliveries: list[Claimed], token: uuid.UUID) -> Slots:
-    """The turn of each of these deliveries to rate-limited endpoints whose slot falls within
-    the horizon; the others sent back to the database (their claims by `token` let go), and
+    """The start time of each of these deliveries to rate-limited endpoints whose slot falls
+    within the horizon; the others sent back to the database (their claims by `token` let go), and
     when they are due again. One statement per endpoint, committed at once."""
     by_endpoint: defaultdict[int, list[Claimed]] = defaultdict(list)
     for delivery in deliveries:
@@ -105,9 +104,9 @@ def slots_take(deliveries: list[Claimed], token: uuid.UUID) -> Slots:
         returning = sum(1 for d in waiting if d.returning)
         taking = _Taking(len(waiting), returning, spacing, lead, timezone.now())
         take = _take_in_one_statement if connection.vendor == "postgresql" else _take_locked
-        first, taken, deferred, turn = take(endpoint_id, taking, waiting, token)
+        first, taken, deferred = take(endpoint_id, taking, waiting, token)
         for i, delivery in enumerate(waiting[:taken]):
-            slots.starts[delivery.pk] = turn + i * spacing.total_seconds()
+            slots.starts[delivery.pk] = first + i * spacing
         # Behind those sent back before: a backlog comes due a slot apart, not all at once.
         tail = taking.tail(first, taken, deferred)
         for j, delivery in enumerate(waiting[taken:]):
@@ -129,8 +128,8 @@ class _Taking:
 
     The first is the lane's next slot, and never before the end of the endpoint's queue of
     turns (`Pace`): when the turns fall behind the slots (the workers starved, a thread woken
-    late taking another turn), the deliveries wait in the database rather than on sending
-    threads, where their claims would run out under them and the sweep send them twice."""
+    late losing its turn), the deliveries wait in the database rather than on sending threads,
+    where their claims would run out under them and the sweep send them twice."""
 
     count: int
     returning: int
@@ -153,11 +152,10 @@ class _Taking:
 # (each waiting for the interpreter between them), it kept every other batch with a delivery
 # to the endpoint waiting behind it, and those batches' other deliveries with them.
 #
-# The same statement sends back the deliveries given no slot (due again at _Taking.tail, a
-# step apart), and takes the turns of those given one from the `Pace` row: the queue's end
-# under its own row lock, so that a turn a late thread took meanwhile (Pacer) is not given
-# again. Slots are granted only to deliveries still held by the token: a retry after a lost
-# answer cannot start one the first run sent back; it leaves a gap of idle slots at most.
+# The same statement sends back the deliveries given no slot, due again at _Taking.tail a step
+# apart (a postponing UPDATE of its own was half of a backlogged endpoint's statements). Slots
+# go only to deliveries still held by the token: a retry after a lost answer cannot start one
+# the first run sent back; it leaves a gap of idle slots at most.
 _TAKE = """
 WITH lane AS (
     SELECT l.endpoint_id, l.deferred_until, GREATEST(
@@ -197,24 +195,16 @@ WITH lane AS (
     FROM line, unnest(%(ids)s::bigint[]) WITH ORDINALITY AS w(id, position)
     WHERE {delivery}.id = w.id AND {delivery}.event_id = ANY(%(events)s::bigint[])
         AND {delivery}.claim_token = %(token)s AND w.position > line.taken
-), turns AS (
-    INSERT INTO {pace} (endpoint_id, next_start)
-    SELECT endpoint_id, extract(epoch FROM first) + taken * %(step)s FROM line WHERE taken > 0
-    ON CONFLICT (endpoint_id) DO UPDATE SET next_start = GREATEST(
-        {pace}.next_start, excluded.next_start - (SELECT taken FROM line) * %(step)s
-    ) + (SELECT taken FROM line) * %(step)s
-    RETURNING next_start
 )
-SELECT line.first, line.taken, line.deferred_until, turns.next_start - line.taken * %(step)s
-FROM line LEFT JOIN turns ON true
+SELECT first, taken, deferred_until FROM line
 """
 
 
 def _take_in_one_statement(
     endpoint_id: int, taking: _Taking, waiting: list[Claimed], token: uuid.UUID
-) -> tuple[datetime, int, datetime | None, float]:
-    """PostgreSQL: the first slot, how many were taken, when the lane's earlier deferred
-    deliveries come due, and the first turn; the lane made if need be."""
+) -> tuple[datetime, int, datetime | None]:
+    """PostgreSQL: the first slot, how many were taken, and when the lane's earlier deferred
+    deliveries come due; the lane made if need be."""
     params: dict[str, Any] = {
         "endpoint": endpoint_id,
         "now": taking.now,
@@ -235,15 +225,15 @@ def _take_in_one_statement(
             cursor.execute(statement, params)
             row = cursor.fetchone()
             if row is not None:
-                first, taken, deferred, turn = row
-                return first, taken, deferred, 0.0 if turn is None else float(turn)
+                first, taken, deferred = row
+                return first, taken, deferred
             lanes_make([endpoint_id])
     raise Lane.DoesNotExist(f"no lane for endpoint {endpoint_id}")  # its endpoint is gone
 
 
 def _take_locked(
     endpoint_id: int, taking: _Taking, waiting: list[Claimed], token: uuid.UUID
-) -> tuple[datetime, int, datetime | None, float]:
+) -> tuple[datetime, int, datetime | None]:
     """The same as _TAKE, in a transaction: SQLite (bin/dev) has one writer at a time."""
     with transaction.atomic():
         lane = lanes_locked([endpoint_id])[endpoint_id]
@@ -255,34 +245,31 @@ def _take_locked(
         line = taking.returning if deferred and deferred > taking.now else taking.count
         taken = max(0, min(room, line))
         lane.next_slot_at = first + taken * taking.step
-        turn = first.timestamp()
         if taken < taking.count:
             tail = taking.tail(first, taken, deferred)
             lane.deferred_until = tail + (taking.count - taken) * taking.step
             back = {d.pk: tail + j * taking.step for j, d in enumerate(waiting[taken:])}
             postpone(back, token)
         lane.save(update_fields=["next_slot_at", "deferred_until"])
-        if taken:
-            turn = turns_take(endpoint_id, taking.step.total_seconds(), taken, turn)
-    return first, taken, deferred, turn
+    return first, taken, deferred
 
 
 class Pacer:
-    """The last line of the limit, across every worker process: a request to a rate-limited
-    endpoint starts within LATE_SECONDS of its turn, or takes another, at least `step` after
-    the last turn taken, from the endpoint's `Pace` row; the sending thread sleeps until it.
+    """The last line of the limit, across every worker process: each request to a rate-limited
+    endpoint takes its turn, at least `step` after the turn before it, from the endpoint's
+    `Pace` row, just before it starts; the sending thread sleeps until its turn.
 
-    The slot statement takes the turns of the deliveries it gives slots (_TAKE), so a request
-    that leaves on time costs no statement here. A start that comes late (its process starved
-    of CPU, its thread waiting for the interpreter, the process stopped while the thread
-    slept) would go out beside the turns after its own, taken by other processes: it takes a
-    new turn instead, after them. A turn given up puts the turns a step behind the slots, and
-    the slots taken next start after the last turn (_TAKE reads the `Pace` row), so the turns
-    do not fall further behind.
+    The slots alone keep starts apart when they leave on time. A start that comes late (its
+    process starved of CPU, its thread waiting for the interpreter) would go out beside the next
+    slot, taken by another process: the turn puts it after that one instead. A thread that wakes
+    more than LATE_SECONDS after its turn (its process was stopped while it slept) takes another
+    rather than go out beside the turns after its own. Turns and slots are spaced alike; a
+    turn given up puts the turns a step behind the slots, and the slots taken next start after
+    the last turn (_TAKE reads the `Pace` row), so the turns do not fall further behind.
 
-    One thread per process takes the new turns, on one database connection (like the
-    recorder's), however many sending threads ask. If the database cannot answer within
-    TURN_TIMEOUT, the turn is taken in this process alone, and the slots still hold the pace.
+    One thread per process takes the turns, on one database connection (like the recorder's),
+    however many sending threads ask. If the database cannot answer within TURN_TIMEOUT, the
+    turn is taken in this process alone, and the slots still hold the pace.
     """
 
     def __init__(self) -> None:
@@ -291,27 +278,25 @@ class Pacer:
         self._thread: threading.Thread | None = None
         self._local: dict[int, float] = {}
 
-    def wait_turn(self, endpoint_id: int, rate: int, turn: float | None = None) -> None:
-        """Returns at `turn` (seconds since the epoch, taken with the delivery's slot) or, if
-        that has passed by more than LATE_SECONDS or there is none, at a new one."""
-        while True:
-            if turn is None:
-                turn = self._turn(_Turn(endpoint_id, step(rate), Future()))
-            delay = turn - time.time()
-            if delay > 0:
-                time.sleep(delay)
-            if time.time() - turn <= LATE_SECONDS:
-                return
-            # Woken too late: the turns after this one may be going out now. This one is let
-            # go, and the next free one taken.
-            turn = None
-
-    def _turn(self, turn: "_Turn") -> float:
+    def wait_turn(self, endpoint_id: int, rate: int) -> None:
+        turn = _Turn(endpoint_id, step(rate), Future())
         with self._lock:
             if self._thread is None:
                 # A daemon: it holds nothing to finish, and a turn not taken is taken locally.
                 self._thread = threading.Thread(target=self._run, name="webhook-pace", daemon=True)
                 self._thread.start()
+        while True:
+            start = self._turn(turn)
+            delay = start - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            if time.time() - start <= LATE_SECONDS:
+                return
+            # Woken too late (the process stopped while this thread slept): the turns after
+            # this one may be going out now. This one is let go, and the next free one taken.
+            turn = _Turn(turn.endpoint_id, turn.step, Future())
+
+    def _turn(self, turn: "_Turn") -> float:
         self._requests.put(turn)
         try:
             return turn.start.result(timeout=TURN_TIMEOUT)
@@ -371,12 +356,11 @@ RETURNING next_start
 """
 
 
-def turns_take(endpoint_id: int, step: float, count: int, not_before: float = 0.0) -> float:
+def turns_take(endpoint_id: int, step: float, count: int) -> float:
     """When the first of `count` requests to the endpoint may start (seconds since the epoch),
-    the others following `step` apart: now (or `not_before`, if later), or `step` after the
-    turn before them if that is later; one statement, whichever process asks, however many
-    turns it takes."""
-    now = max(time.time(), not_before)
+    the others following `step` apart: now, or `step` after the turn before them if that is
+    later; one statement, whichever process asks, however many turns it takes."""
+    now = time.time()
     span = step * count
     with connection.cursor() as cursor:
         statement = _TURNS.format(pace=Pace._meta.db_table)

@@ -96,8 +96,8 @@ def test_a_worker_starved_mid_run_does_not_put_its_late_starts_beside_the_others
 ):
     """One of the two workers is stopped for 0.3 s every second while both send to a 20/s
     endpoint: the slots it took pass while it is stopped, and it starts them late, when the
-    other worker is sending its own. Each request's turn, taken across processes with its slot,
-    and again just before it starts if that has passed, keeps the starts apart all the same."""
+    other worker is sending its own. Each request's turn, taken across processes just before it
+    starts, keeps the starts apart all the same."""
     settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
     client = factories.api_client(factories.environment())
     limited = client.create_endpoint(f"{receiver.url}/limited", rate_limit=20)
@@ -153,12 +153,11 @@ def test_deliveries_wait_in_the_database_when_the_turns_run_behind_the_slots(
 
 
 @pytest.mark.slow
-def test_a_worker_sends_what_it_holds_while_postgres_is_away(receiver):
+def test_a_worker_takes_turns_of_its_own_while_postgres_is_away(receiver):
     """PostgreSQL stops for 3 s while a worker holds slots of a 4/s endpoint for the next
-    5 s: those deliveries still go out at their turns, taken with their slots (a request woken
-    late takes one in the process once the database does not answer), no closer together
-    than the limit, and every event arrives once the database is back. (Private servers: the
-    shared ones stay up.)"""
+    5 s: those deliveries still go out at their slots, each request's turn taken in the
+    process once the database does not answer, no closer together than the limit, and every
+    event arrives once the database is back. (Private servers: the shared ones stay up.)"""
     postgres, redis = PrivatePostgres(), PrivateRedis()
     server = worker = None
     try:
