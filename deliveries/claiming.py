@@ -98,9 +98,15 @@ def claim(
 
 # Due: selectors.deliveries_due, written out (pending, next attempt now or past, held by no
 # live claim; parameters: now, now). SKIP LOCKED: rows another worker is claiming at this
-# instant are theirs; waiting for them gains nothing.
+# instant are theirs; waiting for them gains nothing. `now` as a subquery, whose value the
+# planner does not know: a due time's statistics are stale as soon as they are taken, and ones
+# taken with a backlog due in the coming seconds had it guess few rows due and read the due
+# index by bitmap, which reads every dead entry of the index on every claim, where the ordered
+# scan it takes otherwise stops at LIMIT and drops dead entries as it meets them
+# (docs/delivery-control.md).
 _DUE = (
-    "status = {PENDING} AND next_attempt_at <= %s AND (claimed_until IS NULL OR claimed_until < %s)"
+    "status = {PENDING} AND next_attempt_at <= (SELECT %s)"
+    " AND (claimed_until IS NULL OR claimed_until < %s)"
 )
 # Other due deliveries, oldest first, to top a batch up (parameters: now, now, how many).
 # The asked ones are left out by a join, not by their ids written out: `id NOT IN (%s, …)` cost
