@@ -208,6 +208,14 @@ def lanes_idle(endpoint_ids: list[int]) -> list[int]:
     return [pk for pk in endpoint_ids if pk not in busy]
 
 
+def heads_held(endpoint_ids: list[int], token: uuid.UUID) -> dict[int, int]:
+    """The heads of these endpoints' lanes that `token` holds (delivery: its event)."""
+    heads = Lane.objects.filter(endpoint_id__in=endpoint_ids, head_delivery_id__isnull=False)
+    ids = [pk for pk in heads.values_list("head_delivery_id", flat=True) if pk is not None]
+    held = Delivery.objects.filter(id__in=ids, claim_token=token)
+    return dict(held.values_list("id", "event_id"))
+
+
 def lanes_stalled(endpoint_ids: "Collection[int] | None" = None) -> list[int]:
     """Enabled ordered endpoints (of these, if given) with parked deliveries and no head in
     hand: the sweep's safety net (a head cancelled by hand, an earlier event that turned out

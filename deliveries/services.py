@@ -13,6 +13,7 @@ The life of an event:
 PostgreSQL says what is due; the broker only carries ids, and losing it loses nothing.
 """
 
+import itertools
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -190,6 +191,7 @@ def event_fan_out(*, event_id: int, first_claim: FirstClaim | None = None) -> li
             ordered_ids,
             {pk: (environment_id, filters[pk]) for pk in ordered_ids},
             first_claim,
+            itertools.count(),
         ),
         "releasing ordered endpoints' lanes",
     )
@@ -205,17 +207,26 @@ def _lanes_release_idle(
     ordered_ids: list[int],
     known: dict[int, tuple[int, list[str]]],
     first_claim: FirstClaim | None,
+    runs: "itertools.count[int]",
 ) -> dict[int, int]:
     """Releases the lanes of these ordered endpoints that have no head in hand (a fan-out's,
     after its COMMIT). A lane may release an earlier event's delivery than the fan-out's own:
-    one whose fan-out committed and has not come to this point yet."""
+    one whose fan-out committed and has not come to this point yet.
+
+    Run again after an error (`runs` counts the runs), it also returns the heads the claim
+    holds already: a run whose COMMIT's answer was lost released them, and the lanes it
+    left busy are no longer idle. Not sent here, they would wait out the claim (75 s)."""
+    again = next(runs) > 0
     idle = ordering.lanes_idle(ordered_ids)
-    return ordering.lanes_release(
+    released = ordering.lanes_release(
         endpoint_ids=idle,
         known={pk: known[pk] for pk in idle},
         claim_token=None if first_claim is None else first_claim.token,
         claimed_until=None if first_claim is None else first_claim.until,
     )
+    if again and first_claim is not None:
+        released |= ordering.heads_held(ordered_ids, first_claim.token)
+    return released
 
 
 # Written out (see deliveries.sql): fan-out runs for every event, and for an event to 10,000

@@ -17,16 +17,19 @@ import selectors
 import socket
 import struct
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 from prometheus_client import REGISTRY
 
 from deliveries import dispatch
-from deliveries.models import DeliveryAttempt
-from deliveries.services import event_fan_out, event_publish
+from deliveries.models import Delivery, DeliveryAttempt, Lane
+from deliveries.services import FirstClaim, event_fan_out, event_publish
 from tests.servers import Reply
 from tests.test_late_recording import assert_recorded_once
 from webhooks.models import WebhookEndpoint
@@ -309,3 +312,30 @@ def test_an_endpoint_disabled_by_a_transaction_that_rolled_back_is_reported_once
     told = [r for r in caplog.records if "disabled automatically" in r.getMessage()]
     assert len(told) == 1
     assert disables() - before == 1
+
+
+def test_a_lane_release_whose_commit_answer_is_lost_still_hands_its_head_to_the_fan_out(
+    api, receiver, proxy, settings, caplog
+):
+    """A fan-out's lane release (after the fan-out's own COMMIT) loses its COMMIT's answer:
+    the server made the ordered endpoint's delivery the head, claimed by the fan-out's first
+    claim. The retry finds the lane busy, so releases nothing, and must still hand that head
+    to the caller to send; otherwise it waits unsent until the claim runs out."""
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    settings.WEBHOOKS_DATABASE_RETRY_SECONDS = TIMEOUT
+    api.create_endpoint(f"{receiver.url}/ordered", delivery_order="ordered")
+    event = event_publish(environment=api.environment, type="packet.created", data={})
+    connection.ensure_connection()
+    first = FirstClaim(token=uuid.uuid4(), until=timezone.now() + timedelta(minutes=5), count=1)
+
+    proxy.arm(Lane._meta.db_table)
+    ids = event_fan_out(event_id=event.pk, first_claim=first)
+
+    assert proxy.dropped.is_set()
+    assert b"C\0\0\0\x0bCOMMIT\0" in proxy.withheld  # the server committed the release
+    retries = [r.getMessage() for r in caplog.records if r.name == "deliveries.transient"]
+    assert len(retries) == 1 and retries[0].startswith("releasing ordered endpoints' lanes:")
+    head = Delivery.objects.get(event_id=event.pk)
+    assert head.claim_token == first.token
+    assert ids == [head.pk]
+    assert first.claimed == {head.pk: event.pk}
