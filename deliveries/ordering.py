@@ -22,7 +22,7 @@ from collections.abc import Collection
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from deliveries.claiming import Claimed, json_column
@@ -210,9 +210,8 @@ def lanes_idle(endpoint_ids: list[int]) -> list[int]:
 
 def heads_held(endpoint_ids: list[int], token: uuid.UUID) -> dict[int, int]:
     """The heads of these endpoints' lanes that `token` holds (delivery: its event)."""
-    heads = Lane.objects.filter(endpoint_id__in=endpoint_ids, head_delivery_id__isnull=False)
-    ids = [pk for pk in heads.values_list("head_delivery_id", flat=True) if pk is not None]
-    held = Delivery.objects.filter(id__in=ids, claim_token=token)
+    heads = Lane.objects.filter(endpoint_id__in=endpoint_ids).values("head_delivery_id")
+    held = Delivery.objects.filter(id__in=Subquery(heads), claim_token=token)
     return dict(held.values_list("id", "event_id"))
 
 

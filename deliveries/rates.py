@@ -104,11 +104,10 @@ def slots_take(deliveries: list[Claimed], token: uuid.UUID) -> Slots:
         returning = sum(1 for d in waiting if d.returning)
         taking = _Taking(len(waiting), returning, spacing, lead, timezone.now())
         take = _take_in_one_statement if connection.vendor == "postgresql" else _take_locked
-        first, taken, deferred = take(endpoint_id, taking, waiting, token)
+        first, taken, tail = take(endpoint_id, taking, waiting, token)
         for i, delivery in enumerate(waiting[:taken]):
             slots.starts[delivery.pk] = first + i * spacing
         # Behind those sent back before: a backlog comes due a slot apart, not all at once.
-        tail = taking.tail(first, taken, deferred)
         for j, delivery in enumerate(waiting[taken:]):
             slots.later[delivery.pk] = tail + j * spacing
         if taken < len(waiting):
@@ -196,15 +195,15 @@ WITH lane AS (
     WHERE {delivery}.id = w.id AND {delivery}.event_id = ANY(%(events)s::bigint[])
         AND {delivery}.claim_token = %(token)s AND w.position > line.taken
 )
-SELECT first, taken, deferred_until FROM line
+SELECT first, taken, tail FROM line
 """
 
 
 def _take_in_one_statement(
     endpoint_id: int, taking: _Taking, waiting: list[Claimed], token: uuid.UUID
-) -> tuple[datetime, int, datetime | None]:
-    """PostgreSQL: the first slot, how many were taken, and when the lane's earlier deferred
-    deliveries come due; the lane made if need be."""
+) -> tuple[datetime, int, datetime]:
+    """PostgreSQL: the first slot, how many were taken, and when the first of those sent
+    back is due again (_Taking.tail); the lane made if need be."""
     params: dict[str, Any] = {
         "endpoint": endpoint_id,
         "now": taking.now,
@@ -225,15 +224,15 @@ def _take_in_one_statement(
             cursor.execute(statement, params)
             row = cursor.fetchone()
             if row is not None:
-                first, taken, deferred = row
-                return first, taken, deferred
+                first, taken, tail = row
+                return first, taken, tail
             lanes_make([endpoint_id])
     raise Lane.DoesNotExist(f"no lane for endpoint {endpoint_id}")  # its endpoint is gone
 
 
 def _take_locked(
     endpoint_id: int, taking: _Taking, waiting: list[Claimed], token: uuid.UUID
-) -> tuple[datetime, int, datetime | None]:
+) -> tuple[datetime, int, datetime]:
     """The same as _TAKE, in a transaction: SQLite (bin/dev) has one writer at a time."""
     with transaction.atomic():
         lane = lanes_locked([endpoint_id])[endpoint_id]
@@ -245,13 +244,13 @@ def _take_locked(
         line = taking.returning if deferred and deferred > taking.now else taking.count
         taken = max(0, min(room, line))
         lane.next_slot_at = first + taken * taking.step
+        tail = taking.tail(first, taken, deferred)
         if taken < taking.count:
-            tail = taking.tail(first, taken, deferred)
             lane.deferred_until = tail + (taking.count - taken) * taking.step
             back = {d.pk: tail + j * taking.step for j, d in enumerate(waiting[taken:])}
             postpone(back, token)
         lane.save(update_fields=["next_slot_at", "deferred_until"])
-    return first, taken, deferred
+    return first, taken, tail
 
 
 class Pacer:

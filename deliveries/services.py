@@ -13,7 +13,6 @@ The life of an event:
 PostgreSQL says what is due; the broker only carries ids, and losing it loses nothing.
 """
 
-import itertools
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -185,15 +184,14 @@ def event_fan_out(*, event_id: int, first_claim: FirstClaim | None = None) -> li
     # seen by the recording of a head that ends after this looks (ordering.lanes_idle).
     # Tried again here on its own: the event is marked, so a retry of the whole fan-out would
     # make nothing, and leave its first batch claimed and unsent until the claim ran out.
+    release = partial(
+        _lanes_release_idle,
+        ordered_ids,
+        {pk: (environment_id, filters[pk]) for pk in ordered_ids},
+        first_claim,
+    )
     released = transient.retrying(
-        partial(
-            _lanes_release_idle,
-            ordered_ids,
-            {pk: (environment_id, filters[pk]) for pk in ordered_ids},
-            first_claim,
-            itertools.count(),
-        ),
-        "releasing ordered endpoints' lanes",
+        release, "releasing ordered endpoints' lanes", again=partial(release, again=True)
     )
     if first_claim is not None:
         first_claim.claimed.update(released)
@@ -207,16 +205,16 @@ def _lanes_release_idle(
     ordered_ids: list[int],
     known: dict[int, tuple[int, list[str]]],
     first_claim: FirstClaim | None,
-    runs: "itertools.count[int]",
+    *,
+    again: bool = False,
 ) -> dict[int, int]:
     """Releases the lanes of these ordered endpoints that have no head in hand (a fan-out's,
     after its COMMIT). A lane may release an earlier event's delivery than the fan-out's own:
     one whose fan-out committed and has not come to this point yet.
 
-    Run again after an error (`runs` counts the runs), it also returns the heads the claim
-    holds already: a run whose COMMIT's answer was lost released them, and the lanes it
-    left busy are no longer idle. Not sent here, they would wait out the claim (75 s)."""
-    again = next(runs) > 0
+    Run `again` after an error, it also returns the heads the claim holds already: a run whose
+    COMMIT's answer was lost released them, and the lanes it left busy are no longer idle. Not
+    sent here, they would wait out the claim (75 s)."""
     idle = ordering.lanes_idle(ordered_ids)
     released = ordering.lanes_release(
         endpoint_ids=idle,

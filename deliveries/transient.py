@@ -33,9 +33,11 @@ TEND_SECONDS = 1.0
 T = TypeVar("T")
 
 
-def retrying(step: Callable[[], T], what: str) -> T:
+def retrying(step: Callable[[], T], what: str, again: Callable[[], T] | None = None) -> T:
     """`step()`, tried again while it raises a transient database error, for up to
-    WEBHOOKS_DATABASE_RETRY_SECONDS (then the error propagates).
+    WEBHOOKS_DATABASE_RETRY_SECONDS (then the error propagates); `again()` instead on the
+    tries after the first, if given: what a step must also look for when a try it made may
+    have committed and lost its answer.
 
     `step` must be safe to run again after a failure: its own transaction, or one statement in
     autocommit. Inside a transaction the caller opened nothing can be retried (the transaction
@@ -47,6 +49,7 @@ def retrying(step: Callable[[], T], what: str) -> T:
         try:
             return step()
         except ERRORS as exc:
+            step = again or step
             if connection.in_atomic_block or time.monotonic() + delay > deadline:
                 raise
             logger.warning("%s: database error, trying again in %.2f s: %s", what, delay, exc)
