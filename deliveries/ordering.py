@@ -21,12 +21,13 @@ import uuid
 from collections.abc import Collection
 from datetime import datetime
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
+from deliveries import sql
 from deliveries.claiming import Claimed, json_column
-from deliveries.models import Delivery, Event, Lane
+from deliveries.models import Delivery, Lane
 from deliveries.selectors import unclaimed
 from webhooks.catalog import filter_matches
 from webhooks.models import WebhookEndpoint
@@ -106,9 +107,7 @@ def peek(
     sends it the moment the head succeeds, while the head is in flight (deliveries.dispatch).
     Changes nothing."""
     endpoints = known or _ordered(endpoint_ids)
-    following = {
-        pk: _first_releasable(pk, *endpoints[pk], unlocked=True) for pk in sorted(endpoints)
-    }
+    following = {pk: _first_releasable(pk, *endpoints[pk]) for pk in sorted(endpoints)}
     return {pk: first for pk, first in following.items() if first is not None}
 
 
@@ -158,33 +157,39 @@ def _head_active(lane: Lane, ended: set[int]) -> bool:
 
 
 def _first_releasable(
-    endpoint_id: int, environment_id: int, enabled_events: list[str], *, unlocked: bool = False
+    endpoint_id: int, environment_id: int, enabled_events: list[str]
 ) -> tuple[int, int] | None:
     """The endpoint's first parked delivery and its event, unless an earlier event it would get
     is still on its way (published, not fanned out yet).
 
-    `unlocked`: the caller does not hold the lane's lock (`peek`), so an earlier event's
-    fan-out can commit between the two reads, each of which sees what was committed when it
-    began: the first read misses that event's delivery and the second no longer sees the event
-    on its way, and the later event would go first. Reading the first parked delivery again
-    closes that gap (a fan-out committing before it shows its delivery there)."""
-    parked_first = (
-        Delivery.objects.filter(parked(), endpoint_id=endpoint_id)
-        .order_by("event_id")
-        .values_list("id", "event_id")
-    )
-    first = parked_first.first()
-    if first is None:
+    One statement, so one snapshot: a fan-out commits its deliveries and its event's mark
+    together, and this sees both or neither. Two reads, lane lock or not (a fan-out commits
+    without it), could see neither the earlier event's delivery nor that event on its way, and
+    let the later event go first."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql.statement(_FIRST_PARKED), [endpoint_id, environment_id])
+        rows = cursor.fetchall()
+    if not rows:
         return None
-    delivery_id, event_id = first
-    earlier = Event.objects.filter(
-        environment_id=environment_id, fanned_out_at__isnull=True, id__lt=event_id
-    ).values_list("type", flat=True)
-    if any(filter_matches(enabled_events, event_type) for event_type in earlier):
-        return None
-    if unlocked and parked_first.first() != first:
+    delivery_id, event_id, _ = rows[0]
+    if any(t is not None and filter_matches(enabled_events, t) for _, _, t in rows):
         return None
     return delivery_id, event_id
+
+
+# The first parked delivery (delivery_parked_idx), with the types of the environment's earlier
+# events not fanned out yet (event_fanout_pending_idx): one row, or one per such type.
+_FIRST_PARKED = """
+SELECT DISTINCT parked.id, parked.event_id, earlier.type
+FROM (
+    SELECT id, event_id FROM {delivery}
+    WHERE endpoint_id = %s AND status = {PENDING} AND next_attempt_at IS NULL
+    ORDER BY event_id LIMIT 1
+) parked
+LEFT JOIN {event} earlier
+    ON earlier.environment_id = %s AND earlier.fanned_out_at IS NULL
+    AND earlier.id < parked.event_id
+"""
 
 
 def _head_in_hand() -> Exists:
