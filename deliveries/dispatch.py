@@ -89,6 +89,7 @@ class Engine:
         self.in_flight: InFlight[Sent] = InFlight()
         self.timetable: Timetable[Sent] = Timetable(self._slot_came)
         self.pacer = rates.Pacer()
+        self.slots = rates.SlotTaker()
         self.recorder = LateRecorder()
         self.recorder.every(WAITING_CHECK_SECONDS, self._drop_cancelled_waiting)
         self._refills: dict[int, _Refill] = {}
@@ -96,6 +97,7 @@ class Engine:
         self.recorder.every(REFILL_CHECK_SECONDS, self._refill)
         worker_shutting_down.connect(self.in_flight.close, weak=False)
         worker_shutting_down.connect(self.timetable.close, weak=False)
+        worker_shutting_down.connect(self.slots.close, weak=False)
 
     def admit(
         self, delivery: Claimed, secrets: list[str], start_at: datetime | None = None
@@ -117,6 +119,36 @@ class Engine:
         if admitted:
             self.executor.submit(self._send, waiting)
         return Admitted(waiting.result, waits=not admitted)
+
+    def slots_for(
+        self, deliveries: list[Claimed], secrets: dict[int, list[str]], token: uuid.UUID
+    ) -> None:
+        """Hands these deliveries to unordered rate-limited endpoints to the slot thread: each
+        waits in the timetable for its slot, recorded by the recorder thread as it ends, or is
+        sent back to the database (and taken back here as it comes due)."""
+        future = self.slots.take(deliveries, token)
+        # Admitted in the batch's trace, as the attempts of the batch's other deliveries are.
+        came = tracing.continued(partial(self._slots_came, deliveries, secrets, token, future))
+        future.add_done_callback(lambda _: came())
+
+    def _slots_came(
+        self,
+        deliveries: list[Claimed],
+        secrets: dict[int, list[str]],
+        token: uuid.UUID,
+        future: "Future[rates.Slots]",
+    ) -> None:
+        if future.exception() is not None:  # said by the slot thread; the claims lapse
+            return
+        slots = future.result()
+        for endpoint_id, (first, last) in slots.sent_back.items():
+            self.refill_at(endpoint_id, first, last)
+        for delivery in deliveries:
+            start = slots.starts.get(delivery.pk)
+            if start is not None:
+                admitted = self.admit(delivery, secrets[delivery.endpoint_id], start)
+                assert admitted is not None  # one given a start always waits for it
+                self.recorder.watch([admitted.future], token)
 
     def _slot_came(self, waiting: Waiting[Sent]) -> None:
         limit = settings.WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT
@@ -349,9 +381,16 @@ def _send_batch(
         )
     live = [d for d in live if secrets.get(d.endpoint_id)]
     process = engine()
+    # An unordered endpoint's deliveries wait for their slots apart from the batch, which goes
+    # on with the others (Engine.slots_for); an ordered one's go along its task's line.
+    handed = [] if wait_for_all else [d for d in live if d.rate_limit and not d.ordered]
+    if handed:
+        process.slots_for(handed, secrets, token)
+        live = [d for d in live if not d.rate_limit or d.ordered]
     slots = rates.Slots()
     if any(d.rate_limit for d in live):
-        slots = transient.retrying(partial(rates.slots_take, live, token), "taking rate slots")
+        pairs = [(d, token) for d in live]
+        slots = transient.retrying(partial(rates.slots_take, pairs), "taking rate slots")
     futures: list[Future[Sent]] = []
     later: dict[int, datetime] = {}
     if slots.sent_back:

@@ -29,6 +29,7 @@ from collections import defaultdict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -50,6 +51,9 @@ LATE_SECONDS = 0.03
 START_SLACK_SECONDS = 0.01
 # Turns are at least this much wider than 1/rate: room for the workers' clocks to differ.
 MIN_PACE = 1.01
+# How long the slot thread gathers batches for an endpoint with a line (SlotTaker): their
+# deliveries go behind it, due a second or more later, and lose nothing by waiting.
+GATHER_SECONDS = 0.1
 # How long a sending thread waits for the database to give it its turn.
 TURN_TIMEOUT = 1.0
 # A delivery sent back to the database is due this long before its expected turn, so that a
@@ -77,6 +81,16 @@ class Slots:
     # endpoint: when the first and the last of its deliveries in `later` are due again
     sent_back: dict[int, tuple[datetime, datetime]] = field(default_factory=dict)
 
+    def of(self, deliveries: list[Claimed]) -> "Slots":
+        """What these deliveries were given, of a take for several batches (SlotTaker)."""
+        ids = {d.pk for d in deliveries}
+        back = {d.endpoint_id for d in deliveries if d.pk in self.later}
+        return Slots(
+            {pk: at for pk, at in self.starts.items() if pk in ids},
+            {pk: at for pk, at in self.later.items() if pk in ids},
+            {pk: span for pk, span in self.sent_back.items() if pk in back},
+        )
+
 
 def lead_seconds() -> float:
     """How long before its expected slot a delivery sent back to the database is due again."""
@@ -87,32 +101,129 @@ def horizon() -> float:
     return min(HORIZON_SECONDS, float(settings.WEBHOOKS_CLAIM_LEASE_MARGIN) / 2)
 
 
-def slots_take(deliveries: list[Claimed], token: uuid.UUID) -> Slots:
-    """The start time of each of these deliveries to rate-limited endpoints whose slot falls
-    within the horizon; the others sent back to the database (their claims by `token` let go), and
-    when they are due again. One statement per endpoint, committed at once."""
-    by_endpoint: defaultdict[int, list[Claimed]] = defaultdict(list)
-    for delivery in deliveries:
+def slots_take(held: list[tuple[Claimed, uuid.UUID]]) -> Slots:
+    """The start time of each of these deliveries to rate-limited endpoints (each with the
+    token that holds its claim) whose slot falls within the horizon; the others sent back to
+    the database (their claims let go), and when they are due again. One statement per
+    endpoint, committed at once, whichever batches the deliveries came in (SlotTaker)."""
+    by_endpoint: defaultdict[int, list[tuple[Claimed, uuid.UUID]]] = defaultdict(list)
+    for delivery, token in held:
         if delivery.rate_limit:
-            by_endpoint[delivery.endpoint_id].append(delivery)
+            by_endpoint[delivery.endpoint_id].append((delivery, token))
     slots = Slots()
     for endpoint_id, batch in sorted(by_endpoint.items()):
         # Those due again after waiting first: they were due before the others.
-        waiting = sorted(batch, key=lambda d: not d.returning)
-        spacing = timedelta(seconds=step(waiting[0].rate_limit))  # type: ignore[arg-type]
+        waiting = sorted(batch, key=lambda pair: not pair[0].returning)
+        spacing = timedelta(seconds=step(waiting[0][0].rate_limit))  # type: ignore[arg-type]
         lead = timedelta(seconds=lead_seconds())
-        returning = sum(1 for d in waiting if d.returning)
+        returning = sum(1 for d, _ in waiting if d.returning)
         taking = _Taking(len(waiting), returning, spacing, lead, timezone.now())
         take = _take_in_one_statement if connection.vendor == "postgresql" else _take_locked
-        first, taken, tail = take(endpoint_id, taking, waiting, token)
-        for i, delivery in enumerate(waiting[:taken]):
+        first, taken, tail = take(endpoint_id, taking, waiting)
+        for i, (delivery, _) in enumerate(waiting[:taken]):
             slots.starts[delivery.pk] = first + i * spacing
         # Behind those sent back before: a backlog comes due a slot apart, not all at once.
-        for j, delivery in enumerate(waiting[taken:]):
+        for j, (delivery, _) in enumerate(waiting[taken:]):
             slots.later[delivery.pk] = tail + j * spacing
         if taken < len(waiting):
             slots.sent_back[endpoint_id] = (tail, tail + (len(waiting) - taken - 1) * spacing)
     return slots
+
+
+class SlotTaker:
+    """Takes the slots of one worker process's batches on one thread, with its own connection
+    (like the Pacer's): a batch hands over its deliveries to unordered rate-limited endpoints
+    and goes on with the others; `take`'s future gives their slots.
+
+    While an endpoint has a line (deliveries sent back to the database and not due yet), each
+    event's fan-out brings it one new delivery, which only goes behind the line. Taken in a
+    statement of its own each, with the lane's lock, those were most of what a backlogged
+    endpoint cost the others (docs/delivery-control.md). For such an endpoint the thread
+    gathers the batches of GATHER_SECONDS, and takes their slots in one statement."""
+
+    def __init__(self) -> None:
+        # None: close, once what was asked before is taken.
+        self._requests: queue.SimpleQueue[_SlotRequest | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._lines: dict[int, datetime] = {}  # endpoint: when its line ends, as last taken here
+
+    def take(self, deliveries: list[Claimed], token: uuid.UUID) -> "Future[Slots]":
+        request = _SlotRequest(deliveries, token, Future())
+        with self._lock:
+            if self._closed:  # a worker shutting down: their claims lapse, the sweep sends them
+                request.slots.set_exception(RuntimeError("the slot thread is closed"))
+                return request.slots
+            if self._thread is None:
+                # A daemon: what it holds at exit is claimed, and due again when the claims lapse.
+                self._thread = threading.Thread(target=self._run, name="webhook-rate", daemon=True)
+                self._thread.start()
+            self._requests.put(request)
+        return request.slots
+
+    def close(self, *, wait: float = 0.0, **_: Any) -> None:
+        """Takes the slots asked for so far, then closes the thread's connection and ends it;
+        waits up to `wait` seconds for that."""
+        with self._lock:
+            self._closed, thread = True, self._thread
+            self._requests.put(None)
+        if thread is not None and wait:
+            thread.join(wait)
+
+    def _run(self) -> None:
+        tend, failed, closing = transient.Tending(), False, False
+        while not closing:
+            gathered, closing = self._gather()
+            if not gathered:
+                break
+            try:
+                tend(failed=failed)
+            except Exception:  # the take below meets it and says so; the thread goes on
+                logger.debug("closing the slot thread's connection failed", exc_info=True)
+            failed = False
+            held = [(d, request.token) for request in gathered for d in request.deliveries]
+            try:
+                slots = transient.retrying(partial(slots_take, held), "taking rate slots")
+            except Exception as error:  # their claims lapse and the sweep sends them again
+                logger.warning("taking rate-limit slots failed: %s", error)
+                failed = True
+                for request in gathered:
+                    request.slots.set_exception(error)
+                continue
+            for endpoint_id, (_, last) in slots.sent_back.items():
+                self._lines[endpoint_id] = last
+            for request in gathered:
+                request.slots.set_result(slots.of(request.deliveries))
+        connection.close()
+
+    def _gather(self) -> "tuple[list[_SlotRequest], bool]":
+        """The requests waiting, and whether the thread is to close after them. If the first is
+        for an endpoint with a line, also those that come within GATHER_SECONDS."""
+        first = self._requests.get()
+        if first is None:
+            return [], True
+        gathered = [first]
+        now = timezone.now()
+        self._lines = {pk: end for pk, end in self._lines.items() if end > now}
+        lined = any(d.endpoint_id in self._lines for d in first.deliveries)
+        deadline = time.monotonic() + (GATHER_SECONDS if lined else 0.0)
+        while True:
+            wait = deadline - time.monotonic()
+            try:
+                request = self._requests.get(block=wait > 0, timeout=max(wait, 0.0))
+            except queue.Empty:
+                return gathered, False
+            if request is None:
+                return gathered, True
+            gathered.append(request)
+
+
+@dataclass(slots=True)
+class _SlotRequest:
+    deliveries: list[Claimed]
+    token: uuid.UUID
+    slots: "Future[Slots]"
 
 
 @dataclass(frozen=True)
@@ -163,9 +274,10 @@ WITH lane AS (
     FROM {lane} AS l LEFT JOIN {pace} AS p ON p.endpoint_id = l.endpoint_id
     WHERE l.endpoint_id = %(endpoint)s FOR UPDATE OF l
 ), held AS (
-    SELECT count(*) AS held FROM {delivery}
-    WHERE id = ANY(%(ids)s::bigint[]) AND event_id = ANY(%(events)s::bigint[])
-        AND claim_token = %(token)s
+    SELECT count(*) AS held
+    FROM {delivery} JOIN unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS h(id, token)
+        ON {delivery}.id = h.id AND {delivery}.claim_token = h.token
+    WHERE {delivery}.event_id = ANY(%(events)s::bigint[])
 ), granted AS (
     SELECT endpoint_id, deferred_until, first, CASE WHEN first <= %(end)s THEN LEAST(
         CASE WHEN deferred_until > %(now)s THEN %(returning)s ELSE %(count)s END,
@@ -191,16 +303,17 @@ WITH lane AS (
         next_attempt_at =
             line.tail + (w.position - line.taken - 1) * %(step)s * interval '1 second',
         claimed_until = NULL, claim_token = NULL, enqueued_at = NULL
-    FROM line, unnest(%(ids)s::bigint[]) WITH ORDINALITY AS w(id, position)
+    FROM line,
+        unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) WITH ORDINALITY AS w(id, token, position)
     WHERE {delivery}.id = w.id AND {delivery}.event_id = ANY(%(events)s::bigint[])
-        AND {delivery}.claim_token = %(token)s AND w.position > line.taken
+        AND {delivery}.claim_token = w.token AND w.position > line.taken
 )
 SELECT first, taken, tail FROM line
 """
 
 
 def _take_in_one_statement(
-    endpoint_id: int, taking: _Taking, waiting: list[Claimed], token: uuid.UUID
+    endpoint_id: int, taking: _Taking, waiting: list[tuple[Claimed, uuid.UUID]]
 ) -> tuple[datetime, int, datetime]:
     """PostgreSQL: the first slot, how many were taken, and when the first of those sent
     back is due again (_Taking.tail); the lane made if need be."""
@@ -212,9 +325,9 @@ def _take_in_one_statement(
         "returning": taking.returning,
         "step": taking.step.total_seconds(),
         "lead": taking.lead.total_seconds(),
-        "ids": [d.pk for d in waiting],
-        "events": sorted({d.event_id for d in waiting}),
-        "token": token,
+        "ids": [d.pk for d, _ in waiting],
+        "tokens": [token for _, token in waiting],
+        "events": sorted({d.event_id for d, _ in waiting}),
     }
     statement = _TAKE.format(
         lane=Lane._meta.db_table, pace=Pace._meta.db_table, delivery=Delivery._meta.db_table
@@ -231,7 +344,7 @@ def _take_in_one_statement(
 
 
 def _take_locked(
-    endpoint_id: int, taking: _Taking, waiting: list[Claimed], token: uuid.UUID
+    endpoint_id: int, taking: _Taking, waiting: list[tuple[Claimed, uuid.UUID]]
 ) -> tuple[datetime, int, datetime]:
     """The same as _TAKE, in a transaction: SQLite (bin/dev) has one writer at a time."""
     with transaction.atomic():
@@ -247,8 +360,11 @@ def _take_locked(
         tail = taking.tail(first, taken, deferred)
         if taken < taking.count:
             lane.deferred_until = tail + (taking.count - taken) * taking.step
-            back = {d.pk: tail + j * taking.step for j, d in enumerate(waiting[taken:])}
-            postpone(back, token)
+            back: defaultdict[uuid.UUID, dict[int, datetime]] = defaultdict(dict)
+            for j, (delivery, token) in enumerate(waiting[taken:]):
+                back[token][delivery.pk] = tail + j * taking.step
+            for token, when in back.items():
+                postpone(when, token)
         lane.save(update_fields=["next_slot_at", "deferred_until"])
     return first, taken, tail
 

@@ -1,5 +1,6 @@
-"""The slot statement run again after a lost answer (`transient.retrying` in dispatch) gives no
-slot to a delivery its first run sent back to the database.
+"""The slot statement: run again after a lost answer (`transient.retrying` in dispatch), it
+gives no slot to a delivery its first run sent back to the database; run for several batches at
+once (the process's slot thread), it serves each delivery under its own batch's claim.
 
 Like tests/test_late_recording.py, this calls the step twice rather than losing the answer on
 the wire: the second call is what the retry runs, on a new connection, with the same claim.
@@ -8,6 +9,7 @@ the wire: the second call is what the retry runs, on a new connection, with the 
 import time
 import uuid
 from datetime import timedelta
+from itertools import pairwise
 
 import pytest
 from django.utils import timezone
@@ -53,15 +55,81 @@ def test_a_slot_statement_run_again_gives_no_slot_to_what_its_first_run_sent_bac
     beyond = timezone.now() + timedelta(seconds=rates.horizon() + 1.0)
     Lane.objects.update_or_create(endpoint_id=endpoint_id, defaults={"next_slot_at": beyond})
 
-    first = rates.slots_take(claimed, token)
+    held = [(d, token) for d in claimed]
+    first = rates.slots_take(held)
     assert first.starts == {}
     assert sorted(first.later) == sorted(ids)
     back = Delivery.objects.filter(pk__in=ids)
     assert not back.filter(claim_token__isnull=False).exists()
 
     time.sleep(1.2)  # the horizon's end passes the lane's next slot
-    assert rates.slots_take(claimed, token).starts == {}
+    assert rates.slots_take(held).starts == {}
 
     # The room was there: held by the token again, they get slots.
     back.update(claim_token=token, claimed_until=timezone.now() + timedelta(minutes=1))
-    assert rates.slots_take(claimed, token).starts
+    assert rates.slots_take(held).starts
+
+
+def limited_deliveries(api, count: int, rate_limit: int = 10) -> tuple[int, list[int]]:
+    """A rate-limited endpoint's id, and `count` deliveries to it, due and unclaimed."""
+    created = api.create_endpoint("http://127.0.0.1:9/limited", rate_limit=rate_limit)
+    endpoint_id = WebhookEndpoint.objects.get(public_id=created["webhook_endpoint_id"]).pk
+    events = [
+        event_publish(environment=api.environment, type="packet.created", data={"i": i})
+        for i in range(count)
+    ]
+    return endpoint_id, [pk for event in events for pk in event_fan_out(event_id=event.pk)]
+
+
+def assert_a_step_apart(starts: list, rate_limit: int) -> None:
+    spacing = timedelta(seconds=rates.step(rate_limit))
+    ordered = sorted(starts)
+    assert all(b - a == spacing for a, b in pairwise(ordered)), ordered
+
+
+def test_one_slot_statement_serves_deliveries_held_by_several_claims(api):
+    """Two batches' deliveries, each held with its batch's token, in one statement: each gets a
+    slot, the slots a step apart; sent back, each is let go, whichever token held it."""
+    endpoint_id, ids = limited_deliveries(api, 4)
+    mine, theirs = uuid.uuid4(), uuid.uuid4()
+    now = timezone.now()
+    first = claiming.claim(ids[:2], 0, now, mine, held=False)
+    second = claiming.claim(ids[2:], 0, now, theirs, held=False)
+    held = [(d, mine) for d in first] + [(d, theirs) for d in second]
+
+    slots = rates.slots_take(held)
+    assert sorted(slots.starts) == sorted(ids)
+    assert_a_step_apart(list(slots.starts.values()), 10)
+
+    beyond = timezone.now() + timedelta(seconds=rates.horizon() + 1.0)
+    Lane.objects.filter(endpoint_id=endpoint_id).update(next_slot_at=beyond)
+    back = rates.slots_take(held)
+    assert back.starts == {}
+    assert sorted(back.later) == sorted(ids)
+    assert not Delivery.objects.filter(pk__in=ids, claim_token__isnull=False).exists()
+    due = Delivery.objects.filter(pk__in=ids).values_list("id", "next_attempt_at")
+    assert dict(due) == back.later
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_slot_thread_gives_each_batch_the_slots_of_its_own_deliveries(api):
+    """Batches hand their deliveries to the process's slot thread and go on; each batch's
+    future gives its own deliveries' slots, a step apart from the other batch's."""
+    _, ids = limited_deliveries(api, 4)
+    mine, theirs = uuid.uuid4(), uuid.uuid4()
+    now = timezone.now()
+    first = claiming.claim(ids[:2], 0, now, mine, held=False)
+    second = claiming.claim(ids[2:], 0, now, theirs, held=False)
+    taker = rates.SlotTaker()
+
+    try:
+        futures = [taker.take(first, mine), taker.take(second, theirs)]
+        given = [future.result(timeout=10) for future in futures]
+    finally:
+        taker.close(wait=10)  # and its connection with it, before the database goes
+
+    assert sorted(given[0].starts) == sorted(ids[:2])
+    assert sorted(given[1].starts) == sorted(ids[2:])
+    assert_a_step_apart([*given[0].starts.values(), *given[1].starts.values()], 10)
+    # Closed (a worker shutting down), it takes nothing more: those claims lapse.
+    assert taker.take(first, mine).exception(timeout=1) is not None
