@@ -177,10 +177,7 @@ class SlotTaker:
             gathered, closing = self._gather()
             if not gathered:
                 break
-            try:
-                tend(failed=failed)
-            except Exception:  # the take below meets it and says so; the thread goes on
-                logger.debug("closing the slot thread's connection failed", exc_info=True)
+            tend(failed=failed)
             failed = False
             held = [(d, request.token) for request in gathered for d in request.deliveries]
             try:
@@ -436,10 +433,7 @@ class Pacer:
                     turn = self._requests.get_nowait()
                 except queue.Empty:
                     break
-            try:
-                tend(failed=failed)
-            except Exception:  # the turns below meet it and say so; the thread goes on
-                logger.debug("closing the pacer's connection failed", exc_info=True)
+            tend(failed=failed)
             failed = False
             for endpoint_id, turns in asked.items():
                 apart = turns[0].step

@@ -64,7 +64,8 @@ def retrying(step: Callable[[], T], what: str, again: Callable[[], T] | None = N
 class Tending:
     """A long-lived thread's connection looked after as a request's would be
     (close_old_connections: dropped if broken or past CONN_MAX_AGE), before its rounds of
-    work: at most every TEND_SECONDS, and after any round that failed.
+    work: at most every TEND_SECONDS, and after any round that failed. Never raises: a
+    connection that cannot even be closed is met by the round's first statement.
 
     Each look makes the connection's next statement a health check (CONN_HEALTH_CHECKS), one
     more round trip. The recorder and the rate limit's pacer take a round every few
@@ -78,4 +79,7 @@ class Tending:
         now = time.monotonic()
         if failed or now >= self._next:
             self._next = now + TEND_SECONDS
-            close_old_connections()
+            try:
+                close_old_connections()
+            except Exception:  # the round's first statement meets it and says so
+                logger.debug("closing a thread's database connection failed", exc_info=True)
