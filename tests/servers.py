@@ -35,15 +35,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
-    """Polls until `predicate()` is truthy; fails the test with what it last saw."""
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    explain: Callable[[], str] | None = None,
+) -> Any:
+    """Polls until `predicate()` is truthy; fails the test with what it last saw, and what
+    `explain()` adds (a server's log, say)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last: {value!r})")
+            more = f"\n{explain()}" if explain is not None else ""
+            raise AssertionError(f"condition not met within {timeout}s (last: {value!r}){more}")
         time.sleep(interval)
 
 
@@ -462,6 +469,10 @@ class Gunicorn:
                 return True
         except OSError:
             return self.process.poll() is not None  # stop waiting if it died
+
+    def output(self, last: int = 6000) -> str:
+        """The end of what the server printed: for a failing test's message."""
+        return self.log.read_text(errors="replace")[-last:]
 
     def stop(self) -> None:
         self.process.terminate()

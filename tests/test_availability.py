@@ -116,16 +116,29 @@ def test_a_request_that_loses_its_database_leaves_its_key_free(stack):
         ).json()["webhook_endpoint_id"]
         path = f"{server.url}/v1/webhook_endpoints/{endpoint}/test"
         held = {**headers, "Idempotency-Key": "lost-with-the-database"}
-        answers: list[requests.Response] = []
-        request = threading.Thread(
-            target=lambda: answers.append(requests.post(path, headers=held, timeout=30))
-        )
+        answers: list[requests.Response | requests.RequestException] = []
+
+        def post() -> None:
+            try:
+                answers.append(requests.post(path, headers=held, timeout=30))
+            except requests.RequestException as exc:
+                answers.append(exc)
+
+        request = threading.Thread(target=post)
         request.start()
-        wait_for(lambda: receiver.received("/slow"), timeout=10)  # the request is running
+        # The request is running once the receiver has it. An answer or an error before that
+        # says why not, with what the server logged (this failed twice in ~40 full runs: its
+        # test event never reached the receiver within 10 s, and nothing else was known).
+        wait_for(lambda: receiver.received("/slow") or answers, timeout=30, explain=server.output)
+        assert receiver.received("/slow"), (
+            [getattr(a, "text", a) for a in answers],
+            server.output(),
+        )
         postgres.stop()
         request.join(30)
         postgres.start()
         assert len(answers) == 1
+        assert isinstance(answers[0], requests.Response), (answers[0], server.output())
         assert_unavailable(answers[0])
         started = time.monotonic()
         retried = wait_for(
