@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -178,9 +179,9 @@ def test_bin_dev_runs_api_worker_and_beat_on_sqlite_and_a_folder_broker(dev_chec
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGINT)
         try:
-            # Under a loaded machine (the whole suite on 2 cores) a warm shutdown has been seen
-            # to take over 60 s, once in many runs; 5 s is usual. The cause is not found yet:
-            # a failure here says which processes were left and what they logged last.
+            # A warm shutdown takes about 5 s; once in many full runs one took over 60 s, cause
+            # not found. bin/dev now kills what is left after STOP_GRACE (20 s), reported by
+            # the warning below; should even that not end it, the failure lists what was left.
             process.wait(60)
         except subprocess.TimeoutExpired as exc:
             left = subprocess.run(
@@ -195,6 +196,10 @@ def test_bin_dev_runs_api_worker_and_beat_on_sqlite_and_a_folder_broker(dev_chec
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
             log.close()
+    log_text = (dev_checkout / "dev.log").read_text(errors="replace")
+    killed = [line for line in log_text.splitlines() if "did not stop in time" in line]
+    if killed:  # stopped all the same; said in the run's summary so that it is looked into
+        warnings.warn(f"bin/dev killed a process that did not stop: {killed}", stacklevel=1)
     # Every process bin/dev started (runserver, worker, beat) is gone with it.
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and _group_alive(process.pid):
