@@ -130,12 +130,15 @@ def test_ordering_costs_unordered_endpoints_nothing_and_ordered_ones_run_one_at_
     receiver.respond("/many", lambda _: Reply(delay=0.2))
     published = publish(client, 10)
     wait_for(lambda: len(receiver.received("/many")) == 10, timeout=30)
-    # The unordered endpoint got all ten at once; the ordered one one every 0.2 s at most.
-    assert len(receiver.received("/one")) <= 3
     wait_for(lambda: len(receiver.received("/one")) == 10, timeout=30)
     assert first_receipts(receiver.received("/one")) == published
+    # Each answer takes 0.2 s: the ordered endpoint's requests come one after another, at least
+    # that far apart; the unordered endpoint's overlap. (Counting the ordered receipts when the
+    # unordered ten were in, at most 3, failed on a loaded machine whose fan-outs were slow.)
     starts = sorted(r.at for r in receiver.received("/one"))
-    assert all(b - a >= 0.19 for a, b in itertools.pairwise(starts))
+    assert all(b - a >= 0.19 for a, b in itertools.pairwise(starts)), starts
+    many = sorted(r.at for r in receiver.received("/many"))
+    assert any(b - a < 0.19 for a, b in itertools.pairwise(many)), many
 
 
 @pytest.mark.django_db
