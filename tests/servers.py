@@ -54,6 +54,16 @@ def wait_for(
         time.sleep(interval)
 
 
+class Logged:
+    """A process of the tests that prints to `log`."""
+
+    log: Path
+
+    def output(self) -> str:
+        """What it printed; a failing test's message takes the end."""
+        return self.log.read_text(errors="replace")
+
+
 # --- A webhook receiver ----------------------------------------------------------------------
 
 
@@ -263,7 +273,7 @@ FAST_DELIVERY_SETTINGS = {
 }
 
 
-class CeleryWorker:
+class CeleryWorker(Logged):
     """`celery -A config worker -B` against the test database and broker."""
 
     embedded_beat = True
@@ -294,9 +304,6 @@ class CeleryWorker:
         wait_for(lambda: b"ready." in self.log.read_bytes() or self.process.poll(), timeout=30)
         if self.process.poll() is not None:
             raise RuntimeError(f"worker exited:\n{self.output()}")
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
 
     def kill(self) -> None:
         """SIGKILL to the worker's whole process group: nothing gets to clean up."""
@@ -447,7 +454,7 @@ def provision(database_url: str, broker_url: str, scopes: str) -> str:
                   f"--scopes={scopes}")  # fmt: skip
 
 
-class Gunicorn:
+class Gunicorn(Logged):
     """The web app as production runs it, on a free port, with the test settings."""
 
     def __init__(self, database_url: str, broker_url: str, **settings: str) -> None:
@@ -477,10 +484,6 @@ class Gunicorn:
         except OSError:
             return self.process.poll() is not None  # stop waiting if it died
 
-    def output(self, last: int = 6000) -> str:
-        """The end of what the server printed: for a failing test's message."""
-        return self.log.read_text(errors="replace")[-last:]
-
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(10)
@@ -495,7 +498,7 @@ def pgbouncer_binary() -> str | None:
     return shutil.which("pgbouncer", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
 
 
-class PrivatePgBouncer:
+class PrivatePgBouncer(Logged):
     """A PgBouncer of our own on a free port, pooling transactions in front of the machine's
     PostgreSQL, which it reaches as `postgres` with trust, as the tests do.
 
@@ -557,9 +560,6 @@ class PrivatePgBouncer:
         # without parameters.
         with psycopg.connect(self.url("pgbouncer"), autocommit=True, row_factory=dict_row) as c:
             return c.execute(f"SHOW {what}").fetchall()
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
 
     def destroy(self) -> None:
         if self.process.poll() is None:

@@ -73,9 +73,9 @@ def test_bin_dev_runs_api_worker_and_beat_on_sqlite_and_a_folder_broker(dev_chec
         stderr=subprocess.STDOUT,
         start_new_session=True,  # Ctrl-C goes to the whole group, as in a terminal
     )
+    output = lambda: (dev_checkout / "dev.log").read_text(errors="replace")  # noqa: E731
     receiver = Receiver()
     try:
-        output = lambda: (dev_checkout / "dev.log").read_text(errors="replace")  # noqa: E731
         wait_for(lambda: KEY_LINE.search(output()) or process.poll() is not None, timeout=120)
         assert process.poll() is None, output()
         key_line = KEY_LINE.search(output())
@@ -189,15 +189,13 @@ def test_bin_dev_runs_api_worker_and_beat_on_sqlite_and_a_folder_broker(dev_chec
                 capture_output=True,
                 text=True,
             ).stdout
-            log.flush()
-            tail = (dev_checkout / "dev.log").read_text(errors="replace")[-4000:]
+            tail = output()[-4000:]
             raise AssertionError(f"bin/dev still running after 60 s:\n{left}\n{tail}") from exc
         finally:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
             log.close()
-    log_text = (dev_checkout / "dev.log").read_text(errors="replace")
-    killed = [line for line in log_text.splitlines() if "did not stop in time" in line]
+    killed = [line for line in output().splitlines() if "did not stop in time" in line]
     if killed:  # stopped all the same; said in the run's summary so that it is looked into
         warnings.warn(f"bin/dev killed a process that did not stop: {killed}", stacklevel=1)
     # Every process bin/dev started (runserver, worker, beat) is gone with it.
