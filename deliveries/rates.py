@@ -380,15 +380,19 @@ class Pacer:
     the last turn (_TAKE reads the `Pace` row), so the turns do not fall further behind.
 
     One thread per process takes the turns, on one database connection (like the recorder's),
-    however many sending threads ask. If the database cannot answer within TURN_TIMEOUT, the
-    turn is taken in this process alone, and the slots still hold the pace.
+    however many sending threads ask. If the database fails to answer (an error, met on that
+    thread, or nothing within TURN_TIMEOUT), the turn is taken in this process alone, and the
+    slots still hold the pace. Either way a turn comes `step` after the last one this process
+    took, the database's or its own: the first turn taken alone as the database goes away, or
+    the first taken there as it comes back, would otherwise go out beside the one before it
+    (rate + 2 starts in one second).
     """
 
     def __init__(self) -> None:
         self._requests: queue.SimpleQueue[_Turn] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._local: dict[int, float] = {}
+        self._next: dict[int, float] = {}  # endpoint: after this process's last turn
 
     def wait_turn(self, endpoint_id: int, rate: int) -> None:
         turn = _Turn(endpoint_id, step(rate), Future())
@@ -412,15 +416,22 @@ class Pacer:
         self._requests.put(turn)
         try:
             return turn.start.result(timeout=TURN_TIMEOUT)
-        except Exception:  # the database is away: this process's turn will do
+        except TimeoutError:  # the database does not answer: this process's turn will do
             return self._local_turn(turn)
 
     def _local_turn(self, turn: "_Turn") -> float:
         with self._lock:
-            now = time.time()
-            start = max(now, self._local.get(turn.endpoint_id, now))
-            self._local[turn.endpoint_id] = start + turn.step
+            start = max(time.time(), self._next.get(turn.endpoint_id, 0.0))
+            self._next[turn.endpoint_id] = start + turn.step
             return start
+
+    def _after(self, endpoint_id: int) -> float:
+        with self._lock:
+            return self._next.get(endpoint_id, 0.0)
+
+    def _taken(self, endpoint_id: int, until: float) -> None:
+        with self._lock:
+            self._next[endpoint_id] = max(self._next.get(endpoint_id, 0.0), until)
 
     def _run(self) -> None:
         tend, failed = transient.Tending(), False
@@ -438,13 +449,16 @@ class Pacer:
             for endpoint_id, turns in asked.items():
                 apart = turns[0].step
                 try:
-                    first = turns_take(endpoint_id, apart, len(turns))
-                except Exception as error:  # handed to the sending threads; the thread goes on
+                    after = self._after(endpoint_id)
+                    first = turns_take(endpoint_id, apart, len(turns), not_before=after)
+                except Exception as error:  # taken here instead; the thread goes on
                     logger.warning("taking rate-limit turns failed: %s", error)
                     failed = True
+                    # On this thread, before its next round reads where the turns are.
                     for turn in turns:
-                        turn.start.set_exception(error)
+                        turn.start.set_result(self._local_turn(turn))
                     continue
+                self._taken(endpoint_id, first + len(turns) * apart)
                 for i, turn in enumerate(turns):
                     turn.start.set_result(first + i * apart)
 
@@ -465,11 +479,12 @@ RETURNING next_start
 """
 
 
-def turns_take(endpoint_id: int, step: float, count: int) -> float:
+def turns_take(endpoint_id: int, step: float, count: int, not_before: float = 0.0) -> float:
     """When the first of `count` requests to the endpoint may start (seconds since the epoch),
-    the others following `step` apart: now, or `step` after the turn before them if that is
-    later; one statement, whichever process asks, however many turns it takes."""
-    now = time.time()
+    the others following `step` apart: now (or `not_before`, if later), or `step` after the
+    turn before them if that is later; one statement, whichever process asks, however many
+    turns it takes."""
+    now = max(time.time(), not_before)
     span = step * count
     with connection.cursor() as cursor:
         statement = _TURNS.format(pace=Pace._meta.db_table)
