@@ -15,14 +15,17 @@ from urllib.parse import urlparse
 import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
 from accounts import scopes
 from accounts.models import PortalSession
 from accounts.tasks import prune_portal_sessions_task
-from deliveries import figures
+from deliveries import figures, sql
+from deliveries.models import Delivery
 from deliveries.services import event_fan_out, event_publish
 from tests import factories
 from tests.factories import ApiClient
@@ -530,3 +533,194 @@ def test_the_list_shows_bounded_figures(api, monkeypatch):
     assert "counting at most the 10,000 newest deliveries" in page
     monkeypatch.setattr(figures, "RECENT_CAP", 2)
     assert ">2+<" in text(browser.get(reverse("portal:endpoints")))
+
+
+def as_read(html: str) -> str:
+    """Markup as a person reads it: no tags, no entities, single spaces."""
+    return " ".join(unescape(re.sub(r"<[^>]+>", " ", html)).split())
+
+
+def listed(response) -> dict[str, tuple[str, str, str]]:
+    """The endpoint list's figures by endpoint id: deliveries, success and last delivery, as
+    shown."""
+    shown = {}
+    for row in re.findall(r"<tr>(.*?)</tr>", response.content.decode(), re.S):
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        if cells:
+            endpoint, _status, deliveries, success, _streak, last = cells
+            endpoint_id = re.search(r'class="mono">([^<]+)<', endpoint)
+            assert endpoint_id, row
+            shown[endpoint_id.group(1)] = (as_read(deliveries), as_read(success), as_read(last))
+    return shown
+
+
+def history(endpoint_id: str, *deliveries: tuple[str, int | None, datetime]) -> None:
+    """Deliveries to the endpoint as sending left them: (status, last status code, created at)
+    each, an event each."""
+    endpoint = WebhookEndpoint.objects.get(public_id=endpoint_id)
+    for status, status_code, created_at in deliveries:
+        event = event_publish(environment=endpoint.environment, type="packet.created", data={})
+        Delivery.objects.create(
+            event=event,
+            endpoint=endpoint,
+            status=status,
+            last_status_code=status_code,
+            created_at=created_at,
+        )
+
+
+def test_the_list_shows_each_endpoints_own_figures(api, monkeypatch):
+    now = timezone.now()
+
+    def ago(**since: float) -> datetime:
+        return now - timedelta(**since)
+
+    def at(**since: float) -> str:
+        return ago(**since).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    ok, failed, cancelled, pending = (
+        Delivery.Status.SUCCEEDED,
+        Delivery.Status.FAILED,
+        Delivery.Status.CANCELLED,
+        Delivery.Status.PENDING,
+    )
+    fresh, quiet, trio, waiting, busy = (
+        api.create_endpoint()["webhook_endpoint_id"] for _ in range(5)
+    )
+    # Older than the window: the last delivery, counted in no figure.
+    history(quiet, (ok, 200, ago(days=3)), (failed, 410, ago(hours=26)))
+    history(trio, (ok, 200, ago(hours=3)), (ok, 204, ago(hours=2)), (ok, 200, ago(hours=1)))
+    # Two made at the same instant: the one made last is the last delivery.
+    history(waiting, (pending, None, ago(minutes=30)), (pending, 429, ago(minutes=30)))
+    history(
+        busy,
+        (ok, 200, ago(days=2)),
+        (failed, 500, ago(hours=30)),
+        (ok, 200, ago(hours=5)),
+        (ok, 200, ago(hours=4)),
+        (failed, 500, ago(hours=3)),
+        (cancelled, None, ago(hours=2)),
+        (ok, 201, ago(hours=1)),
+        (pending, 502, ago(minutes=5)),
+    )
+    browser = portal(api)
+    shown = listed(browser.get(reverse("portal:endpoints")))
+    assert shown == {
+        fresh: ("0", "—", "—"),
+        quiet: ("0", "—", f"failed 410 {at(hours=26)}"),
+        trio: ("3", "100%", f"succeeded 200 {at(hours=1)}"),
+        waiting: ("2", "—", f"pending 429 {at(minutes=30)}"),
+        busy: ("6", "75%", f"pending 502 {at(minutes=5)}"),
+    }
+    detail = as_read(browser.get(reverse("portal:endpoint", args=[busy])).content.decode())
+    assert "Deliveries, 24 h 6 Success, 24 h 75% (3 succeeded, 1 failed)" in detail
+    assert f"Last delivery pending 502 {at(minutes=5)}" in detail
+
+    # Past the cap each endpoint counts its own newest: busy's four newest (one more than the
+    # cap) hold one success and one failure. Exactly the cap is not past it.
+    monkeypatch.setattr(figures, "RECENT_CAP", 3)
+    capped = {
+        endpoint_id: (deliveries, success)
+        for endpoint_id, (deliveries, success, _) in listed(
+            browser.get(reverse("portal:endpoints"))
+        ).items()
+    }
+    assert capped == {
+        fresh: ("0", "—"),
+        quiet: ("0", "—"),
+        trio: ("3", "100%"),
+        waiting: ("2", "—"),
+        busy: ("3+", "50%"),
+    }
+
+
+def test_the_list_takes_as_many_queries_for_twenty_endpoints_as_for_two(api):
+    """No endpoint's figures take a query of their own."""
+    browser = portal(api)
+
+    def add_endpoints_with_deliveries(count: int) -> None:
+        for _ in range(count):
+            api.create_endpoint(enabled_events=["packet.created"])
+        for status in Delivery.Status:
+            event = event_publish(environment=api.environment, type="packet.created", data={})
+            event_fan_out(event_id=event.pk)
+            Delivery.objects.filter(event=event).update(status=status, last_status_code=200)
+
+    def queries_for_the_list(endpoints: int) -> int:
+        with CaptureQueriesContext(connection) as captured:
+            shown = listed(browser.get(reverse("portal:endpoints")))
+        assert len(shown) == endpoints
+        assert all(deliveries != "0" for deliveries, _, _ in shown.values())
+        return len(captured.captured_queries)
+
+    add_endpoints_with_deliveries(2)
+    with_two = queries_for_the_list(2)
+    add_endpoints_with_deliveries(18)
+    assert queries_for_the_list(20) == with_two
+
+
+def plan_nodes(node: dict) -> list[dict]:
+    """A JSON plan's node and all those below it."""
+    return [node, *(n for child in node.get("Plans", []) for n in plan_nodes(child))]
+
+
+def test_the_figures_read_a_busy_endpoints_newest_rows_up_to_the_cap(api):
+    """However busy an endpoint, the list reads its newest rows in order along
+    delivery_endpoint_idx and stops past the cap: no endpoint's day is read whole and sorted
+    (which the planner chose, for every endpoint, when it knew the cap)."""
+    busy, *quiet = (api.create_endpoint()["webhook_endpoint_id"] for _ in range(5))
+    pk = dict(WebhookEndpoint.objects.values_list("public_id", "id"))
+    day = figures.RECENT_CAP + 5_000
+    with connection.cursor() as cursor:
+        # The busy endpoint's last hours and a few deliveries to each of the others,
+        # interleaved, newest last (the rows alone: the figures read no event).
+        cursor.execute(
+            sql.statement(
+                """INSERT INTO {delivery} (public_id, status, attempt_count, last_error,
+                    created_at, endpoint_id, event_id, last_status_code)
+                SELECT 'dlv_bulk' || g, CASE WHEN g %% 10 = 0 THEN %s ELSE %s END, 1, '',
+                    now() - (%s - g) * interval '1 second',
+                    CASE WHEN g %% 100 < 4 THEN (%s::bigint[])[g %% 100 + 1] ELSE %s END, g, 200
+                FROM generate_series(1, %s) AS g"""
+            ),
+            [
+                Delivery.Status.FAILED,
+                Delivery.Status.SUCCEEDED,
+                day,
+                [pk[endpoint_id] for endpoint_id in quiet],
+                pk[busy],
+                day,
+            ],
+        )
+        # What autovacuum analyses: the partitions (the table itself if it has none).
+        table = Delivery._meta.db_table
+        cursor.execute(
+            "SELECT relid::regclass::text FROM pg_partition_tree(%s) WHERE isleaf", [table]
+        )
+        leaves = {name for (name,) in cursor.fetchall()}
+        for name in leaves or {table}:
+            cursor.execute(f"ANALYZE {name}")
+        tables = leaves | {table}
+        cursor.execute(
+            "SELECT relid::regclass::text FROM pg_partition_tree('delivery_endpoint_idx')"
+        )
+        endpoint_indexes = {name for (name,) in cursor.fetchall()} | {"delivery_endpoint_idx"}
+
+    browser = portal(api)
+    with CaptureQueriesContext(connection) as captured:
+        shown = listed(browser.get(reverse("portal:endpoints")))
+    assert shown[busy][0] == "10,000+"
+    assert {shown[endpoint_id][0] for endpoint_id in quiet} == {f"{day // 100:,}"}
+
+    [statement] = [q["sql"] for q in captured.captured_queries if "LATERAL" in q["sql"]]
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}")
+        nodes = plan_nodes(cursor.fetchone()[0][0]["Plan"])
+    assert not [node for node in nodes if "Sort" in node["Node Type"]]
+    scans = [node for node in nodes if node.get("Relation Name") in tables]
+    assert scans
+    assert {(s["Node Type"], s["Index Name"] in endpoint_indexes) for s in scans} == {
+        ("Index Scan", True)
+    }
+    # Fewer rows, all endpoints' together, than the busy endpoint's day alone.
+    assert sum(s["Actual Rows"] * s["Actual Loops"] for s in scans) < day
