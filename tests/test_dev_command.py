@@ -212,7 +212,7 @@ def test_bin_dev_runs_api_worker_and_beat_on_sqlite_and_a_folder_broker(dev_chec
 def test_a_process_that_does_not_stop_after_ctrl_c_is_killed_after_the_grace(dev_checkout):
     """The README: a process still stopping STOP_GRACE seconds after Ctrl-C is killed. The
     worker is frozen (SIGSTOP), as a hung one would be: bin/dev kills it and says which."""
-    process, log = _start(dev_checkout, free_port(), STOP_GRACE="2")
+    process, log = _start(dev_checkout, free_port(), STOP_GRACE="5")
     output = lambda: (dev_checkout / "dev.log").read_text(errors="replace")  # noqa: E731
     try:
         wait_for(lambda: KEY_LINE.search(output()) or process.poll() is not None, timeout=120)
@@ -225,13 +225,16 @@ def test_a_process_that_does_not_stop_after_ctrl_c_is_killed_after_the_grace(dev
         assert len(worker) == 1, worker
         os.kill(int(worker[0]), signal.SIGSTOP)
         os.killpg(process.pid, signal.SIGINT)
-        process.wait(30)
+        process.wait(60)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
         log.close()
     killed = [line for line in output().splitlines() if "did not stop within" in line]
-    assert killed == ["bin/dev: the worker did not stop within 2 s; killed"], output()[-3000:]
+    # Beat and runserver stop within the grace, unless the machine is loaded enough to keep
+    # them longer: then they are killed too, and said so.
+    assert "bin/dev: the worker did not stop within 5 s; killed" in killed, output()[-3000:]
+    assert all(re.fullmatch(r"bin/dev: the .+ did not stop within 5 s; killed", k) for k in killed)
     assert _all_gone(process), "the frozen worker outlived bin/dev"
 
 
