@@ -355,13 +355,25 @@ class SupervisedWorker:
 
     def _watch(self) -> None:
         while not self.stopping.wait(0.5):
-            if self.current.process.poll() is not None:
-                self.current.stop()
-                try:
-                    self.current = CeleryWorker(*self.args, **self.settings)
-                    self.restarts += 1
-                except RuntimeError:
-                    continue  # the broker is still away; try again
+            if self.current.process.poll() is None:
+                continue
+            self.current.stop()
+            # Made in two steps so that a worker whose start failed is still ours to stop or keep.
+            worker = CeleryWorker.__new__(CeleryWorker)
+            try:
+                CeleryWorker.__init__(worker, *self.args, **self.settings)
+            except RuntimeError:
+                worker.stop()  # it exited: the broker is still away; try again
+                continue
+            except AssertionError:
+                # Running but not ready in time (waiting for the broker, or a loaded machine):
+                # supervised like any other, restarted if it exits; output() shows its log.
+                pass
+            if self.stopping.is_set():  # stop() came meanwhile and will not see this one
+                worker.stop()
+                return
+            self.current = worker
+            self.restarts += 1
 
     def output(self) -> str:
         return self.current.output()
@@ -455,39 +467,87 @@ def provision(database_url: str, broker_url: str, scopes: str) -> str:
 
 
 class Gunicorn(Logged):
-    """The web app as production runs it, on a free port, with the test settings."""
+    """The web app as production runs it (gunicorn.conf.py, without --preload: each worker
+    imports the app itself), on a free port, with the test settings. Ready once every worker
+    has loaded the app and a request is answered."""
+
+    # gunicorn.conf.py, which gunicorn reads from its working directory when no --config is
+    # given, plus a hook that marks each worker once it has loaded the app.
+    CONFIG = """\
+import os
+import runpy
+
+_production = runpy.run_path({conf!r})
+globals().update((k, v) for k, v in _production.items() if not k.startswith("__"))
+_production_post_worker_init = globals().get("post_worker_init")
+
+
+def post_worker_init(worker):
+    if _production_post_worker_init is not None:
+        _production_post_worker_init(worker)
+    open(os.path.join({ready!r}, str(worker.pid)), "w").close()
+"""
 
     def __init__(self, database_url: str, broker_url: str, **settings: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = Path(tempfile.mkstemp(prefix="kinetic-gunicorn-", suffix=".log")[1])
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{self.port}",
-             "--workers", settings.pop("WORKERS", "1"), "--log-level", "warning"],
-            cwd=ROOT,
-            env={
-                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                "DJANGO_SETTINGS_MODULE": "config.settings.test",
-                "TEST_DATABASE_URL": database_url,
-                "TEST_CELERY_BROKER_URL": broker_url,
-                **settings,
-            },
-            stdout=self.log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        wait_for(self._answers, timeout=30)
+        self.dir = Path(tempfile.mkdtemp(prefix="kinetic-gunicorn-"))
+        self.log = self.dir / "gunicorn.log"
+        ready = self.dir / "ready"
+        ready.mkdir()
+        config = self.dir / "gunicorn_test.conf.py"
+        config.write_text(self.CONFIG.format(conf=str(ROOT / "gunicorn.conf.py"), ready=str(ready)))
+        workers = int(settings.pop("WORKERS", "1"))
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "config.wsgi", "--config", str(config),
+                 "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),
+                 "--log-level", "warning"],
+                cwd=ROOT,
+                env={
+                    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                    "DJANGO_SETTINGS_MODULE": "config.settings.test",
+                    "TEST_DATABASE_URL": database_url,
+                    "TEST_CELERY_BROKER_URL": broker_url,
+                    **settings,
+                },
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+        def booted() -> bool:
+            return len(list(ready.iterdir())) >= workers or self.process.poll() is not None
+
+        def tail() -> str:
+            return self.output()[-6000:]
+
+        try:
+            # The master accepts connections before its workers have imported Django, which
+            # takes seconds for workers booting together on a loaded machine: a test's first
+            # requests would wait on that, spread over every worker.
+            wait_for(booted, timeout=60, explain=tail)
+            wait_for(self._answers, timeout=60, explain=tail)
+        except AssertionError:
+            self.stop()
+            raise
+        if self.process.poll() is not None:
+            output = tail()
+            self.stop()
+            raise RuntimeError(f"gunicorn exited:\n{output}")
 
     def _answers(self) -> bool:
+        """Any HTTP answer from /healthz (no key, no database), or gunicorn gone."""
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                return True
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+                s.sendall(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                return s.recv(16).startswith(b"HTTP/")
         except OSError:
-            return self.process.poll() is not None  # stop waiting if it died
+            return self.process.poll() is not None
 
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(10)
-        self.log.unlink(missing_ok=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # --- PgBouncer -------------------------------------------------------------------------------

@@ -52,6 +52,10 @@ LAPTOP: ViewportSize = {"width": 1366, "height": 900}
 PASSWORD = "correct horse battery staple"
 UTC_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ")
 
+# A page after a click can take longer than expect()'s 5 s default on a loaded machine; the
+# wait ends as soon as the page shows what is expected (clicks and navigations wait 30 s).
+expect.set_options(timeout=30_000)
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.django_db(transaction=True),

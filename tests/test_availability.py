@@ -65,12 +65,12 @@ def test_a_stopped_database_is_503_with_retry_after_never_500(stack):
         f"{server.url}/v1/webhook_endpoints",
         json={"url": "https://example.com/hooks"},
         headers=headers,
-        timeout=10,
+        timeout=30,
     )
     assert created.status_code == 201, created.text
     item = f"{server.url}/v1/webhook_endpoints/{created.json()['webhook_endpoint_id']}"
     for _ in range(4):  # every gunicorn worker keeps a connection from before the stop
-        assert requests.get(item, headers=headers, timeout=10).status_code == 200
+        assert requests.get(item, headers=headers, timeout=30).status_code == 200
     postgres.stop()
     try:
         answers = [
@@ -112,7 +112,7 @@ def test_a_request_that_loses_its_database_leaves_its_key_free(stack):
             f"{server.url}/v1/webhook_endpoints",
             json={"url": f"{receiver.url}/slow"},
             headers=headers,
-            timeout=10,
+            timeout=30,
         ).json()["webhook_endpoint_id"]
         path = f"{server.url}/v1/webhook_endpoints/{endpoint}/test"
         held = {**headers, "Idempotency-Key": "lost-with-the-database"}

@@ -67,7 +67,7 @@ class Publisher(threading.Thread):
                         f"{self.url}/v1/events",
                         json={"type": "judgment.created", "data": {"i": i}},
                         headers={"Authorization": f"Bearer {self.key}", "Idempotency-Key": f"e{i}"},
-                        timeout=10,
+                        timeout=30,
                     )
                 except requests.RequestException:
                     response = None
@@ -93,7 +93,7 @@ def test_restarting_postgres_and_redis_loses_nothing(receiver):
                 f"{server.url}/v1/webhook_endpoints",
                 json={"url": f"{receiver.url}{path}", "delivery_order": order},
                 headers={"Authorization": f"Bearer {key}"},
-                timeout=10,
+                timeout=30,
             )
             assert response.status_code == 201, response.text
 

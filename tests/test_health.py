@@ -42,7 +42,7 @@ def test_readyz_names_what_is_down_and_recovers():
         server = Gunicorn(database_url, redis.url)
 
         def ready() -> requests.Response:
-            return requests.get(f"{server.url}/readyz", timeout=10)
+            return requests.get(f"{server.url}/readyz", timeout=30)
 
         # A database without the schema: not ready, and it says why.
         response = ready()
@@ -59,7 +59,7 @@ def test_readyz_names_what_is_down_and_recovers():
         assert response.status_code == 503
         assert response.json()["checks"]["database"].startswith("database unavailable")
         assert response.json()["checks"]["broker"] == "ok"
-        assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200
+        assert requests.get(f"{server.url}/healthz", timeout=30).status_code == 200
         postgres.start()
         wait_for(lambda: ready().status_code == 200, timeout=20)
 

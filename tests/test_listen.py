@@ -40,9 +40,9 @@ def test_listen_shows_verified_deliveries_forwards_them_and_cleans_up(receiver, 
 
     thread = threading.Thread(target=listen)
     thread.start()
-    endpoint = wait_for(lambda: WebhookEndpoint.objects.live().first(), timeout=10)
+    endpoint = wait_for(lambda: WebhookEndpoint.objects.live().first(), timeout=60)
     event = factories.deliver_here(environment, "judgment.created")
-    thread.join(10)
+    thread.join(60)
     assert not thread.is_alive() and not errors, errors
 
     output = out.getvalue()

@@ -138,16 +138,16 @@ def test_one_scrape_of_the_web_reports_the_workers_deliveries(broker, receiver, 
             f"{web.url}/v1/webhook_endpoints",
             json={"url": f"{receiver.url}/metrics-hook"},
             headers=headers,
-            timeout=10,
+            timeout=30,
         )
         assert created.status_code == 201, created.text
         requests.post(
-            f"{web.url}/v1/events", json={"type": "packet.created"}, headers=headers, timeout=10
+            f"{web.url}/v1/events", json={"type": "packet.created"}, headers=headers, timeout=30
         )
         wait_for(lambda: receiver.received("/metrics-hook"), timeout=30)
 
         def succeeded() -> float:
-            text = requests.get(f"{web.url}/metrics", timeout=10).text
+            text = requests.get(f"{web.url}/metrics", timeout=30).text
             return sample(text, "kinetic_delivery_attempts_total", outcome="succeeded")
 
         # Only the worker process attempted the delivery; the web process reports it.

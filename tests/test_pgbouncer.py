@@ -99,7 +99,7 @@ def test_the_api_and_a_delivery_run_through_pgbouncer_in_transaction_pooling(
         api.headers["Authorization"] = f"Bearer {raw_key}"
 
         created = api.post(
-            f"{web.url}/v1/webhook_endpoints", json={"url": f"{receiver.url}/pooled"}, timeout=10
+            f"{web.url}/v1/webhook_endpoints", json={"url": f"{receiver.url}/pooled"}, timeout=30
         )
         assert created.status_code == 201, created.text
         endpoint = created.json()
@@ -107,7 +107,7 @@ def test_the_api_and_a_delivery_run_through_pgbouncer_in_transaction_pooling(
         published = api.post(
             f"{web.url}/v1/events",
             json={"type": "packet.created", "data": {"packet": {"id": "pkt_1"}}},
-            timeout=10,
+            timeout=30,
         )
         assert published.status_code == 201, published.text
         event = published.json()

@@ -44,6 +44,10 @@ HOOK = "/hooks/acme"
 # that scrolls sideways in its own box at 1280 px and 900 px.
 NOT_CHECKED = {"endpoints"}
 
+# A page after a click can take longer than expect()'s 5 s default on a loaded machine; the
+# wait ends as soon as the page shows what is expected (clicks and navigations wait 30 s).
+expect.set_options(timeout=30_000)
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.django_db(transaction=True),

@@ -75,7 +75,7 @@ def test_the_limit_holds_across_gunicorn_workers(broker):
         def burst() -> None:
             with requests.Session() as session:
                 for _ in range(10):
-                    code = session.get(url, headers=headers, timeout=10).status_code
+                    code = session.get(url, headers=headers, timeout=30).status_code
                     with lock:
                         statuses.append(code)
 
