@@ -2,20 +2,17 @@
 
 import json
 import time
-import uuid
-from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
 from django.db import transaction
-from django.utils import timezone
 
 from deliveries import signature
 from deliveries.models import Delivery, DeliveryAttempt, Event
 from deliveries.services import event_publish
 from tests import factories
-from tests.servers import Reply, free_port, wait_for
+from tests.servers import CeleryWorker, Reply, free_port, wait_for
 from webhooks.models import WebhookEndpoint
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -24,6 +21,19 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 @pytest.fixture(autouse=True)
 def _private_destinations(settings):
     settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True  # receivers live on 127.0.0.1
+
+
+@pytest.fixture(scope="module")
+def worker(django_db_setup, django_db_blocker, broker):
+    """This module's worker (as conftest's), with a delivery deadline far past its endpoints'
+    slow replies: one that answers is never a timeout, however loaded the machine."""
+    from tests.conftest import _database_url
+
+    with django_db_blocker.unblock():
+        url = _database_url()
+    process = CeleryWorker(url, broker.url, WEBHOOKS_DELIVERY_TIMEOUT="10")
+    yield process
+    process.stop()
 
 
 @pytest.fixture
@@ -153,9 +163,11 @@ def test_a_failure_recorded_after_the_endpoint_was_disabled_does_not_revive_the_
     tenant, receiver
 ):
     endpoint = tenant.create_endpoint(f"{receiver.url}/slow-fail")
-    receiver.script("/slow-fail", Reply(500, delay=1.5), Reply(500), Reply(500))
+    # In flight while the endpoint is disabled: it answers after 3 s, well within the worker's
+    # 10 s deadline, so the 500 (not a timeout) is what gets recorded.
+    receiver.script("/slow-fail", Reply(500, delay=3), Reply(500), Reply(500))
     event = publish(tenant)
-    wait_for(lambda: len(receiver.received("/slow-fail")) == 1)  # in flight: answers in 1.5 s
+    wait_for(lambda: len(receiver.received("/slow-fail")) == 1)
     tenant.patch(f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}", {"status": "disabled"})
     delivery = delivery_of(event["event_id"], endpoint["webhook_endpoint_id"])
     wait_for(lambda: DeliveryAttempt.objects.filter(delivery=delivery).count() == 1)
@@ -210,18 +222,20 @@ def test_failures_are_retried_until_a_2xx_with_the_same_event(tenant, receiver):
 
 def test_timeouts_and_refused_connections_are_failed_attempts(tenant, receiver):
     slow = tenant.create_endpoint(f"{receiver.url}/slow")
-    receiver.script("/slow", Reply(200, delay=6))  # the worker's timeout is 2 s
+    receiver.script("/slow", Reply(200, delay=30))  # the worker's timeout is 10 s
     closed = tenant.create_endpoint(f"http://127.0.0.1:{_closed_port()}/nobody")
     event = publish(tenant)
-    wait_for(finished(event["event_id"], slow["webhook_endpoint_id"]), timeout=30)
+    wait_for(finished(event["event_id"], slow["webhook_endpoint_id"]), timeout=60)
+    # This event's deliveries' attempts: the endpoints also get the operational event that the
+    # refused delivery's exhaustion publishes, a few seconds in.
     first = DeliveryAttempt.objects.filter(
-        delivery__endpoint__public_id=slow["webhook_endpoint_id"]
+        delivery=delivery_of(event["event_id"], slow["webhook_endpoint_id"])
     ).order_by("number")
     assert first[0].error == "timeout"
     assert first[0].status_code is None
     refused = wait_for(
         lambda: DeliveryAttempt.objects.filter(
-            delivery__endpoint__public_id=closed["webhook_endpoint_id"]
+            delivery=delivery_of(event["event_id"], closed["webhook_endpoint_id"])
         ).first()
     )
     assert refused.error == "connection_error"
@@ -286,7 +300,9 @@ def test_a_retry_is_refused_while_an_attempt_is_in_flight(tenant, receiver):
     delivery succeeded): refused with a message saying why, and nothing changes. Once the
     attempt has ended, the retry goes out."""
     endpoint = tenant.create_endpoint(f"{receiver.url}/busy")
-    receiver.script("/busy", Reply(delay=1.5))
+    # In flight while the retry is asked for: it answers after 3 s, well within the worker's
+    # 10 s deadline, so the attempt succeeds and is not retried.
+    receiver.script("/busy", Reply(delay=3))
     event = publish(tenant)
     wait_for(lambda: receiver.received("/busy"))
     delivery = delivery_of(event["event_id"], endpoint["webhook_endpoint_id"])
@@ -349,58 +365,3 @@ def test_publish_event_command(tenant, receiver):
     wait_for(finished(event_id, endpoint["webhook_endpoint_id"]))
     [request] = receiver.received("/cli")
     assert json.loads(request.body)["data"] == {"packet": {"id": "pkt_9"}}
-
-
-def test_fan_out_makes_its_first_batch_claimed_for_the_sender_alone(api, receiver):
-    from deliveries.dispatch import deliveries_send
-    from deliveries.services import FirstClaim, event_fan_out
-
-    for i in range(3):
-        api.create_endpoint(f"{receiver.url}/claimed{i}")
-    first = FirstClaim(token=uuid.uuid4(), until=timezone.now() + timedelta(minutes=5), count=2)
-    # Fanned out before the publish commits: the fan-out task its commit queues then finds the
-    # event done, and this module's worker (left running by the tests before) cannot win the
-    # race to fan it out first.
-    with transaction.atomic():
-        event = event_publish(environment=api.environment, type="packet.created", data={})
-        ids = event_fan_out(event_id=event.pk, first_claim=first)
-    tokens = dict(Delivery.objects.filter(id__in=ids).values_list("id", "claim_token"))
-    assert [tokens[pk] for pk in ids] == [first.token, first.token, None]  # claimed first
-
-    # Another sender (or the sweep) gets only the unclaimed one...
-    deliveries_send(delivery_ids=ids, top_up=False, wait_for_all=True)
-    assert len(receiver.received()) == 1
-    # ...and the holder sends its two without claiming them again.
-    deliveries_send(delivery_ids=ids[:2], top_up=False, wait_for_all=True, held_with=first.token)
-    assert len(receiver.received()) == 3
-    assert set(Delivery.objects.filter(id__in=ids).values_list("status", "claim_token")) == {
-        ("succeeded", None)
-    }
-
-
-def test_a_send_told_its_deliveries_events_claims_those_of_these_events_only(api, receiver):
-    """The events a send is told (a fan-out's, the sweep's) narrow its claim to their days'
-    partitions: a delivery of an event it was not told is left for the sweep, and naming more
-    events than needed does no harm."""
-    from deliveries.dispatch import deliveries_send
-    from deliveries.services import FirstClaim, event_fan_out
-
-    api.create_endpoint(f"{receiver.url}/told")
-    unclaimed = FirstClaim(token=uuid.uuid4(), until=timezone.now(), count=0)
-    with transaction.atomic():  # fanned out here, before the worker can (see above)
-        first = event_publish(environment=api.environment, type="packet.created", data={})
-        second = event_publish(environment=api.environment, type="packet.created", data={})
-        [one] = event_fan_out(event_id=first.pk, first_claim=unclaimed)
-        [two] = event_fan_out(event_id=second.pk, first_claim=unclaimed)
-
-    deliveries_send(delivery_ids=[one, two], top_up=False, wait_for_all=True, event_ids=[first.pk])
-    assert [json.loads(r.body)["id"] for r in receiver.received()] == [first.public_id]
-    assert Delivery.objects.get(pk=two).attempt_count == 0
-
-    deliveries_send(
-        delivery_ids=[two], top_up=False, wait_for_all=True, event_ids=[first.pk, second.pk]
-    )
-    assert [json.loads(r.body)["id"] for r in receiver.received()] == [
-        first.public_id,
-        second.public_id,
-    ]

@@ -35,18 +35,22 @@ def statuses(event_ids):
 
 
 def test_one_dead_endpoint_does_not_take_every_sending_thread(private_worker, receiver):
-    worker = private_worker(WEBHOOKS_DELIVERY_TIMEOUT="30", WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT="4")
+    # The dead endpoint's requests outlast the whole wait below (no answer, a 300 s deadline), so
+    # none of its slots frees up however slowly the healthy deliveries go out.
+    worker = private_worker(
+        WEBHOOKS_DELIVERY_TIMEOUT="300", WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT="4"
+    )
     client = factories.api_client(factories.environment())
     client.create_endpoint(f"{receiver.url}/healthy")
     client.create_endpoint(f"{receiver.url}/dead")
-    receiver.script("/dead", *[Reply(200, delay=60) for _ in range(100)])
+    receiver.script("/dead", *[Reply(200, delay=600) for _ in range(100)])
     events = [publish(client, {"i": i}) for i in range(30)]
-    wait_for(lambda: len(receiver.received("/healthy")) == 30, timeout=25)
+    wait_for(lambda: len(receiver.received("/healthy")) == 30, timeout=120)
     # The dead endpoint holds every request it gets, yet it never has more than its limit.
     assert 1 <= len(receiver.received("/dead")) <= 4
     ids = {r.headers["MD-Event-Id"] for r in receiver.received("/healthy")}
     assert ids == {e["event_id"] for e in events}
-    # A warm shutdown would wait out the dead endpoint's requests (30 s timeout): not tested here.
+    # A warm shutdown would wait out the dead endpoint's requests (300 s timeout): not tested here.
     worker.kill()
 
 
@@ -56,19 +60,27 @@ def test_a_burst_beyond_an_endpoints_limit_waits_in_the_worker_for_its_slots(
     """Deliveries past WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT wait in the worker and go out as
     the endpoint's requests end, never more than the limit at once; they are not postponed
     through the database (2 s, then the sweep)."""
-    private_worker(WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT="2", WEBHOOKS_CLAIM_LEASE_MARGIN="10")
     client = factories.api_client(factories.environment())
     client.create_endpoint(f"{receiver.url}/burst")
     receiver.script("/burst", *[Reply(delay=1.0) for _ in range(4)])
+    # Published before the worker starts, so the four fan-outs run at once however slowly this
+    # process publishes.
     events = [publish(client, {"i": i}) for i in range(4)]
     ids = [e["event_id"] for e in events]
+    # A deadline far past the 1 s replies, so none is a timeout, and a margin of several
+    # deadlines, so deliveries may wait in the worker for a slot (admission.waiting_limit).
+    private_worker(
+        WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT="2",
+        WEBHOOKS_DELIVERY_TIMEOUT="10",
+        WEBHOOKS_CLAIM_LEASE_MARGIN="50",
+    )
     wait_for(lambda: statuses(ids).count("succeeded") == 4, timeout=20)
     arrived = sorted(r.at for r in receiver.received("/burst"))
     assert len(arrived) == 4
-    # Two at once; the other two when those two answer, a second later: not before (the
-    # limit holds), and not two seconds and a sweep later (postponed).
-    assert arrived[2] - arrived[0] >= 0.9
-    assert arrived[3] - arrived[0] < 1.8, [round(t - arrived[0], 2) for t in arrived]
+    # Two at once; each of the other two when one of those answers, a second later: not before
+    # (the limit holds), and not two seconds and a sweep later (postponed).
+    slots = [arrived[2] - arrived[0], arrived[3] - arrived[1]]
+    assert all(0.9 <= gap < 1.8 for gap in slots), [round(t - arrived[0], 2) for t in arrived]
     assert Delivery.objects.filter(event__public_id__in=ids, attempt_count=1).count() == 4
 
 
@@ -76,14 +88,26 @@ def test_a_worker_shutting_down_sends_nothing_that_waits_for_a_slot(private_work
     """Told to stop, a worker finishes its requests in flight but starts none of the deliveries
     waiting for their endpoint's slot: they are left claimed, unattempted, and the next worker
     sends them once the claim lapses (each event still arrives once)."""
-    settings = {"WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT": "1", "WEBHOOKS_CLAIM_LEASE_MARGIN": "3"}
-    worker = private_worker(**settings)
+    # A deadline far past the slow reply, so it is never a timeout, and a margin past one
+    # deadline, so one delivery may wait in the worker for the slot (admission.waiting_limit).
+    settings = {
+        "WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT": "1",
+        "WEBHOOKS_DELIVERY_TIMEOUT": "10",
+        "WEBHOOKS_CLAIM_LEASE_MARGIN": "11",
+    }
     client = factories.api_client(factories.environment())
     client.create_endpoint(f"{receiver.url}/one-at-a-time")
-    receiver.script("/one-at-a-time", Reply(delay=1.5))
+    receiver.script("/one-at-a-time", Reply(delay=3))  # in flight while the worker is told to stop
+    # Published before the worker starts, so both fan-outs run at once and the second delivery
+    # comes to the slot while the first holds it, however slowly this process publishes.
     events = [publish(client, {"i": i}) for i in range(2)]
     ids = [e["event_id"] for e in events]
-    wait_for(lambda: len(receiver.received("/one-at-a-time")) == 1)
+    worker = private_worker(**settings)
+    # Both made: a fan-out not yet taken from the broker would be handed back by the shutdown.
+    wait_for(
+        lambda: len(statuses(ids)) == 2 and len(receiver.received("/one-at-a-time")) == 1,
+        timeout=30,
+    )
     worker.stop()  # warm shutdown, while the second delivery waits for the slot
     assert worker.process.returncode == 0
     assert len(receiver.received("/one-at-a-time")) == 1
@@ -93,7 +117,8 @@ def test_a_worker_shutting_down_sends_nothing_that_waits_for_a_slot(private_work
     assert not waited.attempts.exists()
 
     private_worker(**settings)
-    wait_for(lambda: statuses(ids).count("succeeded") == 2, timeout=30)
+    # The claim holds for the deadline and the margin (21 s) from the fan-out.
+    wait_for(lambda: statuses(ids).count("succeeded") == 2, timeout=60)
     got = [r.headers["MD-Event-Id"] for r in receiver.received("/one-at-a-time")]
     assert sorted(got) == sorted(ids)
 
@@ -103,18 +128,30 @@ def test_a_delivery_waiting_for_its_slot_is_not_sent_once_its_endpoint_is_disabl
 ):
     """Disabling takes effect at once for what waits in the worker too: the delivery waiting
     behind the endpoint's one request in flight is cancelled, never sent."""
-    private_worker(WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT="1", WEBHOOKS_CLAIM_LEASE_MARGIN="10")
     client = factories.api_client(factories.environment())
     endpoint = client.create_endpoint(f"{receiver.url}/slow-then-off")
-    receiver.script("/slow-then-off", Reply(delay=1.5))
+    receiver.script("/slow-then-off", Reply(delay=3))  # in flight while the endpoint is disabled
+    # Published before the worker starts, so both fan-outs run at once and the second delivery
+    # comes to the slot while the first holds it, however slowly this process publishes.
     events = [publish(client, {"i": i}) for i in range(2)]
     ids = [e["event_id"] for e in events]
-    wait_for(lambda: len(receiver.received("/slow-then-off")) == 1)
+    # A deadline far past the slow reply, so it is never a timeout, and a margin of several
+    # deadlines, so deliveries may wait in the worker for the slot (admission.waiting_limit).
+    private_worker(
+        WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT="1",
+        WEBHOOKS_DELIVERY_TIMEOUT="10",
+        WEBHOOKS_CLAIM_LEASE_MARGIN="50",
+    )
+    # Both made: a fan-out after the disabling would make no delivery for this endpoint at all.
+    wait_for(
+        lambda: len(statuses(ids)) == 2 and len(receiver.received("/slow-then-off")) == 1,
+        timeout=30,
+    )
     response = client.patch(
         f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}", {"status": "disabled"}
     )
     assert response.status_code == 200, response.content
-    wait_for(lambda: statuses(ids).count("succeeded") == 1, timeout=10)
+    wait_for(lambda: statuses(ids).count("succeeded") == 1, timeout=30)
     time.sleep(2)  # past the slot's hand-off, had the waiting delivery been sent
     assert len(receiver.received("/slow-then-off")) == 1
     assert sorted(statuses(ids)) == ["cancelled", "succeeded"]

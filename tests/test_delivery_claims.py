@@ -1,0 +1,73 @@
+"""What a send claims, with no worker running: nothing but the test claims or sends.
+
+A worker (tests/test_delivery.py has one for the module) would take these deliveries too: its
+sweep queues an unclaimed due delivery once its task is 2 s old, and any send task it runs
+tops its batch up with due deliveries.
+"""
+
+import json
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from deliveries.dispatch import deliveries_send
+from deliveries.models import Delivery
+from deliveries.services import FirstClaim, event_fan_out, event_publish
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+@pytest.fixture(autouse=True)
+def _private_destinations(settings):
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True  # receivers live on 127.0.0.1
+
+
+def test_fan_out_makes_its_first_batch_claimed_for_the_sender_alone(api, receiver):
+    for i in range(3):
+        api.create_endpoint(f"{receiver.url}/claimed{i}")
+    first = FirstClaim(token=uuid.uuid4(), until=timezone.now() + timedelta(minutes=5), count=2)
+    # Fanned out before the publish commits: the fan-out task its commit queues then finds the
+    # event done.
+    with transaction.atomic():
+        event = event_publish(environment=api.environment, type="packet.created", data={})
+        ids = event_fan_out(event_id=event.pk, first_claim=first)
+    tokens = dict(Delivery.objects.filter(id__in=ids).values_list("id", "claim_token"))
+    assert [tokens[pk] for pk in ids] == [first.token, first.token, None]  # claimed first
+
+    # Another sender (or the sweep) gets only the unclaimed one...
+    deliveries_send(delivery_ids=ids, top_up=False, wait_for_all=True)
+    assert len(receiver.received()) == 1
+    # ...and the holder sends its two without claiming them again.
+    deliveries_send(delivery_ids=ids[:2], top_up=False, wait_for_all=True, held_with=first.token)
+    assert len(receiver.received()) == 3
+    assert set(Delivery.objects.filter(id__in=ids).values_list("status", "claim_token")) == {
+        ("succeeded", None)
+    }
+
+
+def test_a_send_told_its_deliveries_events_claims_those_of_these_events_only(api, receiver):
+    """The events a send is told (a fan-out's, the sweep's) narrow its claim to their days'
+    partitions: a delivery of an event it was not told is left for the sweep, and naming more
+    events than needed does no harm."""
+    api.create_endpoint(f"{receiver.url}/told")
+    unclaimed = FirstClaim(token=uuid.uuid4(), until=timezone.now(), count=0)
+    with transaction.atomic():  # fanned out here, not by a fan-out task (see above)
+        first = event_publish(environment=api.environment, type="packet.created", data={})
+        second = event_publish(environment=api.environment, type="packet.created", data={})
+        [one] = event_fan_out(event_id=first.pk, first_claim=unclaimed)
+        [two] = event_fan_out(event_id=second.pk, first_claim=unclaimed)
+
+    deliveries_send(delivery_ids=[one, two], top_up=False, wait_for_all=True, event_ids=[first.pk])
+    assert [json.loads(r.body)["id"] for r in receiver.received()] == [first.public_id]
+    assert Delivery.objects.get(pk=two).attempt_count == 0
+
+    deliveries_send(
+        delivery_ids=[two], top_up=False, wait_for_all=True, event_ids=[first.pk, second.pk]
+    )
+    assert [json.loads(r.body)["id"] for r in receiver.received()] == [
+        first.public_id,
+        second.public_id,
+    ]
