@@ -8,6 +8,8 @@ SQLite file of `bin/dev` alike.
 """
 
 import json
+import math
+import time
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -53,6 +55,26 @@ class Claimed:
     headers: dict[str, Any]
 
 
+class _TopUps:
+    """When this process's last top-up found fewer due deliveries than it had room for: until
+    WEBHOOKS_TOP_UP_QUIET_SECONDS after it, batches do not top up. At rest every fan-out topped
+    up and found nothing, each scan reading past every delivery in flight (they are pending and
+    due): the due index's busiest statement (docs/delivery-control.md). A backlog still comes
+    to the tasks and sweeps that claim it, and to top-ups once the quiet ends."""
+
+    found_short_at = -math.inf  # time.monotonic()
+
+    @classmethod
+    def room(cls, room: int) -> int:
+        quiet = float(settings.WEBHOOKS_TOP_UP_QUIET_SECONDS)
+        return 0 if time.monotonic() - cls.found_short_at < quiet else room
+
+    @classmethod
+    def found(cls, room: int, extra: int) -> None:
+        if room and extra < room:
+            cls.found_short_at = time.monotonic()
+
+
 def lease_seconds() -> float:
     """How long a claim holds: an attempt's timeout and a margin for recording it."""
     return float(settings.WEBHOOKS_DELIVERY_TIMEOUT) + float(settings.WEBHOOKS_CLAIM_LEASE_MARGIN)
@@ -81,11 +103,14 @@ def claim(
     if not delivery_ids:
         return []
     claimed = dict.fromkeys(delivery_ids) if held else {}
+    room = _TopUps.room(room)
     if room or not held:
-        claimed |= transient.retrying(
+        rows = transient.retrying(
             partial(_claim_rows, delivery_ids, event_ids, room, now, token, held),
             "claiming deliveries",
         )
+        _TopUps.found(room, len(rows.keys() - set(delivery_ids)))
+        claimed |= rows
     if not claimed:
         return []
     # The events of what the claim returned, and of the held ones if the caller knew them.

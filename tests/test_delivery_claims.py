@@ -71,3 +71,35 @@ def test_a_send_told_its_deliveries_events_claims_those_of_these_events_only(api
         first.public_id,
         second.public_id,
     ]
+
+
+def test_a_top_up_that_found_nothing_quiets_the_next_ones_for_a_while(api, receiver, settings):
+    """A batch's top-up that finds fewer due deliveries than it has room for keeps this
+    process's next batches from topping up for WEBHOOKS_TOP_UP_QUIET_SECONDS: at rest each
+    fan-out's top-up scanned for nothing. Once the quiet ends, a batch tops up again."""
+    settings.WEBHOOKS_TOP_UP_QUIET_SECONDS = 60
+    api.create_endpoint(f"{receiver.url}/quiet")
+    unclaimed = FirstClaim(token=uuid.uuid4(), until=timezone.now(), count=0)
+
+    def made() -> int:
+        with transaction.atomic():  # fanned out here, not by a fan-out task (see above)
+            event = event_publish(environment=api.environment, type="packet.created", data={})
+            [delivery] = event_fan_out(event_id=event.pk, first_claim=unclaimed)
+        return delivery
+
+    def sent() -> list[int]:
+        return sorted(Delivery.objects.filter(attempt_count=1).values_list("id", flat=True))
+
+    alone = made()
+    deliveries_send(delivery_ids=[alone], wait_for_all=True)  # its top-up finds nothing
+    assert sent() == [alone]
+
+    asked, waiting = made(), made()
+    deliveries_send(delivery_ids=[asked], wait_for_all=True)  # quiet: not topped up
+    assert sent() == sorted([alone, asked])
+    assert Delivery.objects.get(pk=waiting).attempt_count == 0
+
+    settings.WEBHOOKS_TOP_UP_QUIET_SECONDS = 0  # the quiet is over
+    last = made()
+    deliveries_send(delivery_ids=[last], wait_for_all=True)  # topped up with the waiting one
+    assert sent() == sorted([alone, asked, waiting, last])

@@ -318,6 +318,10 @@ WEBHOOKS_SWEEP_INTERVAL = env.float("WEBHOOKS_SWEEP_INTERVAL", default=1.0)
 WEBHOOKS_DATABASE_RETRY_SECONDS = env.float("WEBHOOKS_DATABASE_RETRY_SECONDS", default=10.0)
 # Deliveries per send task, and concurrent HTTP requests per worker process.
 WEBHOOKS_DELIVERY_BATCH_SIZE = env.int("WEBHOOKS_DELIVERY_BATCH_SIZE", default=50)
+# After a batch's top-up found fewer due deliveries than it had room for, this process's
+# batches skip the top-up for this long (0: never): at rest each fan-out's top-up scanned the
+# due index for nothing (deliveries.claiming).
+WEBHOOKS_TOP_UP_QUIET_SECONDS = env.float("WEBHOOKS_TOP_UP_QUIET_SECONDS", default=0.5)
 WEBHOOKS_SEND_THREADS = env.int("WEBHOOKS_SEND_THREADS", default=64)
 # Requests in flight to one endpoint from one worker process; more wait their turn, so a slow
 # endpoint cannot take every sending thread.

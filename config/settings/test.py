@@ -22,6 +22,8 @@ SIGNING_SECRET_ENCRYPTION_KEYS = env.list(
     "SIGNING_SECRET_ENCRYPTION_KEYS", default=["dGVzdC1vbmx5LWZlcm5ldC1rZXktMDEyMzQ1Njc4OTA="]
 )
 CELERY_BROKER_URL = env.str("TEST_CELERY_BROKER_URL", default="redis://127.0.0.1:6379/14")
+# Every batch tops up, as the tests about claiming expect; the test of the quiet turns it on.
+WEBHOOKS_TOP_UP_QUIET_SECONDS = env.float("WEBHOOKS_TOP_UP_QUIET_SECONDS", default=0.0)
 # Tests that are about rate limits turn them on; the rest send bursts with one key.
 API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="off")
 LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
