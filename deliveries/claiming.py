@@ -71,7 +71,7 @@ class _TopUps:
 
     @classmethod
     def found(cls, room: int, extra: int) -> None:
-        if room and extra < room:
+        if extra < room:
             cls.found_short_at = time.monotonic()
 
 
@@ -109,7 +109,8 @@ def claim(
             partial(_claim_rows, delivery_ids, event_ids, room, now, token, held),
             "claiming deliveries",
         )
-        _TopUps.found(room, len(rows.keys() - set(delivery_ids)))
+        if room:  # what it took besides those asked
+            _TopUps.found(room, len(rows.keys() - set(delivery_ids)))
         claimed |= rows
     if not claimed:
         return []

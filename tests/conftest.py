@@ -65,14 +65,15 @@ def _database_url() -> str:
 
 
 @pytest.fixture(scope="module")
-def worker(django_db_setup, django_db_blocker, broker):
-    """A real Celery worker (threads pool, embedded beat) for a module of end-to-end tests.
+def worker(request, django_db_setup, django_db_blocker, broker):
+    """A real Celery worker (threads pool, embedded beat) for a module of end-to-end tests,
+    with the module's WORKER_SETTINGS if it has them.
 
     Tests using it must be `transaction=True`: the worker sees only committed data.
     """
     with django_db_blocker.unblock():
         url = _database_url()
-    process = CeleryWorker(url, broker.url)
+    process = CeleryWorker(url, broker.url, **getattr(request.module, "WORKER_SETTINGS", {}))
     yield process
     process.stop()
 

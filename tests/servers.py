@@ -277,6 +277,7 @@ class CeleryWorker(Logged):
     """`celery -A config worker -B` against the test database and broker."""
 
     embedded_beat = True
+    waits_at_start = True  # returns once ready (wait_ready), or not waiting at all
 
     def __init__(self, database_url: str, broker_url: str, **settings: str) -> None:
         self.schedule_dir = tempfile.mkdtemp(prefix="kinetic-beat-")
@@ -301,6 +302,12 @@ class CeleryWorker(Logged):
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
+        if self.waits_at_start:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Until the worker says it is ready: RuntimeError if it exited first, AssertionError
+        if it is still starting after 30 s."""
         wait_for(lambda: b"ready." in self.log.read_bytes() or self.process.poll(), timeout=30)
         if self.process.poll() is not None:
             raise RuntimeError(f"worker exited:\n{self.output()}")
@@ -336,6 +343,10 @@ class CeleryWorkerWithoutBeat(CeleryWorker):
     embedded_beat = False
 
 
+class _StartingWorker(CeleryWorker):
+    waits_at_start = False
+
+
 class SupervisedWorker:
     """A worker restarted whenever it exits, as compose's `restart:` or systemd would.
 
@@ -358,10 +369,10 @@ class SupervisedWorker:
             if self.current.process.poll() is None:
                 continue
             self.current.stop()
-            # Made in two steps so that a worker whose start failed is still ours to stop or keep.
-            worker = CeleryWorker.__new__(CeleryWorker)
+            # Waited for apart, so that a worker whose start failed is still ours to stop or keep.
+            worker = _StartingWorker(*self.args, **self.settings)
             try:
-                CeleryWorker.__init__(worker, *self.args, **self.settings)
+                worker.wait_ready()
             except RuntimeError:
                 worker.stop()  # it exited: the broker is still away; try again
                 continue

@@ -12,7 +12,7 @@ from deliveries import signature
 from deliveries.models import Delivery, DeliveryAttempt, Event
 from deliveries.services import event_publish
 from tests import factories
-from tests.servers import CeleryWorker, Reply, free_port, wait_for
+from tests.servers import Reply, free_port, wait_for
 from webhooks.models import WebhookEndpoint
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -23,17 +23,9 @@ def _private_destinations(settings):
     settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True  # receivers live on 127.0.0.1
 
 
-@pytest.fixture(scope="module")
-def worker(django_db_setup, django_db_blocker, broker):
-    """This module's worker (as conftest's), with a delivery deadline far past its endpoints'
-    slow replies: one that answers is never a timeout, however loaded the machine."""
-    from tests.conftest import _database_url
-
-    with django_db_blocker.unblock():
-        url = _database_url()
-    process = CeleryWorker(url, broker.url, WEBHOOKS_DELIVERY_TIMEOUT="10")
-    yield process
-    process.stop()
+# The module's worker (conftest.worker) has a delivery deadline far past its endpoints' slow
+# replies: one that answers is never a timeout, however loaded the machine.
+WORKER_SETTINGS = {"WEBHOOKS_DELIVERY_TIMEOUT": "10"}
 
 
 @pytest.fixture
