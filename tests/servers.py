@@ -282,6 +282,7 @@ class CeleryWorker(Logged):
     def __init__(self, database_url: str, broker_url: str, **settings: str) -> None:
         self.schedule_dir = tempfile.mkdtemp(prefix="kinetic-beat-")
         self.log = Path(self.schedule_dir) / "worker.log"
+        self.stopped_output: str | None = None
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "config.settings.test",
@@ -321,11 +322,18 @@ class CeleryWorker(Logged):
     def starve(self, seconds: float) -> None:
         """Stops the worker's whole process group for `seconds` (SIGSTOP, then SIGCONT): a
         process the CPUs leave waiting, at will."""
-        os.killpg(self.process.pid, signal.SIGSTOP)
+        self.freeze()
         try:
             time.sleep(seconds)
         finally:
-            os.killpg(self.process.pid, signal.SIGCONT)
+            self.thaw()
+
+    def freeze(self) -> None:
+        """SIGSTOP to the worker's whole process group: it does nothing until `thaw`."""
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.killpg(self.process.pid, signal.SIGCONT)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -334,7 +342,14 @@ class CeleryWorker(Logged):
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+        if self.stopped_output is None and self.log.exists():
+            self.stopped_output = super().output()
         shutil.rmtree(self.schedule_dir, ignore_errors=True)
+
+    def output(self) -> str:
+        """What it printed, also once stopped (the log's folder is removed then): a supervisor
+        shows a worker's output after its replacement failed to start."""
+        return super().output() if self.stopped_output is None else self.stopped_output
 
 
 class CeleryWorkerWithoutBeat(CeleryWorker):

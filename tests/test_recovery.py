@@ -194,12 +194,20 @@ def test_batches_save_their_place_and_a_new_worker_goes_on_from_it(private_worke
     # and the sweep at start take a batch each at most before this worker dies.
     slow = private_worker(**FAILING_FAST, WEBHOOKS_SWEEP_INTERVAL="30")
     wait_for(lambda: recovery_of(tenant, recovery_id)["deliveries_requeued"] >= 2)
-    time.sleep(2)  # the other of the two steps, if it comes, lands before `done` is read
-    row = Recovery.objects.get(public_id=recovery_id)
-    done = row.deliveries_requeued
     walk = [delivery_of(event) for event in events]  # the walk's order: as they were made
-    for event in events[:done]:
-        wait_for(reaches(event, "succeeded"))
+    row = Recovery.objects.get(public_id=recovery_id)
+    while True:
+        # Read with the worker frozen, so that the other step, if it comes, cannot land
+        # between the read and the kill; killed once what it requeued has been sent.
+        slow.freeze()
+        time.sleep(0.5)  # a COMMIT the worker sent before it froze lands before the read
+        row.refresh_from_db()
+        done = row.deliveries_requeued
+        if all(reaches(event, "succeeded")() for event in events[:done]):
+            break
+        slow.thaw()
+        for event in events[:done]:
+            wait_for(reaches(event, "succeeded"))
     slow.kill()
 
     row.refresh_from_db()
