@@ -12,6 +12,9 @@
   unlimited ones' deliveries/s in both runs; then against the same 10 beside an 11th endpoint
   without a limit and without the backlog, which gets the run's deliveries: what the limit
   costs the others apart from the work of sending to it. `--rounds N` runs the three N times.
+  Also how many requests the 11th endpoint got within the window (up to the last unlimited
+  receipt), limited and not: the limited one's grows with the window, 50/s for as long as the
+  machine takes over the others' deliveries.
 - recovery: RECOVERY_DELIVERIES failed deliveries of one endpoint (made in bulk, as the product
   leaves them after the last retry) sent again by a recovery, seconds from asking for it to
   the last receipt, against as many fresh deliveries to one endpoint from the first publish;
@@ -149,6 +152,11 @@ def _unlimited_run(stack: DeliveryStack, events: int, eleventh: int | None) -> d
     result = {"unlimited_per_s": len(free) / (free[-1] - started)}
     if limited:
         result["limited_per_s"] = starts_per_s(environment)
+        # The 11th endpoint's share of the window's sends: the limited one sends its rate for
+        # as long as the window lasts, so on a slower machine it does more of the window's work.
+        result["eleventh_in_window"] = sum(
+            1 for _, path, t in got if path.startswith("/l") and t <= free[-1]
+        )
     return result
 
 
@@ -223,6 +231,8 @@ def measure_rate(stack: DeliveryStack, events: int, rounds: int = 1) -> dict[str
         "unlimited_ratio": median_ratio(without),
         "unlimited_per_s_beside_unlimited_11th": median_of("unlimited_per_s", same_work),
         "unlimited_ratio_same_work": median_ratio(same_work),
+        "limited_sent_in_window": median_of("eleventh_in_window", limited),
+        "unlimited_11th_sent_in_window": median_of("eleventh_in_window", same_work),
     }
 
 
