@@ -78,6 +78,31 @@ def worker(request, django_db_setup, django_db_blocker, broker):
     process.stop()
 
 
+@pytest.fixture(autouse=True)
+def _flush_outwaits_the_module_worker(request):
+    """The table flush after a test beside the module's `worker` waits 30 s, not 1 s, before
+    it looks for a deadlock: a worker still recording then deadlocks with it, and the waiter
+    that looks first is the one aborted. The worker's transaction, aborted instead, is tried
+    again (deliveries.transient); an aborted flush failed the test. Reset as the next test
+    starts, so that the tests' own requests keep PostgreSQL's second."""
+    uses_worker = "worker" in request.fixturenames and request.node.get_closest_marker("django_db")
+    if uses_worker:
+        _set_deadlock_timeout("DEFAULT")
+    yield
+    if uses_worker:
+        _set_deadlock_timeout("'30s'")
+
+
+def _set_deadlock_timeout(value: str) -> None:
+    from django.db import DatabaseError, connection
+
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET deadlock_timeout = {value}")
+    except DatabaseError:  # a user that may not set it: the flush keeps PostgreSQL's second
+        pass
+
+
 @pytest.fixture
 def private_worker(django_db_setup, django_db_blocker, broker):
     """A worker of the test's own, to kill or to starve."""
