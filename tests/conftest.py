@@ -78,29 +78,32 @@ def worker(request, django_db_setup, django_db_blocker, broker):
     process.stop()
 
 
-@pytest.fixture(autouse=True)
-def _flush_outwaits_the_module_worker(request):
-    """The table flush after a test beside the module's `worker` waits 30 s, not 1 s, before
-    it looks for a deadlock: a worker still recording then deadlocks with it, and the waiter
-    that looks first is the one aborted. The worker's transaction, aborted instead, is tried
-    again (deliveries.transient); an aborted flush failed the test. Reset as the next test
-    starts, so that the tests' own requests keep PostgreSQL's second."""
-    uses_worker = "worker" in request.fixturenames and request.node.get_closest_marker("django_db")
-    if uses_worker:
-        _set_deadlock_timeout("DEFAULT")
-    yield
-    if uses_worker:
-        _set_deadlock_timeout("'30s'")
+@pytest.fixture(autouse=True, scope="session")
+def _flushes_outwait_deadlocks(django_db_setup, django_db_blocker):
+    """pytest-django's table flush after a transactional test (one TRUNCATE of them all)
+    looks for a deadlock after 30 s, not PostgreSQL's 1 s, in its own transaction alone.
+
+    A worker still recording (the module's `worker` outlives its tests) can deadlock with it,
+    and the waiter that looks first is the one aborted: that was the flush, which waited
+    first, and the test failed in teardown. The worker's transaction, aborted instead, is
+    tried again (deliveries.transient); the tests' own statements keep PostgreSQL's second.
+    deadlock_timeout is a superuser's setting: under another role, flushes keep the default."""
+    from django.db import connection
+
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('is_superuser') = 'on'")
+        (superuser,) = cursor.fetchone()
+    if not superuser:
+        yield
+        return
+    with connection.execute_wrapper(_flush_outwaits_deadlocks):
+        yield
 
 
-def _set_deadlock_timeout(value: str) -> None:
-    from django.db import DatabaseError, connection
-
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(f"SET deadlock_timeout = {value}")
-    except DatabaseError:  # a user that may not set it: the flush keeps PostgreSQL's second
-        pass
+def _flush_outwaits_deadlocks(execute, sql, params, many, context):
+    if sql.lstrip().upper().startswith("TRUNCATE"):
+        execute("SET LOCAL deadlock_timeout = '30s'", None, False, context)
+    return execute(sql, params, many, context)
 
 
 @pytest.fixture
