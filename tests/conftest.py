@@ -79,7 +79,7 @@ def worker(request, django_db_setup, django_db_blocker, broker):
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _flushes_outwait_deadlocks(django_db_setup, django_db_blocker):
+def _flushes_outwait_deadlocks():
     """pytest-django's table flush after a transactional test (one TRUNCATE of them all)
     looks for a deadlock after 30 s, not PostgreSQL's 1 s, in its own transaction alone.
 
@@ -87,21 +87,20 @@ def _flushes_outwait_deadlocks(django_db_setup, django_db_blocker):
     and the waiter that looks first is the one aborted: that was the flush, which waited
     first, and the test failed in teardown. The worker's transaction, aborted instead, is
     tried again (deliveries.transient); the tests' own statements keep PostgreSQL's second.
-    deadlock_timeout is a superuser's setting: under another role, flushes keep the default."""
+    deadlock_timeout is a superuser's setting: under another role, flushes keep the default.
+    Nothing here touches the database before a flush does: a run of tests that use none
+    sets none up (pytest-django), and has none to connect to."""
     from django.db import connection
 
-    with django_db_blocker.unblock(), connection.cursor() as cursor:
-        cursor.execute("SELECT current_setting('is_superuser') = 'on'")
-        (superuser,) = cursor.fetchone()
-    if not superuser:
-        yield
-        return
     with connection.execute_wrapper(_flush_outwaits_deadlocks):
         yield
 
 
 def _flush_outwaits_deadlocks(execute, sql, params, many, context):
-    if sql.lstrip().upper().startswith("TRUNCATE"):
+    if not sql.lstrip().upper().startswith("TRUNCATE"):
+        return execute(sql, params, many, context)
+    # The server reports is_superuser as the connection starts (psycopg's ConnectionInfo).
+    if context["connection"].connection.info.parameter_status("is_superuser") == "on":
         execute("SET LOCAL deadlock_timeout = '30s'", None, False, context)
     return execute(sql, params, many, context)
 
