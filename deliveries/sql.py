@@ -7,7 +7,7 @@ names and `%s` lists, never a value: values are always parameters.
 """
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import cache
 from typing import Any
 
@@ -18,7 +18,7 @@ from core.sql import db_time, from_db_time
 from deliveries.models import Delivery, DeliveryAttempt, Event
 from webhooks.models import EndpointSecret, WebhookEndpoint
 
-__all__ = ["db_time", "db_uuid", "from_db_time", "marks", "rows", "statement"]
+__all__ = ["array", "db_time", "db_uuid", "from_db_time", "marks", "rows", "statement"]
 
 
 @cache
@@ -61,6 +61,19 @@ def marks(values: Sequence[Any]) -> str:
 def rows(row: str, count: int) -> str:
     """`(…), (…), …`: a VALUES list of `count` rows, each `row`."""
     return ", ".join([row] * count)
+
+
+def array(values: Iterable[int | str]) -> str:
+    """A PostgreSQL array literal of integers or identifiers (public ids: a prefix, `_` and
+    base62), the parameter of a `%s::bigint[]` or `%s::text[]`: values that need no quoting,
+    written out as they are. psycopg's dumper for a list, on a client-side cursor, took several
+    times as long as the statement's other parameters together (docs/delivery-control.md)."""
+    out = []
+    for value in values:
+        if isinstance(value, str) and not (value.isidentifier() and value.upper() != "NULL"):
+            raise ValueError(f"not a plain identifier: {value!r}")
+        out.append(str(int(value)) if not isinstance(value, str) else value)
+    return "{" + ",".join(out) + "}"
 
 
 def db_uuid(value: uuid.UUID | None) -> Any:

@@ -13,8 +13,10 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
+from core.ids import is_public_id
+from deliveries import services
 from deliveries.dispatch import deliveries_send
-from deliveries.models import Delivery
+from deliveries.models import DELIVERY_ID_PREFIX, LONG_ID_LENGTH, Delivery
 from deliveries.services import FirstClaim, event_fan_out, event_publish
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -46,6 +48,51 @@ def test_fan_out_makes_its_first_batch_claimed_for_the_sender_alone(api, receive
     assert set(Delivery.objects.filter(id__in=ids).values_list("status", "claim_token")) == {
         ("succeeded", None)
     }
+
+
+def test_a_fan_out_in_chunks_makes_each_delivery_as_its_endpoint_and_the_claim_ask(
+    api, receiver, monkeypatch
+):
+    """Across chunks (three deliveries a statement here), each delivery is born claimed by the
+    first batch, queued, or parked behind its ordered endpoint's lane, with an id of its own."""
+    monkeypatch.setattr(services, "FAN_OUT_CHUNK", 3)
+    orders = ["unordered", "ordered"] + ["unordered"] * 5
+    for i, order in enumerate(orders):
+        api.create_endpoint(f"{receiver.url}/e{i}", delivery_order=order)
+    first = FirstClaim(token=uuid.uuid4(), until=timezone.now() + timedelta(minutes=5), count=7)
+    none = FirstClaim(token=uuid.uuid4(), until=timezone.now() + timedelta(minutes=5), count=0)
+    with transaction.atomic():  # fanned out here, not by a fan-out task
+        before = timezone.now()
+        claimed = event_publish(environment=api.environment, type="packet.created", data={})
+        event_fan_out(event_id=claimed.pk, first_claim=first)
+        # The ordered endpoint's lane holds the first event's delivery: this one is parked.
+        queued = event_publish(environment=api.environment, type="packet.created", data={})
+        event_fan_out(event_id=queued.pk, first_claim=none)
+
+    def born(event):
+        made = list(Delivery.objects.filter(event=event))
+        assert len({d.public_id for d in made}) == len(orders)
+        states = []
+        for d in made:
+            assert is_public_id(d.public_id, DELIVERY_ID_PREFIX, LONG_ID_LENGTH)
+            assert (d.status, d.attempt_count, d.last_error) == ("pending", 0, "")
+            assert d.created_at >= before
+            if d.next_attempt_at is None:
+                assert d.enqueued_at is d.claimed_until is d.claim_token is None
+                states.append("parked")
+            elif d.next_attempt_at > d.created_at:  # made due as its lane released it
+                assert d.enqueued_at is not None and d.claim_token is not None
+                states.append("released")
+            elif d.claim_token is None:
+                assert d.enqueued_at is not None and d.claimed_until is None
+                states.append("queued")
+            else:
+                assert (d.claim_token, d.claimed_until) == (first.token, first.until)
+                states.append("claimed")
+        return sorted(states)
+
+    assert born(claimed) == ["claimed"] * 6 + ["released"]
+    assert born(queued) == ["parked"] + ["queued"] * 6
 
 
 def test_a_send_told_its_deliveries_events_claims_those_of_these_events_only(api, receiver):
@@ -103,3 +150,19 @@ def test_a_top_up_that_found_nothing_quiets_the_next_ones_for_a_while(api, recei
     last = made()
     deliveries_send(delivery_ids=[last], wait_for_all=True)  # topped up with the waiting one
     assert sent() == sorted([alone, asked, waiting, last])
+
+
+def test_an_array_parameter_holds_integers_and_identifiers_and_refuses_anything_else():
+    """`sql.array` writes values out unquoted: what PostgreSQL reads back is what was given,
+    and a value that would need quoting (or read as NULL) is refused, not sent."""
+    from django.db import connection
+
+    from deliveries import sql
+
+    ids = [services.new_delivery_id() for _ in range(3)]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT %s::text[], %s::bigint[]", [sql.array(ids), sql.array([1, -2, 3])])
+        assert cursor.fetchone() == (ids, [1, -2, 3])
+    for hostile in ["a,b", 'a"b', "a b", "{a}", "a\\b", "NULL", "null", "", "1a"]:
+        with pytest.raises(ValueError):
+            sql.array(["dlv_ok", hostile])
