@@ -1,6 +1,7 @@
 """Delivery control workloads on the real stack (the contract's "Delivery control").
 
     python -m bench.control [--quick] [--workers N] [--only ordered,rate,recovery] [--rounds N]
+        [--docs | --no-docs]
 
 - ordered: ORDERED_EVENTS events, one after another, to one ordered endpoint whose receiver
   answers in RECEIVER_DELAY seconds; deliveries/s against the ceiling of one request at a time
@@ -20,7 +21,9 @@
   the last receipt, against as many fresh deliveries to one endpoint from the first publish;
   then live deliveries' p99 (LIVE_RATE events/s x 10 endpoints) while a recovery runs,
   against the same live load alone.
-Prints a table and, last, one JSON object.
+Prints a table and, last, one JSON object; a full-size run of all three (or `--docs`) also
+writes the figures against the issue's targets in docs/benchmarks.md's "Delivery control"
+section, which `python -m bench` keeps when it rewrites the rest.
 """
 
 import argparse
@@ -36,6 +39,7 @@ from typing import Any
 
 import requests
 
+from bench import report
 from bench.config import BenchError
 from bench.deliveries import (
     ENDPOINTS_PER_EVENT,
@@ -418,8 +422,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="celery worker processes"
     )
+    docs = parser.add_mutually_exclusive_group()
+    docs.add_argument("--docs", dest="docs", action="store_true", default=None)
+    docs.add_argument(
+        "--no-docs",
+        dest="docs",
+        action="store_false",
+        help="(do not) write the figures in docs/benchmarks.md's delivery control section; by "
+        "default only a full-size run of all three workloads does",
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    started = time.monotonic()
     try:
         results = run(args)
     except BenchError as exc:
@@ -428,6 +442,11 @@ def main(argv: list[str] | None = None) -> int:
     width = max(len(k) for k in results)
     for key, value in results.items():
         print(f"{key:<{width}}  {value:,.2f}")
+    write_docs = args.docs if args.docs is not None else not (args.quick or args.only)
+    if write_docs:
+        command = " ".join(["python -m bench.control", *(sys.argv[1:] if argv is None else argv)])
+        section = report.control_markdown(results, command, time.monotonic() - started)
+        print(f"wrote {report.write_control_docs(section)}")
     print(json.dumps({k: round(v, 3) for k, v in results.items()}))
     return 0
 

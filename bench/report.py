@@ -18,6 +18,9 @@ from bench.wrk import WrkResult
 DOCS_PATH = REPO_ROOT / "docs" / "benchmarks.md"
 _KEEP_START = "<!-- bench:gunicorn:start -->"
 _KEEP_END = "<!-- bench:gunicorn:end -->"
+# The delivery control figures, written by `python -m bench.control` and kept by this run.
+_CONTROL_START = "<!-- bench:control:start -->"
+_CONTROL_END = "<!-- bench:control:end -->"
 
 
 @dataclass(frozen=True)
@@ -277,7 +280,8 @@ def print_report(run: Run) -> None:
 
 def write_docs(run: Run, path: Path = DOCS_PATH, chart: Path | None = None) -> Path:
     measured = any(section.key == "gunicorn" for section in run.sections)
-    kept = "" if measured else _kept_gunicorn_section(path)
+    kept = "" if measured else _kept_section(path, _KEEP_START, _KEEP_END)
+    control = _kept_section(path, _CONTROL_START, _CONTROL_END)
     out: list[str] = [
         "# Benchmarks",
         "",
@@ -315,8 +319,7 @@ def write_docs(run: Run, path: Path = DOCS_PATH, chart: Path | None = None) -> P
             out += ["", _KEEP_START, *_section_markdown(section, run), _KEEP_END]
         else:
             out += ["", *_section_markdown(section, run)]
-    if kept:
-        out += ["", kept]
+    out += [line for earlier in (kept, control) if earlier for line in ("", earlier)]
     out += ["", *_METHOD]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(out).rstrip() + "\n")
@@ -337,15 +340,115 @@ def _section_markdown(section: Section, run: Run) -> list[str]:
     return lines
 
 
-def _kept_gunicorn_section(path: Path) -> str:
-    """The worker-class comparison of an earlier run: this run did not measure it again."""
+def _kept_section(path: Path, start_mark: str, end_mark: str) -> str:
+    """A section of an earlier run that this run did not measure again (the worker-class
+    comparison, the delivery control figures), marks included; empty if there is none."""
     if not path.exists():
         return ""
     text = path.read_text()
-    start, end = text.find(_KEEP_START), text.find(_KEEP_END)
+    start, end = text.find(start_mark), text.find(end_mark)
     if start < 0 or end < start:
         return ""
-    return text[start : end + len(_KEEP_END)]
+    return text[start : end + len(end_mark)]
+
+
+# --- the delivery control section (python -m bench.control) ----------------------------------
+
+# key, figure, how the value reads, the target (None: reported only), whether it is met.
+_CONTROL_ROWS: list[tuple[str, str, Callable[[float], str], str | None, Callable[[float], bool]]]
+_CONTROL_ROWS = [
+    (
+        "ordered_ratio",
+        "ordered endpoint (receiver 10 ms): deliveries/s against one request at a time",
+        lambda v: f"{v:.2f}",
+        ">= 0.8",
+        lambda v: v >= 0.8,
+    ),
+    (
+        "ordered_in_publication_order",
+        "ordered endpoint: every event first received in publication order",
+        lambda v: "yes" if v else "no",
+        "yes",
+        bool,
+    ),
+    (
+        "limited_per_s",
+        "a 50/s endpoint's measured rate",
+        lambda v: f"{v:.2f}/s",
+        "47.5-52.5/s",
+        lambda v: abs(v - 50) <= 2.5,
+    ),
+    (
+        "unlimited_ratio",
+        "unlimited endpoints beside it, against a run without it",
+        lambda v: f"{v:.2f}",
+        ">= 0.95",
+        lambda v: v >= 0.95,
+    ),
+    (
+        "unlimited_ratio_same_work",
+        "the same, against an unlimited 11th endpoint instead (the limit apart from its work)",
+        lambda v: f"{v:.2f}",
+        None,
+        bool,
+    ),
+    (
+        "recovery_ratio",
+        "recovery of the failed deliveries, against as many fresh ones",
+        lambda v: f"{v:.2f}",
+        "<= 1.5",
+        lambda v: v <= 1.5,
+    ),
+    (
+        "live_p99_ratio",
+        "live deliveries' p99 during a recovery, against without",
+        lambda v: f"{v:.1f}x",
+        None,
+        bool,
+    ),
+]
+
+
+def control_markdown(results: dict[str, float], command: str, elapsed_s: float) -> str:
+    """The delivery control section of docs/benchmarks.md, marks included: the figures the
+    issue sets targets for, from one run of bench.control."""
+    rows = [
+        [figure, key, show(results[key]), target or "reported", "" if target is None else
+         "yes" if met(results[key]) else "**no**"]
+        for key, figure, show, target, met in _CONTROL_ROWS
+        if key in results
+    ]  # fmt: skip
+    machine = f"`nproc` = {_command(['nproc']) or os.cpu_count()}, CPU {_cpu_model()}"
+    lines = [
+        _CONTROL_START,
+        "## Delivery control",
+        "",
+        f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC with `{command}` "
+        f"({elapsed_s:.0f} s; {machine}). Targets from issue 16; the workloads are described in",
+        "bench/control.py, and every measurement since, with its analysis, in",
+        "docs/delivery-control.md. `key` is the field of the JSON line bench.control prints last.",
+        "",
+        _markdown_table(HEADLINE_HEADER, rows),
+        "",
+        "All figures: " + ", ".join(f"{k} {_number(v)}" for k, v in results.items()) + ".",
+        _CONTROL_END,
+    ]
+    return "\n".join(lines)
+
+
+def write_control_docs(section: str, path: Path = DOCS_PATH) -> Path:
+    """Puts the delivery control section in docs/benchmarks.md in place of the last one, or
+    before the method if there was none; the rest of the file is left as it was."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    old = _kept_section(path, _CONTROL_START, _CONTROL_END)
+    if old:
+        text = text.replace(old, section)
+    elif "\n## Method\n" in text:
+        text = text.replace("\n## Method\n", f"\n{section}\n\n## Method\n", 1)
+    else:
+        text = text.rstrip() + f"\n\n{section}\n"
+    path.write_text(text)
+    return path
 
 
 _METHOD = [

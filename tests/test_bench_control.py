@@ -30,3 +30,39 @@ def test_failed_deliveries_are_the_products_failed_deliveries_with_their_last_at
     assert sorted((a.delivery_id, a.event_id) for a in attempts) == sorted(
         (d.pk, d.event_id) for d in deliveries
     )
+
+
+def test_its_figures_go_in_their_own_section_of_the_benchmarks_page_and_stay_there(tmp_path):
+    """bench.control writes its section of docs/benchmarks.md in place of the last one, and the
+    main bench's rewrite of the page keeps it."""
+    import datetime as dt
+
+    from bench import report
+
+    page = tmp_path / "benchmarks.md"
+    page.write_text("# Benchmarks\n\n## Headline figures\n\nrows\n\n## Method\n\n- how\n")
+    figures = {"ordered_ratio": 0.92, "ordered_in_publication_order": 1.0, "unlimited_ratio": 0.9}
+    report.write_control_docs(report.control_markdown(figures, "python -m bench.control", 1), page)
+    text = page.read_text()
+    assert text.index("## Headline figures") < text.index("## Delivery control")
+    assert text.index("## Delivery control") < text.index("## Method")
+    assert "| ordered_ratio | 0.92 | >= 0.8 | yes |" in text
+    assert "| ordered_in_publication_order | yes | yes | yes |" in text
+    assert "| unlimited_ratio | 0.90 | >= 0.95 | **no** |" in text
+    assert "recovery_ratio" not in text  # not measured in this run: no row
+
+    again = {"ordered_ratio": 0.5, "recovery_ratio": 0.4}
+    report.write_control_docs(report.control_markdown(again, "python -m bench.control", 1), page)
+    text = page.read_text()
+    assert text.count("## Delivery control") == 1
+    assert "| ordered_ratio | 0.50 | >= 0.8 | **no** |" in text
+    assert "| recovery_ratio | 0.40 | <= 1.5 | yes |" in text
+    assert "unlimited_ratio" not in text
+
+    run = report.Run("python -m bench", "default", dt.datetime.now(dt.UTC), {}, {})
+    run.machine = {k: "x" for k in ("nproc", "memory", "cpu", "kernel", "python", "django")}
+    run.machine |= {k: "x" for k in ("djangorestframework", "gunicorn", "psycopg")}
+    run.machine |= {"postgresql": "x", "wrk": "x"}
+    report.write_docs(run, page)
+    assert "| recovery_ratio | 0.40 | <= 1.5 | yes |" in page.read_text()
+    assert page.read_text().index("## Delivery control") < page.read_text().index("## Method")
