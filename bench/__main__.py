@@ -28,6 +28,7 @@ from bench.config import (
     DELIVERY_WORKLOADS,
     SETTINGS_MODULE,
     BenchError,
+    add_docs_flags,
 )
 
 if TYPE_CHECKING:
@@ -76,14 +77,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="keep the scratch folder of the delivery workloads (celery.log: the worker and "
         "beat logs, the receivers' records) and print its path",
     )
-    docs = parser.add_mutually_exclusive_group()
-    docs.add_argument("--docs", dest="docs", action="store_true", default=None)
-    docs.add_argument(
-        "--no-docs",
-        dest="docs",
-        action="store_false",
-        help="(do not) rewrite docs/benchmarks.md and its chart; by default only "
-        "full-length runs do",
+    add_docs_flags(
+        parser, "rewrite docs/benchmarks.md and its chart; by default only full-length runs do"
     )
     return parser.parse_args(argv)
 

@@ -5,6 +5,7 @@ name must still start with `kinetic_bench`). It creates it fresh, migrates it, a
 the end; it never connects to `kinetic` or `test_kinetic*`.
 """
 
+import argparse
 import os
 from pathlib import Path
 from typing import Any
@@ -47,3 +48,10 @@ def check_database_name(name: str) -> None:
             f"refusing to use database {name!r}: the bench only creates, migrates and drops "
             f"databases named {BENCH_DB_NAME}*"
         )
+
+
+def add_docs_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--docs` / `--no-docs` (`args.docs`: True, False, or None for the command's default)."""
+    docs = parser.add_mutually_exclusive_group()
+    docs.add_argument("--docs", dest="docs", action="store_true", default=None)
+    docs.add_argument("--no-docs", dest="docs", action="store_false", help=f"(do not) {what}")

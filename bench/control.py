@@ -40,7 +40,7 @@ from typing import Any
 import requests
 
 from bench import report
-from bench.config import BenchError
+from bench.config import BenchError, add_docs_flags
 from bench.deliveries import (
     ENDPOINTS_PER_EVENT,
     PRODUCERS,
@@ -422,14 +422,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="celery worker processes"
     )
-    docs = parser.add_mutually_exclusive_group()
-    docs.add_argument("--docs", dest="docs", action="store_true", default=None)
-    docs.add_argument(
-        "--no-docs",
-        dest="docs",
-        action="store_false",
-        help="(do not) write the figures in docs/benchmarks.md's delivery control section; by "
-        "default only a full-size run of all three workloads does",
+    add_docs_flags(
+        parser,
+        "write the figures in docs/benchmarks.md's delivery control section; by default only "
+        "a full-size run of all three workloads does",
     )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
