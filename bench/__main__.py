@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import datetime as dt
 import os
-import shlex
 import shutil
 import signal
 import sys
@@ -29,6 +28,7 @@ from bench.config import (
     SETTINGS_MODULE,
     BenchError,
     add_docs_flags,
+    command_line,
 )
 
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                 resources.callback(shutil.rmtree, workdir, ignore_errors=True)
             # Before django.setup(): bench.settings reads the broker's URL when it loads.
             broker = resources.enter_context(broker_environment(workdir))
-        command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
+        command = command_line("bench", argv)
         run = _run(args, chosen, command, wrk_version, resources, broker, workdir)
     run.elapsed_s = time.monotonic() - t0
     run.metrics["elapsed_s_total"] = round(run.elapsed_s, 1)

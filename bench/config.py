@@ -7,6 +7,8 @@ the end; it never connects to `kinetic` or `test_kinetic*`.
 
 import argparse
 import os
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +57,8 @@ def add_docs_flags(parser: argparse.ArgumentParser, what: str) -> None:
     docs = parser.add_mutually_exclusive_group()
     docs.add_argument("--docs", dest="docs", action="store_true", default=None)
     docs.add_argument("--no-docs", dest="docs", action="store_false", help=f"(do not) {what}")
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+    """How this run was asked for, as a shell would take it: `python -m <module> <args>`."""
+    return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])

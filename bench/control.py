@@ -40,7 +40,7 @@ from typing import Any
 import requests
 
 from bench import report
-from bench.config import BenchError, add_docs_flags
+from bench.config import BenchError, add_docs_flags, command_line
 from bench.deliveries import (
     ENDPOINTS_PER_EVENT,
     PRODUCERS,
@@ -440,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key:<{width}}  {value:,.2f}")
     write_docs = args.docs if args.docs is not None else not (args.quick or args.only)
     if write_docs:
-        command = " ".join(["python -m bench.control", *(sys.argv[1:] if argv is None else argv)])
+        command = command_line("bench.control", argv)
         section = report.control_markdown(results, command, time.monotonic() - started)
         print(f"wrote {report.write_control_docs(section)}")
     print(json.dumps({k: round(v, 3) for k, v in results.items()}))
