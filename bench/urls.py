@@ -21,6 +21,7 @@ from accounts.keys import key_hash
 from accounts.models import ApiKey
 from api.serializers import ApiDateTimeField
 from config.urls import handler400, handler403, handler404, handler500, urlpatterns
+from webhooks import headers
 from webhooks.models import WebhookEndpoint, WebhookEndpointQuerySet
 
 BARE_BODY = b'{"object":"bench","ok":true}'
@@ -34,10 +35,25 @@ class DrfEndpointSerializer(serializers.ModelSerializer[WebhookEndpoint]):
     webhook_endpoint_id = serializers.CharField(source="public_id", read_only=True)
     # The API's time format, so both answer the same bytes for an endpoint.
     created_at = ApiDateTimeField(read_only=True)
+    headers = serializers.SerializerMethodField()
 
     class Meta:
         model = WebhookEndpoint
-        fields = ["webhook_endpoint_id", "url", "enabled_events", "status", "created_at"]
+        fields = [
+            "webhook_endpoint_id",
+            "url",
+            "enabled_events",
+            "status",
+            "created_at",
+            "description",
+            "metadata",
+            "headers",
+            "rate_limit",
+            "delivery_order",
+        ]
+
+    def get_headers(self, endpoint: WebhookEndpoint) -> dict[str, str]:
+        return headers.masked(endpoint.headers)
 
 
 class DrfEndpointPagination(pagination.CursorPagination):

@@ -42,20 +42,9 @@ LABELS = {
 def run(ctx: Context) -> Section:
     tenant = seed.tenant("bench-api")
     seed.endpoints(tenant.environment, API_ENDPOINTS)
-    endpoint_id = seed.public_id_at(tenant.environment, 10)
+    requests = requests_for(tenant)
     base = ctx.server.base_url
-    collection, peer = "/v1/webhook_endpoints", "/bench/drf/webhook_endpoints"
-    requests: Requests = {
-        "bare": ("/bench/bare", {}, None, 200),
-        "list": (f"{collection}?limit=20", tenant.headers, None, 200),
-        "retrieve": (f"{collection}/{endpoint_id}", tenant.headers, None, 200),
-        "drf_list": (peer, tenant.headers, None, 200),
-        "drf_retrieve": (f"{peer}/{endpoint_id}", tenant.headers, None, 200),
-        "create": (collection, tenant.headers, CREATE_BODY, 201),
-        "create_dns": (collection, tenant.headers, CREATE_DNS_BODY, 201),
-    }
-    _check_answers(base, requests)
-
+    check_answers(base, requests)
     section = Section(key="api", title="API throughput and latency")
     sql = {
         name: count_queries(path, headers, body, expect=status)[0]
@@ -93,7 +82,22 @@ def run(ctx: Context) -> Section:
     return section
 
 
-def _check_answers(base: str, requests: Requests) -> None:
+def requests_for(tenant: seed.Tenant) -> Requests:
+    """Each workload's request, against the tenant's endpoints (seed.endpoints made them)."""
+    endpoint_id = seed.public_id_at(tenant.environment, 10)
+    collection, peer = "/v1/webhook_endpoints", "/bench/drf/webhook_endpoints"
+    return {
+        "bare": ("/bench/bare", {}, None, 200),
+        "list": (f"{collection}?limit=20", tenant.headers, None, 200),
+        "retrieve": (f"{collection}/{endpoint_id}", tenant.headers, None, 200),
+        "drf_list": (peer, tenant.headers, None, 200),
+        "drf_retrieve": (f"{peer}/{endpoint_id}", tenant.headers, None, 200),
+        "create": (collection, tenant.headers, CREATE_BODY, 201),
+        "create_dns": (collection, tenant.headers, CREATE_DNS_BODY, 201),
+    }
+
+
+def check_answers(base: str, requests: Requests) -> None:
     """Each URL answers what it should before it is measured, and the peer shows the same
     endpoints as the API: otherwise the two would not be doing the same work."""
     http(base + "/bench/bare", headers={})
