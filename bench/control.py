@@ -15,7 +15,10 @@
   costs the others apart from the work of sending to it. `--rounds N` runs the three N times.
   Also how many requests the 11th endpoint got within the window (up to the last unlimited
   receipt), limited and not: the limited one's grows with the window, 50/s for as long as the
-  machine takes over the others' deliveries.
+  machine takes over the others' deliveries. Then the steady comparison: the 10 unlimited
+  endpoints at STEADY_RATE events/s (a load this machine carries) beside the limited endpoint
+  at its limit, against the same load without it: their deliveries/s and publish-to-receipt
+  p50 and p99, whether the limit holds them up apart from the CPU its own sends take.
 - recovery: RECOVERY_DELIVERIES failed deliveries of one endpoint (made in bulk, as the product
   leaves them after the last retry) sent again by a recovery, seconds from asking for it to
   the last receipt, against as many fresh deliveries to one endpoint from the first publish;
@@ -62,6 +65,10 @@ RATE_EVENTS = 1000
 # The limited endpoint's own backlog, in seconds of its limit, and the type of its events.
 BACKLOG_SECONDS = 20
 BACKLOG_TYPE = "judgment.updated"
+# The steady comparison's load, events/s to the 10 unlimited endpoints (LIVE_RATE's reasoning),
+# and its events (20 s of it).
+STEADY_RATE = 25.0
+STEADY_EVENTS = 500
 RECOVERY_DELIVERIES = 100_000
 # Events/s x 10 endpoints: half of bench.deliveries' latency run. Its 500 deliveries/s are this
 # machine's whole capacity on a slow minute, where live traffic alone queues for seconds and
@@ -123,16 +130,19 @@ def measure_ordered(stack: DeliveryStack, events: int) -> dict[str, float]:
     }
 
 
-def _unlimited_run(stack: DeliveryStack, events: int, eleventh: int | None) -> dict[str, float]:
-    """The unlimited endpoints' deliveries/s, beside nothing (`eleventh` None) or an 11th
-    endpoint with that rate limit (0: none), whose rate is measured too."""
-    environment = stack.environment(f"rate{eleventh}")
+def _rate_setup(
+    stack: DeliveryStack, name: str, eleventh: int | None
+) -> tuple[Any, Receiver, int, int]:
+    """An environment with the 10 unlimited endpoints, and an 11th (`eleventh`: its rate limit,
+    0 for none, None for no 11th) taking every event; with a rate limit, the 11th's own backlog
+    published and fanned out. Returns the environment, the receiver, how many endpoints, and
+    how many deliveries the backlog made."""
+    environment = stack.environment(name)
     port = free_port()
     secrets = endpoints(
         environment, port, UNLIMITED_ENDPOINTS, "u", enabled_events=["judgment.created"]
     )
-    limited = eleventh is not None
-    if limited:
+    if eleventh is not None:
         secrets |= endpoints(
             environment, port, 1, "l", rate_limit=eleventh or None, enabled_events=["*"]
         )
@@ -146,11 +156,19 @@ def _unlimited_run(stack: DeliveryStack, events: int, eleventh: int | None) -> d
         publish_concurrently(environment, backlog, PRODUCERS, event_type=BACKLOG_TYPE)
         wait_made(environment, backlog, 120)
     history_vacuumed()
+    return environment, receiver, len(secrets), backlog
+
+
+def _unlimited_run(stack: DeliveryStack, events: int, eleventh: int | None) -> dict[str, float]:
+    """The unlimited endpoints' deliveries/s, beside nothing (`eleventh` None) or an 11th
+    endpoint with that rate limit (0: none), whose rate is measured too."""
+    environment, receiver, endpoint_count, backlog = _rate_setup(stack, f"rate{eleventh}", eleventh)
+    limited = eleventh is not None
     started = time.time()
     # Concurrently, as the throughput run: one thread publishing set the pace of both figures
     # on a slow machine (~35 events/s, short of the limit).
     publish_concurrently(environment, events, PRODUCERS)
-    wait_recorded(environment, events * len(secrets) + backlog, 900)
+    wait_recorded(environment, events * endpoint_count + backlog, 900)
     got = receiver.finish()["received"]
     free = sorted(t for _, path, t in got if path.startswith("/u"))
     result = {"unlimited_per_s": len(free) / (free[-1] - started)}
@@ -162,6 +180,46 @@ def _unlimited_run(stack: DeliveryStack, events: int, eleventh: int | None) -> d
             1 for _, path, t in got if path.startswith("/l") and t <= free[-1]
         )
     return result
+
+
+def _steady_run(stack: DeliveryStack, events: int, limited: bool) -> dict[str, float]:
+    """The unlimited endpoints at STEADY_RATE events/s, beside the limited endpoint (at its
+    limit all along, its backlog first) or nothing: their deliveries/s and publish-to-receipt
+    percentiles (ms)."""
+    eleventh = RATE_LIMIT if limited else None
+    environment, receiver, endpoint_count, backlog = _rate_setup(
+        stack, f"steady{eleventh}", eleventh
+    )
+    published = publish(environment, events, rate=STEADY_RATE)
+    wait_recorded(environment, events * endpoint_count + backlog, 900)
+    got = [(e, t) for e, path, t in receiver.finish()["received"] if path.startswith("/u")]
+    waits = [(t - published[e]) * 1000 for e, t in got if e in published]
+    return {
+        "per_s": len(got) / (max(t for _, t in got) - min(published.values())),
+        "p50_ms": percentile(waits, 0.50),
+        "p99_ms": percentile(waits, 0.99),
+    }
+
+
+def measure_steady(stack: DeliveryStack, events: int) -> dict[str, float]:
+    """The unlimited endpoints at a load this machine carries (STEADY_RATE events/s to 10
+    endpoints) beside the limited endpoint, against the same load without it: whether the
+    limit holds the others up, apart from the CPU its own work takes from them (what the
+    rate runs' saturated windows measure)."""
+    stack.celery()
+    without = _steady_run(stack, events, limited=False)
+    beside = _steady_run(stack, events, limited=True)
+    return {
+        "steady_rate": STEADY_RATE * UNLIMITED_ENDPOINTS,
+        "steady_per_s_without": without["per_s"],
+        "steady_per_s_with": beside["per_s"],
+        "steady_ratio": beside["per_s"] / without["per_s"],
+        "steady_p50_ms_without": without["p50_ms"],
+        "steady_p50_ms_with": beside["p50_ms"],
+        "steady_p99_ms_without": without["p99_ms"],
+        "steady_p99_ms_with": beside["p99_ms"],
+        "steady_p99_ratio": beside["p99_ms"] / without["p99_ms"],
+    }
 
 
 def wait_made(environment: Any, count: int, timeout: float) -> None:
@@ -405,6 +463,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             results |= measure_ordered(stack, ORDERED_EVENTS // scale)
         if "rate" in chosen:
             results |= measure_rate(stack, RATE_EVENTS // scale, args.rounds)
+            results |= measure_steady(stack, STEADY_EVENTS // scale)
         if "recovery" in chosen:
             results |= measure_recovery(stack, RECOVERY_DELIVERIES // scale)
         return results

@@ -396,6 +396,20 @@ _CONTROL_ROWS = [
         None,
     ),
     (
+        "steady_ratio",
+        "unlimited endpoints at a steady load (steady_rate per s) beside it, against without",
+        lambda v: f"{v:.2f}",
+        None,
+        None,
+    ),
+    (
+        "steady_p99_ratio",
+        "the same: their publish-to-receipt p99, beside it against without",
+        lambda v: f"{v:.2f}x",
+        None,
+        None,
+    ),
+    (
         "recovery_ratio",
         "recovery of the failed deliveries, against as many fresh ones",
         lambda v: f"{v:.2f}",

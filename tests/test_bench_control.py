@@ -41,7 +41,12 @@ def test_its_figures_go_in_their_own_section_of_the_benchmarks_page_and_stay_the
 
     page = tmp_path / "benchmarks.md"
     page.write_text("# Benchmarks\n\n## Headline figures\n\nrows\n\n## Method\n\n- how\n")
-    figures = {"ordered_ratio": 0.92, "ordered_in_publication_order": 1.0, "unlimited_ratio": 0.9}
+    figures = {
+        "ordered_ratio": 0.92,
+        "ordered_in_publication_order": 1.0,
+        "unlimited_ratio": 0.9,
+        "steady_p99_ratio": 1.04,
+    }
     report.write_control_docs(report.control_markdown(figures, "python -m bench.control", 1), page)
     text = page.read_text()
     assert text.index("## Headline figures") < text.index("## Delivery control")
@@ -49,6 +54,7 @@ def test_its_figures_go_in_their_own_section_of_the_benchmarks_page_and_stay_the
     assert "| ordered_ratio | 0.92 | >= 0.8 | yes |" in text
     assert "| ordered_in_publication_order | yes | yes | yes |" in text
     assert "| unlimited_ratio | 0.90 | >= 0.95 | **no** |" in text
+    assert "| steady_p99_ratio | 1.04x | reported |  |" in text  # no target: reported only
     assert "recovery_ratio" not in text  # not measured in this run: no row
 
     again = {"ordered_ratio": 0.5, "recovery_ratio": 0.4}
