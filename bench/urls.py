@@ -23,6 +23,7 @@ from api.serializers import ApiDateTimeField
 from config.urls import handler400, handler403, handler404, handler500, urlpatterns
 from webhooks import headers
 from webhooks.models import WebhookEndpoint, WebhookEndpointQuerySet
+from webhooks.representation import SHOWN_FIELDS
 
 BARE_BODY = b'{"object":"bench","ok":true}'
 
@@ -39,18 +40,9 @@ class DrfEndpointSerializer(serializers.ModelSerializer[WebhookEndpoint]):
 
     class Meta:
         model = WebhookEndpoint
-        fields = [
-            "webhook_endpoint_id",
-            "url",
-            "enabled_events",
-            "status",
-            "created_at",
-            "description",
-            "metadata",
-            "headers",
-            "rate_limit",
-            "delivery_order",
-        ]
+        # The API's fields (its public id under its API name), so a field added to the API is
+        # shown by the peer too: tests/test_bench_peer.py holds both to the same answers.
+        fields = ["webhook_endpoint_id", *(f for f in SHOWN_FIELDS if f != "public_id")]
 
     def get_headers(self, endpoint: WebhookEndpoint) -> dict[str, str]:
         return headers.masked(endpoint.headers)
