@@ -8,6 +8,7 @@ started for real; the machine's shared servers are never touched.
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 import requests
@@ -47,6 +48,14 @@ def stack():
             server.stop()
         redis.destroy()
         postgres.destroy()
+
+
+def until_up(send: Callable[[], requests.Response]) -> requests.Response:
+    """`send()`'s first answer other than 503, as a client honouring Retry-After gets it. Once
+    the database is back, a worker process's first request after a restart sometimes still
+    answers 503 (about 1 run of this module in 15, at either test's first POST: the note of
+    2026-12-05 afternoon); what these tests hold is what comes after: no 500, no 409."""
+    return wait_for(lambda: (r := send()).status_code != 503 and r, timeout=20)
 
 
 def assert_unavailable(response: requests.Response) -> None:
@@ -90,11 +99,13 @@ def test_a_stopped_database_is_503_with_retry_after_never_500(stack):
         assert_unavailable(response)
     back = wait_for(lambda: requests.get(item, headers=headers, timeout=10).ok, timeout=20)
     assert back
-    again = requests.post(
-        f"{server.url}/v1/events",
-        json={"type": "packet.created"},
-        headers={**headers, "Idempotency-Key": "during-the-outage"},
-        timeout=10,
+    again = until_up(
+        lambda: requests.post(
+            f"{server.url}/v1/events",
+            json={"type": "packet.created"},
+            headers={**headers, "Idempotency-Key": "during-the-outage"},
+            timeout=10,
+        )
     )
     assert again.status_code == 201, again.text
     assert "Idempotent-Replayed" not in again.headers
@@ -108,19 +119,33 @@ def test_a_request_that_loses_its_database_leaves_its_key_free(stack):
     receiver = Receiver()
     try:
         receiver.script("/slow", Reply(delay=3))
-        endpoint = requests.post(
-            f"{server.url}/v1/webhook_endpoints",
-            json={"url": f"{receiver.url}/slow"},
-            headers=headers,
-            timeout=30,
-        ).json()["webhook_endpoint_id"]
+        created = until_up(
+            lambda: requests.post(
+                f"{server.url}/v1/webhook_endpoints",
+                json={"url": f"{receiver.url}/slow"},
+                headers=headers,
+                timeout=30,
+            )
+        )
+        assert created.status_code == 201, created.text
+        endpoint = created.json()["webhook_endpoint_id"]
         path = f"{server.url}/v1/webhook_endpoints/{endpoint}/test"
         held = {**headers, "Idempotency-Key": "lost-with-the-database"}
         answers: list[requests.Response | requests.RequestException] = []
 
         def post() -> None:
             try:
-                answers.append(requests.post(path, headers=held, timeout=30))
+                deadline = time.monotonic() + 20
+                while True:
+                    answer = requests.post(path, headers=held, timeout=30)
+                    # A 503 before the receiver has the test event is the one after the last
+                    # test's restart (until_up), not this test's outage: sent again.
+                    if answer.status_code != 503 or receiver.received("/slow"):
+                        break
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.2)
+                answers.append(answer)
             except requests.RequestException as exc:
                 answers.append(exc)
 
@@ -141,17 +166,11 @@ def test_a_request_that_loses_its_database_leaves_its_key_free(stack):
         assert isinstance(answers[0], requests.Response), (answers[0], server_log())
         assert_unavailable(answers[0])
         started = time.monotonic()
-        retried = wait_for(
-            lambda: (r := requests.post(path, headers=held, timeout=30)).status_code != 503 and r,
-            timeout=20,
-        )
+        retried = until_up(lambda: requests.post(path, headers=held, timeout=30))
         assert retried.status_code == 200, retried.text
         assert "Idempotent-Replayed" not in retried.headers
         assert time.monotonic() - started < 10
-        replayed = wait_for(
-            lambda: (r := requests.post(path, headers=held, timeout=30)).status_code != 503 and r,
-            timeout=20,
-        )
+        replayed = until_up(lambda: requests.post(path, headers=held, timeout=30))
         assert replayed.status_code == 200, replayed.text
         assert replayed.headers["Idempotent-Replayed"] == "true"
         assert replayed.content == retried.content
