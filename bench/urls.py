@@ -21,7 +21,7 @@ from accounts.keys import key_hash
 from accounts.models import ApiKey
 from api.serializers import ApiDateTimeField
 from config.urls import handler400, handler403, handler404, handler500, urlpatterns
-from webhooks import headers
+from webhooks.headers import masked as masked_headers
 from webhooks.models import WebhookEndpoint, WebhookEndpointQuerySet
 from webhooks.representation import SHOWN_FIELDS
 
@@ -45,7 +45,7 @@ class DrfEndpointSerializer(serializers.ModelSerializer[WebhookEndpoint]):
         fields = ["webhook_endpoint_id", *(f for f in SHOWN_FIELDS if f != "public_id")]
 
     def get_headers(self, endpoint: WebhookEndpoint) -> dict[str, str]:
-        return headers.masked(endpoint.headers)
+        return masked_headers(endpoint.headers)
 
 
 class DrfEndpointPagination(pagination.CursorPagination):
