@@ -60,8 +60,8 @@ def test_reads_by_id_and_pages_run_a_bounded_number_of_queries(api):
 @contextmanager
 def connection_settings_of_the_service() -> Iterator[None]:
     """`config.settings.base`'s: a connection kept between requests (the tests' are closed
-    after each one), health-checked at the first query of each request."""
-    service = {"CONN_MAX_AGE": 60, "CONN_HEALTH_CHECKS": True}
+    after each one), health-checked at the first query of each request (as the tests' are)."""
+    service = {"CONN_MAX_AGE": 60}
     saved = {name: connection.settings_dict[name] for name in service}
     connection.settings_dict.update(service)
     connection.close()

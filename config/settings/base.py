@@ -77,12 +77,6 @@ TEMPLATES = [
     },
 ]
 
-# A bare checkout runs on an SQLite file; every real deployment sets DATABASE_URL.
-DATABASES = {
-    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'kinetic.sqlite3'}"),
-}
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Nothing is prepared on the server, so any pooler in transaction mode can carry the
 # connections (PgBouncer tracks prepared statements only from 1.21). The ORM's cursors bind on
 # the client and never prepare; this stops psycopg preparing on its own for any other cursor.
@@ -91,7 +85,6 @@ POSTGRESQL_OPTIONS: dict[str, object] = {"prepare_threshold": None}
 # service and PostgreSQL: a server session then serves other clients between our transactions,
 # so nothing may outlive one (no server-side cursor, no session SET; README: Behind PgBouncer).
 DATABASE_TRANSACTION_POOLING = env.bool("DATABASE_TRANSACTION_POOLING", default=False)
-DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = DATABASE_TRANSACTION_POOLING
 # No parallel plans and no JIT: every statement of the service reads a page or a batch by
 # index, and a parallel plan's workers take longer to start (~10-15 ms) than such a statement
 # takes to run, as JIT's compiling does (100-230 ms) once a month of day partitions lifts a
@@ -101,19 +94,41 @@ DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = DATABASE_TRANSACTION_POOLI
 OLTP_SESSION = {"max_parallel_workers_per_gather": "0", "jit": "off"}
 if not DATABASE_TRANSACTION_POOLING:
     POSTGRESQL_OPTIONS["options"] = " ".join(f"-c {k}={v}" for k, v in OLTP_SESSION.items())
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    DATABASES["default"]["OPTIONS"] = {
-        **POSTGRESQL_OPTIONS,
-        **DATABASES["default"].get("OPTIONS", {}),  # the URL's own options win
-    }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Web, worker and beat share the file: WAL lets readers run beside the writer, and
-    # IMMEDIATE transactions queue writers instead of failing them with "database is locked".
-    DATABASES["default"]["OPTIONS"] = {
-        "transaction_mode": "IMMEDIATE",
-        "timeout": 20,
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-    }
+
+
+def database(url: str, conn_max_age: int) -> dict[str, Any]:
+    """A DATABASES entry for `url`, as every process of the service connects: the one place
+    these settings are made, so the tests' servers connect as production's do."""
+    config: dict[str, Any] = environ.Env.db_url_config(url)
+    config["CONN_MAX_AGE"] = conn_max_age
+    # A kept connection is checked at each request's first statement: one broken by a
+    # database restart is replaced there instead of failing that request.
+    config["CONN_HEALTH_CHECKS"] = True
+    config["DISABLE_SERVER_SIDE_CURSORS"] = DATABASE_TRANSACTION_POOLING
+    if config["ENGINE"] == "django.db.backends.postgresql":
+        config["OPTIONS"] = {
+            **POSTGRESQL_OPTIONS,
+            **config.get("OPTIONS", {}),  # the URL's own options win
+        }
+    elif config["ENGINE"] == "django.db.backends.sqlite3":
+        # Web, worker and beat share the file: WAL lets readers run beside the writer, and
+        # IMMEDIATE transactions queue writers instead of failing them with "database is
+        # locked".
+        config["OPTIONS"] = {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    return config
+
+
+# A bare checkout runs on an SQLite file; every real deployment sets DATABASE_URL.
+DATABASES = {
+    "default": database(
+        env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'kinetic.sqlite3'}"),
+        conn_max_age=env.int("DATABASE_CONN_MAX_AGE", default=60),
+    ),
+}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -1,22 +1,14 @@
 """The test suite: real PostgreSQL and Redis on this machine, unless the environment says else."""
 
 from config.settings.base import *  # noqa: F403
-from config.settings.base import (
-    DATABASE_TRANSACTION_POOLING,
-    DATABASES,
-    LOGGING,
-    POSTGRESQL_OPTIONS,
-    env,
-)
+from config.settings.base import DATABASES, LOGGING, database, env
 
 SECRET_KEY = env.str("SECRET_KEY", default="test-only-not-a-secret")
 ALLOWED_HOSTS = ["*"]
-DATABASES["default"] = env.db_url(
-    "TEST_DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/kinetic"
+DATABASES["default"] = database(
+    env.str("TEST_DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/kinetic"),
+    conn_max_age=env.int("TEST_DATABASE_CONN_MAX_AGE", default=0),
 )
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("TEST_DATABASE_CONN_MAX_AGE", default=0)
-DATABASES["default"]["OPTIONS"] = {**POSTGRESQL_OPTIONS}
-DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = DATABASE_TRANSACTION_POOLING
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_kinetic")}
 SIGNING_SECRET_ENCRYPTION_KEYS = env.list(
     "SIGNING_SECRET_ENCRYPTION_KEYS", default=["dGVzdC1vbmx5LWZlcm5ldC1rZXktMDEyMzQ1Njc4OTA="]
