@@ -1,4 +1,8 @@
-"""The test suite: real PostgreSQL and Redis on this machine, unless the environment says else."""
+"""The test suite: real PostgreSQL and Redis on this machine, unless the environment says else.
+
+It differs from production's settings only where tests/test_settings_parity.py lists, each for
+a reason given there: the servers the tests start must run what is deployed.
+"""
 
 from config.settings.base import *  # noqa: F403
 from config.settings.base import DATABASES, LOGGING, database, env
@@ -14,8 +18,6 @@ SIGNING_SECRET_ENCRYPTION_KEYS = env.list(
     "SIGNING_SECRET_ENCRYPTION_KEYS", default=["dGVzdC1vbmx5LWZlcm5ldC1rZXktMDEyMzQ1Njc4OTA="]
 )
 CELERY_BROKER_URL = env.str("TEST_CELERY_BROKER_URL", default="redis://127.0.0.1:6379/14")
-# Every batch tops up, as the tests about claiming expect; the test of the quiet turns it on.
-WEBHOOKS_TOP_UP_QUIET_SECONDS = env.float("WEBHOOKS_TOP_UP_QUIET_SECONDS", default=0.0)
 # Tests that are about rate limits turn them on; the rest send bursts with one key.
 API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="off")
 LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
