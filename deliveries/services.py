@@ -30,7 +30,7 @@ from core import tracing
 from core.errors import InvalidInput
 from core.locks import transaction_lock_timeout, try_transaction_lock
 from core.times import api_datetime
-from deliveries import metrics, ordering, queue, sql, transient
+from deliveries import claiming, metrics, ordering, queue, sql, transient
 from deliveries.models import Delivery, Event, new_delivery_id
 from deliveries.selectors import deliveries_due, events_not_fanned_out, unclaimed
 from webhooks.catalog import TEST_EVENT_TYPE, filter_matches, is_known, is_operational
@@ -124,6 +124,12 @@ class FirstClaim:
     until: datetime
     count: int
     claimed: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def starting_now(cls, count: int) -> "FirstClaim":
+        """A claim on `count` deliveries for a caller about to send them, for one lease."""
+        lease = timedelta(seconds=claiming.lease_seconds())
+        return cls(token=uuid.uuid4(), until=timezone.now() + lease, count=count)
 
 
 def event_fan_out(*, event_id: int, first_claim: FirstClaim | None = None) -> list[int]:
@@ -404,10 +410,14 @@ def endpoint_deliveries_cancel(*, endpoint_ids: list[int], reason: str) -> int:
     return cancelled
 
 
-def endpoint_test_event_send(*, endpoint: WebhookEndpoint, enqueue: bool = True) -> Delivery:
+def endpoint_test_event_send(
+    *, endpoint: WebhookEndpoint, first_claim: FirstClaim | None = None
+) -> Delivery:
     """Sends a `ping` event to this one endpoint, whatever its enabled_events (the admin's
-    "send test event"). Returns its delivery. With `enqueue=False` the caller sends it (the
-    API does, to answer with the attempt's outcome).
+    "send test event"). Returns its delivery, queued; or, with `first_claim`, made claimed with
+    it and not queued, for a caller that sends it at once (the API does, to answer with the
+    attempt's outcome). Made claimed, no worker's top-up can take it before that caller does,
+    and the caller's claim compares no clock with the one that made it due.
 
     The event is born fanned out, with its single delivery, so no other endpoint gets it;
     signing, sending, retries and the attempt record are those of every delivery.
@@ -428,9 +438,17 @@ def endpoint_test_event_send(*, endpoint: WebhookEndpoint, enqueue: bool = True)
         event.body = event_body(event, environment, {"webhook_endpoint_id": endpoint.public_id})
         event.save()
         delivery = Delivery.objects.create(
-            event=event, endpoint=endpoint, created_at=now, next_attempt_at=now, enqueued_at=now
+            event=event,
+            endpoint=endpoint,
+            created_at=now,
+            next_attempt_at=now,
+            enqueued_at=now,
+            claim_token=None if first_claim is None else first_claim.token,
+            claimed_until=None if first_claim is None else first_claim.until,
         )
-        if enqueue:
+        if first_claim is None:
             delivery_id = delivery.pk
             transaction.on_commit(lambda: queue.deliveries_queue([delivery_id]), robust=True)
+    if first_claim is not None:
+        first_claim.claimed[delivery.pk] = event.pk
     return delivery

@@ -9,17 +9,14 @@ failed: a failed task is acknowledged and gone, and its work would wait for the 
 (WEBHOOKS_REENQUEUE_AFTER, a minute by default). The sweep itself runs every second.
 """
 
-import uuid
-from datetime import timedelta
 from functools import partial
 
 from celery import shared_task
 from django.conf import settings
-from django.utils import timezone
 
 from core import tracing
 from core.logging import log_context
-from deliveries import claiming, dispatch, queue, recovery, retention, services, transient
+from deliveries import dispatch, queue, recovery, retention, services, transient
 
 # Celery's own retry: the task is sent again, due 1, 2, 4, ... s later (up to 30 s, with full
 # jitter), before this one is acknowledged; after the last retry the sweep still has the work.
@@ -42,9 +39,7 @@ def fan_out_task(event_id: int) -> None:
     """
     tracing.annotate("webhook.event_pk", event_id)
     with log_context(event_pk=event_id):
-        size = settings.WEBHOOKS_DELIVERY_BATCH_SIZE
-        lease = timedelta(seconds=claiming.lease_seconds())
-        first = services.FirstClaim(token=uuid.uuid4(), until=timezone.now() + lease, count=size)
+        first = services.FirstClaim.starting_now(settings.WEBHOOKS_DELIVERY_BATCH_SIZE)
         delivery_ids = transient.retrying(
             partial(services.event_fan_out, event_id=event_id, first_claim=first),
             "fanning out an event",

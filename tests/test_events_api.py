@@ -1,15 +1,20 @@
 """The events API without a worker: publishing input, reading, tenancy, scopes."""
 
 import json
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from accounts import scopes
+from deliveries.claiming import claim
 from deliveries.models import Delivery, Event
-from deliveries.services import event_fan_out
+from deliveries.selectors import deliveries_due
+from deliveries.services import FirstClaim, endpoint_test_event_send, event_fan_out
 from tests import factories
 from tests.servers import Reply
 from tests.test_auth import assert_error
+from webhooks.models import WebhookEndpoint
 
 
 def test_publish_returns_the_event(api):
@@ -179,6 +184,30 @@ def test_send_a_test_event_and_get_the_outcome(api, receiver, settings):
     assert request.headers["MD-Event-Id"] == body["event_id"]
     assert not receiver.received("/other")
     del bystander
+
+
+def test_the_api_test_event_is_made_claimed_for_the_request_alone(api):
+    """The request sends its test event itself: made claimed with the request's claim, no
+    worker's top-up or sweep takes it between the commit and the send, and the request's own
+    claim compares no clock (a wall clock stepped back since it was made due once left it for
+    the sweep). If the request dies, the claim lapses and the delivery is due as any other."""
+    endpoint = WebhookEndpoint.objects.get(public_id=api.create_endpoint()["webhook_endpoint_id"])
+    first = FirstClaim.starting_now(1)
+    delivery = endpoint_test_event_send(endpoint=endpoint, first_claim=first)
+    assert first.claimed == {delivery.pk: delivery.event_id}
+    a_worker_later = timezone.now() + timedelta(seconds=1)
+    assert not deliveries_due(a_worker_later).filter(pk=delivery.pk).exists()
+    assert delivery.next_attempt_at is not None
+    clock_stepped_back = delivery.next_attempt_at - timedelta(seconds=5)
+    [claimed] = claim([delivery.pk], 0, clock_stepped_back, first.token, held=True)
+    assert claimed.pk == delivery.pk
+    assert deliveries_due(first.until + timedelta(seconds=1)).filter(pk=delivery.pk).exists()
+
+
+def test_an_admin_test_event_is_queued_unclaimed(api):
+    endpoint = WebhookEndpoint.objects.get(public_id=api.create_endpoint()["webhook_endpoint_id"])
+    delivery = endpoint_test_event_send(endpoint=endpoint)
+    assert deliveries_due(timezone.now()).filter(pk=delivery.pk).exists()
 
 
 def test_a_failing_test_event_reports_the_failure(api, receiver, settings):

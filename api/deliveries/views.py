@@ -180,9 +180,16 @@ class EndpointTestEventViewSet(ApiViewSet):
     )
     def send(self, request: Request, webhook_endpoint_id: str) -> Response:
         endpoint = endpoint_or_404(self.environment, webhook_endpoint_id)
-        delivery = services.endpoint_test_event_send(endpoint=endpoint, enqueue=False)
         # Sent here, in this request: the caller wants the outcome, not a promise.
-        dispatch.deliveries_send(delivery_ids=[delivery.pk], top_up=False, wait_for_all=True)
+        first = services.FirstClaim.starting_now(1)
+        delivery = services.endpoint_test_event_send(endpoint=endpoint, first_claim=first)
+        dispatch.deliveries_send(
+            delivery_ids=list(first.claimed),
+            top_up=False,
+            wait_for_all=True,
+            held_with=first.token,
+            event_ids=list(first.claimed.values()),
+        )
         delivery = selectors.endpoint_delivery_with_attempts(endpoint, delivery)
         return Response(DeliveryWithAttemptsOutput(delivery).data)
 
