@@ -176,8 +176,7 @@ def test_a_request_that_loses_its_database_leaves_its_key_free(stack):
         request = threading.Thread(target=post)
         request.start()
         # The request is running once the receiver has it. An answer or an error before that
-        # says why not, with what the server logged (this failed twice in ~40 full runs: its
-        # test event never reached the receiver within 10 s, and nothing else was known).
+        # says why not, with what the server logged.
         wait_for(lambda: receiver.received("/slow") or answers, timeout=30, explain=server_log)
         assert receiver.received("/slow"), ([getattr(a, "text", a) for a in answers], server_log())
         postgres.stop()
