@@ -396,6 +396,13 @@ _CONTROL_ROWS = [
         None,
     ),
     (
+        "unlimited_ratio_own_sends",
+        "what its own sends alone would leave them, each costing an unlimited send (estimate)",
+        lambda v: f"{v:.2f}",
+        None,
+        None,
+    ),
+    (
         "steady_ratio",
         "unlimited endpoints at a steady load (steady_rate per s) beside it, against without",
         lambda v: f"{v:.2f}",

@@ -5,7 +5,7 @@ event id) broke them once, unseen until a full run."""
 
 import pytest
 
-from bench.control import failed_deliveries
+from bench.control import failed_deliveries, own_sends_ratio
 from deliveries.models import Delivery, DeliveryAttempt
 from deliveries.schedule import max_attempts
 from tests import factories
@@ -72,3 +72,20 @@ def test_its_figures_go_in_their_own_section_of_the_benchmarks_page_and_stay_the
     report.write_docs(run, page)
     assert "| recovery_ratio | 0.40 | <= 1.5 | yes |" in page.read_text()
     assert page.read_text().index("## Delivery control") < page.read_text().index("## Method")
+
+
+def test_the_own_sends_estimate_prices_the_limited_sends_at_the_unlimited_11ths():
+    """Session 24's full run: the others at 1,128/s alone, 1,080/s beside an unlimited 11th
+    that sent 1,000 in the window, and a limited endpoint that sent 616. Its sends alone would
+    leave them 1 - (48 / 1,128) x 616 / 1,000 of their speed; the median of the rounds'."""
+    alone = [{"unlimited_per_s": 1128.0}, {"unlimited_per_s": 1000.0}, {"unlimited_per_s": 900.0}]
+    limited = [{"eleventh_in_window": 616.0}, {"eleventh_in_window": 500.0},
+               {"eleventh_in_window": 1000.0}]  # fmt: skip
+    same = [
+        {"unlimited_per_s": 1080.0, "eleventh_in_window": 1000.0},
+        {"unlimited_per_s": 900.0, "eleventh_in_window": 1000.0},
+        {"unlimited_per_s": 900.0, "eleventh_in_window": 1000.0},
+    ]
+    estimates = [1 - 48 / 1128 * 0.616, 1 - 0.1 * 0.5, 1.0]
+    assert own_sends_ratio(alone, limited, same) == pytest.approx(sorted(estimates)[1])
+    assert own_sends_ratio(alone[:1], limited[:1], same[:1]) == pytest.approx(0.9738, abs=1e-4)
