@@ -28,6 +28,17 @@ from psycopg.rows import dict_row
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# What production's settings require of the environment, as placeholders: a process given
+# these with DJANGO_SETTINGS_MODULE=config.settings.production loads them (the broker's port
+# answers nothing: reading settings connects to no broker).
+PRODUCTION_VARIABLES = {
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/kinetic",
+    "CELERY_BROKER_URL": "redis://127.0.0.1:1/0",
+    "SECRET_KEY": "x" * 50,
+    "ALLOWED_HOSTS": "example.com",
+    "SIGNING_SECRET_ENCRYPTION_KEYS": "dGVzdC1vbmx5LWZlcm5ldC1rZXktMDEyMzQ1Njc4OTA=",
+}
+
 
 def free_port() -> int:
     with socket.socket() as s:

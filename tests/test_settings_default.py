@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.servers import ROOT
+from tests.servers import PRODUCTION_VARIABLES, ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -31,14 +31,7 @@ def test_celery_without_a_settings_module_refuses_to_start_without_production_se
 
 
 def test_celery_without_a_settings_module_runs_the_production_settings():
-    production = {
-        **BARE,
-        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/kinetic",
-        "CELERY_BROKER_URL": "redis://127.0.0.1:1/0",
-        "SECRET_KEY": "x" * 50,
-        "ALLOWED_HOSTS": "example.com",
-        "SIGNING_SECRET_ENCRYPTION_KEYS": "dGVzdC1vbmx5LWZlcm5ldC1rZXktMDEyMzQ1Njc4OTA=",
-    }
+    production = {**BARE, **PRODUCTION_VARIABLES}
     shown = subprocess.run(
         [sys.executable, "-c", "from config.celery_app import app; from django.conf import "
          "settings as s; print(s.SETTINGS_MODULE, s.DEBUG, s.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS)"],

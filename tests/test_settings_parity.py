@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.servers import ROOT
+from tests.servers import PRODUCTION_VARIABLES, ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -37,13 +37,12 @@ DIFFERENT = {
 # closes it after each test request; servers that keep it say so (TEST_DATABASE_CONN_MAX_AGE).
 DATABASE_DIFFERENT = {"CONN_MAX_AGE", "TEST"}
 
+SETTINGS = "import json, django; django.setup(); from django.conf import settings as s;"
 ALL_SETTINGS = (
-    "import json, django; django.setup(); from django.conf import settings as s;"
-    "print(json.dumps({n: repr(getattr(s, n)) for n in dir(s) if n.isupper()}))"
+    SETTINGS + "print(json.dumps({n: repr(getattr(s, n)) for n in dir(s) if n.isupper()}))"
 )
 # The default database's settings, but those it may differ in.
-DATABASE = (
-    "import json, django; django.setup(); from django.conf import settings as s;"
+DATABASE = SETTINGS + (
     "d = dict(s.DATABASES['default']);"
     f"[d.pop(k, None) for k in {sorted(DATABASE_DIFFERENT)!r}];"
     "print(json.dumps(d, sort_keys=True, default=repr))"
@@ -53,17 +52,12 @@ DATABASE = (
 def settings_of(module: str, script: str) -> dict[str, object]:
     """What `script` prints of `module`'s settings, in a process given the same environment as
     the other module's: production's variables, and the tests' names for the same servers."""
-    database, broker = "postgres://postgres@127.0.0.1:5432/kinetic", "redis://127.0.0.1:6379/0"
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "DJANGO_SETTINGS_MODULE": module,
-        "DATABASE_URL": database,
-        "TEST_DATABASE_URL": database,
-        "CELERY_BROKER_URL": broker,
-        "TEST_CELERY_BROKER_URL": broker,
-        "SECRET_KEY": "x" * 50,
-        "ALLOWED_HOSTS": "example.com",
-        "SIGNING_SECRET_ENCRYPTION_KEYS": "dGVzdC1vbmx5LWZlcm5ldC1rZXktMDEyMzQ1Njc4OTA=",
+        **PRODUCTION_VARIABLES,
+        "TEST_DATABASE_URL": PRODUCTION_VARIABLES["DATABASE_URL"],
+        "TEST_CELERY_BROKER_URL": PRODUCTION_VARIABLES["CELERY_BROKER_URL"],
     }
     shown = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
