@@ -96,9 +96,10 @@ class InFlight(Generic[R]):
         _not_attempted(dropped)
         return None
 
-    def waiting_ids(self) -> list[int]:
+    def waiting(self) -> dict[int, int]:
+        """The deliveries waiting here, each with its event."""
         with self._lock:
-            return [w.delivery.pk for queue in self._waiting.values() for w in queue]
+            return {w.delivery.pk: w.delivery.event_id for q in self._waiting.values() for w in q}
 
     def drop(self, delivery_ids: Collection[int]) -> None:
         """Takes these deliveries out of the wait: they are not attempted."""
@@ -164,9 +165,10 @@ class Timetable(Generic[R]):
             self._heap.clear()
         _not_attempted(dropped)
 
-    def waiting_ids(self) -> list[int]:
+    def waiting(self) -> dict[int, int]:
+        """The deliveries waiting here, each with its event."""
         with self._wake:
-            return [w.delivery.pk for _, _, w in self._heap]
+            return {w.delivery.pk: w.delivery.event_id for _, _, w in self._heap}
 
     def drop(self, delivery_ids: Collection[int]) -> None:
         if not delivery_ids:

@@ -32,7 +32,6 @@ from deliveries import (
     rates,
     recording,
     recovery,
-    selectors,
     sending,
     services,
     transient,
@@ -187,19 +186,24 @@ class Engine:
             for endpoint_id in due:
                 del self._refills[endpoint_id]
         for endpoint_id, refill in sorted(due.items()):
+            token = uuid.uuid4()
             found = transient.retrying(
-                partial(_lane_due, endpoint_id, now), "looking up deliveries due again"
+                partial(claiming.claim_endpoint_due, endpoint_id, now, token),
+                "claiming deliveries due again",
             )
             if found:
                 deliveries_send(
-                    delivery_ids=list(found), top_up=False, event_ids=sorted(set(found.values()))
+                    delivery_ids=list(found),
+                    top_up=False,
+                    held_with=token,
+                    event_ids=sorted(set(found.values())),
                 )
             if refill.last > now:  # the rest come due a slot apart: looked for again shortly
                 soon = now + timedelta(seconds=rates.lead_seconds() / 2)
                 self.refill_at(endpoint_id, min(soon, refill.last), refill.last)
 
     def _drop_cancelled_waiting(self) -> None:
-        waiting = self.in_flight.waiting_ids() + self.timetable.waiting_ids()
+        waiting = self.in_flight.waiting() | self.timetable.waiting()
         if waiting:
             cancelled = transient.retrying(
                 partial(claiming.cancelled, waiting), "checking waiting deliveries"
@@ -212,13 +216,6 @@ class Engine:
 class _Refill:
     first: datetime
     last: datetime
-
-
-def _lane_due(endpoint_id: int, now: datetime) -> dict[int, int]:
-    """A batch of the endpoint's due deliveries (delivery: its event), the longest due first."""
-    due = selectors.deliveries_due(now).filter(endpoint_id=endpoint_id).order_by("next_attempt_at")
-    size = settings.WEBHOOKS_DELIVERY_BATCH_SIZE
-    return dict(due.values_list("id", "event_id")[:size])
 
 
 @cache

@@ -82,7 +82,9 @@ class Delivery(models.Model):
 
     PostgreSQL is the source of truth for what is due: `next_attempt_at` says when, a worker
     holds a delivery while `claimed_until` is in the future (and only with its `claim_token`),
-    and `enqueued_at` tells the sweeper whether a task for it is already on the broker.
+    and `enqueued_at` tells the sweeper since when a task for it has been on the broker, or
+    from when a worker process is to take it back itself (a rate-limited endpoint's delivery
+    sent back for its slot: deliveries.rates).
     """
 
     class Status(models.TextChoices):

@@ -260,9 +260,14 @@ class _Taking:
 # to the endpoint waiting behind it, and those batches' other deliveries with them.
 #
 # The same statement sends back the deliveries given no slot, due again at _Taking.tail a step
-# apart (a postponing UPDATE of its own was half of a backlogged endpoint's statements). Slots
-# go only to deliveries still held by the token: a retry after a lost answer cannot start one
-# the first run sent back; it leaves a gap of idle slots at most.
+# apart (a postponing UPDATE of its own was half of a backlogged endpoint's statements). An
+# unordered endpoint's are this process's to take back as they come due (Engine.refill_at):
+# they are marked enqueued for then, as a task on the broker marks its own, and the sweep
+# leaves them unless that is lost. Left to the sweep as well, each came due into a race
+# between the refill and a task queued for it, whose loser claimed nothing
+# (docs/delivery-control.md). Slots go only to deliveries still held by the token: a retry
+# after a lost answer cannot start one the first run sent back; it leaves a gap of idle slots
+# at most.
 _TAKE = """
 WITH lane AS (
     SELECT l.endpoint_id, l.deferred_until, GREATEST(
@@ -296,14 +301,17 @@ WITH lane AS (
             ELSE line.deferred_until END
     FROM line WHERE {lane}.endpoint_id = line.endpoint_id
 ), back AS (
-    UPDATE {delivery} SET
-        next_attempt_at =
-            line.tail + (w.position - line.taken - 1) * %(step)s * interval '1 second',
-        claimed_until = NULL, claim_token = NULL, enqueued_at = NULL
-    FROM line,
-        unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) WITH ORDINALITY AS w(id, token, position)
-    WHERE {delivery}.id = w.id AND {delivery}.event_id = ANY(%(events)s::bigint[])
-        AND {delivery}.claim_token = w.token AND w.position > line.taken
+    UPDATE {delivery} SET next_attempt_at = b.at, claimed_until = NULL, claim_token = NULL,
+        enqueued_at = CASE WHEN %(refilled)s THEN b.at END
+    FROM (
+        SELECT w.id, w.token,
+            line.tail + (w.position - line.taken - 1) * %(step)s * interval '1 second' AS at
+        FROM line, unnest(%(ids)s::bigint[], %(tokens)s::uuid[])
+            WITH ORDINALITY AS w(id, token, position)
+        WHERE w.position > line.taken
+    ) AS b
+    WHERE {delivery}.id = b.id AND {delivery}.event_id = ANY(%(events)s::bigint[])
+        AND {delivery}.claim_token = b.token
 )
 SELECT first, taken, tail FROM line
 """
@@ -325,6 +333,7 @@ def _take_in_one_statement(
         "ids": [d.pk for d, _ in waiting],
         "tokens": [token for _, token in waiting],
         "events": sorted({d.event_id for d, _ in waiting}),
+        "refilled": not waiting[0][0].ordered,
     }
     statement = _TAKE.format(
         lane=Lane._meta.db_table, pace=Pace._meta.db_table, delivery=Delivery._meta.db_table
@@ -361,7 +370,7 @@ def _take_locked(
             for j, (delivery, token) in enumerate(waiting[taken:]):
                 back[token][delivery.pk] = tail + j * taking.step
             for token, when in back.items():
-                postpone(when, token)
+                postpone(when, token, refilled=not waiting[0][0].ordered)
         lane.save(update_fields=["next_slot_at", "deferred_until"])
     return first, taken, tail
 

@@ -34,6 +34,7 @@ def _names() -> dict[str, str]:
         "environment": Environment._meta.db_table,
         "PENDING": _literal(Delivery.Status.PENDING),
         "SUCCEEDED": _literal(Delivery.Status.SUCCEEDED),
+        "CANCELLED": _literal(Delivery.Status.CANCELLED),
         "ENABLED": _literal(WebhookEndpoint.Status.ENABLED),
         "ORDERED": _literal(WebhookEndpoint.DeliveryOrder.ORDERED),
         "PRODUCTION": _literal(Environment.Name.PRODUCTION),

@@ -158,6 +158,30 @@ def test_a_delivery_waiting_for_its_slot_is_not_sent_once_its_endpoint_is_disabl
     assert not Delivery.objects.get(event__public_id__in=ids, status="cancelled").attempts.exists()
 
 
+def test_a_delivery_waiting_for_its_rate_limit_slot_is_not_sent_once_its_endpoint_is_disabled(
+    private_worker, receiver
+):
+    """The same for what waits in the worker for a rate-limit slot: at 1/s, the second and
+    third deliveries wait a second and two for theirs, and are cancelled, never sent."""
+    client = factories.api_client(factories.environment())
+    endpoint = client.create_endpoint(f"{receiver.url}/limited-then-off", rate_limit=1)
+    events = [publish(client, {"i": i}) for i in range(3)]
+    ids = [e["event_id"] for e in events]
+    # A margin of several seconds, so the worker holds 5 s of slots (rates.horizon) rather
+    # than send the later ones back to the database.
+    private_worker(WEBHOOKS_CLAIM_LEASE_MARGIN="50")
+    wait_for(lambda: len(receiver.received("/limited-then-off")) == 1, timeout=30, interval=0.02)
+    response = client.patch(
+        f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}", {"status": "disabled"}
+    )
+    assert response.status_code == 200, response.content
+    wait_for(lambda: statuses(ids).count("cancelled") == 2, timeout=30)
+    time.sleep(3)  # past the second and third slots, had they been sent
+    assert len(receiver.received("/limited-then-off")) == 1
+    cancelled = Delivery.objects.filter(event__public_id__in=ids, status="cancelled")
+    assert not cancelled.filter(attempts__isnull=False).exists()
+
+
 def test_auto_disable_after_failing_for_the_configured_period(private_worker, receiver):
     private_worker(WEBHOOKS_AUTO_DISABLE_AFTER="2", WEBHOOKS_RETRY_SCHEDULE="1,1,1,1,1,1,1,1")
     client = factories.api_client(factories.environment())

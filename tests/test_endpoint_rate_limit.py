@@ -3,10 +3,12 @@ limited endpoint's deliveries with an unlimited one's, and a real receiver times
 
 import math
 import time
+from datetime import datetime, timedelta
 
 import pytest
 import requests
 from django.db.models import Count
+from django.utils import timezone
 
 from deliveries.models import Delivery, DeliveryAttempt, Pace
 from tests import factories
@@ -309,6 +311,50 @@ def test_a_worker_takes_back_the_deliveries_it_sent_to_the_database_as_they_come
     started = first_starts(f"{receiver.url}/limited")
     assert busiest_second(list(started.values())) <= 11
     assert busiest_second([r.at for r in got]) <= receipts_bound(10, got, started)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_what_a_worker_killed_had_sent_back_for_its_slots_is_sent_by_another(
+    private_worker, receiver, settings
+):
+    """What a worker sends back to the database for its slots it takes back itself, so it is
+    marked enqueued for when it comes due, and the sweeps leave it (queued by a sweep as well,
+    each came due into a race between the worker and a task, whose loser claimed nothing).
+    That worker killed, the sweep of another takes it over once it has been due
+    WEBHOOKS_REENQUEUE_AFTER (2 s in the tests), and nothing is lost."""
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    client = factories.api_client(factories.environment())
+    client.create_endpoint(f"{receiver.url}/limited", rate_limit=5)
+    events = set()
+    for i in range(30):  # 6 s of its limit: a worker holds 1 s of slots at a time in the tests
+        response = client.post("/v1/events", {"type": "packet.created", "data": {"i": i}})
+        assert response.status_code == 201, response.content
+        events.add(response.json()["event_id"])
+    first = private_worker()
+    wait_for(lambda: len(receiver.received("/limited")) >= 2, timeout=30)
+
+    def sent_back() -> list[tuple[datetime | None, datetime | None]] | None:
+        """When each delivery sent back is due, and enqueued for; None while under 10."""
+        later = timezone.now() + timedelta(seconds=1)
+        rows = Delivery.objects.filter(
+            status=Delivery.Status.PENDING, claimed_until__isnull=True, next_attempt_at__gt=later
+        ).values_list("next_attempt_at", "enqueued_at")
+        return list(rows) if len(rows) >= 10 else None
+
+    rows = wait_for(sent_back, timeout=30)
+    assert all(enqueued == due for due, enqueued in rows), rows
+    first.kill()
+
+    private_worker()
+    wait_for(
+        lambda: {r.headers["MD-Event-Id"] for r in receiver.received("/limited")} >= events,
+        timeout=90,
+    )
+    wait_for(
+        lambda: Delivery.objects.filter(status=Delivery.Status.SUCCEEDED).count() == len(events),
+        timeout=30,
+    )
 
 
 @pytest.mark.slow
