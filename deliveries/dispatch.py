@@ -147,7 +147,7 @@ class Engine:
             if start is not None:
                 admitted = self.admit(delivery, secrets[delivery.endpoint_id], start)
                 assert admitted is not None  # one given a start always waits for it
-                self.recorder.watch([admitted.future], token)
+                self.recorder.watch([admitted.future], token, unhurried=True)
 
     def _slot_came(self, waiting: Waiting[Sent]) -> None:
         limit = settings.WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT

@@ -359,6 +359,30 @@ def test_what_a_worker_killed_had_sent_back_for_its_slots_is_sent_by_another(
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
+def test_a_limited_endpoints_attempts_are_recorded_several_to_a_transaction(
+    private_worker, receiver, settings
+):
+    """Nothing follows from recording an unordered limited endpoint's attempt, so the worker
+    records them together, up to UNHURRIED_SECONDS after each ends, rather than one or two to
+    a transaction as they end a step apart. A round's successes share their completion time."""
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    client = factories.api_client(factories.environment())
+    client.create_endpoint(f"{receiver.url}/limited", rate_limit=10)
+    events = 30
+    for i in range(events):
+        response = client.post("/v1/events", {"type": "packet.created", "data": {"i": i}})
+        assert response.status_code == 201, response.content
+    private_worker()
+    succeeded = Delivery.objects.filter(status=Delivery.Status.SUCCEEDED)
+    wait_for(lambda: succeeded.count() == events, timeout=60)
+    # 3 s at 10/s, recorded a round at least every half second: about 7 rounds. One to a
+    # transaction as they end, 30.
+    rounds = succeeded.values("completed_at").distinct().count()
+    assert rounds <= 12, rounds
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
 def test_an_ordered_limited_endpoint_gets_its_events_in_order_within_its_rate(
     private_worker, receiver, settings
 ):
