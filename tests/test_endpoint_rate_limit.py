@@ -62,6 +62,16 @@ def waits(receipts: list[Received]) -> list[float]:
     return sorted(r.at - made[r.headers["MD-Event-Id"], r.path.lstrip("/")] for r in receipts)
 
 
+def publish(client: factories.ApiClient, count: int, first: int = 0) -> list[str]:
+    """`count` events published one after another; their ids, in that order."""
+    ids = []
+    for i in range(first, first + count):
+        response = client.post("/v1/events", {"type": "packet.created", "data": {"i": i}})
+        assert response.status_code == 201, response.content
+        ids.append(str(response.json()["event_id"]))
+    return ids
+
+
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 # 20/s spaces turns by the least margin (rates.MIN_PACE); 50/s by what late starts need.
@@ -77,9 +87,7 @@ def test_a_limited_endpoint_never_exceeds_its_rate_and_the_other_runs_at_full_sp
     events = 6 * rate  # about 6 s of the limit
     # Everything is published before the workers start, so both endpoints start with a full
     # queue and the free one's pace is the workers', not the publishing loop's.
-    for i in range(events):
-        response = client.post("/v1/events", {"type": "packet.created", "data": {"i": i}})
-        assert response.status_code == 201, response.content
+    publish(client, events)
     private_worker()
     private_worker()
 
@@ -134,9 +142,7 @@ def test_a_worker_starved_mid_run_does_not_put_its_late_starts_beside_the_others
     client = factories.api_client(factories.environment())
     limited = client.create_endpoint(f"{receiver.url}/limited", rate_limit=20)
     events = 100
-    for i in range(events):
-        response = client.post("/v1/events", {"type": "packet.created", "data": {"i": i}})
-        assert response.status_code == 201, response.content
+    publish(client, events)
     starved, other = private_worker(), private_worker()
     while len(receiver.received("/limited")) < events * 9 // 10 and other.process.poll() is None:
         starved.starve(0.3)
@@ -170,9 +176,7 @@ def test_deliveries_wait_in_the_database_when_the_turns_run_behind_the_slots(
     behind = time.time() + 8
     Pace.objects.create(endpoint=endpoint, next_start=behind)
     events = 5
-    for i in range(events):
-        response = client.post("/v1/events", {"type": "packet.created", "data": {"i": i}})
-        assert response.status_code == 201, response.content
+    publish(client, events)
     private_worker()
     wait_for(lambda: len(receiver.received("/limited")) >= events, timeout=30)
     time.sleep(3)  # time enough for second copies, had the claims run out
@@ -252,18 +256,12 @@ def test_a_stream_at_the_limit_does_not_keep_a_backlog_waiting(private_worker, r
     settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
     client = factories.api_client(factories.environment())
     client.create_endpoint(f"{receiver.url}/limited", rate_limit=10)
-
-    def publish(i: int) -> str:
-        response = client.post("/v1/events", {"type": "packet.created", "data": {"i": i}})
-        assert response.status_code == 201, response.content
-        return str(response.json()["event_id"])
-
-    backlog = [publish(i) for i in range(60)]
+    backlog = publish(client, 60)
     private_worker()
     wait_for(lambda: len(receiver.received("/limited")) >= 5, timeout=30)
     stream = []
     for i in range(30):
-        stream.append(publish(100 + i))
+        stream += publish(client, 1, first=100 + i)
         time.sleep(0.1)
     everything = set(backlog + stream)
     wait_for(
@@ -291,9 +289,7 @@ def test_a_worker_takes_back_the_deliveries_it_sent_to_the_database_as_they_come
     client = factories.api_client(factories.environment())
     client.create_endpoint(f"{receiver.url}/limited", rate_limit=10)
     events = 40
-    for i in range(events):
-        response = client.post("/v1/events", {"type": "packet.created", "data": {"i": i}})
-        assert response.status_code == 201, response.content
+    publish(client, events)
     private_worker(WEBHOOKS_SWEEP_INTERVAL="3600")
     wait_for(lambda: len(receiver.received("/limited")) >= events, timeout=120)
 
@@ -326,11 +322,8 @@ def test_what_a_worker_killed_had_sent_back_for_its_slots_is_sent_by_another(
     settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
     client = factories.api_client(factories.environment())
     client.create_endpoint(f"{receiver.url}/limited", rate_limit=5)
-    events = set()
-    for i in range(30):  # 6 s of its limit: a worker holds 1 s of slots at a time in the tests
-        response = client.post("/v1/events", {"type": "packet.created", "data": {"i": i}})
-        assert response.status_code == 201, response.content
-        events.add(response.json()["event_id"])
+    # 6 s of its limit: a worker holds 1 s of slots at a time in the tests.
+    events = set(publish(client, 30))
     first = private_worker()
     wait_for(lambda: len(receiver.received("/limited")) >= 2, timeout=30)
 
@@ -369,9 +362,7 @@ def test_a_limited_endpoints_attempts_are_recorded_several_to_a_transaction(
     client = factories.api_client(factories.environment())
     client.create_endpoint(f"{receiver.url}/limited", rate_limit=10)
     events = 30
-    for i in range(events):
-        response = client.post("/v1/events", {"type": "packet.created", "data": {"i": i}})
-        assert response.status_code == 201, response.content
+    publish(client, events)
     private_worker()
     succeeded = Delivery.objects.filter(status=Delivery.Status.SUCCEEDED)
     wait_for(lambda: succeeded.count() == events, timeout=60)
@@ -396,11 +387,7 @@ def test_an_ordered_limited_endpoint_gets_its_events_in_order_within_its_rate(
     endpoint = client.create_endpoint(
         f"{receiver.url}/ordered", delivery_order="ordered", rate_limit=10
     )
-    events = []
-    for i in range(30):
-        response = client.post("/v1/events", {"type": "packet.created", "data": {"i": i}})
-        assert response.status_code == 201, response.content
-        events.append(response.json()["event_id"])
+    events = publish(client, 30)
     private_worker()
     private_worker()
     wait_for(lambda: len(receiver.received("/ordered")) >= len(events), timeout=60)
