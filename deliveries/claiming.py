@@ -358,6 +358,28 @@ WHERE id IN ({ids}){events} AND claim_token = %s
 """
 
 
+# A worker process shutting down leaves what it was to take back itself (postpone's and the
+# slot statement's `refilled`) to the others' sweeps as it comes due, rather than
+# WEBHOOKS_REENQUEUE_AFTER later: the enqueued marks of the endpoint's deliveries due within the
+# span it was to take back are cleared (parameters: the endpoint, the span's ends). Marked
+# enqueued for their due time, they are told from a task's by that alone; clearing a task's too
+# is no harm (the sweep queues it again).
+_REFILLS_RELEASE = """
+UPDATE {delivery} SET enqueued_at = NULL
+WHERE endpoint_id = %s AND status = {PENDING} AND next_attempt_at BETWEEN %s AND %s
+    AND enqueued_at = next_attempt_at
+"""
+
+
+def refills_release(spans: dict[int, tuple[datetime, datetime]]) -> None:
+    """Clears the enqueued marks of each endpoint's deliveries due within its span (endpoint:
+    (from, to)): the sweeps queue them as they come due."""
+    with connection.cursor() as cursor:
+        for endpoint_id, (first, last) in sorted(spans.items()):
+            params = [endpoint_id, sql.db_time(first), sql.db_time(last)]
+            cursor.execute(sql.statement(_REFILLS_RELEASE), params)
+
+
 def postpone(
     when: dict[int, datetime],
     token: uuid.UUID,

@@ -11,6 +11,7 @@ This module wires them: a task calls `deliveries_send`, and the process's `Engin
 sending threads, the admission and the recorder, made at first use (so after any fork).
 """
 
+import logging
 import threading
 import time
 import uuid
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from celery.signals import worker_ready, worker_shutting_down
 from django.conf import settings
+from django.db import DatabaseError
 from django.utils import timezone
 
 from core import tracing
@@ -41,6 +43,8 @@ from deliveries.claiming import Claimed
 from deliveries.recording import LateRecorder
 from deliveries.sending import Sent
 
+logger = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from opentelemetry.context import Context
 
@@ -53,6 +57,8 @@ WAITING_CHECK_SECONDS = 0.25
 # How often the recorder thread looks for rate-limited endpoints whose deliveries this process
 # sent back to the database have come due (Engine.refill_at).
 REFILL_CHECK_SECONDS = 0.1
+# How long a worker shutting down waits for its slot thread to take the slots asked of it.
+SLOTS_CLOSE_SECONDS = 2.0
 # A delivery that found its endpoint at the in-flight limit, and too many waiting for it in
 # the process (admission.InFlight), is postponed by about this long.
 BUSY_ENDPOINT_DELAY = timedelta(seconds=2)
@@ -96,7 +102,7 @@ class Engine:
         self.recorder.every(REFILL_CHECK_SECONDS, self._refill)
         worker_shutting_down.connect(self.in_flight.close, weak=False)
         worker_shutting_down.connect(self.timetable.close, weak=False)
-        worker_shutting_down.connect(self.slots.close, weak=False)
+        worker_shutting_down.connect(self._shutting_down, weak=False)
 
     def admit(
         self, delivery: Claimed, secrets: list[str], start_at: datetime | None = None
@@ -178,6 +184,23 @@ class Engine:
             if was is not None:
                 first, last = min(first, was.first), max(last, was.last)
             self._refills[endpoint_id] = _Refill(first, last)
+
+    def _shutting_down(self, **_: Any) -> None:
+        """The slot thread takes the slots asked for so far (up to SLOTS_CLOSE_SECONDS), and
+        what this process was to take back as it comes due goes to the other workers' sweeps
+        (claiming.refills_release). If the database does not answer, the sweeps take it
+        WEBHOOKS_REENQUEUE_AFTER after it came due."""
+        self.slots.close(wait=SLOTS_CLOSE_SECONDS)
+        with self._refills_lock:
+            refills, self._refills = self._refills, {}
+        if not refills:
+            return
+        # From as far back as a delivery this process took back may still be held, unsent.
+        since = timezone.now() - timedelta(seconds=claiming.lease_seconds())
+        try:
+            claiming.refills_release({pk: (since, r.last) for pk, r in refills.items()})
+        except DatabaseError as error:
+            logger.warning("leaving deliveries due again to the sweeps failed: %s", error)
 
     def _refill(self) -> None:
         now = timezone.now()

@@ -352,6 +352,42 @@ def test_what_a_worker_killed_had_sent_back_for_its_slots_is_sent_by_another(
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
+def test_what_a_worker_stopped_had_sent_back_for_its_slots_goes_to_the_others_as_it_comes_due(
+    private_worker, receiver, settings
+):
+    """A worker shutting down (SIGTERM) clears the enqueued marks of what it was to take back
+    itself, so another worker's sweep sends it as it comes due, not WEBHOOKS_REENQUEUE_AFTER
+    later (60 s for the second worker here)."""
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    client = factories.api_client(factories.environment())
+    client.create_endpoint(f"{receiver.url}/limited", rate_limit=5)
+    publish(client, 30)  # 6 s of its limit: a worker holds 1 s of slots at a time in the tests
+    first = private_worker()
+    wait_for(lambda: len(receiver.received("/limited")) >= 2, timeout=30)
+    sent_back = set(
+        Delivery.objects.filter(
+            status=Delivery.Status.PENDING,
+            claimed_until__isnull=True,
+            next_attempt_at__gt=timezone.now() + timedelta(seconds=1),
+        ).values_list("event__public_id", flat=True)
+    )
+    assert len(sent_back) >= 10
+    first.stop()
+    still_marked = Delivery.objects.filter(
+        event__public_id__in=sent_back, status=Delivery.Status.PENDING, enqueued_at__isnull=False
+    )
+    assert not still_marked.exists()
+
+    private_worker(WEBHOOKS_REENQUEUE_AFTER="60")
+    # The last of them was due about 6 s after the first worker started.
+    wait_for(
+        lambda: {r.headers["MD-Event-Id"] for r in receiver.received("/limited")} >= sent_back,
+        timeout=30,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
 def test_a_limited_endpoints_attempts_are_recorded_several_to_a_transaction(
     private_worker, receiver, settings
 ):
