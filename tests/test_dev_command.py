@@ -156,19 +156,26 @@ def test_bin_dev_runs_api_worker_and_beat_on_sqlite_and_a_folder_broker(dev_chec
         assert page(f"limit=1&starting_after={second}") == ([first], False)
         assert page(f"limit=5&ending_before={first}") == ([second], False)
 
-        # Delivery control on SQLite: an ordered, rate-limited endpoint gets events in order.
-        ordered = requests.post(
-            f"{base}/v1/webhook_endpoints",
-            json={
-                "url": f"{receiver.url}/ordered",
-                "enabled_events": ["packet.created"],
-                "delivery_order": "ordered",
-                "rate_limit": 5,
-            },
-            headers=headers,
-            timeout=10,
-        )
-        assert ordered.status_code == 201, ordered.text
+        # Delivery control on SQLite: an ordered, rate-limited endpoint gets events in order,
+        # and an unordered one at 1/s gets them all, past the 5 s of slots a worker holds:
+        # the rest sent back to the database, marked for the worker's refills, and claimed
+        # again as they come due.
+        limits: list[tuple[str, dict[str, str | int]]] = [
+            ("ordered", {"delivery_order": "ordered", "rate_limit": 5}),
+            ("limited", {"rate_limit": 1}),
+        ]
+        for path, fields in limits:
+            made = requests.post(
+                f"{base}/v1/webhook_endpoints",
+                json={
+                    "url": f"{receiver.url}/{path}",
+                    "enabled_events": ["packet.created"],
+                    **fields,
+                },
+                headers=headers,
+                timeout=10,
+            )
+            assert made.status_code == 201, made.text
         ids = [
             requests.post(
                 f"{base}/v1/events",
@@ -176,11 +183,16 @@ def test_bin_dev_runs_api_worker_and_beat_on_sqlite_and_a_folder_broker(dev_chec
                 headers=headers,
                 timeout=10,
             ).json()["event_id"]
-            for i in range(4)
+            for i in range(8)
         ]
-        wait_for(lambda: len(receiver.received("/ordered")) >= 4, timeout=60)
+        wait_for(lambda: len(receiver.received("/ordered")) >= 8, timeout=60)
         got = [r.headers["MD-Event-Id"] for r in receiver.received("/ordered")]
         assert got == ids, output()[-3000:]
+        wait_for(
+            lambda: {r.headers["MD-Event-Id"] for r in receiver.received("/limited")} >= set(ids),
+            timeout=60,
+        )
+        assert "periodic job" not in output(), output()[-3000:]
     finally:
         receiver.close()
         if process.poll() is None:
