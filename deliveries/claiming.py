@@ -151,13 +151,16 @@ WHERE id IN (SELECT id FROM asked UNION ALL SELECT id FROM extra)
 RETURNING id, event_id
 """.replace("{extra}", _EXTRA.replace("{unasked}", " AND id NOT IN (SELECT id FROM asked)"))
 _CLAIM = _CLAIM.replace("{due}", _DUE)
-# The top-up alone, for a batch its caller holds already.
-_TOP_UP = """
+# Other due deliveries alone, oldest first (parameters: now, now, those of `{unasked}`, how
+# many; the claim's).
+_EXTRA_ONLY = """
 WITH {extra}
 UPDATE {delivery} SET claimed_until = %s, claim_token = %s
 WHERE id IN (SELECT id FROM extra)
 RETURNING id, event_id
-""".replace("{extra}", _EXTRA.replace("{unasked}", "")).replace("{due}", _DUE)
+""".replace("{extra}", _EXTRA).replace("{due}", _DUE)
+# The top-up alone, for a batch its caller holds already.
+_TOP_UP = _EXTRA_ONLY.replace("{unasked}", "")
 
 # What the load reads, by Claimed's field names.
 _LOADED = {
@@ -295,19 +298,10 @@ def cancelled(deliveries: dict[int, int]) -> set[int]:
         return {row[0] for row in cursor.fetchall()}
 
 
-# A rate-limited endpoint's deliveries due again, the longest due first, claimed (parameters:
-# the endpoint, now, now, how many; the lease, the token): what a process sent back to the
-# database it takes back as it comes due (deliveries.dispatch, Engine.refill_at), in one
-# statement where a lookup and a claim took two.
-_CLAIM_ENDPOINT_DUE = """
-WITH due AS (
-    SELECT id FROM {delivery} WHERE endpoint_id = %s AND {due}
-    ORDER BY next_attempt_at LIMIT %s{lock}
-)
-UPDATE {delivery} SET claimed_until = %s, claim_token = %s
-WHERE id IN (SELECT id FROM due)
-RETURNING id, event_id
-""".replace("{due}", _DUE)
+# A rate-limited endpoint's deliveries due again, the longest due first, claimed: what a
+# process sent back to the database it takes back as it comes due (deliveries.dispatch,
+# Engine.refill_at), in one statement where a lookup and a claim took two.
+_CLAIM_ENDPOINT_DUE = _EXTRA_ONLY.replace("{unasked}", " AND endpoint_id = %s")
 
 
 def claim_endpoint_due(endpoint_id: int, now: datetime, token: uuid.UUID) -> dict[int, int]:
@@ -320,7 +314,7 @@ def claim_endpoint_due(endpoint_id: int, now: datetime, token: uuid.UUID) -> dic
     with connection.cursor() as cursor:
         cursor.execute(
             sql.statement(_CLAIM_ENDPOINT_DUE, lock=lock),
-            [endpoint_id, t_now, t_now, size, lease_until, sql.db_uuid(token)],
+            [t_now, t_now, endpoint_id, size, lease_until, sql.db_uuid(token)],
         )
         return {row[0]: row[1] for row in cursor.fetchall()}
 

@@ -117,7 +117,9 @@ def slots_take(held: list[tuple[Claimed, uuid.UUID]]) -> Slots:
         spacing = timedelta(seconds=step(waiting[0][0].rate_limit))  # type: ignore[arg-type]
         lead = timedelta(seconds=lead_seconds())
         returning = sum(1 for d, _ in waiting if d.returning)
-        taking = _Taking(len(waiting), returning, spacing, lead, timezone.now())
+        # An unordered endpoint's sent back are this process's to take back (Engine.refill_at).
+        refilled = not waiting[0][0].ordered
+        taking = _Taking(len(waiting), returning, spacing, lead, timezone.now(), refilled)
         take = _take_in_one_statement if connection.vendor == "postgresql" else _take_locked
         first, taken, tail = take(endpoint_id, taking, waiting)
         for i, (delivery, _) in enumerate(waiting[:taken]):
@@ -243,6 +245,7 @@ class _Taking:
     step: timedelta
     lead: timedelta
     now: datetime
+    refilled: bool  # those sent back are marked enqueued for the process's refills
 
     @property
     def end(self) -> datetime:
@@ -333,7 +336,7 @@ def _take_in_one_statement(
         "ids": [d.pk for d, _ in waiting],
         "tokens": [token for _, token in waiting],
         "events": sorted({d.event_id for d, _ in waiting}),
-        "refilled": not waiting[0][0].ordered,
+        "refilled": taking.refilled,
     }
     statement = _TAKE.format(
         lane=Lane._meta.db_table, pace=Pace._meta.db_table, delivery=Delivery._meta.db_table
@@ -370,7 +373,7 @@ def _take_locked(
             for j, (delivery, token) in enumerate(waiting[taken:]):
                 back[token][delivery.pk] = tail + j * taking.step
             for token, when in back.items():
-                postpone(when, token, refilled=not waiting[0][0].ordered)
+                postpone(when, token, refilled=taking.refilled)
         lane.save(update_fields=["next_slot_at", "deferred_until"])
     return first, taken, tail
 
