@@ -37,9 +37,14 @@ R = TypeVar("R")
 
 
 class NotAttempted(Exception):
-    """A delivery that waited for its endpoint's slot was never attempted: nothing to record.
-    Either the worker is shutting down (its claim lapses and the sweep sends it again) or it
-    was cancelled meanwhile (its endpoint disabled or deleted: nothing is sent to it)."""
+    """A delivery that waited for its endpoint's slot or its rate-limit slot was never
+    attempted: nothing to record. Either the worker is shutting down (its claim is released,
+    and another worker's sweep sends it: recording.unattempted) or it was cancelled meanwhile
+    (its endpoint disabled or deleted: nothing is sent to it)."""
+
+    def __init__(self, delivery: Claimed) -> None:
+        super().__init__(delivery.pk)
+        self.delivery = delivery
 
 
 @dataclass(slots=True)
@@ -127,7 +132,7 @@ def waiting_limit(limit: int) -> int:
 
 def _not_attempted(dropped: "Collection[Waiting[Any]]") -> None:
     for waiting in dropped:
-        waiting.result.set_exception(NotAttempted())
+        waiting.result.set_exception(NotAttempted(waiting.delivery))
 
 
 class Timetable(Generic[R]):
@@ -157,8 +162,8 @@ class Timetable(Generic[R]):
             self._wake.notify()
 
     def close(self, **_: Any) -> None:
-        """A worker shutting down starts nothing more: the claims lapse and the sweep sends
-        these again."""
+        """A worker shutting down starts nothing more: these are released, and another
+        worker's sweep sends them (recording.unattempted_release)."""
         with self._wake:
             self.closing = True
             dropped = [w for _, _, w in self._heap]

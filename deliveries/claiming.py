@@ -352,6 +352,27 @@ WHERE id IN ({ids}){events} AND claim_token = %s
 """
 
 
+# Never attempted and still held, by a worker shutting down (what waited in it for a slot):
+# the claim is let go and the enqueued mark cleared, so the sweeps queue them at once rather
+# than once the lease lapses, and WEBHOOKS_REENQUEUE_AFTER after it for one marked enqueued. A
+# cancelled one is left as it is (parameters: the ids, their events; the claim's token).
+_RELEASE = """
+UPDATE {delivery} SET claimed_until = NULL, claim_token = NULL, enqueued_at = NULL
+WHERE id IN ({ids}){events} AND claim_token = %s AND status = {PENDING}
+"""
+
+
+def release(held: dict[uuid.UUID, list[Claimed]]) -> None:
+    """Lets go of these deliveries, each under the token it was claimed with, unattempted."""
+    with connection.cursor() as cursor:
+        for token, deliveries in held.items():
+            if deliveries:
+                ids = [d.pk for d in deliveries]
+                in_events, events = _among_events(["event_id"], {d.event_id for d in deliveries})
+                statement = sql.statement(_RELEASE, ids=sql.marks(ids), events=in_events)
+                cursor.execute(statement, [*ids, *events, sql.db_uuid(token)])
+
+
 # A worker process shutting down leaves what it was to take back itself (postpone's and the
 # slot statement's `refilled`) to the others' sweeps as it comes due, rather than
 # WEBHOOKS_REENQUEUE_AFTER later: the enqueued marks of the endpoint's deliveries due within the

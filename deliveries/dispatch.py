@@ -38,7 +38,7 @@ from deliveries import (
     services,
     transient,
 )
-from deliveries.admission import InFlight, Timetable, Waiting
+from deliveries.admission import InFlight, NotAttempted, Timetable, Waiting
 from deliveries.claiming import Claimed
 from deliveries.recording import LateRecorder
 from deliveries.sending import Sent
@@ -143,7 +143,14 @@ class Engine:
         token: uuid.UUID,
         future: "Future[rates.Slots]",
     ) -> None:
-        if future.exception() is not None:  # said by the slot thread; the claims lapse
+        if future.exception() is not None:  # said by the slot thread (closed, or failing)
+            # Released by the recorder thread, as what a worker shutting down drops from its
+            # waits (recording.unattempted_release); if the database is down, the claims lapse.
+            unsent: list[Future[Sent]] = []
+            for delivery in deliveries:
+                unsent.append(Future())
+                unsent[-1].set_exception(NotAttempted(delivery))
+            self.recorder.watch(unsent, token)
             return
         slots = future.result()
         for endpoint_id, (first, last) in slots.sent_back.items():
@@ -461,6 +468,7 @@ def _send_batch(
                 partial(recording.record, {token: results}, chain, sent),
                 "recording delivery attempts",
             )
+        recording.unattempted_release({token: list(done)})
     ahead.deliveries, ahead.secrets, ahead.started = (
         following.deliveries,
         following.secrets,

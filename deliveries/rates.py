@@ -154,7 +154,7 @@ class SlotTaker:
     def take(self, deliveries: list[Claimed], token: uuid.UUID) -> "Future[Slots]":
         request = _SlotRequest(deliveries, token, Future())
         with self._lock:
-            if self._closed:  # a worker shutting down: their claims lapse, the sweep sends them
+            if self._closed:  # a worker shutting down: their claims are released (Engine)
                 request.slots.set_exception(RuntimeError("the slot thread is closed"))
                 return request.slots
             if self._thread is None:

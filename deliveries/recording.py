@@ -24,7 +24,18 @@ from django.db.models import Case, F, Field, Value, When
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from deliveries import health, metrics, operational, ordering, queue, schedule, sql, transient
+from deliveries import (
+    claiming,
+    health,
+    metrics,
+    operational,
+    ordering,
+    queue,
+    schedule,
+    sql,
+    transient,
+)
+from deliveries.admission import NotAttempted
 from deliveries.claiming import Claimed
 from deliveries.models import Delivery
 from deliveries.sending import Sent
@@ -72,6 +83,18 @@ RETURNING delivery_id, number, started_at
 def attempted(futures: Collection["Future[Sent]"]) -> list[Sent]:
     """The attempts these ended futures made (those NotAttempted made none)."""
     return [f.result() for f in futures if f.exception() is None]
+
+
+def unattempted_release(ended: dict[uuid.UUID, list["Future[Sent]"]]) -> None:
+    """Lets go of the claims (token: its ended futures) of the deliveries never attempted: a
+    worker shutting down dropped them from its waits, and another worker's sweep queues them
+    at once. One cancelled meanwhile stays as it is (claiming.release)."""
+    held = {
+        token: [e.delivery for f in futures if isinstance(e := f.exception(), NotAttempted)]
+        for token, futures in ended.items()
+    }
+    if any(held.values()):
+        transient.retrying(partial(claiming.release, held), "releasing unattempted deliveries")
 
 
 @dataclass(frozen=True)
@@ -404,10 +427,12 @@ class LateRecorder:
                     logger.exception("periodic job %s failed", getattr(job.run, "__name__", job))
                     failed = True
             if ended:
-                claims: dict[uuid.UUID, list[Sent]] = defaultdict(list)
+                by_token: dict[uuid.UUID, list[Future[Sent]]] = defaultdict(list)
                 for token, future in ended:
-                    claims[token] += attempted([future])
+                    by_token[token].append(future)
+                claims = {token: attempted(futures) for token, futures in by_token.items()}
                 transient.retrying(partial(record, claims), "recording late delivery attempts")
+                unattempted_release(by_token)
         except BaseException:
             failed = True
             raise
