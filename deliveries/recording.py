@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Case, F, Field, Value, When
 from django.db.models.functions import Cast
 from django.utils import timezone
@@ -93,8 +93,12 @@ def unattempted_release(ended: dict[uuid.UUID, list["Future[Sent]"]]) -> None:
         token: [e.delivery for f in futures if isinstance(e := f.exception(), NotAttempted)]
         for token, futures in ended.items()
     }
-    if any(held.values()):
+    if not any(held.values()):
+        return
+    try:
         transient.retrying(partial(claiming.release, held), "releasing unattempted deliveries")
+    except DatabaseError as error:  # they wait for their claims to lapse, as before
+        logger.warning("releasing unattempted deliveries failed: %s", error)
 
 
 @dataclass(frozen=True)
