@@ -184,7 +184,7 @@ class SlotTaker:
             held = [(d, request.token) for request in gathered for d in request.deliveries]
             try:
                 slots = transient.retrying(partial(slots_take, held), "taking rate slots")
-            except Exception as error:  # their claims lapse and the sweep sends them again
+            except Exception as error:  # released, or left to lapse (Engine._slots_came)
                 logger.warning("taking rate-limit slots failed: %s", error)
                 failed = True
                 for request in gathered:
