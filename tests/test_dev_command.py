@@ -12,10 +12,12 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import warnings
+from contextlib import closing
 from pathlib import Path
 from typing import IO
 
@@ -176,23 +178,28 @@ def test_bin_dev_runs_api_worker_and_beat_on_sqlite_and_a_folder_broker(dev_chec
                 timeout=10,
             )
             assert made.status_code == 201, made.text
-        ids = [
-            requests.post(
+
+        def publish_one(i: int) -> str:
+            published = requests.post(
                 f"{base}/v1/events",
                 json={"type": "packet.created", "data": {"i": i}},
                 headers=headers,
                 timeout=10,
-            ).json()["event_id"]
-            for i in range(8)
-        ]
+            )
+            assert published.status_code == 201, published.text
+            return str(published.json()["event_id"])
+
+        ids = [publish_one(i) for i in range(8)]
         wait_for(lambda: len(receiver.received("/ordered")) >= 8, timeout=60)
         got = [r.headers["MD-Event-Id"] for r in receiver.received("/ordered")]
         assert got == ids, output()[-3000:]
-        wait_for(
-            lambda: {r.headers["MD-Event-Id"] for r in receiver.received("/limited")} >= set(ids),
-            timeout=60,
-        )
+        wait_for(lambda: _received(receiver, "/limited") >= set(ids), timeout=60)
         assert "periodic job" not in output(), output()[-3000:]
+
+        # Ctrl-C while the 1/s endpoint's next two wait in the worker for their slots: they
+        # are released unsent, on SQLite too (read in its file once bin/dev has stopped).
+        last = [publish_one(i) for i in range(8, 11)]
+        wait_for(lambda: _received(receiver, "/limited") & set(last), timeout=30)
     finally:
         receiver.close()
         if process.poll() is None:
@@ -219,6 +226,15 @@ def test_bin_dev_runs_api_worker_and_beat_on_sqlite_and_a_folder_broker(dev_chec
     if killed:  # stopped all the same; said in the run's summary so that it is looked into
         warnings.warn(f"bin/dev killed a process that did not stop: {killed}", stacklevel=1)
     assert _all_gone(process), "a process bin/dev started outlived it"
+    with closing(sqlite3.connect(dev_checkout / "var" / "kinetic.sqlite3")) as db:
+        pending = "SELECT count(*) FROM deliveries_delivery WHERE status = 'pending'"
+        unsent = db.execute(pending).fetchone()[0]
+        held = db.execute(f"{pending} AND claim_token IS NOT NULL").fetchone()[0]
+    assert unsent and not held, (unsent, held)
+
+
+def _received(receiver: Receiver, path: str) -> set[str]:
+    return {r.headers["MD-Event-Id"] for r in receiver.received(path)}
 
 
 def test_a_process_that_does_not_stop_after_ctrl_c_is_killed_after_the_grace(dev_checkout):
