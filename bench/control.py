@@ -15,7 +15,10 @@
   costs the others apart from the work of sending to it. `--rounds N` runs the three N times.
   Also how many requests the 11th endpoint got within the window (up to the last unlimited
   receipt), limited and not: the limited one's grows with the window, 50/s for as long as the
-  machine takes over the others' deliveries. Then the steady comparison: the 10 unlimited
+  machine takes over the others' deliveries. Each round also runs the 10 alone once more, last:
+  that run against the round's first without the limited endpoint is the measure's own noise
+  (the same work twice, minutes apart), which a ratio within it cannot be told from. Then
+  the steady comparison: the 10 unlimited
   endpoints at STEADY_RATE events/s (a load this machine carries) beside the limited endpoint
   at its limit, against the same load without it: their deliveries/s and publish-to-receipt
   p50 and p99, whether the limit holds them up apart from the CPU its own sends take.
@@ -283,15 +286,22 @@ def own_sends_ratio(
 
 def measure_rate(stack: DeliveryStack, events: int, rounds: int = 1) -> dict[str, float]:
     """The three runs `rounds` times, in an order that turns each round (this machine's speed
-    drifts by a third from minute to minute); each figure the median of its rounds, each ratio
-    the median of the rounds' own."""
+    drifts by a third from minute to minute), then the run without the limited endpoint again;
+    each figure the median of its rounds, each ratio the median of the rounds' own. The repeat
+    against the round's first run without it is the same work twice: how far a ratio strays
+    here with nothing changed (0.78-1.22 between back-to-back runs on 2026-12-05's evening,
+    docs/delivery-control.md)."""
     stack.celery()
     kinds: list[int | None] = [None, RATE_LIMIT, 0]
     runs: dict[int | None, list[dict[str, float]]] = {kind: [] for kind in kinds}
+    again: list[dict[str, float]] = []
     for r in range(rounds):
         for kind in kinds[r % 3 :] + kinds[: r % 3]:
             runs[kind].append(_unlimited_run(stack, events, kind))
+        again.append(_unlimited_run(stack, events, None))
     without, limited, same_work = (runs[kind] for kind in kinds)
+    pairs = zip(without, again, strict=True)
+    repeats = [a["unlimited_per_s"] / w["unlimited_per_s"] for w, a in pairs]
 
     def median_of(key: str, of: list[dict[str, float]]) -> float:
         return statistics.median(run[key] for run in of)
@@ -314,6 +324,8 @@ def measure_rate(stack: DeliveryStack, events: int, rounds: int = 1) -> dict[str
         "limited_sent_in_window": median_of("eleventh_in_window", limited),
         "unlimited_11th_sent_in_window": median_of("eleventh_in_window", same_work),
         "unlimited_ratio_own_sends": own_sends_ratio(without, limited, same_work),
+        "unlimited_ratio_repeat": statistics.median(repeats),
+        "unlimited_ratio_repeat_worst": max(repeats, key=lambda ratio: abs(ratio - 1)),
     }
 
 

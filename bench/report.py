@@ -403,6 +403,20 @@ _CONTROL_ROWS = [
         None,
     ),
     (
+        "unlimited_ratio_repeat",
+        "the run without it repeated, against itself: the measure's own noise (median)",
+        lambda v: f"{v:.2f}",
+        None,
+        None,
+    ),
+    (
+        "unlimited_ratio_repeat_worst",
+        "the same, the round farthest from 1",
+        lambda v: f"{v:.2f}",
+        None,
+        None,
+    ),
+    (
         "steady_ratio",
         "unlimited endpoints at a steady load (steady_rate per s) beside it, against without",
         lambda v: f"{v:.2f}",
