@@ -39,8 +39,8 @@ R = TypeVar("R")
 class NotAttempted(Exception):
     """A delivery that waited for its endpoint's slot or its rate-limit slot was never
     attempted: nothing to record. Either the worker is shutting down (its claim is released,
-    and another worker's sweep sends it: recording.unattempted) or it was cancelled meanwhile
-    (its endpoint disabled or deleted: nothing is sent to it)."""
+    and another worker's sweep sends it: recording.unattempted_release) or it was cancelled
+    meanwhile (its endpoint disabled or deleted: nothing is sent to it)."""
 
     def __init__(self, delivery: Claimed) -> None:
         super().__init__(delivery.pk)
