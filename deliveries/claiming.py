@@ -348,29 +348,8 @@ def cancel_for_gone_endpoints(deliveries: list[Claimed], token: uuid.UUID) -> No
 _POSTPONE = """
 UPDATE {delivery} SET next_attempt_at = {at}, claimed_until = NULL, claim_token = NULL,
     enqueued_at = {enqueued}
-WHERE id IN ({ids}){events} AND claim_token = %s
-"""
-
-
-# Never attempted and still held, by a worker shutting down (what waited in it for a slot):
-# the claim is let go and the enqueued mark cleared, so the sweeps queue them at once rather
-# than once the lease lapses, and WEBHOOKS_REENQUEUE_AFTER after it for one marked enqueued. A
-# cancelled one is left as it is (parameters: the ids, their events; the claim's token).
-_RELEASE = """
-UPDATE {delivery} SET claimed_until = NULL, claim_token = NULL, enqueued_at = NULL
 WHERE id IN ({ids}){events} AND claim_token = %s AND status = {PENDING}
 """
-
-
-def release(held: dict[uuid.UUID, list[Claimed]]) -> None:
-    """Lets go of these deliveries, each under the token it was claimed with, unattempted."""
-    with connection.cursor() as cursor:
-        for token, deliveries in held.items():
-            if deliveries:
-                ids = [d.pk for d in deliveries]
-                in_events, events = _among_events(["event_id"], {d.event_id for d in deliveries})
-                statement = sql.statement(_RELEASE, ids=sql.marks(ids), events=in_events)
-                cursor.execute(statement, [*ids, *events, sql.db_uuid(token)])
 
 
 # A worker process shutting down leaves what it was to take back itself (postpone's and the
@@ -403,7 +382,9 @@ def postpone(
     refilled: bool = False,
 ) -> None:
     """Back to the queue, not attempted, each delivery due again at its time: its endpoint has
-    its fill of requests in flight, or its rate limit has no slot for it yet. `event_ids`, if
+    its fill of requests in flight, its rate limit has no slot for it yet, or the worker is
+    shutting down (recording.unattempted_release). One cancelled meanwhile (its endpoint
+    disabled while it was held) is left as it is, with no next attempt. `event_ids`, if
     given, are their events (see `claim`). `refilled`: this process takes them back itself as
     they come due (deliveries.rates), so they count as enqueued for then and the sweep leaves
     them unless that is lost."""

@@ -87,18 +87,20 @@ def attempted(futures: Collection["Future[Sent]"]) -> list[Sent]:
 
 def unattempted_release(ended: dict[uuid.UUID, list["Future[Sent]"]]) -> None:
     """Lets go of the claims (token: its ended futures) of the deliveries never attempted: a
-    worker shutting down dropped them from its waits, and another worker's sweep queues them
-    at once. One cancelled meanwhile stays as it is (claiming.release)."""
-    held = {
-        token: [e.delivery for f in futures if isinstance(e := f.exception(), NotAttempted)]
-        for token, futures in ended.items()
-    }
-    if not any(held.values()):
-        return
-    try:
-        transient.retrying(partial(claiming.release, held), "releasing unattempted deliveries")
-    except DatabaseError as error:  # they wait for their claims to lapse, as before
-        logger.warning("releasing unattempted deliveries failed: %s", error)
+    worker shutting down dropped them from its waits. Postponed to now, unmarked, another
+    worker's sweep queues them at once; one cancelled meanwhile stays as it is."""
+    now = timezone.now()
+    for token, futures in ended.items():
+        held = [e.delivery for f in futures if isinstance(e := f.exception(), NotAttempted)]
+        if not held:
+            continue
+        when = {d.pk: now for d in held}
+        events = {d.event_id for d in held}
+        try:
+            postponing = partial(claiming.postpone, when, token, events)
+            transient.retrying(postponing, "releasing unattempted deliveries")
+        except DatabaseError as error:  # they wait for their claims to lapse, as before
+            logger.warning("releasing unattempted deliveries failed: %s", error)
 
 
 @dataclass(frozen=True)
