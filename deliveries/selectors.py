@@ -8,7 +8,7 @@ from django.db.models import Count, Prefetch, Q, QuerySet, prefetch_related_obje
 
 from accounts.models import Environment
 from core.ids import is_public_id
-from core.pagination import Page, PageRequest, keyset_page
+from core.pagination import Page, PageRequest, QuerySetKeyset, keyset_page
 from deliveries.models import (
     DELIVERY_ID_PREFIX,
     EVENT_ID_PREFIX,
@@ -59,9 +59,10 @@ def event_page(
     if type is not None:
         rows = rows.filter(type=type)
     return keyset_page(
-        rows,
+        QuerySetKeyset(
+            rows, lambda public_id: event_get(environment=environment, public_id=public_id)
+        ),
         page,
-        find_cursor=lambda public_id: event_get(environment=environment, public_id=public_id),
         object_name="event",
     )
 
@@ -134,9 +135,10 @@ def endpoint_delivery_page(
     if status is not None:
         rows = rows.filter(status=status)
     found = keyset_page(
-        rows,
+        QuerySetKeyset(
+            rows, lambda public_id: delivery_get(environment=environment, public_id=public_id)
+        ),
         page,
-        find_cursor=lambda public_id: delivery_get(environment=environment, public_id=public_id),
         object_name="delivery",
     )
     with_attempts(found.items)

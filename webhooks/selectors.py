@@ -63,15 +63,10 @@ def endpoint_get(*, environment: Environment, public_id: str) -> WebhookEndpoint
     return endpoint
 
 
-_PAGES = KeysetSql(_LISTED, _LIVE_IN)
+_PAGES = KeysetSql(_LISTED, _LIVE_IN, cursor="public_id", id_prefix=ENDPOINT_ID_PREFIX)
 
 
 def endpoint_page(*, environment: Environment, page: PageRequest) -> Page[Any]:
     """A page of the environment's endpoints, newest first, as records of the listed fields
     (read-only rows with those attributes: a list page makes no model instances)."""
-    return keyset_page(
-        _PAGES.within([environment.pk]),
-        page,
-        find_cursor=lambda public_id: endpoint_get(environment=environment, public_id=public_id),
-        object_name="webhook endpoint",
-    )
+    return keyset_page(_PAGES.within([environment.pk]), page, object_name="webhook endpoint")

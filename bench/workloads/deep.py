@@ -91,9 +91,9 @@ def run(ctx: Context) -> Section:
     ratio = deep_m.result.p50_ms / first.result.p50_ms if first.result.p50_ms else 0.0
     depth_ratio = deep_m.result.p50_ms / second.result.p50_ms if second.result.p50_ms else 0.0
     section.summary += [
-        f"deep/page1 p50 = {ratio:.2f} (the deep request also looks its cursor up: "
-        f"{deep_sql} SQL statements against {page1_sql})",
-        f"deep/page2 p50 = {depth_ratio:.2f} (both look a cursor up: what depth alone costs)",
+        f"deep/page1 p50 = {ratio:.2f} (the deep request also reads its cursor, in its page's "
+        f"statement: {deep_sql} SQL statements against {page1_sql})",
+        f"deep/page2 p50 = {depth_ratio:.2f} (both read a cursor: what depth alone costs)",
         f"seeded {count:,} endpoints in {seed_seconds:.1f}s "
         f"({count / seed_seconds:,.0f} rows/s, one INSERT ... SELECT generate_series)",
         f"deep page plan uses {LIST_INDEX}: {'yes' if uses_index else 'NO'}; "
