@@ -1,9 +1,17 @@
+import gc
 import os
 from typing import Any
 
 from celery import Celery
 from celery.concurrency import get_implementation
-from celery.signals import beat_init, task_postrun, task_prerun, worker_init, worker_process_init
+from celery.signals import (
+    beat_init,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_ready,
+)
 
 from core import tracing
 
@@ -31,6 +39,17 @@ def _database_connections_as_around_a_request(**kwargs: Any) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@worker_ready.connect
+@worker_process_init.connect
+def startup_objects_out_of_the_collectors_way(**kwargs: Any) -> None:
+    """What a worker process builds to start (Django, Celery, every module's objects) lives as
+    long as it does. Frozen (gc.freeze), it is left out of the collector's full passes, which
+    otherwise walk all of it again: each took about 85 ms of a busy worker, with the
+    interpreter stopped (docs/delivery-control.md)."""
+    gc.collect()
+    gc.freeze()
 
 
 @worker_init.connect
