@@ -17,11 +17,11 @@
   receipt), limited and not: the limited one's grows with the window, 50/s for as long as the
   machine takes over the others' deliveries. Each round also runs the 10 alone once more, last:
   that run against the round's first without the limited endpoint is the measure's own noise
-  (the same work twice, minutes apart), which a ratio within it cannot be told from. Then
-  the steady comparison: the 10 unlimited
-  endpoints at STEADY_RATE events/s (a load this machine carries) beside the limited endpoint
-  at its limit, against the same load without it: their deliveries/s and publish-to-receipt
-  p50 and p99, whether the limit holds them up apart from the CPU its own sends take.
+  (the same work twice, minutes apart), which a ratio within it cannot be told from. Then the
+  steady comparison: the 10 unlimited endpoints at STEADY_RATE events/s (a load this machine
+  carries) beside the limited endpoint at its limit, against the same load without it: their
+  deliveries/s and publish-to-receipt p50 and p99, whether the limit holds them up apart from
+  the CPU its own sends take.
 - recovery: RECOVERY_DELIVERIES failed deliveries of one endpoint (made in bulk, as the product
   leaves them after the last retry) sent again by a recovery, seconds from asking for it to
   the last receipt, against as many fresh deliveries to one endpoint from the first publish;

@@ -110,12 +110,12 @@ class KeysetSql(Generic[M]):
     scopes it (with `%s` for the parameters `within` takes), the same conditions as
     QuerySetKeyset's after it. Pages hold records (ModelRows.record), not instances.
 
-    The cursor is the row of that scope whose `cursor` field (its public id, of `id_prefix`)
-    is asked for, read in the page's own statement: a page after a cursor costs one statement,
+    The cursor is the row of that scope whose public id (of `id_prefix`) is asked for, read in
+    the page's own statement: a page after a cursor costs one statement,
     like the first. Only an empty page asks again, to tell the end of the walk from a cursor
     that is not there."""
 
-    def __init__(self, rows: ModelRows[M], where: str, cursor: str, id_prefix: str) -> None:
+    def __init__(self, rows: ModelRows[M], where: str, id_prefix: str) -> None:
         self.rows = rows
         self.id_prefix = id_prefix
         created, pk = rows.column["created_at"], rows.column["id"]
@@ -126,10 +126,10 @@ class KeysetSql(Generic[M]):
         # the subqueries NULL, and the page empty.
         found = (
             f"SELECT {created} AS at, {pk} AS pk FROM {rows.table} "  # noqa: S608  no values
-            f"WHERE {where} AND {rows.column[cursor]} = %s"
+            f"WHERE {where} AND {rows.column['public_id']} = %s"
         )
 
-        def around(before: str) -> str:
+        def past_cursor(before: str) -> str:
             # `created <=` bounds the index range; the OR only settles ties at the boundary.
             return (
                 f"WITH c AS ({found}) {head} "  # noqa: S608  no values
@@ -137,8 +137,8 @@ class KeysetSql(Generic[M]):
                 f"AND ({created} {before} (SELECT at FROM c) OR {pk} {before} (SELECT pk FROM c))"
             )
 
-        self.older_sql = f"{around('<')} {newest_first}"
-        self.newer_sql = f"{around('>')} ORDER BY {created}, {pk} LIMIT %s"
+        self.older_sql = f"{past_cursor('<')} {newest_first}"
+        self.newer_sql = f"{past_cursor('>')} ORDER BY {created}, {pk} LIMIT %s"
         self.cursor_sql = f"{found} LIMIT 1"
 
     def within(self, params: Sequence[Any]) -> "_ScopedSql[M]":

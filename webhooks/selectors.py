@@ -63,7 +63,7 @@ def endpoint_get(*, environment: Environment, public_id: str) -> WebhookEndpoint
     return endpoint
 
 
-_PAGES = KeysetSql(_LISTED, _LIVE_IN, cursor="public_id", id_prefix=ENDPOINT_ID_PREFIX)
+_PAGES = KeysetSql(_LISTED, _LIVE_IN, id_prefix=ENDPOINT_ID_PREFIX)
 
 
 def endpoint_page(*, environment: Environment, page: PageRequest) -> Page[Any]:
