@@ -298,27 +298,6 @@ def cancelled(deliveries: dict[int, int]) -> set[int]:
         return {row[0] for row in cursor.fetchall()}
 
 
-# A rate-limited endpoint's deliveries due again, the longest due first, claimed: what a
-# process sent back to the database it takes back as it comes due (deliveries.dispatch,
-# Engine.refill_at), in one statement where a lookup and a claim took two.
-_CLAIM_ENDPOINT_DUE = _EXTRA_ONLY.replace("{unasked}", " AND endpoint_id = %s")
-
-
-def claim_endpoint_due(endpoint_id: int, now: datetime, token: uuid.UUID) -> dict[int, int]:
-    """Claims a batch of the endpoint's due deliveries with this token; returns them (delivery:
-    its event)."""
-    lock = _skip_locked()
-    t_now = sql.db_time(now)
-    lease_until = sql.db_time(now + timedelta(seconds=lease_seconds()))
-    size = settings.WEBHOOKS_DELIVERY_BATCH_SIZE
-    with connection.cursor() as cursor:
-        cursor.execute(
-            sql.statement(_CLAIM_ENDPOINT_DUE, lock=lock),
-            [t_now, t_now, endpoint_id, size, lease_until, sql.db_uuid(token)],
-        )
-        return {row[0]: row[1] for row in cursor.fetchall()}
-
-
 def cancel_for_gone_endpoints(deliveries: list[Claimed], token: uuid.UUID) -> None:
     """Claimed deliveries whose endpoint was disabled or deleted are cancelled, not sent."""
     if not deliveries:
@@ -354,24 +333,27 @@ WHERE id IN ({ids}){events} AND claim_token = %s AND status = {PENDING}
 
 # A worker process shutting down leaves what it was to take back itself (postpone's and the
 # slot statement's `refilled`) to the others' sweeps as it comes due, rather than
-# WEBHOOKS_REENQUEUE_AFTER later: the enqueued marks of the endpoint's deliveries due within the
-# span it was to take back are cleared (parameters: the endpoint, the span's ends). Marked
-# enqueued for their due time, they are told from a task's by that alone; clearing a task's too
-# is no harm (the sweep queues it again).
+# WEBHOOKS_REENQUEUE_AFTER later: their enqueued marks are cleared (parameters: the ids, their
+# events'). Marked enqueued for their due time, they are told from a task's by that alone; one
+# claimed or sent meanwhile keeps its mark.
 _REFILLS_RELEASE = """
 UPDATE {delivery} SET enqueued_at = NULL
-WHERE endpoint_id = %s AND status = {PENDING} AND next_attempt_at BETWEEN %s AND %s
-    AND enqueued_at = next_attempt_at
+WHERE id IN ({ids}){events} AND status = {PENDING} AND enqueued_at = next_attempt_at
 """
+# Deliveries per statement of the release: a backlog may leave many.
+_RELEASE_CHUNK = 1000
 
 
-def refills_release(spans: dict[int, tuple[datetime, datetime]]) -> None:
-    """Clears the enqueued marks of each endpoint's deliveries due within its span (endpoint:
-    (from, to)): the sweeps queue them as they come due."""
+def refills_release(deliveries: dict[int, int]) -> None:
+    """Clears the enqueued marks of these deliveries (delivery: its event) that a worker
+    shutting down was to take back itself: the sweeps queue them as they come due."""
+    ids = sorted(deliveries)
     with connection.cursor() as cursor:
-        for endpoint_id, (first, last) in sorted(spans.items()):
-            params = [endpoint_id, sql.db_time(first), sql.db_time(last)]
-            cursor.execute(sql.statement(_REFILLS_RELEASE), params)
+        for start in range(0, len(ids), _RELEASE_CHUNK):
+            chunk = ids[start : start + _RELEASE_CHUNK]
+            in_events, events = _among_events(["event_id"], {deliveries[pk] for pk in chunk})
+            statement = sql.statement(_REFILLS_RELEASE, ids=sql.marks(chunk), events=in_events)
+            cursor.execute(statement, [*chunk, *events])
 
 
 def postpone(

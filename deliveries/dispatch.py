@@ -11,6 +11,7 @@ This module wires them: a task calls `deliveries_send`, and the process's `Engin
 sending threads, the admission and the recorder, made at first use (so after any fork).
 """
 
+import heapq
 import logging
 import threading
 import time
@@ -54,8 +55,8 @@ FIRST_WAVE_SECONDS = 0.5
 # How often the recorder thread looks up the deliveries waiting for a slot, to drop those
 # cancelled meanwhile: "disabling takes effect at once" holds within this long.
 WAITING_CHECK_SECONDS = 0.25
-# How often the recorder thread looks for rate-limited endpoints whose deliveries this process
-# sent back to the database have come due (Engine.refill_at).
+# How often the recorder thread looks for deliveries this process sent back to the database
+# for their rate-limit slots that have come due (Engine.refill_at).
 REFILL_CHECK_SECONDS = 0.1
 # How long a worker shutting down waits for its slot thread to take the slots asked of it.
 SLOTS_CLOSE_SECONDS = 2.0
@@ -97,7 +98,8 @@ class Engine:
         self.slots = rates.SlotTaker()
         self.recorder = LateRecorder()
         self.recorder.every(WAITING_CHECK_SECONDS, self._drop_cancelled_waiting)
-        self._refills: dict[int, _Refill] = {}
+        # What this process sent back for its rate-limit slots: (due again, delivery, event).
+        self._refills: list[tuple[datetime, int, int]] = []
         self._refills_lock = threading.Lock()
         self.recorder.every(REFILL_CHECK_SECONDS, self._refill)
         worker_shutting_down.connect(self.in_flight.close, weak=False)
@@ -153,8 +155,7 @@ class Engine:
             self.recorder.watch(unsent, token)
             return
         slots = future.result()
-        for endpoint_id, (first, last) in slots.sent_back.items():
-            self.refill_at(endpoint_id, first, last)
+        self.refill_at(slots.later, deliveries)
         for delivery in deliveries:
             start = slots.starts.get(delivery.pk)
             if start is not None:
@@ -180,17 +181,20 @@ class Engine:
             finally:
                 waiting = self.in_flight.release(waiting.delivery.endpoint_id)
 
-    def refill_at(self, endpoint_id: int, first: datetime, last: datetime) -> None:
-        """The rate-limited endpoint had deliveries sent back to the database from here, due
-        again from `first` to `last`: this process claims them itself as they come due,
-        rather than leave them to the sweep and a task queued behind everything else in the
-        broker, which starved a backlogged endpoint of its rate (docs/delivery-control.md).
-        Another process's sweep or refill taking some first is no harm: a claim is taken once."""
+    def refill_at(self, later: dict[int, datetime], deliveries: list[Claimed]) -> None:
+        """Those of these deliveries (to unordered rate-limited endpoints) in `later` were sent
+        back to the database from here, each due again at its time: this process claims them
+        itself as they come due, rather than leave them to the sweep and a task queued behind
+        everything else in the broker, which starved a backlogged endpoint of its rate. It
+        claims them by id, in their events' partitions: a scan for the endpoint's due
+        deliveries read past every other delivery due (docs/delivery-control.md). Another
+        process's sweep taking some first is no harm: a claim is taken once."""
+        if not later:
+            return
+        events = {d.pk: d.event_id for d in deliveries if d.pk in later}
         with self._refills_lock:
-            was = self._refills.get(endpoint_id)
-            if was is not None:
-                first, last = min(first, was.first), max(last, was.last)
-            self._refills[endpoint_id] = _Refill(first, last)
+            for pk, event_id in events.items():
+                heapq.heappush(self._refills, (later[pk], pk, event_id))
 
     def _shutting_down(self, **_: Any) -> None:
         """The slot thread takes the slots asked for so far (up to SLOTS_CLOSE_SECONDS), and
@@ -199,38 +203,26 @@ class Engine:
         WEBHOOKS_REENQUEUE_AFTER after it came due."""
         self.slots.close(wait=SLOTS_CLOSE_SECONDS)
         with self._refills_lock:
-            refills, self._refills = self._refills, {}
+            refills, self._refills = self._refills, []
         if not refills:
             return
-        # From as far back as a delivery this process took back may still be held, unsent.
-        since = timezone.now() - timedelta(seconds=claiming.lease_seconds())
         try:
-            claiming.refills_release({pk: (since, r.last) for pk, r in refills.items()})
+            claiming.refills_release({pk: event_id for _, pk, event_id in refills})
         except DatabaseError as error:
             logger.warning("leaving deliveries due again to the sweeps failed: %s", error)
 
     def _refill(self) -> None:
         now = timezone.now()
+        due: dict[int, int] = {}
         with self._refills_lock:
-            due = {pk: r for pk, r in self._refills.items() if r.first <= now}
-            for endpoint_id in due:
-                del self._refills[endpoint_id]
-        for endpoint_id, refill in sorted(due.items()):
-            token = uuid.uuid4()
-            found = transient.retrying(
-                partial(claiming.claim_endpoint_due, endpoint_id, now, token),
-                "claiming deliveries due again",
-            )
-            if found:
-                deliveries_send(
-                    delivery_ids=list(found),
-                    top_up=False,
-                    held_with=token,
-                    event_ids=sorted(set(found.values())),
-                )
-            if refill.last > now:  # the rest come due a slot apart: looked for again shortly
-                soon = now + timedelta(seconds=rates.lead_seconds() / 2)
-                self.refill_at(endpoint_id, min(soon, refill.last), refill.last)
+            while self._refills and self._refills[0][0] <= now:
+                _, pk, event_id = heapq.heappop(self._refills)
+                due[pk] = event_id
+        ids, size = list(due), settings.WEBHOOKS_DELIVERY_BATCH_SIZE
+        for start in range(0, len(ids), size):
+            batch = ids[start : start + size]
+            events = sorted({due[pk] for pk in batch})
+            deliveries_send(delivery_ids=batch, top_up=False, event_ids=events)
 
     def _drop_cancelled_waiting(self) -> None:
         waiting = self.in_flight.waiting() | self.timetable.waiting()
@@ -240,12 +232,6 @@ class Engine:
             )
             self.in_flight.drop(cancelled)
             self.timetable.drop(cancelled)
-
-
-@dataclass(frozen=True, slots=True)
-class _Refill:
-    first: datetime
-    last: datetime
 
 
 @cache
@@ -420,13 +406,9 @@ def _send_batch(
         slots = transient.retrying(partial(rates.slots_take, pairs), "taking rate slots")
     futures: list[Future[Sent]] = []
     later: dict[int, datetime] = {}
-    if slots.sent_back:
-        # Not an ordered endpoint's: its task goes on along its line for up to CHAIN_SECONDS,
-        # which the recorder thread has not to spend. The sweep takes those back.
-        ordered = {d.endpoint_id for d in live if d.ordered}
-        for endpoint_id, (first, last) in slots.sent_back.items():
-            if endpoint_id not in ordered:
-                process.refill_at(endpoint_id, first, last)
+    # Not an ordered endpoint's: its task goes on along its line for up to CHAIN_SECONDS,
+    # which the recorder thread has not to spend. The sweep takes those back.
+    process.refill_at(slots.later, [d for d in live if not d.ordered])
     for delivery in live:
         if delivery.pk in slots.later:  # back in the database already
             continue
