@@ -100,6 +100,7 @@ class Engine:
         self.recorder.every(WAITING_CHECK_SECONDS, self._drop_cancelled_waiting)
         # What this process sent back for its rate-limit slots: (due again, delivery, event).
         self._refills: list[tuple[datetime, int, int]] = []
+        self._refill_after = timezone.now()
         self._refills_lock = threading.Lock()
         self.recorder.every(REFILL_CHECK_SECONDS, self._refill)
         worker_shutting_down.connect(self.in_flight.close, weak=False)
@@ -215,6 +216,13 @@ class Engine:
         now = timezone.now()
         due: dict[int, int] = {}
         with self._refills_lock:
+            if now < self._refill_after:
+                return
+            if self._refills and self._refills[0][0] <= now:
+                # What comes due meanwhile waits for the next round: sent back due LEAD_SECONDS
+                # before its slot, it loses nothing, and taken back as each came due (a slot
+                # apart) it cost a claim, a load and a slot statement per delivery or two.
+                self._refill_after = now + timedelta(seconds=rates.lead_seconds() / 2)
             while self._refills and self._refills[0][0] <= now:
                 _, pk, event_id = heapq.heappop(self._refills)
                 due[pk] = event_id
