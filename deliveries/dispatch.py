@@ -414,9 +414,10 @@ def _send_batch(
         slots = transient.retrying(partial(rates.slots_take, pairs), "taking rate slots")
     futures: list[Future[Sent]] = []
     later: dict[int, datetime] = {}
-    # Not an ordered endpoint's: its task goes on along its line for up to CHAIN_SECONDS,
-    # which the recorder thread has not to spend. The sweep takes those back.
-    process.refill_at(slots.later, [d for d in live if not d.ordered])
+    if slots.later:
+        # Not an ordered endpoint's: its task goes on along its line for up to CHAIN_SECONDS,
+        # which the recorder thread has not to spend. The sweep takes those back.
+        process.refill_at(slots.later, [d for d in live if not d.ordered])
     for delivery in live:
         if delivery.pk in slots.later:  # back in the database already
             continue
