@@ -347,11 +347,9 @@ _RELEASE_CHUNK = 1000
 def refills_release(deliveries: dict[int, int]) -> None:
     """Clears the enqueued marks of these deliveries (delivery: its event) that a worker
     shutting down was to take back itself: the sweeps queue them as they come due."""
-    ids = sorted(deliveries)
     with connection.cursor() as cursor:
-        for start in range(0, len(ids), _RELEASE_CHUNK):
-            chunk = ids[start : start + _RELEASE_CHUNK]
-            in_events, events = _among_events(["event_id"], {deliveries[pk] for pk in chunk})
+        for chunk, of_chunk in sql.batches(sorted(deliveries), _RELEASE_CHUNK, deliveries):
+            in_events, events = _among_events(["event_id"], of_chunk)
             statement = sql.statement(_REFILLS_RELEASE, ids=sql.marks(chunk), events=in_events)
             cursor.execute(statement, [*chunk, *events])
 

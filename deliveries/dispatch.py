@@ -37,6 +37,7 @@ from deliveries import (
     recovery,
     sending,
     services,
+    sql,
     transient,
 )
 from deliveries.admission import InFlight, NotAttempted, Timetable, Waiting
@@ -218,18 +219,16 @@ class Engine:
         with self._refills_lock:
             if now < self._refill_after:
                 return
-            if self._refills and self._refills[0][0] <= now:
+            while self._refills and self._refills[0][0] <= now:
+                _, pk, event_id = heapq.heappop(self._refills)
+                due[pk] = event_id
+            if due:
                 # What comes due meanwhile waits for the next round: sent back due LEAD_SECONDS
                 # before its slot, it loses nothing, and taken back as each came due (a slot
                 # apart) it cost a claim, a load and a slot statement per delivery or two.
                 self._refill_after = now + timedelta(seconds=rates.lead_seconds() / 2)
-            while self._refills and self._refills[0][0] <= now:
-                _, pk, event_id = heapq.heappop(self._refills)
-                due[pk] = event_id
-        ids, size = list(due), settings.WEBHOOKS_DELIVERY_BATCH_SIZE
-        for start in range(0, len(ids), size):
-            batch = ids[start : start + size]
-            events = sorted({due[pk] for pk in batch})
+        size = settings.WEBHOOKS_DELIVERY_BATCH_SIZE
+        for batch, events in sql.batches(list(due), size, due):
             deliveries_send(delivery_ids=batch, top_up=False, event_ids=events)
 
     def _drop_cancelled_waiting(self) -> None:

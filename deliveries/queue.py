@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from celery import current_app
 from django.conf import settings
 
+from deliveries import sql
+
 FAN_OUT_TASK = "deliveries.fan_out"
 DELIVER_TASK = "deliveries.deliver"
 RECOVER_TASK = "deliveries.recover"
@@ -26,9 +28,8 @@ def deliveries_queue(delivery_ids: list[int], event_of: Mapping[int, int] | None
     """Send tasks for these deliveries, in batches; with `event_of` (delivery: its event), each
     task carries its batch's events too, for its claim to look in their partitions only."""
     size = settings.WEBHOOKS_DELIVERY_BATCH_SIZE
-    for start in range(0, len(delivery_ids), size):
-        batch = delivery_ids[start : start + size]
-        kwargs = {"event_ids": sorted({event_of[d] for d in batch})} if event_of else {}
+    for batch, events in sql.batches(delivery_ids, size, event_of):
+        kwargs = {"event_ids": events} if event_of else {}
         current_app.send_task(DELIVER_TASK, args=[batch], kwargs=kwargs)
 
 

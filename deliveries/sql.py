@@ -7,7 +7,7 @@ names and `%s` lists, never a value: values are always parameters.
 """
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -18,7 +18,16 @@ from core.sql import db_time, from_db_time
 from deliveries.models import Delivery, DeliveryAttempt, Event
 from webhooks.models import EndpointSecret, WebhookEndpoint
 
-__all__ = ["array", "db_time", "db_uuid", "from_db_time", "marks", "rows", "statement"]
+__all__ = [
+    "array",
+    "batches",
+    "db_time",
+    "db_uuid",
+    "from_db_time",
+    "marks",
+    "rows",
+    "statement",
+]
 
 
 @cache
@@ -75,6 +84,17 @@ def array(values: Iterable[int | str]) -> str:
             raise ValueError(f"not a plain identifier: {value!r}")
         out.append(str(int(value)) if not isinstance(value, str) else value)
     return "{" + ",".join(out) + "}"
+
+
+def batches(
+    delivery_ids: Sequence[int], size: int, event_of: Mapping[int, int] | None = None
+) -> Iterator[tuple[list[int], list[int]]]:
+    """These deliveries `size` at a time, in their order, each batch with its events if
+    `event_of` (delivery: its event) is given: what a statement or a task needs to name its
+    deliveries' day partitions (deliveries.partitions)."""
+    for start in range(0, len(delivery_ids), size):
+        batch = list(delivery_ids[start : start + size])
+        yield batch, sorted({event_of[pk] for pk in batch}) if event_of else []
 
 
 def db_uuid(value: uuid.UUID | None) -> Any:

@@ -8,6 +8,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from deliveries.models import Delivery
 from tests import factories
@@ -181,6 +182,41 @@ def test_a_delivery_waiting_for_its_rate_limit_slot_is_not_sent_once_its_endpoin
     assert len(receiver.received("/limited-then-off")) == 1
     cancelled = Delivery.objects.filter(event__public_id__in=ids, status="cancelled")
     assert not cancelled.filter(attempts__isnull=False).exists()
+
+
+def test_a_delivery_sent_back_for_its_rate_limit_slot_is_not_sent_once_its_endpoint_is_disabled(
+    private_worker, receiver
+):
+    """The same for what waits in PostgreSQL for a rate-limit slot: with the tests' 2-second
+    margin a worker holds 1 s of slots at a time, and sends the rest back to the database,
+    to take back itself by id as they come due. Disabled meanwhile, they are cancelled, and
+    taking them back claims none of them."""
+    client = factories.api_client(factories.environment())
+    endpoint = client.create_endpoint(f"{receiver.url}/limited-back-then-off", rate_limit=1)
+    ids = [publish(client, {"i": i})["event_id"] for i in range(5)]
+    private_worker()
+    wait_for(lambda: len(receiver.received("/limited-back-then-off")) == 1, timeout=30)
+    sent_back = list(
+        Delivery.objects.filter(
+            event__public_id__in=ids,
+            status="pending",
+            claimed_until__isnull=True,
+            next_attempt_at__isnull=False,
+        ).values_list("pk", "next_attempt_at")
+    )
+    assert sent_back, statuses(ids)
+    response = client.patch(
+        f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}", {"status": "disabled"}
+    )
+    assert response.status_code == 200, response.content
+    # Past the last of them coming due, and a refill round after it.
+    last_due = max(at for _, at in sent_back)
+    wait_for(lambda: timezone.now() > last_due + timedelta(seconds=2), timeout=30)
+    back = Delivery.objects.filter(pk__in=[pk for pk, _ in sent_back])
+    assert set(back.values_list("status", flat=True)) == {"cancelled"}
+    assert not back.filter(attempts__isnull=False).exists()
+    succeeded = Delivery.objects.filter(event__public_id__in=ids, status="succeeded").count()
+    assert len(receiver.received("/limited-back-then-off")) == succeeded
 
 
 def test_auto_disable_after_failing_for_the_configured_period(private_worker, receiver):
