@@ -51,9 +51,10 @@ LATE_SECONDS = 0.03
 START_SLACK_SECONDS = 0.01
 # Turns are at least this much wider than 1/rate: room for the workers' clocks to differ.
 MIN_PACE = 1.01
-# How long the slot thread gathers batches for an endpoint with a line (SlotTaker): their
-# deliveries go behind it, due a second or more later, and lose nothing by waiting.
-GATHER_SECONDS = 0.1
+# How long the slot thread gathers batches for endpoints with a line (SlotTaker): their
+# deliveries go behind it, due a second or more later, and lose nothing by waiting; a batch for
+# any other endpoint ends the gathering.
+GATHER_SECONDS = 0.5
 # How long a sending thread waits for the database to give it its turn.
 TURN_TIMEOUT = 1.0
 # A delivery sent back to the database is due this long before its expected turn, so that a
@@ -83,12 +84,11 @@ class Slots:
 
     def of(self, deliveries: list[Claimed]) -> "Slots":
         """What these deliveries were given, of a take for several batches (SlotTaker)."""
-        ids = {d.pk for d in deliveries}
         back = {d.endpoint_id for d in deliveries if d.pk in self.later}
         return Slots(
-            {pk: at for pk, at in self.starts.items() if pk in ids},
-            {pk: at for pk, at in self.later.items() if pk in ids},
-            {pk: span for pk, span in self.sent_back.items() if pk in back},
+            {d.pk: self.starts[d.pk] for d in deliveries if d.pk in self.starts},
+            {d.pk: self.later[d.pk] for d in deliveries if d.pk in self.later},
+            {pk: self.sent_back[pk] for pk in back if pk in self.sent_back},
         )
 
 
@@ -140,8 +140,10 @@ class SlotTaker:
     While an endpoint has a line (deliveries sent back to the database and not due yet), each
     event's fan-out brings it one new delivery, which only goes behind the line. Taken in a
     statement of its own each, with the lane's lock, those were most of what a backlogged
-    endpoint cost the others (docs/delivery-control.md). For such an endpoint the thread
-    gathers the batches of GATHER_SECONDS, and takes their slots in one statement."""
+    endpoint cost the others (docs/delivery-control.md). While the batches asked for are all
+    for such endpoints, the thread gathers them for up to GATHER_SECONDS, and takes their
+    slots in one statement per endpoint; a batch for any other endpoint is taken at once, with
+    what was gathered so far."""
 
     def __init__(self) -> None:
         # None: close, once what was asked before is taken.
@@ -197,18 +199,18 @@ class SlotTaker:
         connection.close()
 
     def _gather(self) -> "tuple[list[_SlotRequest], bool]":
-        """The requests waiting, and whether the thread is to close after them. If the first is
-        for an endpoint with a line, also those that come within GATHER_SECONDS."""
+        """The requests waiting, and whether the thread is to close after them. While every
+        request so far is for endpoints with a line, also those that come within
+        GATHER_SECONDS, and before the first of those lines ends."""
         first = self._requests.get()
         if first is None:
             return [], True
         gathered = [first]
         now = timezone.now()
         self._lines = {pk: end for pk, end in self._lines.items() if end > now}
-        lined = any(d.endpoint_id in self._lines for d in first.deliveries)
-        deadline = time.monotonic() + (GATHER_SECONDS if lined else 0.0)
+        until = self._gather_until(first, now)
         while True:
-            wait = deadline - time.monotonic()
+            wait = until - time.monotonic()
             try:
                 request = self._requests.get(block=wait > 0, timeout=max(wait, 0.0))
             except queue.Empty:
@@ -216,6 +218,17 @@ class SlotTaker:
             if request is None:
                 return gathered, True
             gathered.append(request)
+            until = min(until, self._gather_until(request, now))
+
+    def _gather_until(self, request: "_SlotRequest", now: datetime) -> float:
+        """How long (`time.monotonic()`) this request may wait to be taken with others: while
+        its endpoints' lines last, up to GATHER_SECONDS; not at all for one without a line,
+        whose slots may be free now."""
+        ends = [self._lines.get(d.endpoint_id) for d in request.deliveries]
+        if any(end is None for end in ends):
+            return 0.0
+        lasts = min(end - now for end in ends if end is not None).total_seconds()
+        return time.monotonic() + min(GATHER_SECONDS, lasts)
 
 
 @dataclass(slots=True)

@@ -365,14 +365,19 @@ def test_what_a_worker_stopped_had_sent_back_for_its_slots_goes_to_the_others_as
     events = publish(client, 30)  # 6 s of its limit: a worker holds 1 s of slots at a time here
     first = private_worker()
     wait_for(lambda: len(receiver.received("/limited")) >= 2, timeout=30)
-    sent_back = set(
-        Delivery.objects.filter(
+
+    def sent_back_ids() -> set[str] | None:
+        """The events of the deliveries sent back to the database; None while under 10 (the
+        slot thread gathers a line's batches before it sends them back)."""
+        back = Delivery.objects.filter(
             status=Delivery.Status.PENDING,
             claimed_until__isnull=True,
             next_attempt_at__gt=timezone.now() + timedelta(seconds=1),
-        ).values_list("event__public_id", flat=True)
-    )
-    assert len(sent_back) >= 10
+        )
+        ids = set(back.values_list("event__public_id", flat=True))
+        return ids if len(ids) >= 10 else None
+
+    sent_back = wait_for(sent_back_ids, timeout=10)
     first.stop()
     still_marked = Delivery.objects.filter(
         event__public_id__in=sent_back, status=Delivery.Status.PENDING, enqueued_at__isnull=False
