@@ -154,12 +154,16 @@ class Timetable(Generic[R]):
                 _not_attempted([waiting])
                 return
             due = time.monotonic() + seconds_from_now
-            heapq.heappush(self._heap, (due, next(self._order), waiting))
+            entry = (due, next(self._order), waiting)
+            heapq.heappush(self._heap, entry)
             if self._thread is None:
                 # A daemon: at shutdown `close` empties it, and what it held is not attempted.
                 self._thread = threading.Thread(target=self._run, name="webhook-slots", daemon=True)
                 self._thread.start()
-            self._wake.notify()
+            if self._heap[0] is entry:
+                # The thread sleeps until the first slot; one after it needs no wake-up, which
+                # costs the process's busy threads (docs/delivery-control.md).
+                self._wake.notify()
 
     def close(self, **_: Any) -> None:
         """A worker shutting down starts nothing more: these are released, and another

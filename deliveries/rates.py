@@ -152,6 +152,9 @@ class SlotTaker:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._lines: dict[int, datetime] = {}  # endpoint: when its line ends, as last taken here
+        # While the thread gathers: until when, and the batches held for it meanwhile.
+        self._gathering: datetime | None = None
+        self._held: list[_SlotRequest] = []
 
     def take(self, deliveries: list[Claimed], token: uuid.UUID) -> "Future[Slots]":
         request = _SlotRequest(deliveries, token, Future())
@@ -163,7 +166,13 @@ class SlotTaker:
                 # A daemon: what it holds at exit is claimed, and due again when the claims lapse.
                 self._thread = threading.Thread(target=self._run, name="webhook-rate", daemon=True)
                 self._thread.start()
-            self._requests.put(request)
+            if self._gathering is not None and self._behind_lines(request, self._gathering):
+                # Taken with the gathering, without waking the thread: each wake-up of another
+                # thread in a busy process cost the sending threads more than the put itself
+                # (docs/delivery-control.md).
+                self._held.append(request)
+            else:
+                self._requests.put(request)
         return request.slots
 
     def close(self, *, wait: float = 0.0, **_: Any) -> None:
@@ -192,8 +201,9 @@ class SlotTaker:
                 for request in gathered:
                     request.slots.set_exception(error)
                 continue
-            for endpoint_id, (_, last) in slots.sent_back.items():
-                self._lines[endpoint_id] = last
+            with self._lock:
+                for endpoint_id, (_, last) in slots.sent_back.items():
+                    self._lines[endpoint_id] = last
             for request in gathered:
                 request.slots.set_result(slots.of(request.deliveries))
         connection.close()
@@ -201,34 +211,48 @@ class SlotTaker:
     def _gather(self) -> "tuple[list[_SlotRequest], bool]":
         """The requests waiting, and whether the thread is to close after them. While every
         request so far is for endpoints with a line, also those that come within
-        GATHER_SECONDS, and before the first of those lines ends."""
+        GATHER_SECONDS, and before the first of those lines ends: those that `take` holds
+        for it, and those that come on the queue (any other request ends the gathering)."""
         first = self._requests.get()
         if first is None:
             return [], True
-        gathered = [first]
+        gathered, closing = [first], False
         now = timezone.now()
-        self._lines = {pk: end for pk, end in self._lines.items() if end > now}
-        until = self._gather_until(first, now)
+        with self._lock:
+            self._lines = {pk: end for pk, end in self._lines.items() if end > now}
+            until = self._gather_until(first, now)
+            self._gathering = until if until > now else None
         while True:
-            wait = until - time.monotonic()
+            wait = (until - timezone.now()).total_seconds()
             try:
                 request = self._requests.get(block=wait > 0, timeout=max(wait, 0.0))
             except queue.Empty:
-                return gathered, False
+                break
             if request is None:
-                return gathered, True
+                closing = True
+                break
             gathered.append(request)
             until = min(until, self._gather_until(request, now))
+        with self._lock:
+            gathered += self._held
+            self._gathering, self._held = None, []
+        return gathered, closing
 
-    def _gather_until(self, request: "_SlotRequest", now: datetime) -> float:
-        """How long (`time.monotonic()`) this request may wait to be taken with others: while
-        its endpoints' lines last, up to GATHER_SECONDS; not at all for one without a line,
-        whose slots may be free now."""
-        ends = [self._lines.get(d.endpoint_id) for d in request.deliveries]
-        if any(end is None for end in ends):
-            return 0.0
-        lasts = min(end - now for end in ends if end is not None).total_seconds()
-        return time.monotonic() + min(GATHER_SECONDS, lasts)
+    def _gather_until(self, request: "_SlotRequest", now: datetime) -> datetime:
+        """Until when this request may wait to be taken with others: while its endpoints'
+        lines last, up to GATHER_SECONDS; not at all for one without a line, whose slots may
+        be free now."""
+        if not self._behind_lines(request, now):
+            return now
+        ends = [self._lines[d.endpoint_id] for d in request.deliveries]
+        return min(now + timedelta(seconds=GATHER_SECONDS), *ends)
+
+    def _behind_lines(self, request: "_SlotRequest", until: datetime) -> bool:
+        """Whether each of the request's endpoints has a line that lasts until `until`."""
+        return all(
+            (end := self._lines.get(d.endpoint_id)) is not None and end >= until
+            for d in request.deliveries
+        )
 
 
 @dataclass(slots=True)

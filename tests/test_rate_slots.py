@@ -137,9 +137,9 @@ def test_the_slot_thread_gives_each_batch_the_slots_of_its_own_deliveries(api):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_slot_thread_holds_no_batch_back_for_another_endpoints_line(api, monkeypatch):
-    """A batch for an endpoint with a line waits to be taken with the batches after it (its
+    """Batches for an endpoint with a line wait to be taken with the batches after them (their
     deliveries only go behind the line); a batch for an endpoint without one ends that wait at
-    once, since its slots may be free now."""
+    once, since its slots may be free now, and takes the gathered ones with it."""
     monkeypatch.setattr(rates, "GATHER_SECONDS", 120.0)
     created = [
         api.create_endpoint(f"http://127.0.0.1:9/{name}", rate_limit=rate)
@@ -148,7 +148,7 @@ def test_the_slot_thread_holds_no_batch_back_for_another_endpoints_line(api, mon
     lined_id, free_id = (
         WebhookEndpoint.objects.get(public_id=c["webhook_endpoint_id"]).pk for c in created
     )
-    for i in range(32):
+    for i in range(33):
         event_fan_out(
             event_id=event_publish(
                 environment=api.environment, type="packet.created", data={"i": i}
@@ -156,12 +156,12 @@ def test_the_slot_thread_holds_no_batch_back_for_another_endpoints_line(api, mon
         )
     lined = list(Delivery.objects.filter(endpoint_id=lined_id).order_by("id"))
     free = list(Delivery.objects.filter(endpoint_id=free_id).order_by("id")[:2])
-    tokens = [uuid.uuid4() for _ in range(3)]
+    parts = [lined[:30], lined[30:31], lined[31:], free]
+    tokens = [uuid.uuid4() for _ in parts]
     now = timezone.now()
     batches = [
-        claiming.claim([d.pk for d in lined[:30]], 0, now, tokens[0], held=False),
-        claiming.claim([d.pk for d in lined[30:]], 0, now, tokens[1], held=False),
-        claiming.claim([d.pk for d in free], 0, now, tokens[2], held=False),
+        claiming.claim([d.pk for d in part], 0, now, token, held=False)
+        for part, token in zip(parts, tokens, strict=True)
     ]
     taker = rates.SlotTaker()
 
@@ -169,15 +169,23 @@ def test_the_slot_thread_holds_no_batch_back_for_another_endpoints_line(api, mon
         # 1/s with a horizon of 5 s: most of the first batch goes back, a line of ~25 s.
         first = taker.take(batches[0], tokens[0]).result(timeout=10)
         assert len(first.later) > 20
-        behind = taker.take(batches[1], tokens[1])
+        behind = [taker.take(batches[1], tokens[1])]
         time.sleep(0.5)
-        assert not behind.done()  # gathered: it waits for more of the line's batches
-        other = taker.take(batches[2], tokens[2])
-        given = [other.result(timeout=10), behind.result(timeout=10)]
+        behind.append(taker.take(batches[2], tokens[2]))  # while the thread gathers
+        time.sleep(0.5)
+        assert not any(future.done() for future in behind)
+        other = taker.take(batches[3], tokens[3])
+        given = other.result(timeout=10)
+        back = [future.result(timeout=10) for future in behind]
     finally:
         taker.close(wait=10)
 
-    assert sorted(given[0].starts) == sorted(d.pk for d in free)
-    assert given[1].starts == {}
-    assert sorted(given[1].later) == sorted(d.pk for d in lined[30:])
-    assert min(given[1].later.values()) > max(first.later.values())
+    assert sorted(given.starts) == sorted(d.pk for d in free)
+    assert all(slots.starts == {} for slots in back)
+    assert sorted(back[0].later) == [lined[30].pk]
+    assert sorted(back[1].later) == sorted(d.pk for d in lined[31:])
+    # Behind the line, a slot apart.
+    assert min(back[0].later.values()) > max(first.later.values())
+    assert_a_step_apart(
+        [*first.later.values(), *back[0].later.values(), *back[1].later.values()], 1
+    )
