@@ -17,9 +17,12 @@
   receipt), limited and not: the limited one's grows with the window, 50/s for as long as the
   machine takes over the others' deliveries. Each round also runs the 10 alone once more, last:
   that run against the round's first without the limited endpoint is the measure's own noise
-  (the same work twice, minutes apart), which a ratio within it cannot be told from. Then the
-  steady comparison: the 10 unlimited endpoints at STEADY_RATE events/s (a load this machine
-  carries) beside the limited endpoint at its limit, against the same load without it: their
+  (the same work twice, minutes apart), which a ratio within it cannot be told from. Beside
+  those, PostgreSQL's own counters over each whole run, which the machine's speed does not
+  move: transactions per delivery sent, and the limited endpoint's slot statements and turn
+  statements (one takes the turns asked for together) per request it sent. Then the steady
+  comparison: the 10 unlimited endpoints at STEADY_RATE events/s (a load this machine carries)
+  beside the limited endpoint at its limit, against the same load without it: their
   deliveries/s and publish-to-receipt p50 and p99, whether the limit holds them up apart from
   the CPU its own sends take.
 - recovery: RECOVERY_DELIVERIES failed deliveries of one endpoint (made in bulk, as the product
@@ -80,6 +83,8 @@ RECOVERY_DELIVERIES = 100_000
 LIVE_RATE = 25.0
 # Rows per INSERT when making the failed deliveries.
 INSERT_CHUNK = 5000
+# PostgreSQL's backends report their counts up to a second after a transaction ends.
+STATS_FLUSH_SECONDS = 1.2
 
 
 def endpoints(
@@ -167,20 +172,32 @@ def _unlimited_run(stack: DeliveryStack, events: int, eleventh: int | None) -> d
     endpoint with that rate limit (0: none), whose rate is measured too."""
     environment, receiver, endpoint_count, backlog = _rate_setup(stack, f"rate{eleventh}", eleventh)
     limited = eleventh is not None
-    started = time.time()
+    counted = database_counts()
+    started = time.time()  # also when the counts were read
     # Concurrently, as the throughput run: one thread publishing set the pace of both figures
     # on a slow machine (~35 events/s, short of the limit).
     publish_concurrently(environment, events, PRODUCERS)
     wait_recorded(environment, events * endpoint_count + backlog, 900)
     got = receiver.finish()["received"]
+    counts = {k: v - counted[k] for k, v in database_counts().items()}
     free = sorted(t for _, path, t in got if path.startswith("/u"))
-    result = {"unlimited_per_s": len(free) / (free[-1] - started)}
+    # What was sent from the counts on, to the end of the run (the backlog's part of it too).
+    sent = [path for _, path, t in got if t >= started]
+    result = {
+        "unlimited_per_s": len(free) / (free[-1] - started),
+        "commits_per_send": counts["commits"] / len(sent),
+    }
+    if eleventh:
+        limited_sent = sum(1 for path in sent if path.startswith("/l"))
+        result["slot_statements_per_limited_send"] = counts["lane"] / limited_sent
+        result["turn_statements_per_limited_send"] = counts["pace"] / limited_sent
     if limited:
         result["limited_per_s"] = starts_per_s(environment)
         # The 11th endpoint's share of the window's sends: the limited one sends its rate for
         # as long as the window lasts, so on a slower machine it does more of the window's work.
+        # Its backlog's sends before the window (while the history was vacuumed) are not.
         result["eleventh_in_window"] = sum(
-            1 for _, path, t in got if path.startswith("/l") and t <= free[-1]
+            1 for _, path, t in got if path.startswith("/l") and started <= t <= free[-1]
         )
     return result
 
@@ -249,6 +266,34 @@ def history_vacuumed() -> None:
     with connection.cursor() as cursor:
         for model in (Event, Delivery, DeliveryAttempt, Lane, Pace):
             cursor.execute(f"VACUUM (ANALYZE) {connection.ops.quote_name(model._meta.db_table)}")
+
+
+def database_counts() -> dict[str, int]:
+    """PostgreSQL's counts for the bench database: transactions committed (the bench's own
+    few included), and the rows written to the lanes (the slot statements: one lane row each)
+    and to the `Pace` rows (the turns: one upsert each). Counters, so the same work counts the
+    same on a fast minute and a slow one, where the throughput ratio strays by a tenth."""
+    from django.db import connection
+
+    from deliveries.models import Lane, Pace
+
+    time.sleep(STATS_FLUSH_SECONDS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        )
+        (commits,) = cursor.fetchone()
+        cursor.execute(
+            "SELECT relname, n_tup_ins + n_tup_upd FROM pg_stat_user_tables"
+            " WHERE relname IN (%s, %s)",
+            [Lane._meta.db_table, Pace._meta.db_table],
+        )
+        written = dict(cursor.fetchall())
+    return {
+        "commits": commits,
+        "lane": written.get(Lane._meta.db_table, 0),
+        "pace": written.get(Pace._meta.db_table, 0),
+    }
 
 
 def starts_per_s(environment: Any) -> float:
@@ -324,6 +369,11 @@ def measure_rate(stack: DeliveryStack, events: int, rounds: int = 1) -> dict[str
         "limited_sent_in_window": median_of("eleventh_in_window", limited),
         "unlimited_11th_sent_in_window": median_of("eleventh_in_window", same_work),
         "unlimited_ratio_own_sends": own_sends_ratio(without, limited, same_work),
+        "commits_per_send_without": median_of("commits_per_send", without),
+        "commits_per_send_limited": median_of("commits_per_send", limited),
+        "commits_per_send_same_work": median_of("commits_per_send", same_work),
+        "slot_statements_per_limited_send": median_of("slot_statements_per_limited_send", limited),
+        "turn_statements_per_limited_send": median_of("turn_statements_per_limited_send", limited),
         "unlimited_ratio_repeat": statistics.median(repeats),
         "unlimited_ratio_repeat_worst": max(repeats, key=lambda ratio: abs(ratio - 1)),
     }

@@ -5,8 +5,10 @@ event id) broke them once, unseen until a full run."""
 
 import pytest
 
-from bench.control import failed_deliveries, own_sends_ratio
+from bench.control import database_counts, failed_deliveries, own_sends_ratio
+from deliveries import rates
 from deliveries.models import Delivery, DeliveryAttempt
+from webhooks.models import WebhookEndpoint
 from deliveries.schedule import max_attempts
 from tests import factories
 
@@ -89,3 +91,21 @@ def test_the_own_sends_estimate_prices_the_limited_sends_at_the_unlimited_11ths(
     estimates = [1 - 48 / 1128 * 0.616, 1 - 0.1 * 0.5, 1.0]
     assert own_sends_ratio(alone, limited, same) == pytest.approx(sorted(estimates)[1])
     assert own_sends_ratio(alone[:1], limited[:1], same[:1]) == pytest.approx(0.9738, abs=1e-4)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_database_counts_count_each_turn_once():
+    """The rate workload's counters (bench.control.database_counts) read PostgreSQL's
+    statistics, which its backends report after their transactions end: two turns taken, one
+    of them for three requests, are two upserts of the endpoint's `Pace` row."""
+    environment = factories.environment()
+    client = factories.api_client(environment)
+    created = client.create_endpoint("https://example.com/hook", rate_limit=10)
+    endpoint_id = WebhookEndpoint.objects.get(public_id=created["webhook_endpoint_id"]).pk
+    before = database_counts()
+    rates.turns_take(endpoint_id, rates.step(10), 3)
+    rates.turns_take(endpoint_id, rates.step(10), 1)
+    after = database_counts()
+    assert after["pace"] - before["pace"] == 2
+    assert after["lane"] == before["lane"]
+    assert after["commits"] - before["commits"] >= 2
