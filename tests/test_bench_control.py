@@ -8,9 +8,9 @@ import pytest
 from bench.control import database_counts, failed_deliveries, own_sends_ratio
 from deliveries import rates
 from deliveries.models import Delivery, DeliveryAttempt
-from webhooks.models import WebhookEndpoint
 from deliveries.schedule import max_attempts
 from tests import factories
+from webhooks.models import WebhookEndpoint
 
 
 @pytest.mark.django_db
