@@ -54,6 +54,8 @@ class Waiting(Generic[R]):
     delivery: Claimed
     secrets: list[str]
     result: "Future[R]"
+    # A rate-limited delivery's slot (seconds since the epoch): its turn comes no earlier.
+    slot: float = 0.0
 
 
 class InFlight(Generic[R]):

@@ -115,12 +115,14 @@ class Engine:
         slot (`start_at`) or for a slot of its endpoint; None when its endpoint has its fill of
         both (the caller postpones it)."""
         waiting: Waiting[Sent] = (
-            Traced(delivery, secrets, Future(), tracing.current())
+            Traced(delivery, secrets, Future(), trace=tracing.current())
             if tracing.enabled
             else Waiting(delivery, secrets, Future())
         )
         if start_at is not None:
-            self.timetable.at((start_at - timezone.now()).total_seconds(), waiting)
+            waiting.slot = start_at.timestamp()
+            early = rates.handover_seconds(delivery.rate_limit) if delivery.rate_limit else 0.0
+            self.timetable.at((start_at - timezone.now()).total_seconds() - early, waiting)
             return Admitted(waiting.result, waits=True)
         admitted = self.in_flight.admit(waiting, settings.WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT)
         if admitted is None:
@@ -177,7 +179,7 @@ class Engine:
             try:
                 delivery = waiting.delivery
                 if delivery.rate_limit:
-                    self.pacer.wait_turn(delivery.endpoint_id, delivery.rate_limit)
+                    self.pacer.wait_turn(delivery.endpoint_id, delivery.rate_limit, waiting.slot)
                 trace = waiting.trace if isinstance(waiting, Traced) else None
                 waiting.result.set_result(sending.attempt(delivery, waiting.secrets, trace))
             finally:

@@ -7,10 +7,10 @@ lane's row lock, so however many workers claim an endpoint's deliveries, their s
 far apart and no second holds more than `rate` + 1 of them. Slots are taken at most
 HORIZON_SECONDS ahead: a delivery whose turn is later goes back to the database, due shortly
 before its turn, with no attempt counted; one whose turn is near waits in its worker for it,
-without a sending thread (admission.Timetable); the same statement sends the others back. Just
-before it starts, each request also takes its turn from the endpoint's `Pace` row (Pacer), so
-that one a starved process sends late still goes out a turn after the others' rather than
-beside them.
+without a sending thread until a few steps before it (admission.Timetable, handover_seconds);
+the same statement sends the others back. Just before it starts, each request also takes its
+turn from the endpoint's `Pace` row (Pacer), so that one a starved process sends late still
+goes out a turn after the others' rather than beside them.
 
 PostgreSQL rather than Redis holds the slots: it is already where every worker decides what is
 due, under the same transactions; the broker may be another server (or none, in `bin/dev`),
@@ -60,6 +60,10 @@ TURN_TIMEOUT = 1.0
 # A delivery sent back to the database is due this long before its expected turn, so that a
 # worker has it in hand when its slot comes.
 LEAD_SECONDS = 1.0
+# A delivery waiting for its slot goes to a sending thread this many steps before it (at most
+# HANDOVER_MAX_SECONDS): the thread then waits for its turn, rather than arrive after it.
+HANDOVER_STEPS = 3
+HANDOVER_MAX_SECONDS = 0.1
 
 
 def step(rate: int) -> float:
@@ -90,6 +94,15 @@ class Slots:
             {d.pk: self.later[d.pk] for d in deliveries if d.pk in self.later},
             {pk: self.sent_back[pk] for pk in back if pk in self.sent_back},
         )
+
+
+def handover_seconds(rate: int) -> float:
+    """How long before its slot a delivery is handed to a sending thread. On a busy worker the
+    sending threads' queue holds a handed delivery up for tens of milliseconds, and a request
+    that asks for its turn late takes it late: the turns after it follow it, and the endpoint
+    loses the lateness from its rate. Handed over early, a few requests wait for their turns
+    instead, so each turn finds one ready (the turns alone keep the starts a step apart)."""
+    return min(HANDOVER_MAX_SECONDS, HANDOVER_STEPS * step(rate))
 
 
 def lead_seconds() -> float:
@@ -443,8 +456,10 @@ class Pacer:
         self._thread: threading.Thread | None = None
         self._next: dict[int, float] = {}  # endpoint: after this process's last turn
 
-    def wait_turn(self, endpoint_id: int, rate: int) -> None:
-        turn = _Turn(endpoint_id, step(rate), Future())
+    def wait_turn(self, endpoint_id: int, rate: int, slot: float = 0.0) -> None:
+        """Returns at this request's turn, and not before its `slot` (seconds since the epoch:
+        a delivery handed over early waits for it, handover_seconds)."""
+        turn = _Turn(endpoint_id, step(rate), Future(), slot)
         with self._lock:
             if self._thread is None:
                 # A daemon: it holds nothing to finish, and a turn not taken is taken locally.
@@ -459,7 +474,7 @@ class Pacer:
                 return
             # Woken too late (the process stopped while this thread slept): the turns after
             # this one may be going out now. This one is let go, and the next free one taken.
-            turn = _Turn(turn.endpoint_id, turn.step, Future())
+            turn = _Turn(turn.endpoint_id, turn.step, Future(), turn.slot)
 
     def _turn(self, turn: "_Turn") -> float:
         self._requests.put(turn)
@@ -470,7 +485,7 @@ class Pacer:
 
     def _local_turn(self, turn: "_Turn") -> float:
         with self._lock:
-            start = max(time.time(), self._next.get(turn.endpoint_id, 0.0))
+            start = max(time.time(), self._next.get(turn.endpoint_id, 0.0), turn.slot)
             self._next[turn.endpoint_id] = start + turn.step
             return start
 
@@ -497,9 +512,10 @@ class Pacer:
             failed = False
             for endpoint_id, turns in asked.items():
                 apart = turns[0].step
+                # Not before the first of their slots: the others follow it a step apart.
+                not_before = max(self._after(endpoint_id), min(turn.slot for turn in turns))
                 try:
-                    after = self._after(endpoint_id)
-                    first = turns_take(endpoint_id, apart, len(turns), not_before=after)
+                    first = turns_take(endpoint_id, apart, len(turns), not_before=not_before)
                 except Exception as error:  # taken here instead; the thread goes on
                     logger.warning("taking rate-limit turns failed: %s", error)
                     failed = True
@@ -517,6 +533,7 @@ class _Turn:
     endpoint_id: int
     step: float
     start: "Future[float]"
+    slot: float = 0.0  # not before (seconds since the epoch)
 
 
 _TURNS = """

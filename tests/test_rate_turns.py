@@ -11,6 +11,7 @@ TEND_SECONDS, and the turn after the termination comes within that; the failed r
 look again, and the next turn connects anew.)
 """
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 
@@ -76,3 +77,37 @@ def test_turns_keep_their_step_as_the_database_goes_away_and_comes_back(api, set
     assert len(given_turns) >= 4, given_turns
     starts = sorted(given_turns)
     assert all(b - a >= apart - 1e-6 for a, b in pairwise(starts)), (apart, starts)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_request_handed_over_before_its_slot_takes_its_turn_at_the_slot(
+    api, settings, monkeypatch
+):
+    """A delivery goes to a sending thread a few steps before its slot (rates.handover_seconds),
+    so that a thread held up in the sending threads' queue still finds its turn ahead of it.
+    Its turn comes no earlier than its slot, and the next request's a step after that, however
+    early that one asks."""
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    created = api.create_endpoint("http://127.0.0.1:9/limited", rate_limit=RATE)
+    endpoint_id = WebhookEndpoint.objects.get(public_id=created["webhook_endpoint_id"]).pk
+    pacer = rates.Pacer()
+    given_turns: list[float] = []
+    take_turn = pacer._turn
+
+    def recorded(turn: "rates._Turn") -> float:
+        start = take_turn(turn)
+        given_turns.append(start)
+        return start
+
+    monkeypatch.setattr(pacer, "_turn", recorded)
+    slot = time.time() + 0.5
+    try:
+        pacer.wait_turn(endpoint_id, RATE, slot)
+        started = time.time()
+        pacer.wait_turn(endpoint_id, RATE)
+    finally:
+        _terminate_the_others()  # the daemon thread's connection: the test database is dropped
+
+    assert given_turns[0] >= slot
+    assert started >= slot
+    assert given_turns[1] >= given_turns[0] + rates.step(RATE) - 1e-6
