@@ -34,17 +34,12 @@ def _terminate_the_others() -> None:
         )
 
 
-@pytest.mark.django_db(transaction=True)
-def test_turns_keep_their_step_as_the_database_goes_away_and_comes_back(api, settings, monkeypatch):
-    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
-    # Time enough for the pacer's thread to connect anew on a loaded machine, so that the last
-    # turn is the database's; the failed statement hands over at once, whatever this is.
-    monkeypatch.setattr(rates, "TURN_TIMEOUT", 15.0)
+def _pacer_recording_turns(api, monkeypatch) -> tuple[int, rates.Pacer, list[float]]:
+    """A rate-limited endpoint's id, a pacer, and the turns it gives, as given rather than as
+    the sleeping threads woke: a wake may be up to LATE_SECONDS after its turn by design."""
     created = api.create_endpoint("http://127.0.0.1:9/limited", rate_limit=RATE)
     endpoint_id = WebhookEndpoint.objects.get(public_id=created["webhook_endpoint_id"]).pk
     pacer = rates.Pacer()
-    # The turns as given, not as the sleeping threads woke: a wake may be up to LATE_SECONDS
-    # after its turn by design.
     given_turns: list[float] = []
     take_turn = pacer._turn
 
@@ -54,6 +49,16 @@ def test_turns_keep_their_step_as_the_database_goes_away_and_comes_back(api, set
         return start
 
     monkeypatch.setattr(pacer, "_turn", recorded)
+    return endpoint_id, pacer, given_turns
+
+
+@pytest.mark.django_db(transaction=True)
+def test_turns_keep_their_step_as_the_database_goes_away_and_comes_back(api, settings, monkeypatch):
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    # Time enough for the pacer's thread to connect anew on a loaded machine, so that the last
+    # turn is the database's; the failed statement hands over at once, whatever this is.
+    monkeypatch.setattr(rates, "TURN_TIMEOUT", 15.0)
+    endpoint_id, pacer, given_turns = _pacer_recording_turns(api, monkeypatch)
 
     def next_start() -> float:
         return Pace.objects.get(endpoint_id=endpoint_id).next_start
@@ -88,18 +93,7 @@ def test_a_request_handed_over_before_its_slot_takes_its_turn_at_the_slot(
     Its turn comes no earlier than its slot, and the next request's a step after that, however
     early that one asks."""
     settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
-    created = api.create_endpoint("http://127.0.0.1:9/limited", rate_limit=RATE)
-    endpoint_id = WebhookEndpoint.objects.get(public_id=created["webhook_endpoint_id"]).pk
-    pacer = rates.Pacer()
-    given_turns: list[float] = []
-    take_turn = pacer._turn
-
-    def recorded(turn: "rates._Turn") -> float:
-        start = take_turn(turn)
-        given_turns.append(start)
-        return start
-
-    monkeypatch.setattr(pacer, "_turn", recorded)
+    endpoint_id, pacer, given_turns = _pacer_recording_turns(api, monkeypatch)
     slot = time.time() + 0.5
     try:
         pacer.wait_turn(endpoint_id, RATE, slot)
