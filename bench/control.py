@@ -62,6 +62,7 @@ from bench.deliveries import (
     publish_concurrently,
     wait_recorded,
 )
+from bench.scaling import postgres_counters
 
 RECEIVER_DELAY = 0.010
 ORDERED_EVENTS = 1000
@@ -278,11 +279,8 @@ def database_counts() -> dict[str, int]:
     from deliveries.models import Lane, Pace
 
     time.sleep(STATS_FLUSH_SECONDS)
+    commits = postgres_counters()["xact_commit"]
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
-        )
-        (commits,) = cursor.fetchone()
         cursor.execute(
             "SELECT relname, n_tup_ins + n_tup_upd FROM pg_stat_user_tables"
             " WHERE relname IN (%s, %s)",
