@@ -124,6 +124,40 @@ class InFlight(Generic[R]):
         _not_attempted(dropped)
 
 
+class Handed:
+    """Rate-limited deliveries handed to a sending thread, until their attempts start: they
+    may wait there for a free thread, then for their turn (rates.Pacer), and one cancelled
+    meanwhile is not attempted either (nothing queued is sent to a disabled endpoint)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._handed: dict[int, int] = {}  # delivery: its event
+        self._dropped: set[int] = set()
+
+    def add(self, delivery: Claimed) -> None:
+        with self._lock:
+            self._handed[delivery.pk] = delivery.event_id
+
+    def starts(self, delivery: Claimed) -> bool:
+        """Whether its attempt may start now: False if it was dropped meanwhile."""
+        with self._lock:
+            self._handed.pop(delivery.pk, None)
+            if delivery.pk in self._dropped:
+                self._dropped.remove(delivery.pk)
+                return False
+            return True
+
+    def waiting(self) -> dict[int, int]:
+        """The deliveries handed over and not started yet, each with its event."""
+        with self._lock:
+            return dict(self._handed)
+
+    def drop(self, delivery_ids: Collection[int]) -> None:
+        """These are not attempted: their sending threads find them dropped (`starts`)."""
+        with self._lock:
+            self._dropped.update(pk for pk in delivery_ids if pk in self._handed)
+
+
 def waiting_limit(limit: int) -> int:
     """How many deliveries may wait for an endpoint's `limit` slots (see the module's doc)."""
     timeout = float(settings.WEBHOOKS_DELIVERY_TIMEOUT)

@@ -40,7 +40,7 @@ from deliveries import (
     sql,
     transient,
 )
-from deliveries.admission import InFlight, NotAttempted, Timetable, Waiting
+from deliveries.admission import Handed, InFlight, NotAttempted, Timetable, Waiting
 from deliveries.claiming import Claimed
 from deliveries.recording import LateRecorder
 from deliveries.sending import Sent
@@ -85,9 +85,10 @@ class Admitted(NamedTuple):
 class Engine:
     """One per worker process: its sending threads, its admission per endpoint, its timetable
     of deliveries waiting for a rate-limit slot, and its recorder thread (which also drops,
-    every WAITING_CHECK_SECONDS, the waiting deliveries cancelled meanwhile: nothing queued is
-    sent to a disabled endpoint, here as in the database; and takes back the rate-limited
-    deliveries it sent to the database as they come due: `refill_at`)."""
+    every WAITING_CHECK_SECONDS, the waiting deliveries cancelled meanwhile, those handed to a
+    sending thread for their turn too: nothing queued is sent to a disabled endpoint, here as
+    in the database; and takes back the rate-limited deliveries it sent to the database as
+    they come due: `refill_at`)."""
 
     def __init__(self) -> None:
         self.executor = ThreadPoolExecutor(
@@ -95,6 +96,7 @@ class Engine:
         )
         self.in_flight: InFlight[Sent] = InFlight()
         self.timetable: Timetable[Sent] = Timetable(self._slot_came)
+        self.handed = Handed()
         self.pacer = rates.Pacer()
         self.slots = rates.SlotTaker()
         self.recorder = LateRecorder()
@@ -170,6 +172,7 @@ class Engine:
     def _slot_came(self, waiting: Waiting[Sent]) -> None:
         limit = settings.WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT
         if self.in_flight.admit(waiting, limit, must_wait=True):
+            self.handed.add(waiting.delivery)
             self.executor.submit(self._send, waiting)
 
     def _send(self, waiting: Waiting[Sent] | None) -> None:
@@ -179,7 +182,11 @@ class Engine:
             try:
                 delivery = waiting.delivery
                 if delivery.rate_limit:
+                    self.handed.add(delivery)  # if passed on by the attempt before it
                     self.pacer.wait_turn(delivery.endpoint_id, delivery.rate_limit, waiting.slot)
+                    if not self.handed.starts(delivery):  # cancelled while it waited
+                        waiting.result.set_exception(NotAttempted(delivery))
+                        continue
                 trace = waiting.trace if isinstance(waiting, Traced) else None
                 waiting.result.set_result(sending.attempt(delivery, waiting.secrets, trace))
             finally:
@@ -234,13 +241,14 @@ class Engine:
             deliveries_send(delivery_ids=batch, top_up=False, event_ids=events)
 
     def _drop_cancelled_waiting(self) -> None:
-        waiting = self.in_flight.waiting() | self.timetable.waiting()
+        waiting = self.in_flight.waiting() | self.timetable.waiting() | self.handed.waiting()
         if waiting:
             cancelled = transient.retrying(
                 partial(claiming.cancelled, waiting), "checking waiting deliveries"
             )
             self.in_flight.drop(cancelled)
             self.timetable.drop(cancelled)
+            self.handed.drop(cancelled)
 
 
 @cache

@@ -184,6 +184,36 @@ def test_a_delivery_waiting_for_its_rate_limit_slot_is_not_sent_once_its_endpoin
     assert not cancelled.filter(attempts__isnull=False).exists()
 
 
+def test_a_delivery_handed_to_a_sending_thread_is_not_sent_once_its_endpoint_is_disabled(
+    private_worker, receiver
+):
+    """The same for a rate-limited delivery whose slot came, handed to a sending thread: it
+    waits there for a free thread (the worker's only one, held by a slow request to another
+    endpoint) and then for its turn, and the endpoint disabled meanwhile is not sent to."""
+    client = factories.api_client(factories.environment())
+    holding = client.create_endpoint(f"{receiver.url}/holds-the-thread")
+    limited = client.create_endpoint(f"{receiver.url}/limited-handed-then-off", rate_limit=10)
+    receiver.script("/holds-the-thread", Reply(delay=4))
+    event = publish(client)
+    private_worker(WEBHOOKS_SEND_THREADS="1", WEBHOOKS_DELIVERY_TIMEOUT="10")
+    wait_for(lambda: len(receiver.received("/holds-the-thread")) == 1, timeout=30)
+    # Its slot is now: the slot thread hands it over within a statement's time.
+    time.sleep(1)
+    assert not receiver.received("/limited-handed-then-off")
+    response = client.patch(
+        f"/v1/webhook_endpoints/{limited['webhook_endpoint_id']}", {"status": "disabled"}
+    )
+    assert response.status_code == 200, response.content
+    deliveries = Delivery.objects.filter(event__public_id=event["event_id"])
+    held = deliveries.filter(endpoint__public_id=holding["webhook_endpoint_id"])
+    wait_for(lambda: held.filter(status="succeeded").exists(), timeout=30)
+    time.sleep(2)  # past the thread's coming free, had the handed delivery been sent
+    assert not receiver.received("/limited-handed-then-off")
+    delivery = deliveries.get(endpoint__public_id=limited["webhook_endpoint_id"])
+    assert delivery.status == "cancelled"
+    assert not delivery.attempts.exists()
+
+
 def test_a_delivery_sent_back_for_its_rate_limit_slot_is_not_sent_once_its_endpoint_is_disabled(
     private_worker, receiver
 ):
