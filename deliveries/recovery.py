@@ -23,7 +23,7 @@ a later batch:
   top-up, which take the oldest due first, neither put them before retries already waiting nor
   take a whole batch of one endpoint at once. A step requeues the next batch once the last one
   comes due within PACE_AHEAD and the workers keep up (no live event waiting over LIVE_LAG to
-  be fanned out, less than a batch of due deliveries waiting for one), and at least one batch
+  be fanned out, less than a batch of deliveries due over LIVE_LAG ago), and at least one batch
   a minute whatever they do.
 - Ordered endpoints: the requeued are parked, and their lane releases them one at a time in
   event order (deliveries.ordering).
@@ -255,16 +255,21 @@ def _paced(ids: list[int], recovery: Recovery, now: datetime) -> Case:
 
 def _workers_behind(now: datetime, size: int) -> bool:
     """Live traffic is waiting for the workers: an event published more than LIVE_LAG ago is
-    not fanned out yet (its fan-out task still in the broker's line), or a batch of due
-    deliveries waits for a worker. Another batch would only lengthen the line.
+    not fanned out yet (its fan-out task still in the broker's line), or a batch of
+    deliveries due for more than LIVE_LAG waits for a worker. Another batch would only
+    lengthen the line.
 
     The events first: a live delivery is claimed as it is made, in its event's fan-out, so
     those waiting in the broker's line are never due in the database; with the live load at
     the workers' capacity, the due deliveries alone never said so, and a 100,000-delivery
-    recovery took a third of the workers from it (docs/delivery-control.md)."""
+    recovery took a third of the workers from it (docs/delivery-control.md). The due ones
+    only once they have waited: a delivery just come due (the recovery's own paced parts
+    among them) waits for the next sweep, not for a worker, and counting those held a
+    recovery's batches back from idle workers."""
     if events_not_fanned_out(now - LIVE_LAG).exists():
         return True
-    return deliveries_due(now).order_by()[:size].count() >= size
+    waited = deliveries_due(now).filter(next_attempt_at__lte=now - LIVE_LAG)
+    return waited.order_by()[:size].count() >= size
 
 
 def _behind_pace(recovery: Recovery, now: datetime, size: int) -> bool:

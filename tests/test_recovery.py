@@ -262,6 +262,36 @@ def test_a_recovery_holds_its_next_batch_while_live_events_wait_for_their_fan_ou
     assert recovery.deliveries_requeued == 6
 
 
+@pytest.mark.django_db
+def test_a_recovery_holds_its_next_batch_for_due_deliveries_only_once_they_have_waited(settings):
+    """A delivery just come due waits for the next sweep, not for a worker: the recovery's own
+    paced batch among them does not hold the next one back from idle workers. A batch of due
+    deliveries still unclaimed after LIVE_LAG does."""
+    from bench.control import failed_deliveries
+    from deliveries.recovery import LIVE_LAG, recovery_create, recovery_step
+
+    settings.WEBHOOKS_RECOVERY_BATCH_SIZE = 3
+    environment = factories.environment()
+    factories.api_client(environment).create_endpoint("https://example.com/hook")
+    endpoint, since = failed_deliveries(environment, 9)
+    recovery = recovery_create(endpoint=endpoint, since=since)
+
+    def requeued_after_a_step(now: datetime | None = None) -> int:
+        recovery_step(recovery_id=recovery.pk, now=now)
+        recovery.refresh_from_db()
+        return recovery.deliveries_requeued
+
+    def last_due() -> datetime:
+        pending = Delivery.objects.filter(status=Delivery.Status.PENDING)
+        return max(at for at in pending.values_list("next_attempt_at", flat=True) if at)
+
+    assert requeued_after_a_step() == 3
+    # The first batch due (no worker here claims it), for less than LIVE_LAG.
+    assert requeued_after_a_step(last_due() + LIVE_LAG / 2) == 6
+    # Six due, unclaimed for longer than LIVE_LAG: two batches wait for the workers.
+    assert requeued_after_a_step(last_due() + LIVE_LAG * 2) == 6
+
+
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_an_ordered_endpoint_receives_the_recovered_in_publication_order(private_worker, receiver):
