@@ -130,7 +130,7 @@ class Engine:
         if admitted is None:
             return None
         if admitted:
-            self.executor.submit(self._send, waiting)
+            self._hand_over(waiting)
         return Admitted(waiting.result, waits=not admitted)
 
     def slots_for(
@@ -172,8 +172,14 @@ class Engine:
     def _slot_came(self, waiting: Waiting[Sent]) -> None:
         limit = settings.WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT
         if self.in_flight.admit(waiting, limit, must_wait=True):
+            self._hand_over(waiting)
+
+    def _hand_over(self, waiting: Waiting[Sent]) -> None:
+        """To the sending threads. A rate-limited delivery may wait there for a thread and then
+        for its turn: the cancel check follows it until it starts (Handed)."""
+        if waiting.delivery.rate_limit:
             self.handed.add(waiting.delivery)
-            self.executor.submit(self._send, waiting)
+        self.executor.submit(self._send, waiting)
 
     def _send(self, waiting: Waiting[Sent] | None) -> None:
         """On a sending thread holding a slot of the delivery's endpoint: attempts it, then the
@@ -182,7 +188,6 @@ class Engine:
             try:
                 delivery = waiting.delivery
                 if delivery.rate_limit:
-                    self.handed.add(delivery)  # if passed on by the attempt before it
                     self.pacer.wait_turn(delivery.endpoint_id, delivery.rate_limit, waiting.slot)
                     if not self.handed.starts(delivery):  # cancelled while it waited
                         waiting.result.set_exception(NotAttempted(delivery))
@@ -191,6 +196,8 @@ class Engine:
                 waiting.result.set_result(sending.attempt(delivery, waiting.secrets, trace))
             finally:
                 waiting = self.in_flight.release(waiting.delivery.endpoint_id)
+                if waiting is not None and waiting.delivery.rate_limit:
+                    self.handed.add(waiting.delivery)  # passed on to this thread
 
     def refill_at(self, later: dict[int, datetime], deliveries: list[Claimed]) -> None:
         """Those of these deliveries (to unordered rate-limited endpoints) in `later` were sent

@@ -197,19 +197,21 @@ def test_a_delivery_handed_to_a_sending_thread_is_not_sent_once_its_endpoint_is_
     event = publish(client)
     private_worker(WEBHOOKS_SEND_THREADS="1", WEBHOOKS_DELIVERY_TIMEOUT="10")
     wait_for(lambda: len(receiver.received("/holds-the-thread")) == 1, timeout=30)
-    # Its slot is now: the slot thread hands it over within a statement's time.
-    time.sleep(1)
+    deliveries = Delivery.objects.filter(event__public_id=event["event_id"])
+    handed = deliveries.filter(endpoint__public_id=limited["webhook_endpoint_id"])
+    # Claimed by the worker (and so in its hands, not the database's line), not yet sent.
+    wait_for(lambda: handed.filter(claimed_until__isnull=False).exists(), timeout=30)
+    time.sleep(0.5)  # its slot is now: it is handed over within a statement's time
     assert not receiver.received("/limited-handed-then-off")
     response = client.patch(
         f"/v1/webhook_endpoints/{limited['webhook_endpoint_id']}", {"status": "disabled"}
     )
     assert response.status_code == 200, response.content
-    deliveries = Delivery.objects.filter(event__public_id=event["event_id"])
     held = deliveries.filter(endpoint__public_id=holding["webhook_endpoint_id"])
     wait_for(lambda: held.filter(status="succeeded").exists(), timeout=30)
     time.sleep(2)  # past the thread's coming free, had the handed delivery been sent
     assert not receiver.received("/limited-handed-then-off")
-    delivery = deliveries.get(endpoint__public_id=limited["webhook_endpoint_id"])
+    delivery = handed.get()
     assert delivery.status == "cancelled"
     assert not delivery.attempts.exists()
 
