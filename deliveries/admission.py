@@ -166,6 +166,12 @@ def waiting_limit(limit: int) -> int:
     return limit * max(0, min(rounds, MAX_WAITING_ROUNDS))
 
 
+def admitted_at_once(limit: int) -> int:
+    """How many deliveries of one endpoint a process takes in at once, in flight and waiting:
+    more in one batch are postponed."""
+    return limit + waiting_limit(limit)
+
+
 def _not_attempted(dropped: "Collection[Waiting[Any]]") -> None:
     for waiting in dropped:
         waiting.result.set_exception(NotAttempted(waiting.delivery))

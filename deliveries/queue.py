@@ -6,6 +6,7 @@ module needs the task's name, not its code.
 """
 
 from collections.abc import Mapping
+from datetime import datetime
 
 from celery import current_app
 from django.conf import settings
@@ -24,13 +25,19 @@ def fan_out_queue(event_ids: list[int]) -> None:
         current_app.send_task(FAN_OUT_TASK, args=[event_id])
 
 
-def deliveries_queue(delivery_ids: list[int], event_of: Mapping[int, int] | None = None) -> None:
+def deliveries_queue(
+    delivery_ids: list[int],
+    event_of: Mapping[int, int] | None = None,
+    *,
+    eta: datetime | None = None,
+) -> None:
     """Send tasks for these deliveries, in batches; with `event_of` (delivery: its event), each
-    task carries its batch's events too, for its claim to look in their partitions only."""
+    task carries its batch's events too, for its claim to look in their partitions only. With
+    `eta`, a worker holds the tasks until then (Celery's own timer), and runs them as it comes."""
     size = settings.WEBHOOKS_DELIVERY_BATCH_SIZE
     for batch, events in sql.batches(delivery_ids, size, event_of):
         kwargs = {"event_ids": events} if event_of else {}
-        current_app.send_task(DELIVER_TASK, args=[batch], kwargs=kwargs)
+        current_app.send_task(DELIVER_TASK, args=[batch], kwargs=kwargs, eta=eta)
 
 
 def recoveries_queue(recovery_ids: list[int]) -> None:

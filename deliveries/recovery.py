@@ -18,13 +18,16 @@ a later batch:
   and due, its attempt count kept, so attempts go on numbering. One that had failed after its
   last retry is past the retry schedule, so its new attempt is one more try, not a new schedule
   (failing, it is failed again); one cancelled before its retries ran out has the rest of them.
-- Live traffic first: the requeued come due a claim batch at a time, at WEBHOOKS_RECOVERY_RATE
-  per second (`_paced`), from now on, not at their old times, so the sweep and the claims'
-  top-up, which take the oldest due first, neither put them before retries already waiting nor
-  take a whole batch of one endpoint at once. A step requeues the next batch once the last one
-  comes due within PACE_AHEAD and the workers keep up (no live event waiting over LIVE_LAG to
-  be fanned out, less than a batch of deliveries due over LIVE_LAG ago), and at least one batch
-  a minute whatever they do.
+- Live traffic first: the requeued come due a part at a time, at WEBHOOKS_RECOVERY_RATE per
+  second (`_parts`), from now on, not at their old times, so the claims' top-up, which takes
+  the oldest due first, neither puts them before retries already waiting nor takes a whole
+  batch of one endpoint at once. Each part has a send task of its own, which a worker holds
+  until the part comes due; a part is no more than a process takes in at once for one endpoint
+  (admission.admitted_at_once), so none of it is postponed for want of room. The sweep takes a
+  part only if its task is lost. A step requeues the next batch once the last one comes due
+  within PACE_AHEAD and the workers keep up (no live event waiting over LIVE_LAG to be fanned
+  out, less than a batch of deliveries due over LIVE_LAG ago), and at least one batch a minute
+  whatever they do.
 - Ordered endpoints: the requeued are parked, and their lane releases them one at a time in
   event order (deliveries.ordering).
 """
@@ -39,7 +42,7 @@ from django.utils import timezone
 
 from core.errors import InvalidInput
 from core.times import api_datetime
-from deliveries import ordering, queue
+from deliveries import admission, ordering, queue
 from deliveries.models import Delivery, Recovery
 from deliveries.selectors import deliveries_due, events_not_fanned_out, unclaimed
 from webhooks.models import WebhookEndpoint
@@ -57,6 +60,11 @@ LIVE_LAG = timedelta(seconds=1)
 SLOWEST_PACE = timedelta(minutes=1)
 # Recoveries worked at once, the oldest first; the others wait their turn.
 RUNNING_AT_ONCE = 100
+# A part's task reaches a worker this long after the part comes due: the worker's timer, on
+# its own monotonic clock, must not run it a hair before its claim finds the part due.
+PART_ETA_MARGIN = timedelta(milliseconds=10)
+
+Part = tuple[datetime, list[int]]  # when a part of a batch comes due, and its deliveries
 
 
 def recovery_create(
@@ -124,20 +132,11 @@ def recovery_step(*, recovery_id: int, now: datetime | None = None) -> None:
         if (ahead or _workers_behind(now, size)) and not _behind_pace(recovery, now, size):
             return
         batch, finished = _next_batch(recovery, size, now)
-        starts_now = recovery.paced_until is None or recovery.paced_until <= now
         ids = [row[0] for row in batch]
         if endpoint.is_ordered and batch and not finished:
             ids += _stragglers(recovery, batch)
-        requeued = _requeue(ids, recovery, endpoint.is_ordered, now)
-        # Unordered: the first part if it is due now (the sweep queues the others as they
-        # come due); ordered: what the lane releases.
-        released = ids[: settings.WEBHOOKS_DELIVERY_BATCH_SIZE] if starts_now else []
-        if endpoint.is_ordered:
-            released = (
-                list(ordering.lanes_release(endpoint_ids=[endpoint.pk], now=now))
-                if requeued
-                else []
-            )
+        parts = [] if endpoint.is_ordered else _parts(ids, recovery, now)
+        requeued = _requeue(ids, recovery, parts, now)
         recovery.deliveries_requeued += requeued
         if batch:
             recovery.cursor = batch[-1][0]
@@ -145,7 +144,16 @@ def recovery_step(*, recovery_id: int, now: datetime | None = None) -> None:
             _complete(recovery, now)
         else:
             recovery.save(update_fields=["deliveries_requeued", "cursor", "paced_until"])
-        transaction.on_commit(lambda: queue.deliveries_queue(released), robust=True)
+        if endpoint.is_ordered:  # what its lane releases
+            released = {}
+            if requeued:
+                released = ordering.lanes_release(endpoint_ids=[endpoint.pk], now=now)
+            transaction.on_commit(
+                lambda: queue.deliveries_queue(list(released), released), robust=True
+            )
+        else:
+            event_of = {row[0]: row[2] for row in batch}
+            transaction.on_commit(lambda: _queue_parts(parts, event_of), robust=True)
 
 
 Row = tuple[int, datetime, int, Any]  # a delivery's id, created_at, event_id, claimed_until
@@ -217,19 +225,23 @@ def _stragglers(recovery: Recovery, batch: list[Row]) -> list[int]:
     )
 
 
-def _requeue(ids: list[int], recovery: Recovery, ordered: bool, now: datetime) -> int:
-    """Makes them pending again, as further attempts of the same deliveries; an ordered
-    endpoint's parked (no next attempt) for its lane to release, an unordered one's due a claim
-    batch at a time at WEBHOOKS_RECOVERY_RATE (`_paced`). Rows that changed since the batch was
-    read (retried by hand, say) no longer match and are left as they are."""
-    due = None if ordered else _paced(ids, recovery, now)
+def _requeue(ids: list[int], recovery: Recovery, parts: list[Part], now: datetime) -> int:
+    """Makes them pending again, as further attempts of the same deliveries: an unordered
+    endpoint's due part by part (`parts`), an ordered one's (no parts) parked, with no next
+    attempt, for its lane to release. Rows that changed since the batch was read (retried by
+    hand, say) no longer match and are left as they are."""
+    due: Case | None = None
+    if parts:
+        whens = [When(id__in=chunk, then=Value(at)) for at, chunk in parts]
+        due = Case(*whens, output_field=DateTimeField())
     return (
         Delivery.objects.filter(_completed_before(recovery), id__in=ids, status__in=RECOVERABLE)
         .filter(unclaimed(now))
         .update(
             status=Delivery.Status.PENDING,
             next_attempt_at=due,
-            enqueued_at=None,  # the sweep queues each part as it comes due
+            # Each part's own task is queued with it: the sweep takes them if it is lost.
+            enqueued_at=now if parts else None,
             completed_at=None,
             claimed_until=None,
             claim_token=None,
@@ -237,20 +249,28 @@ def _requeue(ids: list[int], recovery: Recovery, ordered: bool, now: datetime) -
     )
 
 
-def _paced(ids: list[int], recovery: Recovery, now: datetime) -> Case:
-    """When each of these comes due: a claim batch at a time, at WEBHOOKS_RECOVERY_RATE, after
-    what the recovery requeued before. Due all at once, a batch of 1,000 to one endpoint went
-    into every task's top-up (oldest due first), beyond what the endpoint's slots take in, and
-    live deliveries waited behind the tasks it held up (docs/delivery-control.md)."""
-    part = settings.WEBHOOKS_DELIVERY_BATCH_SIZE
-    step = timedelta(seconds=part / settings.WEBHOOKS_RECOVERY_RATE)
-    start = max(now, recovery.paced_until or now)
-    parts = [ids[i : i + part] for i in range(0, len(ids), part)]
-    recovery.paced_until = start + len(parts) * step
-    return Case(
-        *[When(id__in=chunk, then=Value(start + k * step)) for k, chunk in enumerate(parts)],
-        output_field=DateTimeField(),
+def _parts(ids: list[int], recovery: Recovery, now: datetime) -> list[Part]:
+    """When each of these comes due: a part at a time, at WEBHOOKS_RECOVERY_RATE, after what
+    the recovery requeued before. Due all at once, a batch of 1,000 to one endpoint went into
+    every task's top-up (oldest due first), beyond what the endpoint's slots take in, and live
+    deliveries waited behind the tasks it held up; due a second's worth at a time for the
+    sweep, most of each were postponed for want of room in the processes
+    (docs/delivery-control.md)."""
+    size = min(
+        settings.WEBHOOKS_DELIVERY_BATCH_SIZE,
+        admission.admitted_at_once(settings.WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT),
     )
+    step = timedelta(seconds=size / settings.WEBHOOKS_RECOVERY_RATE)
+    start = max(now, recovery.paced_until or now)
+    chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
+    recovery.paced_until = start + len(chunks) * step
+    return [(start + k * step, chunk) for k, chunk in enumerate(chunks)]
+
+
+def _queue_parts(parts: list[Part], event_of: dict[int, int]) -> None:
+    """Each part's send task, for a worker to run once the part comes due."""
+    for at, chunk in parts:
+        queue.deliveries_queue(chunk, event_of, eta=at + PART_ETA_MARGIN)
 
 
 def _workers_behind(now: datetime, size: int) -> bool:

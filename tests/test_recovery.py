@@ -230,6 +230,33 @@ def test_batches_save_their_place_and_a_new_worker_goes_on_from_it(private_worke
         assert len(received(receiver, event)) == 3  # two failures, then the recovery's one
 
 
+@pytest.mark.django_db(transaction=True)
+def test_each_part_goes_out_on_its_own_task_as_it_comes_due(private_worker, receiver):
+    """A part is no more than a process takes in at once for one endpoint, and its task reaches
+    a worker as the part comes due: nothing waits for the sweep, which here runs only as the
+    worker starts. (Parts as large as a claim batch, 50, left all but 4 of them to be
+    postponed, due again for a sweep.)"""
+    from bench.control import failed_deliveries
+
+    count = 24
+    private_worker(
+        WEBHOOKS_SWEEP_INTERVAL="600",
+        WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT="1",  # with 3 waiting: 4 at once
+        WEBHOOKS_RECOVERY_RATE="10",  # a part of 4 every 0.4 s
+    )
+    environment = factories.environment()
+    tenant = factories.api_client(environment)
+    endpoint_id = tenant.create_endpoint(f"{receiver.url}/hook")["webhook_endpoint_id"]
+    _, since = failed_deliveries(environment, count)
+
+    recovery_id = recover(tenant, endpoint_id, since=since.isoformat()).json()["recovery_id"]
+    wait_for(completed(tenant, recovery_id))
+    recovered = Delivery.objects.filter(endpoint__public_id=endpoint_id)
+    wait_for(lambda: recovered.filter(status="succeeded").count() == count, timeout=20)
+    requests = receiver.received("/hook")
+    assert len(requests) == len({r.headers["MD-Delivery-Id"] for r in requests}) == count
+
+
 @pytest.mark.django_db
 def test_a_recovery_holds_its_next_batch_while_live_events_wait_for_their_fan_out(settings):
     """Live deliveries are claimed as they are made, in their event's fan-out, so while the
