@@ -125,8 +125,8 @@ class InFlight(Generic[R]):
 
 
 class Handed:
-    """Rate-limited deliveries handed to a sending thread, until their attempts start: they
-    may wait there for a free thread, then for their turn (rates.Pacer), and one cancelled
+    """Deliveries handed to a sending thread, until their attempts start: they may wait there
+    for a free thread (and, rate-limited, for their turn: rates.Pacer), and one cancelled
     meanwhile is not attempted either (nothing queued is sent to a disabled endpoint)."""
 
     def __init__(self) -> None:

@@ -86,8 +86,8 @@ class Engine:
     """One per worker process: its sending threads, its admission per endpoint, its timetable
     of deliveries waiting for a rate-limit slot, and its recorder thread (which also drops,
     every WAITING_CHECK_SECONDS, the waiting deliveries cancelled meanwhile, those handed to a
-    sending thread for their turn too: nothing queued is sent to a disabled endpoint, here as
-    in the database; and takes back the rate-limited deliveries it sent to the database as
+    sending thread and not started yet too: nothing queued is sent to a disabled endpoint, here
+    as in the database; and takes back the rate-limited deliveries it sent to the database as
     they come due: `refill_at`)."""
 
     def __init__(self) -> None:
@@ -175,10 +175,9 @@ class Engine:
             self._hand_over(waiting)
 
     def _hand_over(self, waiting: Waiting[Sent]) -> None:
-        """To the sending threads. A rate-limited delivery may wait there for a thread and then
-        for its turn: the cancel check follows it until it starts (Handed)."""
-        if waiting.delivery.rate_limit:
-            self.handed.add(waiting.delivery)
+        """To the sending threads. It may wait there for a free thread (and, rate-limited, for
+        its turn): the cancel check follows it until it starts (Handed)."""
+        self.handed.add(waiting.delivery)
         self.executor.submit(self._send, waiting)
 
     def _send(self, waiting: Waiting[Sent] | None) -> None:
@@ -189,14 +188,14 @@ class Engine:
                 delivery = waiting.delivery
                 if delivery.rate_limit:
                     self.pacer.wait_turn(delivery.endpoint_id, delivery.rate_limit, waiting.slot)
-                    if not self.handed.starts(delivery):  # cancelled while it waited
-                        waiting.result.set_exception(NotAttempted(delivery))
-                        continue
+                if not self.handed.starts(delivery):  # cancelled while it waited
+                    waiting.result.set_exception(NotAttempted(delivery))
+                    continue
                 trace = waiting.trace if isinstance(waiting, Traced) else None
                 waiting.result.set_result(sending.attempt(delivery, waiting.secrets, trace))
             finally:
                 waiting = self.in_flight.release(waiting.delivery.endpoint_id)
-                if waiting is not None and waiting.delivery.rate_limit:
+                if waiting is not None:
                     self.handed.add(waiting.delivery)  # passed on to this thread
 
     def refill_at(self, later: dict[int, datetime], deliveries: list[Claimed]) -> None:

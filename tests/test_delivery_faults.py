@@ -216,6 +216,39 @@ def test_a_delivery_handed_to_a_sending_thread_is_not_sent_once_its_endpoint_is_
     assert not delivery.attempts.exists()
 
 
+def test_a_delivery_waiting_for_a_free_sending_thread_is_not_sent_once_its_endpoint_is_disabled(
+    private_worker, receiver
+):
+    """The same with no rate limit: a delivery admitted to its endpoint's slot, handed to the
+    sending threads and waiting for a free one (the worker's only one, held by a slow request
+    to another endpoint), has not started; its endpoint disabled meanwhile is not sent to."""
+    client = factories.api_client(factories.environment())
+    holding = client.create_endpoint(f"{receiver.url}/holds-the-thread")
+    receiver.script("/holds-the-thread", Reply(delay=6))
+    publish(client)
+    private_worker(WEBHOOKS_SEND_THREADS="1", WEBHOOKS_DELIVERY_TIMEOUT="10")
+    wait_for(lambda: len(receiver.received("/holds-the-thread")) == 1, timeout=30)
+    target = client.create_endpoint(f"{receiver.url}/waits-then-off")
+    event = publish(client)  # to both: each handed to the sending threads, behind the first
+    queued = Delivery.objects.filter(
+        event__public_id=event["event_id"], endpoint__public_id=target["webhook_endpoint_id"]
+    )
+    wait_for(lambda: queued.filter(claimed_until__isnull=False).exists(), timeout=30)
+    time.sleep(0.5)  # admitted and handed over within a statement's time of its claim
+    assert not receiver.received("/waits-then-off")
+    response = client.patch(
+        f"/v1/webhook_endpoints/{target['webhook_endpoint_id']}", {"status": "disabled"}
+    )
+    assert response.status_code == 200, response.content
+    held = Delivery.objects.filter(endpoint__public_id=holding["webhook_endpoint_id"])
+    wait_for(lambda: held.filter(status="succeeded").count() == 2, timeout=30)
+    time.sleep(1)  # past the thread's coming free, had the waiting delivery been sent
+    assert not receiver.received("/waits-then-off")
+    delivery = queued.get()
+    assert delivery.status == "cancelled"
+    assert not delivery.attempts.exists()
+
+
 def test_a_delivery_sent_back_for_its_rate_limit_slot_is_not_sent_once_its_endpoint_is_disabled(
     private_worker, receiver
 ):
