@@ -283,8 +283,8 @@ def _workers_behind(now: datetime, size: int) -> bool:
     those waiting in the broker's line are never due in the database; with the live load at
     the workers' capacity, the due deliveries alone never said so, and a 100,000-delivery
     recovery took a third of the workers from it (docs/delivery-control.md). The due ones
-    only once they have waited: a delivery just come due (the recovery's own paced parts
-    among them) waits for the next sweep, not for a worker, and counting those held a
+    only once they have waited: a delivery just come due (a retry, or the recovery's own part)
+    waits for its task or the next sweep to reach a worker, and counting those held a
     recovery's batches back from idle workers."""
     if events_not_fanned_out(now - LIVE_LAG).exists():
         return True

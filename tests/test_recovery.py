@@ -291,9 +291,9 @@ def test_a_recovery_holds_its_next_batch_while_live_events_wait_for_their_fan_ou
 
 @pytest.mark.django_db
 def test_a_recovery_holds_its_next_batch_for_due_deliveries_only_once_they_have_waited(settings):
-    """A delivery just come due waits for the next sweep, not for a worker: the recovery's own
-    paced batch among them does not hold the next one back from idle workers. A batch of due
-    deliveries still unclaimed after LIVE_LAG does."""
+    """A delivery just come due waits for its task or the next sweep to reach a worker: the
+    recovery's own batch, due part by part, does not hold the next one back from idle workers.
+    A batch of due deliveries still unclaimed after LIVE_LAG does."""
     from bench.control import failed_deliveries
     from deliveries.recovery import LIVE_LAG, recovery_create, recovery_step
 
