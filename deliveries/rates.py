@@ -65,8 +65,8 @@ LEAD_SECONDS = 1.0
 HANDOVER_STEPS = 3
 HANDOVER_MAX_SECONDS = 0.1
 # The Pacer thread gathers turn requests for up to this long after the first, and answers each
-# at least TURN_ANSWER_SECONDS before its slot: requests handed over a few steps ahead, one a
-# step apart, then take one statement between them rather than one each.
+# at least TURN_ANSWER_SECONDS before the earliest its turn can be: requests handed over a few
+# steps ahead, one a step apart, then take one statement between them rather than one each.
 GATHER_TURNS_SECONDS = 0.1
 TURN_ANSWER_SECONDS = 0.02
 
