@@ -230,6 +230,7 @@ def test_batches_save_their_place_and_a_new_worker_goes_on_from_it(private_worke
         assert len(received(receiver, event)) == 3  # two failures, then the recovery's one
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_each_part_goes_out_on_its_own_task_as_it_comes_due(private_worker, receiver):
     """A part is no more than a process takes in at once for one endpoint, and its task reaches
