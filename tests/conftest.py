@@ -1,3 +1,5 @@
+from collections import Counter
+
 import pytest
 from django.conf import settings as django_settings
 
@@ -14,8 +16,18 @@ def pytest_configure(config: pytest.Config) -> None:
     enough for this process; worker processes get the URL in their environment.
     """
     global _redis
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return  # pytest-xdist's controller: its workers run the tests, each with its own
     _redis = PrivateRedis()
     django_settings.CELERY_BROKER_URL = _redis.url
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Two tests with one node id would be one to pytest-xdist, which runs bin/test's suite:
+    it tells tests apart by node id, and would run only one of them."""
+    twice = [nodeid for nodeid, n in Counter(item.nodeid for item in items).items() if n > 1]
+    if twice:
+        raise pytest.UsageError(f"tests sharing a node id: {', '.join(twice)}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
