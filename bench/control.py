@@ -1,6 +1,7 @@
 """Delivery control workloads on the real stack (the contract's "Delivery control").
 
-    python -m bench.control [--quick] [--workers N] [--only ordered,rate,recovery] [--rounds N]
+    python -m bench.control [--quick] [--workers N] [--only ordered,rate,recovery,burst]
+        [--rounds N]
         [--docs | --no-docs]
 
 - ordered: ORDERED_EVENTS events, one after another, to one ordered endpoint whose receiver
@@ -30,7 +31,12 @@
   the last receipt, against as many fresh deliveries to one endpoint from the first publish;
   then live deliveries' p99 (LIVE_RATE events/s x 10 endpoints) while a recovery runs,
   against the same live load alone.
-Prints a table and, last, one JSON object; a full-size run of all three (or `--docs`) also
+- burst: BURST_DELIVERIES failed deliveries made due again at once, as retries come due
+  together after an outage: all of one endpoint, against as many spread over BURST_SPREAD
+  endpoints; deliveries/s of each to its last receipt, their ratio, and PostgreSQL
+  transactions per delivery (a busy endpoint's deliveries postponed and claimed again show
+  there). Reported, without a target: it measures a limit of the admission per process.
+Prints a table and, last, one JSON object; a full-size run of all four (or `--docs`) also
 writes the figures against the issue's targets in docs/benchmarks.md's "Delivery control"
 section, which `python -m bench` keeps when it rewrites the rest.
 """
@@ -82,6 +88,8 @@ RECOVERY_DELIVERIES = 100_000
 # nothing is left for a recovery to use; at 250/s a recovery has room, and whether it takes
 # that room from live traffic is what the figure shows (docs/delivery-control.md).
 LIVE_RATE = 25.0
+BURST_DELIVERIES = 10_000
+BURST_SPREAD = 10
 # Rows per INSERT when making the failed deliveries.
 INSERT_CHUNK = 5000
 # PostgreSQL's backends report their counts up to a second after a transaction ends.
@@ -532,9 +540,49 @@ def measure_recovery(stack: DeliveryStack, count: int) -> dict[str, float]:
     }
 
 
+def _burst(stack: DeliveryStack, count: int, spread: int) -> dict[str, float]:
+    """`count` failed deliveries over `spread` endpoints (one per environment), made due at
+    once: deliveries/s to the last receipt, and transactions per delivery."""
+    from django.utils import timezone
+
+    from deliveries.models import Delivery
+
+    environments, receivers = [], []
+    for k in range(spread):
+        environments.append(stack.environment(f"burst-{spread}-{k}"))
+        port = free_port()
+        secrets = endpoints(environments[-1], port, 1, "b")
+        receivers.append(stack.start_receiver(secrets, [], port))
+        failed_deliveries(environments[-1], count // spread)
+    before = database_counts()["commits"]
+    started = time.time()
+    Delivery.objects.filter(endpoint__environment__in=environments).update(
+        status=Delivery.Status.PENDING, next_attempt_at=timezone.now(), completed_at=None
+    )
+    for environment in environments:
+        wait_recorded(environment, count // spread, 3600, progress_every=30)
+    last = max(max(t for _, _, t in receiver.finish()["received"]) for receiver in receivers)
+    commits = database_counts()["commits"] - before
+    return {"per_s": count / (last - started), "commits_per_delivery": commits / count}
+
+
+def measure_burst(stack: DeliveryStack, count: int) -> dict[str, float]:
+    """Retries coming due together for one endpoint, against as many over BURST_SPREAD."""
+    stack.celery()
+    one = _burst(stack, count, 1)
+    spread = _burst(stack, count, BURST_SPREAD)
+    return {
+        "burst_one_endpoint_per_s": one["per_s"],
+        "burst_spread_per_s": spread["per_s"],
+        "burst_ratio": one["per_s"] / spread["per_s"],
+        "burst_one_endpoint_commits_per_delivery": one["commits_per_delivery"],
+        "burst_spread_commits_per_delivery": spread["commits_per_delivery"],
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, float]:
     scale = 10 if args.quick else 1
-    chosen = set(args.only.split(",")) if args.only else {"ordered", "rate", "recovery"}
+    chosen = set(args.only.split(",")) if args.only else {"ordered", "rate", "recovery", "burst"}
 
     def measure(stack: DeliveryStack) -> dict[str, float]:
         results: dict[str, float] = {}
@@ -545,6 +593,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             results |= measure_steady(stack, STEADY_EVENTS // scale)
         if "recovery" in chosen:
             results |= measure_recovery(stack, RECOVERY_DELIVERIES // scale)
+        if "burst" in chosen:
+            results |= measure_burst(stack, BURST_DELIVERIES // scale)
         return results
 
     return on_a_stack(args.workers, measure)
@@ -553,7 +603,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.control")
     parser.add_argument("--quick", action="store_true", help="a tenth of every workload's size")
-    parser.add_argument("--only", help="comma-separated: ordered, rate, recovery")
+    parser.add_argument("--only", help="comma-separated: ordered, rate, recovery, burst")
     parser.add_argument(
         "--rounds", type=int, default=1, help="rate: each of its three runs this many times"
     )
@@ -563,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     add_docs_flags(
         parser,
         "write the figures in docs/benchmarks.md's delivery control section; by default only "
-        "a full-size run of all three workloads does",
+        "a full-size run of all four workloads does",
     )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

@@ -472,6 +472,27 @@ _CONTROL_ROWS = [
         None,
         None,
     ),
+    (
+        "burst_ratio",
+        "retries due together for one endpoint, deliveries/s against as many over 10",
+        lambda v: f"{v:.2f}",
+        None,
+        None,
+    ),
+    (
+        "burst_one_endpoint_commits_per_delivery",
+        "the same: transactions per delivery, one endpoint (counted)",
+        lambda v: f"{v:.2f}",
+        None,
+        None,
+    ),
+    (
+        "burst_spread_commits_per_delivery",
+        "the same: transactions per delivery, over 10 (counted)",
+        lambda v: f"{v:.2f}",
+        None,
+        None,
+    ),
 ]
 
 
