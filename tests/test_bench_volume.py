@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.db import connection
-from django.utils import timezone
 
 from accounts.models import Environment
 from bench import volume, volume_fill, volume_week
@@ -36,21 +35,6 @@ def schema() -> set[str]:
             "'deliveries_deliveryattempt'::regclass)"
         )
         return {row[0] for row in cursor.fetchall()}
-
-
-@pytest.fixture
-def history_as_migrated(transactional_db):
-    """The history tables as the migration leaves them, once the test is done: the fill
-    makes a month of partitions from the catch-all p0, and retention drops p0."""
-    yield
-    first = partitions.day_number(timezone.now()) * partitions.SPAN
-    with connection.cursor() as cursor:
-        for partition in partitions.partitions():
-            for table in partitions.history_tables():
-                cursor.execute(f"DROP TABLE {table}_{partition.suffix}")
-        for table in partitions.history_tables():
-            cursor.execute("SELECT setval(pg_get_serial_sequence(%s, 'id'), 1, false)", [table])
-    volume_fill.catch_all_partitions(first)
 
 
 @pytest.mark.slow

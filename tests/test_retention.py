@@ -40,6 +40,7 @@ def _history(events: list[Event]) -> tuple[int, int, int]:
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("history_as_migrated")
 def test_retention_drops_past_days_and_keeps_only_what_is_still_retrying(
     sandbox, receiver, settings
 ):
@@ -82,6 +83,7 @@ def test_retention_drops_past_days_and_keeps_only_what_is_still_retrying(
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("history_as_migrated")
 def test_the_job_makes_days_ahead_and_moves_event_ids_forward_at_midnight(sandbox):
     client = factories.api_client(sandbox)
     midnight = _next_day()
