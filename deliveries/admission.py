@@ -3,9 +3,11 @@ line of deliveries waiting for one of its slots.
 
 An endpoint has at most `limit` requests in flight from a process, so a slow endpoint cannot
 take every sending thread. More deliveries wait here for a slot, without a thread: the attempt
-that ends hands its slot (and its thread) to the first of them. Only past that are deliveries
-postponed through the database (dispatch.BUSY_ENDPOINT_DELAY): postponing every delivery of a
-burst to one fast endpoint cost an UPDATE, a sweep and a new task each (docs/scaling.md).
+that ends hands its slot (and its thread) to the first of them. Past that, a task's delivery
+joins the line as it drains, until the task's first wave ends (`late_admission_seconds` bounds
+how late), and only then is postponed through the database (dispatch.BUSY_ENDPOINT_DELAY):
+postponing every delivery of a burst to one fast endpoint cost an UPDATE, a sweep and a new
+task each (docs/scaling.md, docs/delivery-control.md).
 
 How many may wait is bounded by the claim's lease: the slots end an attempt each within
 WEBHOOKS_DELIVERY_TIMEOUT, so the waiting delivery at position p starts within
@@ -158,17 +160,30 @@ class Handed:
             self._dropped.update(pk for pk in delivery_ids if pk in self._handed)
 
 
-def waiting_limit(limit: int) -> int:
-    """How many deliveries may wait for an endpoint's `limit` slots (see the module's doc)."""
+def _waiting_rounds() -> int:
     timeout = float(settings.WEBHOOKS_DELIVERY_TIMEOUT)
     margin = float(settings.WEBHOOKS_CLAIM_LEASE_MARGIN)
     rounds = math.ceil(margin / timeout) - 1 if timeout > 0 else 0
-    return limit * max(0, min(rounds, MAX_WAITING_ROUNDS))
+    return max(0, min(rounds, MAX_WAITING_ROUNDS))
+
+
+def waiting_limit(limit: int) -> int:
+    """How many deliveries may wait for an endpoint's `limit` slots (see the module's doc)."""
+    return limit * _waiting_rounds()
+
+
+def late_admission_seconds() -> float:
+    """How long after its claim a delivery may still join its endpoint's line: the last place
+    ends `rounds` + 1 timeouts after joining, within the lease (a timeout and the margin from
+    the claim) only if it joined within the margin less `rounds` timeouts."""
+    timeout = float(settings.WEBHOOKS_DELIVERY_TIMEOUT)
+    margin = float(settings.WEBHOOKS_CLAIM_LEASE_MARGIN)
+    return max(0.0, margin - _waiting_rounds() * timeout)
 
 
 def admitted_at_once(limit: int) -> int:
     """How many deliveries of one endpoint a process takes in at once, in flight and waiting:
-    more in one batch are postponed."""
+    more in one batch wait for the line to drain, or are postponed."""
     return limit + waiting_limit(limit)
 
 

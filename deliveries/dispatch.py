@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache, partial
@@ -40,7 +40,14 @@ from deliveries import (
     sql,
     transient,
 )
-from deliveries.admission import Handed, InFlight, NotAttempted, Timetable, Waiting
+from deliveries.admission import (
+    Handed,
+    InFlight,
+    NotAttempted,
+    Timetable,
+    Waiting,
+    late_admission_seconds,
+)
 from deliveries.claiming import Claimed
 from deliveries.recording import LateRecorder
 from deliveries.sending import Sent
@@ -62,8 +69,11 @@ REFILL_CHECK_SECONDS = 0.1
 # How long a worker shutting down waits for its slot thread to take the slots asked of it.
 SLOTS_CLOSE_SECONDS = 2.0
 # A delivery that found its endpoint at the in-flight limit, and too many waiting for it in
-# the process (admission.InFlight), is postponed by about this long.
+# the process (admission.InFlight), joins the line as it drains during its task's first wave;
+# one that still finds no room is postponed by about this long.
 BUSY_ENDPOINT_DELAY = timedelta(seconds=2)
+# How often a task looks for room in the lines of the endpoints it has deliveries left for.
+ROOM_POLL_SECONDS = 0.01
 # How long a task goes on sending the deliveries ordered endpoints release as their heads end,
 # before it leaves the rest to the broker: a busy ordered endpoint does not keep a task slot.
 CHAIN_SECONDS = 5.0
@@ -395,6 +405,7 @@ def _send_batch(
     ahead: Ahead,
 ) -> list[int]:
     """One round of deliveries_send; returns the deliveries released under `chain`."""
+    claimed_by = time.monotonic() + late_admission_seconds()
     now = timezone.now()
     room = settings.WEBHOOKS_DELIVERY_BATCH_SIZE - len(delivery_ids) if top_up else 0
     # Released to this task's chain, and loaded while their heads were in flight.
@@ -429,6 +440,7 @@ def _send_batch(
         slots = transient.retrying(partial(rates.slots_take, pairs), "taking rate slots")
     futures: list[Future[Sent]] = []
     later: dict[int, datetime] = {}
+    no_room: list[Claimed] = []
     if slots.later:
         # Not an ordered endpoint's: its task goes on along its line for up to CHAIN_SECONDS,
         # which the recorder thread has not to spend. The sweep takes those back.
@@ -442,8 +454,10 @@ def _send_batch(
         admitted = process.admit(
             delivery, secrets[delivery.endpoint_id], slots.starts.get(delivery.pk)
         )
-        if admitted is None:
+        if admitted is None and delivery.ordered:
             later[delivery.pk] = now + BUSY_ENDPOINT_DELAY
+        elif admitted is None:
+            no_room.append(delivery)
         elif delivery.pk in slots.starts and admitted.waits and not wait_for_all:
             # Waiting for its rate-limit slot: recorded by the recorder thread as it ends; the
             # task does not wait for it. (One waiting for its endpoint's slot in this process
@@ -457,14 +471,20 @@ def _send_batch(
         ahead.started = {}
     following = _look_ahead(live, later, secrets, chain) if chain is not None else Ahead()
     released: list[int] = []
+    first_wave_ends = time.monotonic() + FIRST_WAVE_SECONDS
     try:
+        if no_room:
+            until = min(first_wave_ends, claimed_by)
+            for delivery in _admitted_as_lines_drain(no_room, secrets, futures, until):
+                later[delivery.pk] = now + BUSY_ENDPOINT_DELAY
         if later:
             events = {d.event_id for d in live if d.pk in later}
             transient.retrying(
                 partial(claiming.postpone, later, token, events), "postponing deliveries"
             )
     finally:  # what was sent is recorded whatever happened to the postponing
-        done, pending = wait(futures, timeout=None if wait_for_all else FIRST_WAVE_SECONDS)
+        first_wave = max(0.0, first_wave_ends - time.monotonic())
+        done, pending = wait(futures, timeout=None if wait_for_all else first_wave)
         if pending:
             process.recorder.watch(pending, token)
         results = recording.attempted(done)
@@ -481,6 +501,41 @@ def _send_batch(
         following.started,
     )
     return released
+
+
+def _admitted_as_lines_drain(
+    no_room: list[Claimed],
+    secrets: dict[int, list[str]],
+    futures: list["Future[Sent]"],
+    until: float,
+) -> list[Claimed]:
+    """Admits unordered deliveries whose endpoints' lines were full as those lines drain, in
+    order, until `until` (monotonic), their futures added to `futures`; returns those still
+    without room. A task's batch may hold more of one endpoint than a process takes in at once
+    (retries come due together after an outage): postponed at once, the rest came back 2 s and
+    a sweep later, and one endpoint's backlog drained at a third of the rate of the same
+    backlog over ten endpoints (docs/delivery-control.md)."""
+    process = engine()
+    while no_room and time.monotonic() < until:
+        running = [f for f in futures if not f.done()]
+        left = min(ROOM_POLL_SECONDS, until - time.monotonic())
+        if running:
+            wait(running, timeout=max(0.0, left), return_when=FIRST_COMPLETED)
+        else:  # the lines are other tasks' to drain
+            time.sleep(max(0.0, left))
+        full: set[int] = set()
+        still: list[Claimed] = []
+        for delivery in no_room:
+            admitted = None
+            if delivery.endpoint_id not in full:
+                admitted = process.admit(delivery, secrets[delivery.endpoint_id])
+            if admitted is None:
+                full.add(delivery.endpoint_id)
+                still.append(delivery)
+            else:
+                futures.append(admitted.future)
+        no_room = still
+    return no_room
 
 
 def _look_ahead(

@@ -359,3 +359,26 @@ def test_a_flush_after_fan_out_loses_nothing(private_worker, receiver, broker):
     private_worker()
     wait_for(lambda: len(receiver.received("/c")) > before, timeout=40)
     wait_for(lambda: statuses([event["event_id"]]) == ["succeeded"], timeout=40)
+
+
+def test_retries_due_together_beyond_an_endpoints_line_go_out_in_their_task(
+    private_worker, receiver
+):
+    """A task may carry more deliveries of one endpoint than a process takes in at once: an
+    endpoint's retries come due together after an outage. Those past the line join it as it
+    drains, in the task's first wave, rather than being postponed for a sweep (which here runs
+    only as the worker starts)."""
+    from bench.control import failed_deliveries
+
+    environment = factories.environment()
+    factories.api_client(environment).create_endpoint(f"{receiver.url}/back")
+    endpoint, _ = failed_deliveries(environment, 12)
+    retries = Delivery.objects.filter(endpoint=endpoint)
+    retries.update(status="pending", next_attempt_at=timezone.now(), completed_at=None)
+    private_worker(
+        WEBHOOKS_SWEEP_INTERVAL="600",
+        WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT="1",  # with 3 waiting: 4 at once
+    )
+    wait_for(lambda: retries.filter(status="succeeded").count() == 12, timeout=30)
+    requests = receiver.received("/back")
+    assert len(requests) == len({r.headers["MD-Delivery-Id"] for r in requests}) == 12
