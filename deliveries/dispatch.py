@@ -458,6 +458,7 @@ def _send_batch(
             later[delivery.pk] = now + BUSY_ENDPOINT_DELAY
         elif admitted is None:
             no_room.append(delivery)
+            process.handed.add(delivery)  # followed by the cancel check while it waits
         elif delivery.pk in slots.starts and admitted.waits and not wait_for_all:
             # Waiting for its rate-limit slot: recorded by the recorder thread as it ends; the
             # task does not wait for it. (One waiting for its endpoint's slot in this process
@@ -514,8 +515,20 @@ def _admitted_as_lines_drain(
     without room. A task's batch may hold more of one endpoint than a process takes in at once
     (retries come due together after an outage): postponed at once, the rest came back 2 s and
     a sweep later, and one endpoint's backlog drained at a third of the rate of the same
-    backlog over ten endpoints (docs/delivery-control.md)."""
+    backlog over ten endpoints (docs/delivery-control.md).
+
+    While they wait they are followed by the cancel check (Handed): one whose endpoint is
+    disabled meanwhile is not attempted, and its claim is released with the task's others."""
     process = engine()
+
+    def left_out(delivery: Claimed) -> bool:
+        """Out of the cancel check's sight; True if it was cancelled meanwhile."""
+        if process.handed.starts(delivery):
+            return False
+        futures.append(Future())
+        futures[-1].set_exception(NotAttempted(delivery))
+        return True
+
     while no_room and time.monotonic() < until:
         running = [f for f in futures if not f.done()]
         left = min(ROOM_POLL_SECONDS, until - time.monotonic())
@@ -526,16 +539,18 @@ def _admitted_as_lines_drain(
         full: set[int] = set()
         still: list[Claimed] = []
         for delivery in no_room:
-            admitted = None
-            if delivery.endpoint_id not in full:
-                admitted = process.admit(delivery, secrets[delivery.endpoint_id])
-            if admitted is None:
-                full.add(delivery.endpoint_id)
+            if delivery.endpoint_id in full:
                 still.append(delivery)
-            else:
-                futures.append(admitted.future)
+            elif not left_out(delivery):
+                admitted = process.admit(delivery, secrets[delivery.endpoint_id])
+                if admitted is None:
+                    process.handed.add(delivery)
+                    full.add(delivery.endpoint_id)
+                    still.append(delivery)
+                else:
+                    futures.append(admitted.future)
         no_room = still
-    return no_room
+    return [delivery for delivery in no_room if not left_out(delivery)]
 
 
 def _look_ahead(
