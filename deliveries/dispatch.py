@@ -405,7 +405,7 @@ def _send_batch(
     ahead: Ahead,
 ) -> list[int]:
     """One round of deliveries_send; returns the deliveries released under `chain`."""
-    claimed_by = time.monotonic() + late_admission_seconds()
+    started = time.monotonic()  # before the claim: what the lease runs from, at the latest
     now = timezone.now()
     room = settings.WEBHOOKS_DELIVERY_BATCH_SIZE - len(delivery_ids) if top_up else 0
     # Released to this task's chain, and loaded while their heads were in flight.
@@ -475,7 +475,7 @@ def _send_batch(
     first_wave_ends = time.monotonic() + FIRST_WAVE_SECONDS
     try:
         if no_room:
-            until = min(first_wave_ends, claimed_by)
+            until = min(first_wave_ends, started + late_admission_seconds())
             for delivery in _admitted_as_lines_drain(no_room, secrets, futures, until):
                 later[delivery.pk] = now + BUSY_ENDPOINT_DELAY
         if later:
