@@ -13,15 +13,16 @@
   events published first, so that it always has more than its limit lets through), and the
   unlimited ones' deliveries/s in both runs; then against the same 10 beside an 11th endpoint
   without a limit and without the backlog, which gets the run's deliveries: what the limit
-  costs the others apart from the work of sending to it. `--rounds N` runs the three N times.
+  costs the others apart from the work of sending to it. `--rounds N` runs those two N times,
+  each between two runs of the 10 alone (`measure_rate`), and judges each against the two.
   Also how many requests the 11th endpoint got within the window (up to the last unlimited
   receipt), limited and not: the limited one's grows with the window, 50/s for as long as the
-  machine takes over the others' deliveries. Each round also runs the 10 alone once more, last:
-  that run against the round's first without the limited endpoint is the measure's own noise
-  (the same work twice, minutes apart), which a ratio within it cannot be told from. Beside
-  those, PostgreSQL's own counters over each whole run, which the machine's speed does not
-  move: transactions per delivery sent, and the limited endpoint's slot statements and turn
-  statements (one takes the turns asked for together) per request it sent. Then the steady
+  machine takes over the others' deliveries. Consecutive runs of the 10 alone, against each
+  other, are the measure's own noise (the same work twice, a minute apart), which a ratio
+  within it cannot be told from. Beside those, PostgreSQL's own counters over each whole run,
+  which the machine's speed does not move: transactions per delivery sent, and the limited
+  endpoint's slot statements and turn statements (one takes the turns asked for together) per
+  request it sent. Then the steady
   comparison: the 10 unlimited endpoints at STEADY_RATE events/s (a load this machine carries)
   beside the limited endpoint at its limit, against the same load without it: their
   deliveries/s and publish-to-receipt p50 and p99, whether the limit holds them up apart from
@@ -42,7 +43,9 @@ section, which `python -m bench` keeps when it rewrites the rest.
 """
 
 import argparse
+import itertools
 import json
+import math
 import os
 import signal
 import statistics
@@ -322,10 +325,10 @@ def own_sends_ratio(
 ) -> float:
     """The ratio the limited endpoint's own sends alone would give the unlimited endpoints, were
     each as costly as one of the unlimited 11th endpoint's in the same round: (1 - that run's
-    ratio to the run without) for each of its sends in the window, times the limited
-    endpoint's sends there. The median of the rounds'. Under `unlimited_ratio` by what the
-    limit's machinery costs beyond its sends; under 0.95, no limiter meets the target on
-    these saturated cores. An estimate: it prices a send at the 11th's, made and sent alike."""
+    ratio to the runs alone around it, `without`) for each of its sends in the window, times
+    the limited endpoint's sends there. The median of the rounds'. Under `unlimited_ratio` by
+    what the limit's machinery costs beyond its sends; under 0.95, no limiter meets the target
+    on these saturated cores. An estimate: it prices a send at the 11th's, made and sent alike."""
     return statistics.median(
         1
         - (1 - s["unlimited_per_s"] / w["unlimited_per_s"])
@@ -335,33 +338,44 @@ def own_sends_ratio(
     )
 
 
+def bracket(before: dict[str, float], after: dict[str, float]) -> float:
+    """The unlimited endpoints' deliveries/s alone around a run: the geometric mean of the runs
+    without the 11th endpoint just before and just after it."""
+    return math.sqrt(before["unlimited_per_s"] * after["unlimited_per_s"])
+
+
 def measure_rate(stack: DeliveryStack, events: int, rounds: int = 1) -> dict[str, float]:
-    """The three runs `rounds` times, in an order that turns each round (this machine's speed
-    drifts by a third from minute to minute), then the run without the limited endpoint again;
-    each figure the median of its rounds, each ratio the median of the rounds' own. The repeat
-    against the round's first run without it is the same work twice: how far a ratio strays
-    here with nothing changed (0.78-1.22 between back-to-back runs on 2026-12-05's evening,
-    docs/delivery-control.md)."""
+    """The 10 unlimited endpoints alone, then, `rounds` times, beside the limited endpoint and
+    beside an unlimited 11th (in turned order from round to round), each followed by the 10
+    alone again: W L W S W, then W S W L W, ... Each run beside an 11th is judged against the
+    runs alone on either side of it (`bracket`): this machine's speed moves in steps of up to a
+    third from one minute to the next, and a run set against one neighbour alone took a step
+    between them as the limit's cost (docs/delivery-control.md). Each figure the median of its
+    rounds, each ratio the median of the rounds' own. Consecutive runs alone, against each
+    other, are the same work twice: how far a ratio strays here with nothing changed."""
     stack.celery()
-    kinds: list[int | None] = [None, RATE_LIMIT, 0]
-    runs: dict[int | None, list[dict[str, float]]] = {kind: [] for kind in kinds}
-    again: list[dict[str, float]] = []
+    without = [_unlimited_run(stack, events, None)]
+    runs: dict[int, list[dict[str, float]]] = {RATE_LIMIT: [], 0: []}
+    alone: dict[int, list[dict[str, float]]] = {RATE_LIMIT: [], 0: []}  # their brackets
+    before: list[float] = []  # the limited run against the run alone just before it
     for r in range(rounds):
-        for kind in kinds[r % 3 :] + kinds[: r % 3]:
+        for kind in (RATE_LIMIT, 0) if r % 2 == 0 else (0, RATE_LIMIT):
             runs[kind].append(_unlimited_run(stack, events, kind))
-        again.append(_unlimited_run(stack, events, None))
-    without, limited, same_work = (runs[kind] for kind in kinds)
-    pairs = zip(without, again, strict=True)
-    repeats = [a["unlimited_per_s"] / w["unlimited_per_s"] for w, a in pairs]
+            without.append(_unlimited_run(stack, events, None))
+            alone[kind].append({"unlimited_per_s": bracket(without[-2], without[-1])})
+            if kind:
+                before.append(runs[kind][-1]["unlimited_per_s"] / without[-2]["unlimited_per_s"])
+    limited, same_work = runs[RATE_LIMIT], runs[0]
+    repeats = [b["unlimited_per_s"] / a["unlimited_per_s"] for a, b in itertools.pairwise(without)]
 
     def median_of(key: str, of: list[dict[str, float]]) -> float:
         return statistics.median(run[key] for run in of)
 
-    def median_ratio(beside: list[dict[str, float]]) -> float:
-        """The median of the rounds' own ratios: the limited run's unlimited deliveries/s to
-        `beside`'s in the same round."""
-        pairs = zip(limited, beside, strict=True)
-        return statistics.median(w["unlimited_per_s"] / o["unlimited_per_s"] for w, o in pairs)
+    def median_ratio(beside: list[dict[str, float]], against: list[dict[str, float]]) -> float:
+        """The median of the rounds' own ratios: `beside`'s unlimited deliveries/s to
+        `against`'s in the same round."""
+        pairs = zip(beside, against, strict=True)
+        return statistics.median(b["unlimited_per_s"] / a["unlimited_per_s"] for b, a in pairs)
 
     return {
         "rate_limit": RATE_LIMIT,
@@ -369,12 +383,14 @@ def measure_rate(stack: DeliveryStack, events: int, rounds: int = 1) -> dict[str
         "limited_per_s": median_of("limited_per_s", limited),
         "unlimited_per_s_without": median_of("unlimited_per_s", without),
         "unlimited_per_s_with": median_of("unlimited_per_s", limited),
-        "unlimited_ratio": median_ratio(without),
+        "unlimited_ratio": median_ratio(limited, alone[RATE_LIMIT]),
+        "unlimited_ratio_to_the_run_before": statistics.median(before),
         "unlimited_per_s_beside_unlimited_11th": median_of("unlimited_per_s", same_work),
-        "unlimited_ratio_same_work": median_ratio(same_work),
+        "unlimited_ratio_unlimited_11th": median_ratio(same_work, alone[0]),
+        "unlimited_ratio_same_work": median_ratio(limited, same_work),
         "limited_sent_in_window": median_of("eleventh_in_window", limited),
         "unlimited_11th_sent_in_window": median_of("eleventh_in_window", same_work),
-        "unlimited_ratio_own_sends": own_sends_ratio(without, limited, same_work),
+        "unlimited_ratio_own_sends": own_sends_ratio(alone[0], limited, same_work),
         "commits_per_send_without": median_of("commits_per_send", without),
         "commits_per_send_limited": median_of("commits_per_send", limited),
         "commits_per_send_same_work": median_of("commits_per_send", same_work),
@@ -605,7 +621,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a tenth of every workload's size")
     parser.add_argument("--only", help="comma-separated: ordered, rate, recovery, burst")
     parser.add_argument(
-        "--rounds", type=int, default=1, help="rate: each of its three runs this many times"
+        "--rounds",
+        type=int,
+        default=1,
+        help="rate: the limited run and the unlimited 11th's this many times each",
     )
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="celery worker processes"

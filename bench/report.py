@@ -383,10 +383,24 @@ _CONTROL_ROWS = [
     ),
     (
         "unlimited_ratio",
-        "unlimited endpoints beside it, against a run without it",
+        "unlimited endpoints beside it, against the runs without it around it",
         lambda v: f"{v:.2f}",
         ">= 0.95",
         lambda v: v >= 0.95,
+    ),
+    (
+        "unlimited_ratio_to_the_run_before",
+        "the same, against the run without it just before it alone (as measured until 2026-12-06)",
+        lambda v: f"{v:.2f}",
+        None,
+        None,
+    ),
+    (
+        "unlimited_ratio_unlimited_11th",
+        "beside an unlimited 11th endpoint instead, against the runs without either",
+        lambda v: f"{v:.2f}",
+        None,
+        None,
     ),
     (
         "unlimited_ratio_same_work",
@@ -404,14 +418,14 @@ _CONTROL_ROWS = [
     ),
     (
         "unlimited_ratio_repeat",
-        "the run without it repeated, against itself: the measure's own noise (median)",
+        "consecutive runs without it, against each other: the measure's own noise (median)",
         lambda v: f"{v:.2f}",
         None,
         None,
     ),
     (
         "unlimited_ratio_repeat_worst",
-        "the same, the round farthest from 1",
+        "the same, the pair farthest from 1",
         lambda v: f"{v:.2f}",
         None,
         None,
