@@ -159,9 +159,9 @@ class SlotTaker:
     event's fan-out brings it one new delivery, which only goes behind the line. Taken in a
     statement of its own each, with the lane's lock, those were most of what a backlogged
     endpoint cost the others (docs/delivery-control.md). While the batches asked for are all
-    for such endpoints, the thread gathers them for up to GATHER_SECONDS, and takes their
-    slots in one statement per endpoint; a batch for any other endpoint is taken at once, with
-    what was gathered so far."""
+    new deliveries for such endpoints, the thread gathers them for up to GATHER_SECONDS, and
+    takes their slots in one statement per endpoint; any other batch (another endpoint's, or
+    the line's own deliveries due again) is taken at once, with what was gathered so far."""
 
     def __init__(self) -> None:
         # None: close, once what was asked before is taken.
@@ -258,17 +258,19 @@ class SlotTaker:
 
     def _gather_until(self, request: "_SlotRequest", now: datetime) -> datetime:
         """Until when this request may wait to be taken with others: while its endpoints'
-        lines last, up to GATHER_SECONDS; not at all for one without a line, whose slots may
-        be free now."""
+        lines last, up to GATHER_SECONDS; not at all for one without a line, or due again from
+        one, whose slots may be free now."""
         if not self._behind_lines(request, now):
             return now
         ends = [self._lines[d.endpoint_id] for d in request.deliveries]
         return min(now + timedelta(seconds=GATHER_SECONDS), *ends)
 
     def _behind_lines(self, request: "_SlotRequest", until: datetime) -> bool:
-        """Whether each of the request's endpoints has a line that lasts until `until`."""
+        """Whether each of the request's deliveries only goes behind its endpoint's line: the
+        line lasts until `until`, and the delivery is not one of the line's own due again
+        (`returning`), which takes the slots that free up now."""
         return all(
-            (end := self._lines.get(d.endpoint_id)) is not None and end >= until
+            not d.returning and (end := self._lines.get(d.endpoint_id)) is not None and end >= until
             for d in request.deliveries
         )
 

@@ -189,3 +189,48 @@ def test_the_slot_thread_holds_no_batch_back_for_another_endpoints_line(api, mon
     assert_a_step_apart(
         [*first.later.values(), *back[0].later.values(), *back[1].later.values()], 1
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deliveries_due_again_from_a_line_are_not_held_back_to_be_gathered(api, monkeypatch):
+    """A line's own deliveries coming due again (taken back by the process that sent them
+    back, Engine.refill_at) take the slots that free up: held for the gathering, they waited
+    up to GATHER_SECONDS past their slots, which went by unused, and the endpoint lost that
+    much of its rate. They end the gathering at once, as a batch without a line does, and
+    take the gathered batches with them."""
+    monkeypatch.setattr(rates, "GATHER_SECONDS", 120.0)
+    created = api.create_endpoint("http://127.0.0.1:9/lined", rate_limit=1)
+    endpoint_id = WebhookEndpoint.objects.get(public_id=created["webhook_endpoint_id"]).pk
+    for i in range(32):
+        event_fan_out(
+            event_id=event_publish(
+                environment=api.environment, type="packet.created", data={"i": i}
+            ).pk
+        )
+    lined = list(Delivery.objects.filter(endpoint_id=endpoint_id).order_by("id"))
+    tokens = [uuid.uuid4() for _ in range(3)]
+    now = timezone.now()
+    first_batch = claiming.claim([d.pk for d in lined[:30]], 0, now, tokens[0], held=False)
+    taker = rates.SlotTaker()
+
+    try:
+        # 1/s with a horizon of 5 s: most of the batch goes back, a line of ~25 s.
+        first = taker.take(first_batch, tokens[0]).result(timeout=10)
+        assert len(first.later) > 20
+        new = claiming.claim([d.pk for d in lined[30:]], 0, now, tokens[1], held=False)
+        behind = taker.take(new, tokens[1])  # only goes behind the line: gathered
+        time.sleep(0.5)
+        assert not behind.done()
+        # The line's first comes due again, and its process takes it back.
+        head = min(first.later, key=first.later.__getitem__)
+        Delivery.objects.filter(pk=head).update(next_attempt_at=timezone.now())
+        again = claiming.claim([head], 0, timezone.now(), tokens[2], held=False)
+        assert [d.returning for d in again] == [True]
+        came = taker.take(again, tokens[2]).result(timeout=10)
+        gathered = behind.result(timeout=10)
+    finally:
+        taker.close(wait=10)
+
+    assert list(came.starts) == [head]
+    assert gathered.starts == {}
+    assert sorted(gathered.later) == sorted(d.pk for d in lined[30:])
