@@ -199,15 +199,8 @@ def test_deliveries_due_again_from_a_line_are_not_held_back_to_be_gathered(api, 
     much of its rate. They end the gathering at once, as a batch without a line does, and
     take the gathered batches with them."""
     monkeypatch.setattr(rates, "GATHER_SECONDS", 120.0)
-    created = api.create_endpoint("http://127.0.0.1:9/lined", rate_limit=1)
-    endpoint_id = WebhookEndpoint.objects.get(public_id=created["webhook_endpoint_id"]).pk
-    for i in range(32):
-        event_fan_out(
-            event_id=event_publish(
-                environment=api.environment, type="packet.created", data={"i": i}
-            ).pk
-        )
-    lined = list(Delivery.objects.filter(endpoint_id=endpoint_id).order_by("id"))
+    _, ids = limited_deliveries(api, 32, rate_limit=1)
+    lined = list(Delivery.objects.filter(pk__in=ids).order_by("id"))
     tokens = [uuid.uuid4() for _ in range(3)]
     now = timezone.now()
     first_batch = claiming.claim([d.pk for d in lined[:30]], 0, now, tokens[0], held=False)
