@@ -187,6 +187,13 @@ def admitted_at_once(limit: int) -> int:
     return limit + waiting_limit(limit)
 
 
+def unattempted(delivery: Claimed) -> "Future[Any]":
+    """A future saying the delivery was not attempted (NotAttempted), for the recording."""
+    future: Future[Any] = Future()
+    future.set_exception(NotAttempted(delivery))
+    return future
+
+
 def _not_attempted(dropped: "Collection[Waiting[Any]]") -> None:
     for waiting in dropped:
         waiting.result.set_exception(NotAttempted(waiting.delivery))

@@ -47,6 +47,7 @@ from deliveries.admission import (
     Timetable,
     Waiting,
     late_admission_seconds,
+    unattempted,
 )
 from deliveries.claiming import Claimed
 from deliveries.recording import LateRecorder
@@ -164,11 +165,7 @@ class Engine:
         if future.exception() is not None:  # said by the slot thread (closed, or failing)
             # Released by the recorder thread, as what a worker shutting down drops from its
             # waits (recording.unattempted_release); if the database is down, the claims lapse.
-            unsent: list[Future[Sent]] = []
-            for delivery in deliveries:
-                unsent.append(Future())
-                unsent[-1].set_exception(NotAttempted(delivery))
-            self.recorder.watch(unsent, token)
+            self.recorder.watch([unattempted(d) for d in deliveries], token)
             return
         slots = future.result()
         self.refill_at(slots.later, deliveries)
@@ -525,8 +522,7 @@ def _admitted_as_lines_drain(
         """Out of the cancel check's sight; True if it was cancelled meanwhile."""
         if process.handed.starts(delivery):
             return False
-        futures.append(Future())
-        futures[-1].set_exception(NotAttempted(delivery))
+        futures.append(unattempted(delivery))
         return True
 
     while no_room and time.monotonic() < until:
