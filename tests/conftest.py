@@ -1,9 +1,10 @@
 from collections import Counter
+from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
 
-from tests import factories
+from tests import factories, summary
 from tests.servers import CeleryWorker, PrivateRedis, Receiver
 
 _redis: PrivateRedis | None = None
@@ -28,6 +29,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     twice = [nodeid for nodeid, n in Counter(item.nodeid for item in items).items() if n > 1]
     if twice:
         raise pytest.UsageError(f"tests sharing a node id: {', '.join(twice)}")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On a pytest-xdist worker: its modules' summary lines go to the controller (below)."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["summary_lines"] = summary.lines(session.config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist's controller, as a worker ends: keeps the summary lines it sent."""
+    output = getattr(node, "workeroutput", {})
+    summary.add(node.config, output.get("summary_lines", []))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    lines = summary.lines(terminalreporter.config)
+    if lines:
+        terminalreporter.section("summaries")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

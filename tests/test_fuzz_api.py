@@ -15,7 +15,7 @@ both environments. For every request:
 Each example runs in a savepoint rolled back afterwards, so every example starts from the same
 seed data and the run is reproducible (`derandomize=True`). Then the same document is sent over
 HTTP to Django's live server, through every check schemathesis has (`--checks all`). Requests,
-checks and statuses are counted and printed at the end of the module.
+checks and statuses are counted and printed in the run's summary (tests.summary).
 """
 
 import datetime as dt
@@ -71,7 +71,7 @@ from deliveries import transport
 from deliveries.models import Delivery, Event, Recovery
 from deliveries.recovery import recovery_create
 from deliveries.services import event_fan_out, event_publish
-from tests import factories
+from tests import factories, summary
 from tests.test_auth import assert_error
 from webhooks import headers, url_policy
 from webhooks.models import EndpointSecret, WebhookEndpoint
@@ -170,12 +170,7 @@ def report_requests(request: pytest.FixtureRequest) -> Iterator[None]:
         ]
     if REFUSALS:
         lines.append("  documented refusals met: " + _counts(REFUSALS))
-    if not lines:
-        return
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    assert capture is not None
-    with capture.global_and_fixture_disabled():
-        print("\n" + "\n".join(lines))
+    summary.add(request.config, lines)
 
 
 def _counts(counter: Counter[Any]) -> str:
