@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from deliveries.models import Event
-from tests import factories
+from tests import factories, summary
 from tests.servers import (
     FAST_DELIVERY_SETTINGS,
     Gunicorn,
@@ -79,7 +79,7 @@ class Publisher(threading.Thread):
             time.sleep(0.05)
 
 
-def test_restarting_postgres_and_redis_loses_nothing(receiver):
+def test_restarting_postgres_and_redis_loses_nothing(receiver, pytestconfig):
     postgres, redis = PrivatePostgres(), PrivateRedis()
     server = worker = None
     try:
@@ -129,11 +129,14 @@ def test_restarting_postgres_and_redis_loses_nothing(receiver):
         # The ordered endpoint first received each event in the order it was published.
         firsts = list(dict.fromkeys(r.headers["MD-Event-Id"] for r in receiver.received("/c")))
         assert firsts == publisher.created
-        print(
-            f"\nfaults: 2 restarts; events confirmed {len(created)}, publish attempts that "
-            f"failed and were retried {publisher.failures}, requests received "
-            f"{len(receiver.received())} for {3 * len(created)} deliveries, worker restarts by "
-            f"the supervisor {worker.restarts}, events lost 0"
+        summary.add(
+            pytestconfig,
+            [
+                f"faults: 2 restarts; events confirmed {len(created)}, publish attempts that "
+                f"failed and were retried {publisher.failures}, requests received "
+                f"{len(receiver.received())} for {3 * len(created)} deliveries, worker restarts by "
+                f"the supervisor {worker.restarts}, events lost 0"
+            ],
         )
     finally:
         if worker is not None:

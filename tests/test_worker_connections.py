@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import psycopg
 import pytest
 
+from tests import summary
 from tests.servers import (
     FAST_DELIVERY_SETTINGS,
     ROOT,
@@ -193,7 +194,9 @@ def every_connection_slot_taken(postgres: PrivatePostgres) -> Iterator[int]:
             conn.close()
 
 
-def test_a_worker_holds_a_connection_per_task_thread_and_one_for_late_records(servers, receiver):
+def test_a_worker_holds_a_connection_per_task_thread_and_one_for_late_records(
+    servers, receiver, pytestconfig
+):
     """Every attempt outlives the task's first wave (the endpoints answer after 0.6 to 3.3 s),
     so each task leaves its attempts to be recorded as they end: by one thread per process, on
     one connection, where it was a thread and a connection per task's stragglers, each held
@@ -250,7 +253,8 @@ def test_a_worker_holds_a_connection_per_task_thread_and_one_for_late_records(se
         [events],
     )
     assert succeeded_attempts == expected
-    print(f"\nworker connections at most {connections.peak} ({CONCURRENCY} task threads)")
+    peak = f"worker connections at most {connections.peak} ({CONCURRENCY} task threads)"
+    summary.add(pytestconfig, [peak])
 
 
 def test_a_worker_shutting_down_records_the_attempts_still_in_flight(servers, receiver):
@@ -287,7 +291,7 @@ def test_a_worker_shutting_down_records_the_attempts_still_in_flight(servers, re
     ids=["retried-in-place", "retried-by-celery"],
 )
 def test_deliveries_go_out_as_soon_as_the_database_takes_connections_again(
-    servers, receiver, retry_in_place
+    servers, receiver, retry_in_place, pytestconfig
 ):
     """The fan-out tasks meet a PostgreSQL out of connection slots. They wait it out (in
     place, or by Celery's retry when WEBHOOKS_DATABASE_RETRY_SECONDS is 0) and deliver within
@@ -322,4 +326,6 @@ def test_deliveries_go_out_as_soon_as_the_database_takes_connections_again(
             worker.stop()
     got = Counter(r.headers["MD-Event-Id"] for r in receiver.received("/refused"))
     assert got == dict.fromkeys(events, 1)
-    print(f"\ndelivered {took:.1f} s after PostgreSQL took connections again")
+    how = "in place" if retry_in_place != "0" else "by Celery"
+    after = f"delivered {took:.1f} s after PostgreSQL took connections again (retried {how})"
+    summary.add(pytestconfig, [after])
