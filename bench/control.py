@@ -7,7 +7,9 @@
 - ordered: ORDERED_EVENTS events, one after another, to one ordered endpoint whose receiver
   answers in RECEIVER_DELAY seconds; deliveries/s against the ceiling of one request at a time
   (1 / the round trip, measured by a bare loop of one request at a time to the same receiver),
-  and whether every event was first received in publication order.
+  and whether every event was first received in publication order. Beside it, reported, the
+  same ratio from the last publish on: while the events are published, the publisher and their
+  fan-outs share the machine with the chain.
 - rate: a RATE_LIMIT/s endpoint beside 10 unlimited ones, against the same 10 without it: the
   limited endpoint's rate (its recorded starts, with a backlog of BACKLOG_SECONDS of its own
   events published first, so that it always has more than its limit lets through), and the
@@ -142,11 +144,17 @@ def measure_ordered(stack: DeliveryStack, events: int) -> dict[str, float]:
     in_order = list(firsts) == list(published)
     times = sorted(firsts.values())
     per_s = (len(times) - 1) / (times[-1] - times[0])
+    # The chain alone, once the last publish has returned: while the events are published,
+    # the publisher and their fan-outs share the two cores with it.
+    after = [t for t in times if t >= max(published.values())]
+    alone = (len(after) - 1) / (after[-1] - after[0]) if len(after) > 1 else math.nan
     return {
         "ordered_per_s": per_s,
         "ordered_ceiling_per_s": 1 / rtt,
         "ordered_ratio": per_s * rtt,
         "ordered_in_publication_order": float(in_order),
+        "ordered_after_publishing_ratio": alone * rtt,
+        "ordered_after_publishing_share": len(after) / len(times),
     }
 
 

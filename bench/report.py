@@ -374,6 +374,20 @@ _CONTROL_ROWS = [
         lambda v: v >= 0.8,
     ),
     (
+        "ordered_after_publishing_ratio",
+        "the same, from the last publish on (the publisher and fan-outs done)",
+        lambda v: f"{v:.2f}",
+        None,
+        None,
+    ),
+    (
+        "ordered_after_publishing_share",
+        "the share of first receipts from the last publish on",
+        lambda v: f"{v:.2f}",
+        None,
+        None,
+    ),
+    (
         "ordered_in_publication_order",
         "ordered endpoint: every event first received in publication order",
         lambda v: "yes" if v else "no",

@@ -58,6 +58,10 @@ class Waiting(Generic[R]):
     result: "Future[R]"
     # A rate-limited delivery's slot (seconds since the epoch): its turn comes no earlier.
     slot: float = 0.0
+    # Called on the sending thread as the attempt ends, before its result is set: the delivery
+    # to send next on this thread with the endpoint's slot, if any (an ordered endpoint's next
+    # one, when its head succeeded: deliveries.dispatch.Ahead). It must not raise.
+    then: "Callable[[Waiting[R], R], Waiting[R] | None] | None" = None
 
 
 class InFlight(Generic[R]):
