@@ -15,7 +15,7 @@ from django.db import connection
 
 from accounts.models import Environment
 from core.sql import db_time, from_db_time
-from deliveries.models import Delivery, DeliveryAttempt, Event
+from deliveries.models import Delivery, DeliveryAttempt, Event, Lane
 from webhooks.models import EndpointSecret, WebhookEndpoint
 
 __all__ = [
@@ -38,6 +38,7 @@ def _names() -> dict[str, str]:
         "delivery": Delivery._meta.db_table,
         "attempt": DeliveryAttempt._meta.db_table,
         "event": Event._meta.db_table,
+        "lane": Lane._meta.db_table,
         "endpoint": WebhookEndpoint._meta.db_table,
         "secret": EndpointSecret._meta.db_table,
         "environment": Environment._meta.db_table,
