@@ -158,6 +158,13 @@ class Handed:
         with self._lock:
             return dict(self._handed)
 
+    def forget(self, delivery_ids: Collection[int]) -> None:
+        """These are no longer about to start (loaded to go out next, and not sent after all)."""
+        with self._lock:
+            for pk in delivery_ids:
+                self._handed.pop(pk, None)
+                self._dropped.discard(pk)
+
     def drop(self, delivery_ids: Collection[int]) -> None:
         """These are not attempted: their sending threads find them dropped (`starts`)."""
         with self._lock:

@@ -337,7 +337,7 @@ def deliveries_send(
     """
     token = held_with or uuid.uuid4()
     chain_ends = time.monotonic() + CHAIN_SECONDS
-    ahead = Ahead()
+    ahead = Ahead(engine().handed)
     try:
         while delivery_ids:
             chain = None
@@ -375,10 +375,15 @@ class Ahead:
     attempt ends (`relay`, its Waiting.then); if it ends before the look ahead is loaded, the
     task does when it sees the result (`settle`). Whichever comes first decides, under the
     lock. The thread saves two hand-overs, to the task's thread and back to a sending thread
-    (docs/delivery-control.md: the chain went from 0.95 of one request at a time to 1.02)."""
+    (docs/delivery-control.md: the chain went from 0.95 of one request at a time to 1.02).
 
-    def __init__(self) -> None:
+    What is loaded to go out next is followed by the cancel check from then on (Handed), as a
+    delivery handed to the sending threads is: the endpoint disabled while its head is in
+    flight, the next one is not sent."""
+
+    def __init__(self, handed: Handed) -> None:
         self._lock = threading.Lock()
+        self._handed = handed
         self.deliveries: dict[int, Claimed] = {}
         self.secrets: dict[int, list[str]] = {}
         self.started: dict[int, Future[Sent]] = {}
@@ -403,6 +408,8 @@ class Ahead:
         endpoint: delivery), loaded, and its endpoint's secrets."""
         with self._lock:
             self.deliveries = {d.pk: d for d in loaded}
+            for delivery in loaded:
+                self._handed.add(delivery)
             self.secrets = {pk: secrets[pk] for pk in following if pk in secrets}
             self._heads = {d.pk: d.endpoint_id for d in heads}
             self._following = following
@@ -441,6 +448,8 @@ class Ahead:
                     else:
                         del self._sent[following.endpoint_id]
             sent, self._sent, self._heads = self._sent, {}, {}
+            going = {pk for pk, _ in sent.values()}
+            self._handed.forget([pk for pk in self.deliveries if pk not in going])
             return sent
 
     def _next(self, head_id: int, result: Sent) -> Claimed | None:

@@ -160,6 +160,37 @@ def test_a_delivery_waiting_for_its_slot_is_not_sent_once_its_endpoint_is_disabl
     assert not Delivery.objects.get(event__public_id__in=ids, status="cancelled").attempts.exists()
 
 
+def test_an_ordered_endpoints_next_delivery_is_not_sent_once_its_endpoint_is_disabled(
+    private_worker, receiver
+):
+    """The same for an ordered endpoint's next delivery, loaded while its head is in flight so
+    that it goes out the moment the head succeeds: the endpoint disabled meanwhile, it is
+    cancelled, never sent."""
+    client = factories.api_client(factories.environment())
+    endpoint = client.create_endpoint(f"{receiver.url}/ordered-then-off", delivery_order="ordered")
+    # The second is the head in flight while the endpoint is disabled; by then every fan-out
+    # has run, and the third is loaded behind it. It answers within its task's first wave
+    # (0.5 s: a slower head is recorded by the recorder thread, and its next one released
+    # through the database) and after a cancel check (every 0.25 s) has seen the disabling.
+    receiver.script("/ordered-then-off", Reply(delay=0.2), Reply(delay=0.45))
+    events = [publish(client, {"i": i}) for i in range(3)]
+    ids = [e["event_id"] for e in events]
+    private_worker(WEBHOOKS_DELIVERY_TIMEOUT="10")
+    wait_for(lambda: len(receiver.received("/ordered-then-off")) == 2, timeout=30, interval=0.02)
+    response = client.patch(
+        f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}", {"status": "disabled"}
+    )
+    assert response.status_code == 200, response.content
+    wait_for(lambda: statuses(ids).count("succeeded") == 2, timeout=30)
+    time.sleep(1)  # past the head's success, had the next delivery been sent
+    got = [r.headers["MD-Event-Id"] for r in receiver.received("/ordered-then-off")]
+    assert got == ids[:2]
+    assert sorted(statuses(ids)) == ["cancelled", "succeeded", "succeeded"]
+    cancelled = Delivery.objects.get(event__public_id=ids[2])
+    assert cancelled.status == "cancelled"
+    assert not cancelled.attempts.exists()
+
+
 def test_a_delivery_waiting_for_its_rate_limit_slot_is_not_sent_once_its_endpoint_is_disabled(
     private_worker, receiver
 ):
