@@ -89,6 +89,15 @@ class Traced(Waiting[Sent]):
     trace: "Context | None" = None
 
 
+def _waiting(
+    delivery: Claimed, secrets: list[str], then: "Then | None", trace: "Context | None"
+) -> Waiting[Sent]:
+    """A delivery's attempt to come; traced as part of `trace` while tracing is on."""
+    if tracing.enabled:
+        return Traced(delivery, secrets, Future(), then=then, trace=trace)
+    return Waiting(delivery, secrets, Future(), then=then)
+
+
 class Admitted(NamedTuple):
     future: "Future[Sent]"
     waits: bool  # for its endpoint's slot or its rate-limit slot, rather than started now
@@ -132,11 +141,7 @@ class Engine:
         """The future of the delivery's attempt, started now, or waiting for its rate-limit
         slot (`start_at`) or for a slot of its endpoint; None when its endpoint has its fill of
         both (the caller postpones it). `then` is the attempt's Waiting.then."""
-        waiting: Waiting[Sent] = (
-            Traced(delivery, secrets, Future(), then=then, trace=tracing.current())
-            if tracing.enabled
-            else Waiting(delivery, secrets, Future(), then=then)
-        )
+        waiting = _waiting(delivery, secrets, then, tracing.current() if tracing.enabled else None)
         if start_at is not None:
             waiting.slot = start_at.timestamp()
             early = rates.handover_seconds(delivery.rate_limit) if delivery.rate_limit else 0.0
@@ -423,11 +428,8 @@ class Ahead:
                 return None
             then = partial(self.relay, process)
             secrets = self.secrets[following.endpoint_id]
-            waiting: Waiting[Sent] = (
-                Traced(following, secrets, Future(), then=then, trace=head.trace)
-                if isinstance(head, Traced)
-                else Waiting(following, secrets, Future(), then=then)
-            )
+            trace = head.trace if isinstance(head, Traced) else None
+            waiting = _waiting(following, secrets, then, trace)
             self.started[following.pk] = waiting.result
             return waiting
 
