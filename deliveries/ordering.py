@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef, Q, Subquery
+from django.db.models import Q, Subquery
 from django.utils import timezone
 
 from deliveries import sql
@@ -40,11 +40,6 @@ PENDING = Delivery.Status.PENDING
 def parked() -> Q:
     """Waiting in an ordered endpoint's line (delivery_parked_idx holds exactly these)."""
     return Q(status=PENDING, next_attempt_at__isnull=True)
-
-
-def active() -> Q:
-    """Pending and due at some time: the head of an ordered endpoint (or any unordered one)."""
-    return Q(status=PENDING, next_attempt_at__isnull=False)
 
 
 def lanes_release(
@@ -201,12 +196,13 @@ def _select_locked(endpoint_ids: list[int]) -> dict[int, Lane]:
 
 
 def _head_active(lane: Lane, ended: set[int]) -> bool:
-    head = lane.head_delivery_id
-    return (
-        head is not None
-        and head not in ended
-        and Delivery.objects.filter(active(), id=head).exists()
-    )
+    """Whether this lane (locked by the caller) has its head in hand; one the caller has just
+    `ended` has not."""
+    if lane.head_delivery_id is None or lane.head_delivery_id in ended:
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute(sql.statement(_HEAD_OF, head_in_hand=_head_in_hand()), [lane.endpoint_id])
+        return cursor.fetchone() is not None
 
 
 def _first_releasable(
@@ -245,11 +241,6 @@ LEFT JOIN {event} earlier
 """
 
 
-def _head_in_hand() -> Exists:
-    """The lane's head is pending and due at some time (for a filter on Lane)."""
-    return Exists(Delivery.objects.filter(active(), id=OuterRef("head_delivery_id")))
-
-
 def lanes_idle(endpoint_ids: list[int]) -> list[int]:
     """Of these ordered endpoints, those with no head in hand, read without their lanes' locks:
     the ones a delivery just committed to them may have to be released for. A head in hand
@@ -261,19 +252,41 @@ def lanes_idle(endpoint_ids: list[int]) -> list[int]:
     # Written out: every fan-out to an ordered endpoint asks this, and building it in the ORM
     # was a third of its time in a busy worker (docs/delivery-control.md).
     with connection.cursor() as cursor:
-        cursor.execute(sql.statement(_BUSY, ids=sql.marks(endpoint_ids)), endpoint_ids)
+        statement = sql.statement(_BUSY, ids=sql.marks(endpoint_ids), head_in_hand=_head_in_hand())
+        cursor.execute(statement, endpoint_ids)
         busy = {pk for (pk,) in cursor.fetchall()}
     return [pk for pk in endpoint_ids if pk not in busy]
 
 
-# Lanes whose head is pending and due at some time (_head_in_hand).
-_BUSY = """
-SELECT lane.endpoint_id FROM {lane} AS lane
-WHERE lane.endpoint_id IN ({ids}) AND EXISTS (
+# A lane's head in hand: its head delivery pending and due at some time (any delivery not
+# `parked` is, until it ends). The one definition, for the fan-outs' question (lanes_idle),
+# the recordings' and the sweep's (lanes_stalled) and a release's under the lane's lock.
+_HEAD_IN_HAND = """EXISTS (
     SELECT 1 FROM {delivery} AS head
     WHERE head.id = lane.head_delivery_id
         AND head.status = {PENDING} AND head.next_attempt_at IS NOT NULL
-)
+)"""
+_HEAD_OF = """
+SELECT 1 FROM {lane} AS lane WHERE lane.endpoint_id = %s AND {head_in_hand}
+"""
+_BUSY = """
+SELECT lane.endpoint_id FROM {lane} AS lane
+WHERE lane.endpoint_id IN ({ids}) AND {head_in_hand}
+"""
+# Enabled ordered endpoints' lanes with parked deliveries (`parked`: delivery_parked_idx) and
+# no head in hand.
+_STALLED = """
+SELECT lane.endpoint_id FROM {lane} AS lane
+JOIN {endpoint} AS endpoint ON endpoint.id = lane.endpoint_id
+WHERE endpoint.delivery_order = {ORDERED} AND endpoint.status = {ENABLED}
+    AND endpoint.deleted_at IS NULL{among}
+    AND NOT {head_in_hand}
+    AND EXISTS (
+        SELECT 1 FROM {delivery} AS parked
+        WHERE parked.endpoint_id = lane.endpoint_id
+            AND parked.status = {PENDING} AND parked.next_attempt_at IS NULL
+    )
+LIMIT 1000
 """
 
 
@@ -287,18 +300,19 @@ def heads_held(endpoint_ids: list[int], token: uuid.UUID) -> dict[int, int]:
 def lanes_stalled(endpoint_ids: "Collection[int] | None" = None) -> list[int]:
     """Enabled ordered endpoints (of these, if given) with parked deliveries and no head in
     hand: the sweep's safety net (a head cancelled by hand, an earlier event that turned out
-    not to match), and a recording's second look after its COMMIT."""
-    waiting = Delivery.objects.filter(parked(), endpoint_id=OuterRef("endpoint_id"))
-    lanes = Lane.objects.filter(
-        endpoint__delivery_order=ORDERED,
-        endpoint__status=WebhookEndpoint.Status.ENABLED,
-        endpoint__deleted_at__isnull=True,
-    )
-    if endpoint_ids is not None:
-        lanes = lanes.filter(endpoint_id__in=list(endpoint_ids))
-    return list(
-        lanes.filter(~_head_in_hand(), Exists(waiting)).values_list("endpoint_id", flat=True)[:1000]
-    )
+    not to match), and a recording's second look after its COMMIT. At most 1,000 a call."""
+    ids = list(endpoint_ids) if endpoint_ids is not None else None
+    if ids == []:
+        return []
+    among = f" AND lane.endpoint_id IN ({sql.marks(ids)})" if ids else ""
+    statement = sql.statement(_STALLED, among=among, head_in_hand=_head_in_hand())
+    with connection.cursor() as cursor:
+        cursor.execute(statement, ids or [])
+        return [pk for (pk,) in cursor.fetchall()]
+
+
+def _head_in_hand() -> str:
+    return sql.statement(_HEAD_IN_HAND)
 
 
 def ordering_changed(*, endpoint_id: int, ordered: bool) -> list[int]:
