@@ -275,9 +275,9 @@ def _claimed(values: dict[str, Any]) -> Claimed:
 
 
 # Written out, the ids and their events in arrays: a process with deliveries waiting for
-# their rate-limit slots asks this every WAITING_CHECK_SECONDS (deliveries.dispatch), and the
-# ORM's statement, ids in a list and no events, took 3% of the workers' interpreter time in the
-# rate runs, this one 1% (docs/delivery-control.md).
+# their rate-limit slots asks this every WEBHOOKS_WAITING_CHECK_INTERVAL (deliveries.dispatch),
+# and the ORM's statement, ids in a list and no events, took 3% of the workers' interpreter
+# time in the rate runs, this one 1% (docs/delivery-control.md).
 _CANCELLED = """
 SELECT id FROM {delivery} WHERE {among} AND status = {CANCELLED}
 """

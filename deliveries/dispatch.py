@@ -62,9 +62,6 @@ if TYPE_CHECKING:
 # Results finished within this long are recorded together by the task; slower ones by the
 # process's recorder thread, as they end.
 FIRST_WAVE_SECONDS = 0.5
-# How often the recorder thread looks up the deliveries waiting for a slot, to drop those
-# cancelled meanwhile: "disabling takes effect at once" holds within this long.
-WAITING_CHECK_SECONDS = 0.25
 # How often the recorder thread looks for deliveries this process sent back to the database
 # for their rate-limit slots that have come due (Engine.refill_at).
 REFILL_CHECK_SECONDS = 0.1
@@ -106,10 +103,10 @@ class Admitted(NamedTuple):
 class Engine:
     """One per worker process: its sending threads, its admission per endpoint, its timetable
     of deliveries waiting for a rate-limit slot, and its recorder thread (which also drops,
-    every WAITING_CHECK_SECONDS, the waiting deliveries cancelled meanwhile, those handed to a
-    sending thread and not started yet too: nothing queued is sent to a disabled endpoint, here
-    as in the database; and takes back the rate-limited deliveries it sent to the database as
-    they come due: `refill_at`)."""
+    every WEBHOOKS_WAITING_CHECK_INTERVAL, the waiting deliveries cancelled meanwhile, those
+    handed to a sending thread and not started yet too: nothing queued is sent to a disabled
+    endpoint, here as in the database; and takes back the rate-limited deliveries it sent to
+    the database as they come due: `refill_at`)."""
 
     def __init__(self) -> None:
         self.executor = ThreadPoolExecutor(
@@ -121,7 +118,9 @@ class Engine:
         self.pacer = rates.Pacer()
         self.slots = rates.SlotTaker()
         self.recorder = LateRecorder()
-        self.recorder.every(WAITING_CHECK_SECONDS, self._drop_cancelled_waiting)
+        self.recorder.every(
+            float(settings.WEBHOOKS_WAITING_CHECK_INTERVAL), self._drop_cancelled_waiting
+        )
         # What this process sent back for its rate-limit slots: (due again, delivery, event).
         self._refills: list[tuple[datetime, int, int]] = []
         self._refill_after = timezone.now()

@@ -160,6 +160,41 @@ def test_a_delivery_waiting_for_its_slot_is_not_sent_once_its_endpoint_is_disabl
     assert not Delivery.objects.get(event__public_id__in=ids, status="cancelled").attempts.exists()
 
 
+def test_a_delivery_waiting_for_room_in_its_endpoints_line_is_not_sent_once_it_is_disabled(
+    private_worker, receiver
+):
+    """The same for a delivery that found its endpoint's line full, with no place to wait in
+    the worker: its task looks for room as the line drains, during its first wave (0.5 s). The
+    endpoint disabled meanwhile, it is cancelled, never sent, when the line's request ends."""
+    client = factories.api_client(factories.environment())
+    endpoint = client.create_endpoint(f"{receiver.url}/full-then-off")
+    # In flight while the endpoint is disabled; it ends within the other task's first wave,
+    # after a cancel check has seen the disabling.
+    receiver.script("/full-then-off", Reply(delay=0.35))
+    # Published before the worker starts, so both fan-outs run at once and the second finds
+    # the line full.
+    events = [publish(client, {"i": i}) for i in range(2)]
+    ids = [e["event_id"] for e in events]
+    # One request in flight, and no place to wait for it (a margin of one deadline:
+    # admission.waiting_limit is 0), so the second stays with its task.
+    private_worker(
+        WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT="1",
+        WEBHOOKS_DELIVERY_TIMEOUT="10",
+        WEBHOOKS_CLAIM_LEASE_MARGIN="10",
+        WEBHOOKS_WAITING_CHECK_INTERVAL="0.05",
+    )
+    wait_for(lambda: len(receiver.received("/full-then-off")) == 1, timeout=30, interval=0.01)
+    response = client.patch(
+        f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}", {"status": "disabled"}
+    )
+    assert response.status_code == 200, response.content
+    wait_for(lambda: "pending" not in statuses(ids), timeout=30)
+    time.sleep(3)  # past the line's draining and the postponing (2 s), had it been sent
+    assert len(receiver.received("/full-then-off")) == 1
+    assert sorted(statuses(ids)) == ["cancelled", "succeeded"]
+    assert not Delivery.objects.get(event__public_id__in=ids, status="cancelled").attempts.exists()
+
+
 def test_an_ordered_endpoints_next_delivery_is_not_sent_once_its_endpoint_is_disabled(
     private_worker, receiver
 ):

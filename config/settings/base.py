@@ -327,6 +327,10 @@ WEBHOOKS_CLAIM_LEASE_MARGIN = env.float("WEBHOOKS_CLAIM_LEASE_MARGIN", default=6
 # broker may have lost it: Redis flushed or restarted).
 WEBHOOKS_REENQUEUE_AFTER = env.float("WEBHOOKS_REENQUEUE_AFTER", default=60.0)
 WEBHOOKS_SWEEP_INTERVAL = env.float("WEBHOOKS_SWEEP_INTERVAL", default=1.0)
+# How often each worker process looks up the deliveries it holds waiting (for a slot, a sending
+# thread, room in a line, a rate-limit turn) and drops those cancelled meanwhile: "disabling
+# takes effect at once" holds for them within this long (deliveries.dispatch).
+WEBHOOKS_WAITING_CHECK_INTERVAL = env.float("WEBHOOKS_WAITING_CHECK_INTERVAL", default=0.25)
 # A worker step that meets a transient database error (PostgreSQL restarting, out of connection
 # slots, a connection lost) is tried again on a new connection, with backoff, for this long;
 # then its task is retried by Celery, and the sweep remains the backstop (deliveries.transient).
