@@ -26,11 +26,14 @@ from collections import Counter, deque
 from collections.abc import Callable, Collection
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from django.conf import settings
 
 from deliveries.claiming import Claimed
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
 
 # Deliveries waiting in a process for an endpoint's slots: at most this many times its limit.
 MAX_WAITING_ROUNDS = 4
@@ -60,8 +63,14 @@ class Waiting(Generic[R]):
     slot: float = 0.0
     # Called on the sending thread as the attempt ends, before its result is set: the delivery
     # to send next on this thread with the endpoint's slot, if any (an ordered endpoint's next
-    # one, when its head succeeded: deliveries.dispatch.Ahead). It must not raise.
-    then: "Callable[[Waiting[R], R], Waiting[R] | None] | None" = None
+    # one, when its head succeeded: deliveries.chain.Ahead). It must not raise.
+    then: "Then[R] | None" = None
+    # While tracing is on, the trace of the task that admitted it: its attempt, on a sending
+    # thread, is a span of that trace (core.tracing).
+    trace: "Context | None" = None
+
+
+Then = Callable[[Waiting[R], R], "Waiting[R] | None"]
 
 
 class InFlight(Generic[R]):

@@ -4,6 +4,7 @@ The delivery engine's rooms, in the order a batch goes through them:
 - deliveries.claiming: one UPDATE claims the batch, one SELECT loads what sending needs;
 - deliveries.admission: per-endpoint slots in this process, and the line waiting for them;
 - deliveries.sending: the signing secrets, and one signed attempt;
+- deliveries.chain: an ordered endpoint's next delivery, sent the moment its head succeeds;
 - deliveries.recording: every outcome in one transaction, and the recorder thread for the
   attempts that outlive their task;
 - deliveries.health: failure streaks and automatic disables, as the attempts tell them.
@@ -16,12 +17,10 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache, partial
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from celery.signals import worker_ready, worker_shutting_down
 from django.conf import settings
@@ -31,7 +30,6 @@ from django.utils import timezone
 from core import tracing
 from deliveries import (
     claiming,
-    ordering,
     partitions,
     rates,
     recording,
@@ -45,19 +43,19 @@ from deliveries.admission import (
     Handed,
     InFlight,
     NotAttempted,
+    Then,
     Timetable,
     Waiting,
     late_admission_seconds,
     unattempted,
 )
+from deliveries.chain import Ahead, look_ahead
 from deliveries.claiming import Claimed
 from deliveries.recording import LateRecorder
 from deliveries.sending import Sent
 
 logger = logging.getLogger(__name__)
 
-if TYPE_CHECKING:
-    from opentelemetry.context import Context
 
 # Results finished within this long are recorded together by the task; slower ones by the
 # process's recorder thread, as they end.
@@ -76,23 +74,6 @@ ROOM_POLL_SECONDS = 0.01
 # How long a task goes on sending the deliveries ordered endpoints release as their heads end,
 # before it leaves the rest to the broker: a busy ordered endpoint does not keep a task slot.
 CHAIN_SECONDS = 5.0
-
-
-@dataclass(slots=True)
-class Traced(Waiting[Sent]):
-    """A delivery admitted while tracing, with the trace of the task that admitted it: its
-    attempt, on a sending thread, is a span of that trace (core.tracing)."""
-
-    trace: "Context | None" = None
-
-
-def _waiting(
-    delivery: Claimed, secrets: list[str], then: "Then | None", trace: "Context | None"
-) -> Waiting[Sent]:
-    """A delivery's attempt to come; traced as part of `trace` while tracing is on."""
-    if tracing.enabled:
-        return Traced(delivery, secrets, Future(), then=then, trace=trace)
-    return Waiting(delivery, secrets, Future(), then=then)
 
 
 class Admitted(NamedTuple):
@@ -135,12 +116,13 @@ class Engine:
         delivery: Claimed,
         secrets: list[str],
         start_at: datetime | None = None,
-        then: "Then | None" = None,
+        then: "Then[Sent] | None" = None,
     ) -> "Admitted | None":
         """The future of the delivery's attempt, started now, or waiting for its rate-limit
         slot (`start_at`) or for a slot of its endpoint; None when its endpoint has its fill of
         both (the caller postpones it). `then` is the attempt's Waiting.then."""
-        waiting = _waiting(delivery, secrets, then, tracing.current() if tracing.enabled else None)
+        trace = tracing.current() if tracing.enabled else None
+        waiting: Waiting[Sent] = Waiting(delivery, secrets, Future(), then=then, trace=trace)
         if start_at is not None:
             waiting.slot = start_at.timestamp()
             early = rates.handover_seconds(delivery.rate_limit) if delivery.rate_limit else 0.0
@@ -152,6 +134,13 @@ class Engine:
         if admitted:
             self._hand_over(waiting)
         return Admitted(waiting.result, waits=not admitted)
+
+    def admit_now(
+        self, delivery: Claimed, secrets: list[str], then: "Then[Sent]"
+    ) -> "Future[Sent] | None":
+        """`admit`'s future alone (chain.Admit)."""
+        admitted = self.admit(delivery, secrets, then=then)
+        return None if admitted is None else admitted.future
 
     def slots_for(
         self, deliveries: list[Claimed], secrets: dict[int, list[str]], token: uuid.UUID
@@ -208,8 +197,7 @@ class Engine:
                 if not self.handed.starts(delivery):  # cancelled while it waited
                     waiting.result.set_exception(NotAttempted(delivery))
                     continue
-                trace = waiting.trace if isinstance(waiting, Traced) else None
-                result = sending.attempt(delivery, waiting.secrets, trace)
+                result = sending.attempt(delivery, waiting.secrets, waiting.trace)
                 if waiting.then is not None and not self.in_flight.closing:
                     following = waiting.then(waiting, result)
                 waiting.result.set_result(result)
@@ -368,105 +356,6 @@ def deliveries_send(
             engine().recorder.watch(list(ahead.started.values()), token)
 
 
-class Ahead:
-    """What a task sending ordered endpoints' deliveries one after another has loaded of the
-    next ones while their heads were in flight (deliveries.ordering.peek), and sent the moment
-    their heads succeeded: the next attempt starts without waiting for the head's recording,
-    which releases it to this task meanwhile. A crash in between may repeat the head, as any
-    crash may (at least once); the order of first receipts holds.
-
-    The head's own sending thread sends the next one, with the endpoint's slot, as the head's
-    attempt ends (`relay`, its Waiting.then); if it ends before the look ahead is loaded, the
-    task does when it sees the result (`settle`). Whichever comes first decides, under the
-    lock. The thread saves two hand-overs, to the task's thread and back to a sending thread
-    (docs/delivery-control.md: the chain went from 0.95 of one request at a time to 1.02).
-
-    What is loaded to go out next is followed by the cancel check from then on (Handed), as a
-    delivery handed to the sending threads is: the endpoint disabled while its head is in
-    flight, the next one is not sent."""
-
-    def __init__(self, handed: Handed) -> None:
-        self._lock = threading.Lock()
-        self._handed = handed
-        self.deliveries: dict[int, Claimed] = {}
-        self.secrets: dict[int, list[str]] = {}
-        self.started: dict[int, Future[Sent]] = {}
-        self._heads: dict[int, int] = {}  # head delivery: its endpoint
-        self._following: dict[int, int] = {}  # endpoint: its next delivery
-        self._sent: dict[int, tuple[int, int]] = {}  # endpoint: (next delivery, its event)
-
-    def take(self, delivery_ids: list[int]) -> list[Claimed] | None:
-        """These deliveries as loaded ahead, if all of them were."""
-        if not delivery_ids or any(pk not in self.deliveries for pk in delivery_ids):
-            return None
-        return [self.deliveries[pk] for pk in delivery_ids]
-
-    def arm(
-        self,
-        heads: list[Claimed],
-        following: dict[int, int],
-        loaded: list[Claimed],
-        secrets: dict[int, list[str]],
-    ) -> None:
-        """What the look ahead found: each head's endpoint's next delivery (`following`,
-        endpoint: delivery), loaded, and its endpoint's secrets."""
-        with self._lock:
-            self.deliveries = {d.pk: d for d in loaded}
-            for delivery in loaded:
-                self._handed.add(delivery)
-            self.secrets = {pk: secrets[pk] for pk in following if pk in secrets}
-            self._heads = {d.pk: d.endpoint_id for d in heads}
-            self._following = following
-
-    def relay(self, process: "Engine", head: Waiting[Sent], result: Sent) -> Waiting[Sent] | None:
-        """On the head's sending thread as its attempt ends: the next delivery of its endpoint,
-        to send on that thread, if it succeeded and the look ahead is loaded."""
-        with self._lock:
-            following = self._next(head.delivery.pk, result)
-            if following is None:
-                return None
-            then = partial(self.relay, process)
-            secrets = self.secrets[following.endpoint_id]
-            trace = head.trace if isinstance(head, Traced) else None
-            waiting = _waiting(following, secrets, then, trace)
-            self.started[following.pk] = waiting.result
-            return waiting
-
-    def settle(self, results: list[Sent], process: "Engine") -> dict[int, tuple[int, int]]:
-        """After the task's wait: sends the next delivery of each endpoint whose head succeeded
-        and was not relayed by its thread; returns every one sent (endpoint: (delivery, its
-        event)) for the recording to release. A head still in flight is not relayed after this:
-        the recorder thread records it, and its recording releases the next one."""
-        with self._lock:
-            for result in results:
-                following = self._next(result.delivery.pk, result)
-                if following is not None:
-                    then = partial(self.relay, process)
-                    secrets = self.secrets[following.endpoint_id]
-                    admitted = process.admit(following, secrets, then=then)
-                    if admitted is not None:
-                        self.started[following.pk] = admitted.future
-                    else:
-                        del self._sent[following.endpoint_id]
-            sent, self._sent, self._heads = self._sent, {}, {}
-            going = {pk for pk, _ in sent.values()}
-            self._handed.forget([pk for pk in self.deliveries if pk not in going])
-            return sent
-
-    def _next(self, head_id: int, result: Sent) -> Claimed | None:
-        """The next delivery after this head, now decided to be sent (under the lock)."""
-        endpoint_id = self._heads.pop(head_id, None)
-        if endpoint_id is None or not result.outcome.succeeded:
-            return None
-        following = self.deliveries.get(self._following.get(endpoint_id, 0))
-        if following is not None:
-            self._sent[endpoint_id] = (following.pk, following.event_id)
-        return following
-
-
-Then = Callable[[Waiting[Sent], Sent], "Waiting[Sent] | None"]
-
-
 def _send_batch(
     delivery_ids: list[int],
     *,
@@ -530,7 +419,7 @@ def _send_batch(
             delivery,
             secrets[delivery.endpoint_id],
             slots.starts.get(delivery.pk),
-            then=partial(ahead.relay, process) if relayed else None,
+            then=ahead.relay if relayed else None,
         )
         if admitted is None and delivery.ordered:
             later[delivery.pk] = now + BUSY_ENDPOINT_DELAY
@@ -549,7 +438,7 @@ def _send_batch(
         process.recorder.watch(list(ahead.started.values()), token)
         ahead.started = {}
     if chain is not None:
-        _look_ahead(ahead, live, later, secrets)
+        look_ahead(ahead, live, later, secrets)
     released: list[int] = []
     first_wave_ends = time.monotonic() + FIRST_WAVE_SECONDS
     try:
@@ -568,7 +457,7 @@ def _send_batch(
         if pending:
             process.recorder.watch(pending, token)
         results = recording.attempted(done)
-        sent = ahead.settle(results, process)
+        sent = ahead.settle(results, process.admit_now)
         if results:
             released = transient.retrying(
                 partial(recording.record, {token: results}, chain, sent),
@@ -624,25 +513,3 @@ def _admitted_as_lines_drain(
                     futures.append(admitted.future)
         no_room = still
     return [delivery for delivery in no_room if not left_out(delivery)]
-
-
-def _look_ahead(
-    ahead: Ahead, live: list[Claimed], later: dict[int, datetime], secrets: dict[int, list[str]]
-) -> None:
-    """While ordered endpoints' heads are in flight: what their lanes will release next, loaded
-    (rate-limited endpoints aside: their next delivery waits for its slot anyway)."""
-    ahead.arm([], {}, [], {})  # what an earlier round loaded is not taken for this one's
-    heads = [d for d in live if d.ordered and not d.rate_limit and d.pk not in later]
-    if not heads:
-        return
-    known = ordering.lanes_known(heads)
-    following = transient.retrying(partial(ordering.peek, set(known), known), "looking ahead")
-    if not following:
-        return
-    # By their events as well: PostgreSQL then plans and reads those days' partitions only.
-    events = {event_id for _, event_id in following.values()}
-    loaded = transient.retrying(
-        partial(claiming.load, [pk for pk, _ in following.values()], None, events),
-        "looking ahead",
-    )
-    ahead.arm(heads, {endpoint: pk for endpoint, (pk, _) in following.items()}, loaded, secrets)
