@@ -201,7 +201,7 @@ def _head_active(lane: Lane, ended: set[int]) -> bool:
     if lane.head_delivery_id is None or lane.head_delivery_id in ended:
         return False
     with connection.cursor() as cursor:
-        cursor.execute(sql.statement(_HEAD_OF, head_in_hand=_head_in_hand()), [lane.endpoint_id])
+        cursor.execute(sql.statement(_HEAD_OF), [lane.endpoint_id])
         return cursor.fetchone() is not None
 
 
@@ -252,8 +252,7 @@ def lanes_idle(endpoint_ids: list[int]) -> list[int]:
     # Written out: every fan-out to an ordered endpoint asks this, and building it in the ORM
     # was a third of its time in a busy worker (docs/delivery-control.md).
     with connection.cursor() as cursor:
-        statement = sql.statement(_BUSY, ids=sql.marks(endpoint_ids), head_in_hand=_head_in_hand())
-        cursor.execute(statement, endpoint_ids)
+        cursor.execute(sql.statement(_BUSY, ids=sql.marks(endpoint_ids)), endpoint_ids)
         busy = {pk for (pk,) in cursor.fetchall()}
     return [pk for pk in endpoint_ids if pk not in busy]
 
@@ -268,11 +267,11 @@ _HEAD_IN_HAND = """EXISTS (
 )"""
 _HEAD_OF = """
 SELECT 1 FROM {lane} AS lane WHERE lane.endpoint_id = %s AND {head_in_hand}
-"""
+""".replace("{head_in_hand}", _HEAD_IN_HAND)
 _BUSY = """
 SELECT lane.endpoint_id FROM {lane} AS lane
 WHERE lane.endpoint_id IN ({ids}) AND {head_in_hand}
-"""
+""".replace("{head_in_hand}", _HEAD_IN_HAND)
 # Enabled ordered endpoints' lanes with parked deliveries (`parked`: delivery_parked_idx) and
 # no head in hand.
 _STALLED = """
@@ -287,7 +286,7 @@ WHERE endpoint.delivery_order = {ORDERED} AND endpoint.status = {ENABLED}
             AND parked.status = {PENDING} AND parked.next_attempt_at IS NULL
     )
 LIMIT 1000
-"""
+""".replace("{head_in_hand}", _HEAD_IN_HAND)
 
 
 def heads_held(endpoint_ids: list[int], token: uuid.UUID) -> dict[int, int]:
@@ -305,14 +304,10 @@ def lanes_stalled(endpoint_ids: "Collection[int] | None" = None) -> list[int]:
     if ids == []:
         return []
     among = f" AND lane.endpoint_id IN ({sql.marks(ids)})" if ids else ""
-    statement = sql.statement(_STALLED, among=among, head_in_hand=_head_in_hand())
+    statement = sql.statement(_STALLED, among=among)
     with connection.cursor() as cursor:
         cursor.execute(statement, ids or [])
         return [pk for (pk,) in cursor.fetchall()]
-
-
-def _head_in_hand() -> str:
-    return sql.statement(_HEAD_IN_HAND)
 
 
 def ordering_changed(*, endpoint_id: int, ordered: bool) -> list[int]:
