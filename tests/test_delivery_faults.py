@@ -29,6 +29,14 @@ def publish(client, data=None):
     return response.json()
 
 
+def disable(client, endpoint):
+    """Disables the endpoint through the API, as its owner would."""
+    response = client.patch(
+        f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}", {"status": "disabled"}
+    )
+    assert response.status_code == 200, response.content
+
+
 def statuses(event_ids):
     return list(
         Delivery.objects.filter(event__public_id__in=event_ids).values_list("status", flat=True)
@@ -149,10 +157,7 @@ def test_a_delivery_waiting_for_its_slot_is_not_sent_once_its_endpoint_is_disabl
         lambda: len(statuses(ids)) == 2 and len(receiver.received("/slow-then-off")) == 1,
         timeout=30,
     )
-    response = client.patch(
-        f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}", {"status": "disabled"}
-    )
-    assert response.status_code == 200, response.content
+    disable(client, endpoint)
     wait_for(lambda: statuses(ids).count("succeeded") == 1, timeout=30)
     time.sleep(2)  # past the slot's hand-off, had the waiting delivery been sent
     assert len(receiver.received("/slow-then-off")) == 1
@@ -184,10 +189,7 @@ def test_a_delivery_waiting_for_room_in_its_endpoints_line_is_not_sent_once_it_i
         WEBHOOKS_WAITING_CHECK_INTERVAL="0.05",
     )
     wait_for(lambda: len(receiver.received("/full-then-off")) == 1, timeout=30, interval=0.01)
-    response = client.patch(
-        f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}", {"status": "disabled"}
-    )
-    assert response.status_code == 200, response.content
+    disable(client, endpoint)
     wait_for(lambda: "pending" not in statuses(ids), timeout=30)
     time.sleep(3)  # past the line's draining and the postponing (2 s), had it been sent
     assert len(receiver.received("/full-then-off")) == 1
@@ -212,10 +214,7 @@ def test_an_ordered_endpoints_next_delivery_is_not_sent_once_its_endpoint_is_dis
     ids = [e["event_id"] for e in events]
     private_worker(WEBHOOKS_DELIVERY_TIMEOUT="10")
     wait_for(lambda: len(receiver.received("/ordered-then-off")) == 2, timeout=30, interval=0.02)
-    response = client.patch(
-        f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}", {"status": "disabled"}
-    )
-    assert response.status_code == 200, response.content
+    disable(client, endpoint)
     wait_for(lambda: statuses(ids).count("succeeded") == 2, timeout=30)
     time.sleep(1)  # past the head's success, had the next delivery been sent
     got = [r.headers["MD-Event-Id"] for r in receiver.received("/ordered-then-off")]
@@ -239,10 +238,7 @@ def test_a_delivery_waiting_for_its_rate_limit_slot_is_not_sent_once_its_endpoin
     # than send the later ones back to the database.
     private_worker(WEBHOOKS_CLAIM_LEASE_MARGIN="50")
     wait_for(lambda: len(receiver.received("/limited-then-off")) == 1, timeout=30, interval=0.02)
-    response = client.patch(
-        f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}", {"status": "disabled"}
-    )
-    assert response.status_code == 200, response.content
+    disable(client, endpoint)
     wait_for(lambda: statuses(ids).count("cancelled") == 2, timeout=30)
     time.sleep(3)  # past the second and third slots, had they been sent
     assert len(receiver.received("/limited-then-off")) == 1
@@ -269,10 +265,7 @@ def test_a_delivery_handed_to_a_sending_thread_is_not_sent_once_its_endpoint_is_
     wait_for(lambda: handed.filter(claimed_until__isnull=False).exists(), timeout=30)
     time.sleep(0.5)  # its slot is now: it is handed over within a statement's time
     assert not receiver.received("/limited-handed-then-off")
-    response = client.patch(
-        f"/v1/webhook_endpoints/{limited['webhook_endpoint_id']}", {"status": "disabled"}
-    )
-    assert response.status_code == 200, response.content
+    disable(client, limited)
     held = deliveries.filter(endpoint__public_id=holding["webhook_endpoint_id"])
     wait_for(lambda: held.filter(status="succeeded").exists(), timeout=30)
     time.sleep(2)  # past the thread's coming free, had the handed delivery been sent
@@ -302,10 +295,7 @@ def test_a_delivery_waiting_for_a_free_sending_thread_is_not_sent_once_its_endpo
     wait_for(lambda: queued.filter(claimed_until__isnull=False).exists(), timeout=30)
     time.sleep(0.5)  # admitted and handed over within a statement's time of its claim
     assert not receiver.received("/waits-then-off")
-    response = client.patch(
-        f"/v1/webhook_endpoints/{target['webhook_endpoint_id']}", {"status": "disabled"}
-    )
-    assert response.status_code == 200, response.content
+    disable(client, target)
     held = Delivery.objects.filter(endpoint__public_id=holding["webhook_endpoint_id"])
     wait_for(lambda: held.filter(status="succeeded").count() == 2, timeout=30)
     time.sleep(1)  # past the thread's coming free, had the waiting delivery been sent
@@ -336,10 +326,7 @@ def test_a_delivery_sent_back_for_its_rate_limit_slot_is_not_sent_once_its_endpo
         ).values_list("pk", "next_attempt_at")
     )
     assert sent_back, statuses(ids)
-    response = client.patch(
-        f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}", {"status": "disabled"}
-    )
-    assert response.status_code == 200, response.content
+    disable(client, endpoint)
     # Past the last of them coming due, and a refill round after it.
     last_due = max(at for _, at in sent_back if at is not None)
     wait_for(lambda: timezone.now() > last_due + timedelta(seconds=2), timeout=30)
