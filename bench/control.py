@@ -1,6 +1,6 @@
 """Delivery control workloads on the real stack (the contract's "Delivery control").
 
-    python -m bench.control [--quick] [--workers N] [--only ordered,rate,recovery,burst]
+    python -m bench.control [--quick] [--workers N] [--only ordered,rate,phases,recovery,burst]
         [--rounds N]
         [--docs | --no-docs]
 
@@ -29,6 +29,10 @@
   beside the limited endpoint at its limit, against the same load without it: their
   deliveries/s and publish-to-receipt p50 and p99, whether the limit holds them up apart from
   the CPU its own sends take.
+- phases: the rate limit's cost to the others within one run, each phase beside the limited
+  endpoint (or an unlimited one sending as much at its pace) against the phases without it on
+  either side, seconds apart, while the others saturate the machine (bench/phases.py):
+  PHASE_CYCLES cycles of PHASE_SECONDS phases.
 - recovery: RECOVERY_DELIVERIES failed deliveries of one endpoint (made in bulk, as the product
   leaves them after the last retry) sent again by a recovery, seconds from asking for it to
   the last receipt, against as many fresh deliveries to one endpoint from the first publish;
@@ -67,13 +71,17 @@ from bench.deliveries import (
     DeliveryStack,
     Receiver,
     free_port,
+    make_endpoints,
     on_a_stack,
     percentile,
     publish,
     publish_concurrently,
     wait_recorded,
 )
+from bench.phases import measure_phases
 from bench.scaling import postgres_counters
+
+WORKLOADS = ("ordered", "rate", "phases", "recovery", "burst")
 
 RECEIVER_DELAY = 0.010
 ORDERED_EVENTS = 1000
@@ -85,6 +93,8 @@ BACKLOG_SECONDS = 20
 BACKLOG_TYPE = "judgment.updated"
 # The steady comparison's load, events/s to the 10 unlimited endpoints (LIVE_RATE's reasoning),
 # and its events (20 s of it).
+PHASE_CYCLES = 4
+PHASE_SECONDS = 8.0
 STEADY_RATE = 25.0
 STEADY_EVENTS = 500
 RECOVERY_DELIVERIES = 100_000
@@ -99,19 +109,6 @@ BURST_SPREAD = 10
 INSERT_CHUNK = 5000
 # PostgreSQL's backends report their counts up to a second after a transaction ends.
 STATS_FLUSH_SECONDS = 1.2
-
-
-def endpoints(
-    environment: Any, port: int, count: int, prefix: str, **fields: Any
-) -> dict[str, str]:
-    from webhooks.services import endpoint_create
-
-    secrets = {}
-    for i in range(count):
-        path = f"/{prefix}{i}"
-        url = f"http://127.0.0.1:{port}{path}"
-        secrets[path] = endpoint_create(environment=environment, url=url, **fields).signing_secret
-    return secrets
 
 
 def round_trip(url: str, requests_made: int = 300) -> float:
@@ -130,7 +127,7 @@ def measure_ordered(stack: DeliveryStack, events: int) -> dict[str, float]:
     stack.celery()
     environment = stack.environment("ordered")
     port = free_port()
-    secrets = endpoints(environment, port, 1, "o", delivery_order="ordered")
+    secrets = make_endpoints(environment, port, 1, "o", delivery_order="ordered")
     delays = {"/o0": RECEIVER_DELAY, "/rtt": RECEIVER_DELAY}
     receiver = stack.start_receiver(secrets, [], port, delays=delays)
     # The ceiling, on a path of its own on the same receiver (unverified receipts there).
@@ -167,11 +164,11 @@ def _rate_setup(
     how many deliveries the backlog made."""
     environment = stack.environment(name)
     port = free_port()
-    secrets = endpoints(
+    secrets = make_endpoints(
         environment, port, UNLIMITED_ENDPOINTS, "u", enabled_events=["judgment.created"]
     )
     if eleventh is not None:
-        secrets |= endpoints(
+        secrets |= make_endpoints(
             environment, port, 1, "l", rate_limit=eleventh or None, enabled_events=["*"]
         )
     receiver = stack.start_receiver(secrets, [], port)
@@ -494,7 +491,7 @@ def recovered(stack: DeliveryStack, count: int, live: threading.Thread | None = 
 
     environment = stack.environment("recovery")
     port = free_port()
-    secrets = endpoints(environment, port, 1, "r")
+    secrets = make_endpoints(environment, port, 1, "r")
     receiver = stack.start_receiver(secrets, [], port)
     endpoint, since = failed_deliveries(environment, count)
     if live is not None:
@@ -575,7 +572,7 @@ def _burst(stack: DeliveryStack, count: int, spread: int) -> dict[str, float]:
     for k in range(spread):
         environments.append(stack.environment(f"burst-{spread}-{k}"))
         port = free_port()
-        secrets = endpoints(environments[-1], port, 1, "b")
+        secrets = make_endpoints(environments[-1], port, 1, "b")
         receivers.append(stack.start_receiver(secrets, [], port))
         failed_deliveries(environments[-1], count // spread)
     before = database_counts()["commits"]
@@ -606,7 +603,7 @@ def measure_burst(stack: DeliveryStack, count: int) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> dict[str, float]:
     scale = 10 if args.quick else 1
-    chosen = set(args.only.split(",")) if args.only else {"ordered", "rate", "recovery", "burst"}
+    chosen = set(args.only.split(",")) if args.only else set(WORKLOADS)
 
     def measure(stack: DeliveryStack) -> dict[str, float]:
         results: dict[str, float] = {}
@@ -615,6 +612,11 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         if "rate" in chosen:
             results |= measure_rate(stack, RATE_EVENTS // scale, args.rounds)
             results |= measure_steady(stack, STEADY_EVENTS // scale)
+        if "phases" in chosen:
+            cycles, seconds = (
+                (2, PHASE_SECONDS / 2) if args.quick else (PHASE_CYCLES, PHASE_SECONDS)
+            )
+            results |= measure_phases(stack, RATE_LIMIT, cycles, seconds)
         if "recovery" in chosen:
             results |= measure_recovery(stack, RECOVERY_DELIVERIES // scale)
         if "burst" in chosen:
@@ -627,7 +629,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.control")
     parser.add_argument("--quick", action="store_true", help="a tenth of every workload's size")
-    parser.add_argument("--only", help="comma-separated: ordered, rate, recovery, burst")
+    parser.add_argument("--only", help="comma-separated: " + ", ".join(WORKLOADS))
     parser.add_argument(
         "--rounds",
         type=int,

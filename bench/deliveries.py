@@ -352,15 +352,18 @@ def delivery_stack(workdir: Path, broker: Broker, workers: int) -> Iterator[Deli
         stack.close()
 
 
-def make_endpoints(environment: Any, port: int, count: int, prefix: str) -> dict[str, str]:
-    """`count` endpoints at http://127.0.0.1:port/<prefix><i>; returns path -> secret."""
+def make_endpoints(
+    environment: Any, port: int, count: int, prefix: str, **fields: Any
+) -> dict[str, str]:
+    """`count` endpoints at http://127.0.0.1:port/<prefix><i>, each made with `fields` (a rate
+    limit, an order, events); returns path -> secret."""
     from webhooks.services import endpoint_create
 
     secrets = {}
     for i in range(count):
         path = f"/{prefix}{i}"
-        created = endpoint_create(environment=environment, url=f"http://127.0.0.1:{port}{path}")
-        secrets[path] = created.signing_secret
+        url = f"http://127.0.0.1:{port}{path}"
+        secrets[path] = endpoint_create(environment=environment, url=url, **fields).signing_secret
     return secrets
 
 

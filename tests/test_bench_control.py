@@ -109,3 +109,64 @@ def test_the_database_counts_count_each_turn_once():
     assert after["pace"] - before["pace"] == 2
     assert after["lane"] == before["lane"]
     assert after["commits"] - before["commits"] >= 2
+
+
+@pytest.mark.django_db
+def test_the_phases_deliveries_are_pending_deliveries_the_product_sends_and_lists():
+    """bench.phases makes its deliveries in bulk, as a fan-out leaves them: each event with a
+    pending delivery to every endpoint named, due now or when asked."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from bench.phases import due_deliveries
+
+    environment = factories.environment()
+    client = factories.api_client(environment)
+    first = client.create_endpoint("https://example.com/a")
+    second = client.create_endpoint("https://example.com/b")
+    ids = [
+        WebhookEndpoint.objects.get(public_id=e["webhook_endpoint_id"]).pk for e in (first, second)
+    ]
+    later = timezone.now() + timedelta(hours=1)
+    events = due_deliveries(environment, ids, 3)
+    spaced = due_deliveries(environment, ids[:1], 2, due=lambda i: later + i * timedelta(seconds=1))
+
+    made = Delivery.objects.filter(event__public_id__in=events)
+    assert sorted(made.values_list("endpoint_id", flat=True)) == sorted(ids * 3)
+    assert {d.status for d in made} == {Delivery.Status.PENDING}
+    now = timezone.now()
+    assert all(d.next_attempt_at is not None and d.next_attempt_at <= now for d in made)
+    assert all(d.event.fanned_out_at is not None for d in made)  # not fanned out again
+    times = Delivery.objects.filter(event__public_id__in=spaced).values_list("next_attempt_at")
+    assert sorted(t for (t,) in times if t) == [later, later + timedelta(seconds=1)]
+    listed = client.get(f"/v1/webhook_endpoints/{first['webhook_endpoint_id']}/deliveries")
+    assert listed.status_code == 200, listed.content
+    assert len(listed.json()["data"]) == 5
+
+
+def test_each_phase_is_judged_against_the_off_phases_on_either_side():
+    """bench.phases.windows: off phases run from the chunk before to the chunk after, trimmed
+    at both ends; a busy phase from its chunk's first receipt to its last; the unlimited
+    receipts counted in each."""
+    from bench import phases
+
+    # Unlimited receipts: 100/s in 0-10 s, 80/s in 10-14 s (a limited phase), 100/s after.
+    free = [i / 100 for i in range(1000)] + [10 + i / 80 for i in range(320)]
+    free += [14 + i / 100 for i in range(1000)] + [24 + i / 90 for i in range(360)]
+    free += [28 + i / 110 for i in range(1100)]
+    busy = [("limited", [10.0, 12.0, 14.0]), ("same", [24.0, 26.0, 28.0])]
+    made = phases.windows(busy, started=0.0, ended=39.0, unlimited=free)
+
+    assert [w.kind for w in made] == ["off", "limited", "off", "same", "off"]
+    assert (made[0].start, made[0].end) == (1.0, 9.0)
+    assert (made[2].start, made[2].end) == (15.0, 23.0)
+    assert (made[1].start, made[1].end) == (10.0, 14.0)
+    assert [round(w.per_s) for w in made] == [100, 80, 100, 90, 110]
+    assert phases.ratios(made, "limited") == [pytest.approx(made[1].per_s / 100, rel=0.02)]
+    same = made[3].per_s / (made[2].per_s * made[4].per_s) ** 0.5
+    assert phases.ratios(made, "same") == [pytest.approx(same)]
+    assert phases.repeats(made) == [pytest.approx(1.0, rel=0.02), pytest.approx(1.1, rel=0.02)]
+
+    with pytest.raises(phases.BenchError):  # an off phase shorter than its trims
+        phases.windows([("limited", [1.5, 3.0])], started=0.0, ended=9.0, unlimited=free)
