@@ -175,9 +175,26 @@ class Engine:
                 self.recorder.watch([admitted.future], token, unhurried=True)
 
     def _slot_came(self, waiting: Waiting[Sent]) -> None:
-        limit = settings.WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT
-        if self.in_flight.admit(waiting, limit, must_wait=True):
-            self._hand_over(waiting)
+        self.handed.add(waiting.delivery)
+        self.executor.submit(self._turn_then_send, waiting)
+
+    def _turn_then_send(self, waiting: Waiting[Sent]) -> None:
+        """A rate-limited delivery whose slot has come takes its turn first, and only then a
+        place among its endpoint's requests in flight: in a busy process the turn (a round trip
+        to the database) can take a tenth of a second and more, and places held meanwhile
+        kept the endpoint's next deliveries from their turns (docs/delivery-control.md). With
+        no place free, it waits for one, and takes another turn when it gets it."""
+        delivery = waiting.delivery
+        self.pacer.wait_turn(delivery.endpoint_id, delivery.rate_limit or 0, waiting.slot)
+        if not self.handed.starts(delivery):  # cancelled while it waited for its turn
+            waiting.result.set_exception(NotAttempted(delivery))
+            return
+        # Waiting for a place, it is among InFlight's waiting, which the cancel check reads.
+        if self.in_flight.admit(
+            waiting, settings.WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT, must_wait=True
+        ):
+            self.handed.add(delivery)
+            self._send(waiting, turn_taken=True)
 
     def _hand_over(self, waiting: Waiting[Sent]) -> None:
         """To the sending threads. It may wait there for a free thread (and, rate-limited, for
@@ -185,15 +202,17 @@ class Engine:
         self.handed.add(waiting.delivery)
         self.executor.submit(self._send, waiting)
 
-    def _send(self, waiting: Waiting[Sent] | None) -> None:
+    def _send(self, waiting: Waiting[Sent] | None, *, turn_taken: bool = False) -> None:
         """On a sending thread holding a slot of the delivery's endpoint: attempts it, then the
-        deliveries waiting for that endpoint's slot, one after the other, until none waits."""
+        deliveries waiting for that endpoint's slot, one after the other, until none waits.
+        `turn_taken`: the first one's rate-limit turn has come already."""
         while waiting is not None:
             following = None
             try:
                 delivery = waiting.delivery
-                if delivery.rate_limit:
+                if delivery.rate_limit and not turn_taken:
                     self.pacer.wait_turn(delivery.endpoint_id, delivery.rate_limit, waiting.slot)
+                turn_taken = False
                 if not self.handed.starts(delivery):  # cancelled while it waited
                     waiting.result.set_exception(NotAttempted(delivery))
                     continue
