@@ -42,6 +42,11 @@ def parked() -> Q:
     return Q(status=PENDING, next_attempt_at__isnull=True)
 
 
+def _parked_in(alias: str) -> str:
+    """`parked` written out, of the delivery table as `alias`, for the statements below."""
+    return f"{alias}.status = {{PENDING}} AND {alias}.next_attempt_at IS NULL"
+
+
 def lanes_release(
     *,
     endpoint_ids: "set[int] | list[int]",
@@ -139,12 +144,12 @@ WITH lane AS (
         claimed_until = COALESCE(%(until)s, {delivery}.claimed_until)
     FROM lane
     WHERE {delivery}.id = %(delivery_id)s AND {delivery}.event_id = %(event)s
-        AND {delivery}.status = {PENDING} AND {delivery}.next_attempt_at IS NULL
+        AND {parked}
     RETURNING {delivery}.id
 )
 UPDATE {lane} SET head_delivery_id = head.id FROM head WHERE {lane}.endpoint_id = %(endpoint)s
 RETURNING head.id
-"""
+""".replace("{parked}", _parked_in("{delivery}"))
 
 
 def peek(
@@ -231,14 +236,14 @@ def _first_releasable(
 _FIRST_PARKED = """
 SELECT DISTINCT parked.id, parked.event_id, earlier.type
 FROM (
-    SELECT id, event_id FROM {delivery}
-    WHERE endpoint_id = %s AND status = {PENDING} AND next_attempt_at IS NULL
-    ORDER BY event_id LIMIT 1
+    SELECT d.id, d.event_id FROM {delivery} AS d
+    WHERE d.endpoint_id = %s AND {parked}
+    ORDER BY d.event_id LIMIT 1
 ) parked
 LEFT JOIN {event} earlier
     ON earlier.environment_id = %s AND earlier.fanned_out_at IS NULL
     AND earlier.id < parked.event_id
-"""
+""".replace("{parked}", _parked_in("d"))
 
 
 def lanes_idle(endpoint_ids: list[int]) -> list[int]:
@@ -282,11 +287,10 @@ WHERE endpoint.delivery_order = {ORDERED} AND endpoint.status = {ENABLED}
     AND NOT {head_in_hand}
     AND EXISTS (
         SELECT 1 FROM {delivery} AS parked
-        WHERE parked.endpoint_id = lane.endpoint_id
-            AND parked.status = {PENDING} AND parked.next_attempt_at IS NULL
+        WHERE parked.endpoint_id = lane.endpoint_id AND {parked}
     )
 LIMIT 1000
-""".replace("{head_in_hand}", _HEAD_IN_HAND)
+""".replace("{head_in_hand}", _HEAD_IN_HAND).replace("{parked}", _parked_in("parked"))
 
 
 def heads_held(endpoint_ids: list[int], token: uuid.UUID) -> dict[int, int]:
