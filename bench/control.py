@@ -70,6 +70,7 @@ from bench.deliveries import (
     PRODUCERS,
     DeliveryStack,
     Receiver,
+    fanned_out_events,
     free_port,
     make_endpoints,
     on_a_stack,
@@ -411,13 +412,11 @@ def failed_deliveries(environment: Any, count: int) -> tuple[Any, datetime]:
     over the hour from two hours ago: the rows the product leaves after the last retry
     (status, attempt count, last attempt and its row), inserted in bulk rather than failed
     one by one. Returns the endpoint and the window's start."""
-    from django.conf import settings
     from django.db import transaction
     from django.utils import timezone
 
-    from deliveries.models import Delivery, DeliveryAttempt, Event
+    from deliveries.models import Delivery, DeliveryAttempt
     from deliveries.schedule import max_attempts
-    from deliveries.services import event_body
     from webhooks.models import WebhookEndpoint
 
     endpoint = WebhookEndpoint.objects.get(environment=environment)
@@ -427,19 +426,8 @@ def failed_deliveries(environment: Any, count: int) -> tuple[Any, datetime]:
     attempts = max_attempts()
     with transaction.atomic():
         for first in range(0, count, INSERT_CHUNK):
-            events = []
-            for i in range(first, min(count, first + INSERT_CHUNK)):
-                at = since + i * step
-                event = Event(
-                    environment=environment,
-                    type="judgment.created",
-                    api_version=settings.API_VERSIONS[-1],
-                    created_at=at,
-                    fanned_out_at=at,
-                )
-                event.body = event_body(event, environment, {"i": i})
-                events.append(event)
-            Event.objects.bulk_create(events)
+            chunk = range(first, min(count, first + INSERT_CHUNK))
+            events = fanned_out_events(environment, [since + i * step for i in chunk], first=first)
             deliveries = Delivery.objects.bulk_create(
                 Delivery(
                     event=event,

@@ -367,6 +367,30 @@ def make_endpoints(
     return secrets
 
 
+def fanned_out_events(
+    environment: Any, times: list[Any], event_type: str = "judgment.created", first: int = 0
+) -> list[Any]:
+    """Events of the environment, one made at each of `times`, saved in bulk and marked fanned
+    out (their deliveries are the caller's to make), the k-th with data {"i": first + k}."""
+    from django.conf import settings
+
+    from deliveries.models import Event
+    from deliveries.services import event_body
+
+    events = []
+    for k, at in enumerate(times):
+        event = Event(
+            environment=environment,
+            type=event_type,
+            api_version=settings.API_VERSIONS[-1],
+            created_at=at,
+            fanned_out_at=at,
+        )
+        event.body = event_body(event, environment, {"i": first + k})
+        events.append(event)
+    return list(Event.objects.bulk_create(events))
+
+
 def publish(
     environment: Any,
     count: int,

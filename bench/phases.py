@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bench.config import BenchError
-from bench.deliveries import DeliveryStack, free_port, make_endpoints
+from bench.deliveries import DeliveryStack, fanned_out_events, free_port, make_endpoints
 
 UNLIMITED_ENDPOINTS = 10
 # Unlimited deliveries kept outstanding (pending: due, claimed or in flight): a few seconds of
@@ -65,27 +65,14 @@ def due_deliveries(
     """`count` events, each with a pending delivery to every one of `endpoint_ids`, made in
     bulk as a fan-out leaves them, due now (or the i-th event's at `due(i)`); their public ids.
     The workers' sweeps find them (nothing is queued for them here)."""
-    from django.conf import settings
     from django.db import transaction
     from django.utils import timezone
 
-    from deliveries.models import Delivery, Event
-    from deliveries.services import event_body
+    from deliveries.models import Delivery
 
     now = timezone.now()
-    events = []
-    for i in range(count):
-        event = Event(
-            environment=environment,
-            type=EVENT_TYPE,
-            api_version=settings.API_VERSIONS[-1],
-            created_at=now,
-            fanned_out_at=now,
-        )
-        event.body = event_body(event, environment, {"i": i})
-        events.append(event)
     with transaction.atomic():
-        Event.objects.bulk_create(events)
+        events = fanned_out_events(environment, [now] * count, EVENT_TYPE)
         Delivery.objects.bulk_create(
             Delivery(
                 event=event,
