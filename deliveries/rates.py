@@ -69,6 +69,10 @@ HANDOVER_MAX_SECONDS = 0.1
 # steps ahead, one a step apart, then take one statement between them rather than one each.
 GATHER_TURNS_SECONDS = 0.1
 TURN_ANSWER_SECONDS = 0.02
+# A rate-limited endpoint's requests in flight per process may reach its rate times this
+# (places), within PLACES_SHARE of the process's sending threads.
+PLACE_SECONDS = 0.5
+PLACES_SHARE = 4
 
 
 def step(rate: int) -> float:
@@ -108,6 +112,18 @@ def handover_seconds(rate: int) -> float:
     loses the lateness from its rate. Handed over early, a few requests wait for their turns
     instead, so each turn finds one ready (the turns alone keep the starts a step apart)."""
     return min(HANDOVER_MAX_SECONDS, HANDOVER_STEPS * step(rate))
+
+
+def places(rate: int) -> int:
+    """How many requests to a rate-limited endpoint one process may have in flight. A
+    delivery takes its place after its turn (Engine._turn_then_send), and one that finds none
+    free loses its turn; at WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT, a saturated worker whose
+    requests took a few tenths of a second lost one turn in eight that way. Its rate already
+    bounds how many requests start; the places bound only how many a slow endpoint holds up,
+    and its requests go on sending threads of their own (Engine.paced), not the shared ones."""
+    share = int(settings.WEBHOOKS_SEND_THREADS) // PLACES_SHARE
+    wanted = min(math.ceil(rate * PLACE_SECONDS), share)
+    return max(int(settings.WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT), wanted)
 
 
 def lead_seconds() -> float:

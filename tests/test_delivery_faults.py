@@ -250,15 +250,17 @@ def test_a_rate_limited_delivery_past_its_turn_waiting_for_a_place_is_not_sent_o
     private_worker, receiver
 ):
     """A rate-limited delivery takes its turn before a place among its endpoint's requests in
-    flight (dispatch.Engine._turn_then_send). With one place, held by a slow first request,
-    the second delivery's turn comes and it waits for the place; disabled meanwhile, it is
-    cancelled and never sent, when the place frees or after."""
+    flight (dispatch.Engine._turn_then_send). With one place (rates.places: the in-flight
+    limit, and a quarter of 4 sending threads), held by a slow first request, the second
+    delivery's turn comes and it waits for the place; disabled meanwhile, it is cancelled and
+    never sent, when the place frees or after."""
     client = factories.api_client(factories.environment())
     endpoint = client.create_endpoint(f"{receiver.url}/turn-then-off", rate_limit=10)
     receiver.script("/turn-then-off", Reply(delay=2))
     ids = [publish(client, {"i": i})["event_id"] for i in range(2)]
     private_worker(
         WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT="1",
+        WEBHOOKS_SEND_THREADS="4",
         WEBHOOKS_DELIVERY_TIMEOUT="10",
         WEBHOOKS_CLAIM_LEASE_MARGIN="50",
     )
@@ -272,14 +274,33 @@ def test_a_rate_limited_delivery_past_its_turn_waiting_for_a_place_is_not_sent_o
     assert not Delivery.objects.get(event__public_id__in=ids, status="cancelled").attempts.exists()
 
 
+def test_a_rate_limited_endpoint_has_half_a_second_of_its_rate_in_flight(private_worker, receiver):
+    """A rate-limited endpoint's requests in flight may pass WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT,
+    up to half a second of its rate (rates.places): a delivery takes its place after its turn,
+    and one that finds none free loses the turn. At 10/s, with the in-flight limit at 1 and
+    every request answered after 2 s, five go out a step apart, each before the first is
+    answered; the sixth waits for a place, and goes out once the first is answered."""
+    client = factories.api_client(factories.environment())
+    client.create_endpoint(f"{receiver.url}/slow-limited", rate_limit=10)
+    receiver.respond("/slow-limited", lambda _: Reply(delay=2))
+    for i in range(6):
+        publish(client, {"i": i})
+    private_worker(WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT="1", WEBHOOKS_DELIVERY_TIMEOUT="10")
+    wait_for(lambda: len(receiver.received("/slow-limited")) == 6, timeout=30)
+    arrived = sorted(r.at for r in receiver.received("/slow-limited"))
+    assert arrived[4] - arrived[0] < 1.5, arrived
+    assert arrived[5] - arrived[0] >= 2, arrived
+
+
 def test_a_delivery_handed_to_a_sending_thread_is_not_sent_once_its_endpoint_is_disabled(
     private_worker, receiver
 ):
     """The same for a rate-limited delivery whose slot came, handed to a sending thread: it
-    waits there for a free thread (the worker's only one, held by a slow request to another
-    endpoint) and then for its turn, and the endpoint disabled meanwhile is not sent to."""
+    waits there for a free thread (the worker's only one for rate-limited deliveries, held by
+    a slow request to another rate-limited endpoint) and then for its turn, and the endpoint
+    disabled meanwhile is not sent to."""
     client = factories.api_client(factories.environment())
-    holding = client.create_endpoint(f"{receiver.url}/holds-the-thread")
+    holding = client.create_endpoint(f"{receiver.url}/holds-the-thread", rate_limit=10)
     limited = client.create_endpoint(f"{receiver.url}/limited-handed-then-off", rate_limit=10)
     receiver.script("/holds-the-thread", Reply(delay=4))
     event = publish(client)
@@ -299,6 +320,29 @@ def test_a_delivery_handed_to_a_sending_thread_is_not_sent_once_its_endpoint_is_
     delivery = handed.get()
     assert delivery.status == "cancelled"
     assert not delivery.attempts.exists()
+
+
+def test_a_rate_limited_delivery_does_not_wait_for_a_thread_behind_other_endpoints(
+    private_worker, receiver
+):
+    """A rate-limited delivery whose slot has come goes to sending threads of its own
+    (dispatch.Engine.paced): with the worker's only shared sending thread held by a slow
+    request to an unlimited endpoint, a limited endpoint's delivery is sent at its slot, not
+    after the slow request ends."""
+    client = factories.api_client(factories.environment())
+    client.create_endpoint(f"{receiver.url}/holds-the-shared-thread")
+    receiver.script("/holds-the-shared-thread", Reply(delay=6))
+    publish(client)
+    private_worker(WEBHOOKS_SEND_THREADS="1", WEBHOOKS_DELIVERY_TIMEOUT="10")
+    wait_for(lambda: len(receiver.received("/holds-the-shared-thread")) == 1, timeout=30)
+    client.create_endpoint(f"{receiver.url}/limited-beside-it", rate_limit=10)
+    event = publish(client)  # to both: the unlimited one's waits for the thread
+    wait_for(lambda: len(receiver.received("/limited-beside-it")) == 1, timeout=30)
+    (slow, *_) = receiver.received("/holds-the-shared-thread")
+    (limited,) = receiver.received("/limited-beside-it")
+    # Sent while the slow request held the shared thread, seconds before it could end.
+    assert limited.at < slow.at + 3
+    wait_for(lambda: statuses([event["event_id"]]) == ["succeeded"] * 2, timeout=30)
 
 
 def test_a_delivery_waiting_for_a_free_sending_thread_is_not_sent_once_its_endpoint_is_disabled(

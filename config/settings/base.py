@@ -343,7 +343,8 @@ WEBHOOKS_DELIVERY_BATCH_SIZE = env.int("WEBHOOKS_DELIVERY_BATCH_SIZE", default=5
 WEBHOOKS_TOP_UP_QUIET_SECONDS = env.float("WEBHOOKS_TOP_UP_QUIET_SECONDS", default=0.5)
 WEBHOOKS_SEND_THREADS = env.int("WEBHOOKS_SEND_THREADS", default=64)
 # Requests in flight to one endpoint from one worker process; more wait their turn, so a slow
-# endpoint cannot take every sending thread.
+# endpoint cannot take every sending thread. A rate-limited endpoint may have more, on threads
+# of its own (deliveries.rates.places).
 WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT = env.int("WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT", default=8)
 # Whether worker transactions (fan-out, claims, attempt records) wait for their WAL flush. Off
 # by default: PostgreSQL stays consistent, and a database crash can only forget the last
