@@ -70,7 +70,7 @@ HANDOVER_MAX_SECONDS = 0.1
 GATHER_TURNS_SECONDS = 0.1
 TURN_ANSWER_SECONDS = 0.02
 # A rate-limited endpoint's requests in flight per process may reach its rate times this
-# (places), within PLACES_SHARE of the process's sending threads.
+# (places), up to the process's sending threads divided by PLACES_SHARE.
 PLACE_SECONDS = 0.5
 PLACES_SHARE = 4
 
