@@ -372,22 +372,13 @@ def fanned_out_events(
 ) -> list[Any]:
     """Events of the environment, one made at each of `times`, saved in bulk and marked fanned
     out (their deliveries are the caller's to make), the k-th with data {"i": first + k}."""
-    from django.conf import settings
-
     from deliveries.models import Event
-    from deliveries.services import event_body
+    from deliveries.services import event_born_fanned_out
 
-    events = []
-    for k, at in enumerate(times):
-        event = Event(
-            environment=environment,
-            type=event_type,
-            api_version=settings.API_VERSIONS[-1],
-            created_at=at,
-            fanned_out_at=at,
-        )
-        event.body = event_body(event, environment, {"i": first + k})
-        events.append(event)
+    events = [
+        event_born_fanned_out(environment, event_type, {"i": first + k}, at)
+        for k, at in enumerate(times)
+    ]
     return list(Event.objects.bulk_create(events))
 
 

@@ -59,6 +59,22 @@ def event_body(event: Event, environment: Environment, data: dict[str, Any]) -> 
     )
 
 
+def event_born_fanned_out(
+    environment: Environment, type: str, data: dict[str, Any], at: datetime
+) -> Event:
+    """An event made at `at`, not saved, marked fanned out already: its deliveries are the
+    caller's to make (a test event's one, or a benchmark's in bulk), and no fan-out adds any."""
+    event = Event(
+        environment=environment,
+        type=type,
+        api_version=settings.API_VERSIONS[-1],
+        created_at=at,
+        fanned_out_at=at,
+    )
+    event.body = event_body(event, environment, data)
+    return event
+
+
 @tracing.traced("webhook.publish")
 def event_publish(
     *,
@@ -428,14 +444,8 @@ def endpoint_test_event_send(
     environment = endpoint.environment
     now = timezone.now()
     with transaction.atomic():
-        event = Event(
-            environment=environment,
-            type=TEST_EVENT_TYPE,
-            api_version=settings.API_VERSIONS[-1],
-            created_at=now,
-            fanned_out_at=now,
-        )
-        event.body = event_body(event, environment, {"webhook_endpoint_id": endpoint.public_id})
+        data = {"webhook_endpoint_id": endpoint.public_id}
+        event = event_born_fanned_out(environment, TEST_EVENT_TYPE, data, now)
         event.save()
         delivery = Delivery.objects.create(
             event=event,
