@@ -82,8 +82,9 @@ class Admitted(NamedTuple):
 
 
 class Engine:
-    """One per worker process: its sending threads, its admission per endpoint, its timetable
-    of deliveries waiting for a rate-limit slot, and its recorder thread (which also drops,
+    """One per worker process: its sending threads (and the rate-limited deliveries' own,
+    `paced`), its admission per endpoint, its timetable of deliveries waiting for a rate-limit
+    slot, and its recorder thread (which also drops,
     every WEBHOOKS_WAITING_CHECK_INTERVAL, the waiting deliveries cancelled meanwhile, those
     handed to a sending thread and not started yet too: nothing queued is sent to a disabled
     endpoint, here as in the database; and takes back the rate-limited deliveries it sent to
