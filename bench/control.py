@@ -14,21 +14,23 @@
   limited endpoint's rate (its recorded starts, with a backlog of BACKLOG_SECONDS of its own
   events published first, so that it always has more than its limit lets through), and the
   unlimited ones' deliveries/s in both runs; then against the same 10 beside an 11th endpoint
-  without a limit and without the backlog, which gets the run's deliveries: what the limit
-  costs the others apart from the work of sending to it. `--rounds N` runs those two N times,
-  each between two runs of the 10 alone (`measure_rate`), and judges each against the two.
-  Also how many requests the 11th endpoint got within the window (up to the last unlimited
-  receipt), limited and not: the limited one's grows with the window, 50/s for as long as the
-  machine takes over the others' deliveries. Consecutive runs of the 10 alone, against each
-  other, are the measure's own noise (the same work twice, a minute apart), which a ratio
-  within it cannot be told from. Beside those, PostgreSQL's own counters over each whole run,
-  which the machine's speed does not move: transactions per delivery sent, and the limited
-  endpoint's slot statements and turn statements (one takes the turns asked for together) per
-  request it sent. Then the steady
-  comparison: the 10 unlimited endpoints at STEADY_RATE events/s (a load this machine carries)
-  beside the limited endpoint at its limit, against the same load without it: their
-  deliveries/s and publish-to-receipt p50 and p99, whether the limit holds them up apart from
-  the CPU its own sends take.
+  without a limit and without the backlog, which gets the run's deliveries: what the limit costs
+  the others apart from the work of sending to it. `--rounds N` runs those two N times, each
+  between two runs of the 10 alone (`measure_rate`), and judges each against the two. Also how
+  many requests the 11th endpoint got within the window (up to the last unlimited receipt),
+  limited and not: the limited one's grows with the window, 50/s for as long as the machine takes
+  over the others' deliveries. Each round also runs, between two runs of the 10 alone, the 11th
+  through the limit's path without its wait (a limit of PATH_LIMIT/s it never reaches, no
+  backlog): the same sends as the unlimited 11th's, each given a slot and a turn, so that the
+  path's own cost per send shows apart from waiting and from the limited endpoint's fewer sends.
+  Consecutive runs of the 10 alone, against each other, are the measure's own noise (the same work
+  twice, a minute apart), which a ratio within it cannot be told from. Beside those, PostgreSQL's
+  own counters over each whole run, which the machine's speed does not move: transactions per
+  delivery sent, and the limited endpoint's slot statements and turn statements (one takes the
+  turns asked for together) per request it sent. Then the steady comparison: the 10 unlimited
+  endpoints at STEADY_RATE events/s (a load this machine carries) beside the limited endpoint at
+  its limit, against the same load without it: their deliveries/s and publish-to-receipt p50 and
+  p99, whether the limit holds them up apart from the CPU its own sends take.
 - phases: the rate limit's cost to the others within one run, each phase beside the limited
   endpoint (or an unlimited one sending as much at its pace) against the phases without it on
   either side, seconds apart, while the others saturate the machine (bench/phases.py):
@@ -87,6 +89,9 @@ WORKLOADS = ("ordered", "rate", "phases", "recovery", "burst")
 RECEIVER_DELAY = 0.010
 ORDERED_EVENTS = 1000
 RATE_LIMIT = 50
+# A limit the 11th endpoint never reaches: its deliveries take the rate limit's path (slots,
+# turns, the timetable, their own threads) with no backlog and no wait.
+PATH_LIMIT = 5000
 UNLIMITED_ENDPOINTS = 10
 RATE_EVENTS = 1000
 # The limited endpoint's own backlog, in seconds of its limit, and the type of its events.
@@ -160,9 +165,9 @@ def _rate_setup(
     stack: DeliveryStack, name: str, eleventh: int | None
 ) -> tuple[Any, Receiver, int, int]:
     """An environment with the 10 unlimited endpoints, and an 11th (`eleventh`: its rate limit,
-    0 for none, None for no 11th) taking every event; with a rate limit, the 11th's own backlog
-    published and fanned out. Returns the environment, the receiver, how many endpoints, and
-    how many deliveries the backlog made."""
+    0 for none, None for no 11th) taking every event; with a rate limit under PATH_LIMIT, the
+    11th's own backlog published and fanned out. Returns the environment, the receiver, how
+    many endpoints, and how many deliveries the backlog made."""
     environment = stack.environment(name)
     port = free_port()
     secrets = make_endpoints(
@@ -174,7 +179,7 @@ def _rate_setup(
         )
     receiver = stack.start_receiver(secrets, [], port)
     backlog = 0
-    if eleventh:
+    if eleventh and eleventh < PATH_LIMIT:
         # Its own backlog first (events only it gets), so that it has more to send than its
         # limit lets through all along, whatever the fan-out's pace on this machine; fanned out
         # before the window opens, whose work it is not.
@@ -358,20 +363,26 @@ def measure_rate(stack: DeliveryStack, events: int, rounds: int = 1) -> dict[str
     third from one minute to the next, and a run set against one neighbour alone took a step
     between them as the limit's cost (docs/delivery-control.md). Each figure the median of its
     rounds, each ratio the median of the rounds' own. Consecutive runs alone, against each
-    other, are the same work twice: how far a ratio strays here with nothing changed."""
+    other, are the same work twice: how far a ratio strays here with nothing changed.
+
+    Each round also runs the 11th endpoint through the rate limit's path without its wait (a
+    limit of PATH_LIMIT, no backlog: the unlimited 11th's sends, each given a slot and a turn),
+    followed by the 10 alone: what the limit's machinery costs the others per send, against
+    the same sends unlimited, with a signal larger than the limited run's (twice its sends)."""
     stack.celery()
     without = [_unlimited_run(stack, events, None)]
-    runs: dict[int, list[dict[str, float]]] = {RATE_LIMIT: [], 0: []}
-    alone: dict[int, list[dict[str, float]]] = {RATE_LIMIT: [], 0: []}  # their brackets
+    kinds = (RATE_LIMIT, 0, PATH_LIMIT)
+    runs: dict[int, list[dict[str, float]]] = {kind: [] for kind in kinds}
+    alone: dict[int, list[dict[str, float]]] = {kind: [] for kind in kinds}  # their brackets
     before: list[float] = []  # the limited run against the run alone just before it
     for r in range(rounds):
-        for kind in (RATE_LIMIT, 0) if r % 2 == 0 else (0, RATE_LIMIT):
+        for kind in kinds[r % 3 :] + kinds[: r % 3]:  # each kind first in turn
             runs[kind].append(_unlimited_run(stack, events, kind))
             without.append(_unlimited_run(stack, events, None))
             alone[kind].append({"unlimited_per_s": bracket(without[-2], without[-1])})
-            if kind:
+            if kind == RATE_LIMIT:
                 before.append(runs[kind][-1]["unlimited_per_s"] / without[-2]["unlimited_per_s"])
-    limited, same_work = runs[RATE_LIMIT], runs[0]
+    limited, same_work, path = runs[RATE_LIMIT], runs[0], runs[PATH_LIMIT]
     repeats = [b["unlimited_per_s"] / a["unlimited_per_s"] for a, b in itertools.pairwise(without)]
 
     def median_of(key: str, of: list[dict[str, float]]) -> float:
@@ -397,6 +408,9 @@ def measure_rate(stack: DeliveryStack, events: int, rounds: int = 1) -> dict[str
         "limited_sent_in_window": median_of("eleventh_in_window", limited),
         "unlimited_11th_sent_in_window": median_of("eleventh_in_window", same_work),
         "unlimited_ratio_own_sends": own_sends_ratio(alone[0], limited, same_work),
+        "unlimited_ratio_limit_path": median_ratio(path, alone[PATH_LIMIT]),
+        "unlimited_ratio_limit_path_same_work": median_ratio(path, same_work),
+        "limit_path_per_s": median_of("limited_per_s", path),
         "commits_per_send_without": median_of("commits_per_send", without),
         "commits_per_send_limited": median_of("commits_per_send", limited),
         "commits_per_send_same_work": median_of("commits_per_send", same_work),

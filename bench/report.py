@@ -437,6 +437,20 @@ _CONTROL_ROWS = [
         None,
     ),
     (
+        "unlimited_ratio_limit_path",
+        "beside an 11th endpoint whose every send takes the limit's path (a limit never reached)",
+        lambda v: f"{v:.2f}",
+        None,
+        None,
+    ),
+    (
+        "unlimited_ratio_limit_path_same_work",
+        "the same, against the unlimited 11th's runs (the path's cost per send, apart from it)",
+        lambda v: f"{v:.2f}",
+        None,
+        None,
+    ),
+    (
         "unlimited_ratio_repeat",
         "consecutive runs without it, against each other: the measure's own noise (median)",
         lambda v: f"{v:.2f}",
