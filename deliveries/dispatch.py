@@ -84,19 +84,19 @@ class Admitted(NamedTuple):
 class Engine:
     """One per worker process: its sending threads (and the rate-limited deliveries' own,
     `paced`), its admission per endpoint, its timetable of deliveries waiting for a rate-limit
-    slot, and its recorder thread (which also drops,
-    every WEBHOOKS_WAITING_CHECK_INTERVAL, the waiting deliveries cancelled meanwhile, those
-    handed to a sending thread and not started yet too: nothing queued is sent to a disabled
-    endpoint, here as in the database; and takes back the rate-limited deliveries it sent to
-    the database as they come due: `refill_at`)."""
+    slot, and its recorder thread. That thread also drops, every
+    WEBHOOKS_WAITING_CHECK_INTERVAL, the waiting deliveries cancelled meanwhile, those handed
+    to a sending thread and not started yet too (nothing queued is sent to a disabled endpoint,
+    here as in the database), and takes back the rate-limited deliveries it sent to the
+    database as they come due (`refill_at`)."""
 
     def __init__(self) -> None:
         self.executor = ThreadPoolExecutor(
             max_workers=settings.WEBHOOKS_SEND_THREADS, thread_name_prefix="webhook-send"
         )
-        # Rate-limited deliveries whose slots have come, on threads of their own: behind the
-        # other endpoints' deliveries in the shared queue, one in ten reached a thread after
-        # its turn had gone by, and the endpoint lost those turns (docs/delivery-control.md).
+        # Rate-limited deliveries whose slots have come, on threads of their own: queued behind
+        # other endpoints' deliveries, they reach a thread after their turns have gone by
+        # (docs/delivery-control.md).
         self.paced = ThreadPoolExecutor(
             max_workers=settings.WEBHOOKS_SEND_THREADS, thread_name_prefix="webhook-paced"
         )

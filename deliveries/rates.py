@@ -69,8 +69,8 @@ HANDOVER_MAX_SECONDS = 0.1
 # steps ahead, one a step apart, then take one statement between them rather than one each.
 GATHER_TURNS_SECONDS = 0.1
 TURN_ANSWER_SECONDS = 0.02
-# A rate-limited endpoint's requests in flight per process may reach its rate times this
-# (places), up to the process's sending threads divided by PLACES_SHARE.
+# A rate-limited endpoint's requests in flight per process (places): its rate times
+# PLACE_SECONDS, up to the process's sending threads divided by PLACES_SHARE.
 PLACE_SECONDS = 0.5
 PLACES_SHARE = 4
 
@@ -115,12 +115,12 @@ def handover_seconds(rate: int) -> float:
 
 
 def places(rate: int) -> int:
-    """How many requests to a rate-limited endpoint one process may have in flight. A
-    delivery takes its place after its turn (Engine._turn_then_send), and one that finds none
-    free loses its turn; at WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT, a saturated worker whose
-    requests took a few tenths of a second lost one turn in eight that way. Its rate already
-    bounds how many requests start; the places bound only how many a slow endpoint holds up,
-    and its requests go on sending threads of their own (Engine.paced), not the shared ones."""
+    """How many requests to a rate-limited endpoint one process may have in flight: half a
+    second of its rate, within a quarter of the sending threads, never under
+    WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT. A delivery takes its place after its turn
+    (Engine._turn_then_send), so one that finds none free loses the turn; the rate already
+    bounds how many start, and the places bound only what a slow endpoint holds up, on threads
+    of its own (Engine.paced). Measured in docs/delivery-control.md."""
     share = int(settings.WEBHOOKS_SEND_THREADS) // PLACES_SHARE
     wanted = min(math.ceil(rate * PLACE_SECONDS), share)
     return max(int(settings.WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT), wanted)
