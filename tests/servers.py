@@ -431,6 +431,10 @@ class SupervisedWorker:
 # --- PostgreSQL ------------------------------------------------------------------------------
 
 
+# How many ports a private PostgreSQL tries before giving up on starting.
+START_PORT_TRIES = 5
+
+
 class PrivatePostgres:
     """A PostgreSQL cluster of our own (initdb into a temporary folder, a free port), to stop
     and start at will. Runs as the `postgres` user when the tests run as root. `server_settings`
@@ -450,7 +454,26 @@ class PrivatePostgres:
             shutil.chown(self.dir, "postgres", "postgres")
             self.as_owner = ["runuser", "-u", "postgres", "--"]
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
-        self.start()
+        # The port was free when chosen, but initdb takes a second or two before the server binds
+        # it, and an outgoing connection's ephemeral port (the same range) once took it then.
+        for tries_left in reversed(range(START_PORT_TRIES)):
+            logged = self._log_size()
+            try:
+                self.start()
+                return
+            except subprocess.CalledProcessError:
+                if not tries_left or "could not bind" not in self._log_since(logged):
+                    raise
+                self.port = free_port()
+
+    def _log_size(self) -> int:
+        log = self.dir / "log"
+        return log.stat().st_size if log.exists() else 0
+
+    def _log_since(self, offset: int) -> str:
+        with open(self.dir / "log", "rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
 
     def _run(self, tool: str, *args: str) -> None:
         subprocess.run(
