@@ -139,13 +139,16 @@ FROM (
 ) s
 """
 # Pairs of an ordinary day: DELIVERIES_PER_EVENT endpoints per event, the huge ones first,
-# then distinct others in turn.
+# then distinct others in turn. Parameters are cast where the statement does not fix their
+# type: bound on the server (psycopg's server-side binding), two small ints are smallints, for
+# which generate_series has no one match, and a string given to format() has no type at all.
 _DAY_PAIRS = """
 SELECT g, (g - 1) * {per_event} + k + 1 AS id,
        CASE WHEN k < {huge} THEN %(ep)s + k
             ELSE %(ep)s + {huge} + (g * {regular_per_event} + k - {huge}) %% {regular} END
            AS endpoint_id
-FROM generate_series(%(lo)s, %(hi)s) g CROSS JOIN generate_series(0, {per_event} - 1) k
+FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) g
+CROSS JOIN generate_series(0, {per_event} - 1) k
 """
 _FAN_PAIRS = """
 SELECT %(lo)s::bigint AS g, (%(lo)s - 1) * {per_event} + k + 1 AS id, %(ep)s + k AS endpoint_id
@@ -179,21 +182,21 @@ def _event_insert(table: str) -> str:
         'format(\'{"id":"%%s","object":"event","type":"%%s","api_version":"%%s",'
         '"environment":"sandbox","created_at":"%%s","data":{"order_id":%%s,'
         '"customer":"cus_%%s","amount":%%s,"currency":"eur","note":"%%s"}}\', '
-        "pid, type, %(api_version)s, to_char(ts AT TIME ZONE 'UTC', "
+        "pid, type, %(api_version)s::text, to_char(ts AT TIME ZONE 'UTC', "
         '\'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"\'), g, md5(g::text), g %% 100000, '
         "repeat(substr(md5(g::text), 1, 10), %(padding)s / 10))"
     )
     return f"""
         INSERT INTO {table} (id, public_id, environment_id, type, api_version, body,
                              created_at, fanned_out_at)
-        SELECT id, pid, %(environment)s, type, %(api_version)s, {body}, ts,
+        SELECT id, pid, %(environment)s, type, %(api_version)s::text, {body}, ts,
                ts + interval '20 milliseconds'
         FROM (
             SELECT g, g + %(id_base)s AS id,
                    'evt_' || substr(md5(g::text), 1, 12) || lpad(to_hex(g), 8, '0') AS pid,
                    (%(types)s::text[])[1 + g %% %(type_count)s] AS type,
                    %(day_start)s + (g - %(lo)s) * %(day_step)s AS ts
-            FROM generate_series(%(lo)s, %(hi)s) g
+            FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) g
         ) s
     """  # noqa: S608  table names from the models; values are parameters
 
