@@ -431,8 +431,10 @@ class SupervisedWorker:
 # --- PostgreSQL ------------------------------------------------------------------------------
 
 
-# How many ports a private PostgreSQL tries before giving up on starting.
+# How many times a private PostgreSQL tries to start when its port is taken, and how long a
+# restart waits between tries for the port to be let go.
 START_PORT_TRIES = 5
+RESTART_PORT_WAIT = 1.0
 
 
 class PrivatePostgres:
@@ -454,17 +456,8 @@ class PrivatePostgres:
             shutil.chown(self.dir, "postgres", "postgres")
             self.as_owner = ["runuser", "-u", "postgres", "--"]
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
-        # The port was free when chosen, but initdb takes a second or two before the server binds
-        # it, and an outgoing connection's ephemeral port (the same range) once took it then.
-        for tries_left in reversed(range(START_PORT_TRIES)):
-            logged = self._log_size()
-            try:
-                self.start()
-                return
-            except subprocess.CalledProcessError:
-                if not tries_left or "could not bind" not in self._log_since(logged):
-                    raise
-                self.port = free_port()
+        self._started = False
+        self.start()
 
     def _log_size(self) -> int:
         log = self.dir / "log"
@@ -488,6 +481,26 @@ class PrivatePostgres:
         return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
 
     def start(self) -> None:
+        """Starts the server on its port. The port was free when chosen, but initdb takes a
+        second or two before the server first binds it, and a stopped server's port is free
+        while it is down: an outgoing connection's ephemeral port (the same range) took it
+        once. A first start then moves to another port; a restart, whose clients need the
+        port, waits for it to be let go."""
+        for tries_left in reversed(range(START_PORT_TRIES)):
+            logged = self._log_size()
+            try:
+                self._pg_ctl_start()
+                self._started = True
+                return
+            except subprocess.CalledProcessError:
+                if not tries_left or "could not bind" not in self._log_since(logged):
+                    raise
+            if self._started:
+                time.sleep(RESTART_PORT_WAIT)
+            else:
+                self.port = free_port()
+
+    def _pg_ctl_start(self) -> None:
         options = (
             f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off"

@@ -1,7 +1,8 @@
-"""The private servers the tests start: they come up even when the port chosen for them is
-taken before they bind it."""
+"""The private servers the tests start: they come up even when their port is taken before
+they bind it."""
 
 import socket
+import threading
 
 import psycopg
 
@@ -25,3 +26,23 @@ def test_a_private_postgres_starts_on_another_port_when_its_port_is_taken(monkey
                 assert connection.execute("SELECT 1").fetchone() == (1,)
         finally:
             postgres.destroy()
+
+
+def test_a_restarted_private_postgres_waits_for_its_port():
+    """A restart keeps its port, which its clients connect to: taken while the server was
+    down, and let go a moment later, the server comes back on it."""
+    postgres = servers.PrivatePostgres()
+    try:
+        postgres.stop()
+        taken = socket.socket()
+        # Bound past any TIME_WAIT left on the port; listening, it still keeps the server off.
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", postgres.port))
+        taken.listen()
+        threading.Timer(servers.RESTART_PORT_WAIT * 1.5, taken.close).start()
+        postgres.start()
+        assert "could not bind" in (postgres.dir / "log").read_text()
+        with psycopg.connect(postgres.url()) as connection:
+            assert connection.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        postgres.destroy()
