@@ -138,10 +138,12 @@ FROM (
     FROM ({pairs}) pairs
 ) s
 """
+# The fill's statements cast a parameter wherever the statement does not fix its type: bound
+# on the server (psycopg's server-side binding), two small ints are smallints, for which
+# generate_series has no one match, and a string given to format() has no type at all.
+
 # Pairs of an ordinary day: DELIVERIES_PER_EVENT endpoints per event, the huge ones first,
-# then distinct others in turn. Parameters are cast where the statement does not fix their
-# type: bound on the server (psycopg's server-side binding), two small ints are smallints, for
-# which generate_series has no one match, and a string given to format() has no type at all.
+# then distinct others in turn.
 _DAY_PAIRS = """
 SELECT g, (g - 1) * {per_event} + k + 1 AS id,
        CASE WHEN k < {huge} THEN %(ep)s + k

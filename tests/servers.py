@@ -437,7 +437,7 @@ START_PORT_TRIES = 5
 RESTART_PORT_WAIT = 1.0
 
 
-class PrivatePostgres:
+class PrivatePostgres(Logged):
     """A PostgreSQL cluster of our own (initdb into a temporary folder, a free port), to stop
     and start at will. Runs as the `postgres` user when the tests run as root. `server_settings`
     are passed to the server as `-c name=value` (e.g. max_connections="16")."""
@@ -451,22 +451,13 @@ class PrivatePostgres:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="kinetic-pg-"))
         self.data = self.dir / "data"
+        self.log = self.dir / "log"
         self.as_owner: list[str] = []
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
             self.as_owner = ["runuser", "-u", "postgres", "--"]
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
-        self._started = False
-        self.start()
-
-    def _log_size(self) -> int:
-        log = self.dir / "log"
-        return log.stat().st_size if log.exists() else 0
-
-    def _log_since(self, offset: int) -> str:
-        with open(self.dir / "log", "rb") as log:
-            log.seek(offset)
-            return log.read().decode(errors="replace")
+        self._start(restart=False)
 
     def _run(self, tool: str, *args: str) -> None:
         subprocess.run(
@@ -481,24 +472,29 @@ class PrivatePostgres:
         return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
 
     def start(self) -> None:
+        self._start(restart=True)
+
+    def _start(self, *, restart: bool) -> None:
         """Starts the server on its port. The port was free when chosen, but initdb takes a
         second or two before the server first binds it, and a stopped server's port is free
         while it is down: an outgoing connection's ephemeral port (the same range) took it
         once. A first start then moves to another port; a restart, whose clients need the
         port, waits for it to be let go."""
         for tries_left in reversed(range(START_PORT_TRIES)):
-            logged = self._log_size()
+            binds_failed = self._binds_failed()
             try:
                 self._pg_ctl_start()
-                self._started = True
                 return
             except subprocess.CalledProcessError:
-                if not tries_left or "could not bind" not in self._log_since(logged):
-                    raise
-            if self._started:
+                if not tries_left or self._binds_failed() == binds_failed:
+                    raise  # not the port's fault, or out of tries
+            if restart:
                 time.sleep(RESTART_PORT_WAIT)
             else:
                 self.port = free_port()
+
+    def _binds_failed(self) -> int:
+        return self.output().count("could not bind") if self.log.exists() else 0
 
     def _pg_ctl_start(self) -> None:
         options = (
@@ -507,7 +503,7 @@ class PrivatePostgres:
         )
         options += "".join(f" -c {name}={value}" for name, value in self.server_settings.items())
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-w", "-l",
-                  str(self.dir / "log"), "start")  # fmt: skip
+                  str(self.log), "start")  # fmt: skip
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")

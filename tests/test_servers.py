@@ -41,7 +41,7 @@ def test_a_restarted_private_postgres_waits_for_its_port():
         taken.listen()
         threading.Timer(servers.RESTART_PORT_WAIT * 1.5, taken.close).start()
         postgres.start()
-        assert "could not bind" in (postgres.dir / "log").read_text()
+        assert "could not bind" in postgres.output()
         with psycopg.connect(postgres.url()) as connection:
             assert connection.execute("SELECT 1").fetchone() == (1,)
     finally:
