@@ -21,16 +21,16 @@
   limited and not: the limited one's grows with the window, 50/s for as long as the machine takes
   over the others' deliveries. Each round also runs, between two runs of the 10 alone, the 11th
   through the limit's path without its wait (a limit of PATH_LIMIT/s it never reaches, no
-  backlog): the same sends as the unlimited 11th's, each given a slot and a turn, so that the
+  backlog): the same sends as the unlimited 11th's, each given a slot, so that the
   path's own cost per send shows apart from waiting and from the limited endpoint's fewer sends.
   Consecutive runs of the 10 alone, against each other, are the measure's own noise (the same work
   twice, a minute apart), which a ratio within it cannot be told from. Beside those, PostgreSQL's
   own counters over each whole run, which the machine's speed does not move: transactions per
-  delivery sent, and the limited endpoint's slot statements and turn statements (one takes the
-  turns asked for together) per request it sent. Then the steady comparison: the 10 unlimited
-  endpoints at STEADY_RATE events/s (a load this machine carries) beside the limited endpoint at
-  its limit, against the same load without it: their deliveries/s and publish-to-receipt p50 and
-  p99, whether the limit holds them up apart from the CPU its own sends take.
+  delivery sent, and the limited endpoint's slot statements per request it sent. Then the
+  steady comparison: the 10 unlimited endpoints at STEADY_RATE events/s (a load this machine
+  carries) beside the limited endpoint at its limit, against the same load without it: their
+  deliveries/s and publish-to-receipt p50 and p99, whether the limit holds them up apart from
+  the CPU its own sends take.
 - phases: the rate limit's cost to the others within one run, each phase beside the limited
   endpoint (or an unlimited one sending as much at its pace) against the phases without it on
   either side, seconds apart, while the others saturate the machine (bench/phases.py):
@@ -90,7 +90,7 @@ RECEIVER_DELAY = 0.010
 ORDERED_EVENTS = 1000
 RATE_LIMIT = 50
 # A limit the 11th endpoint never reaches: its deliveries take the rate limit's path (slots,
-# turns, the timetable, their own threads) with no backlog and no wait.
+# the timetable, their own threads) with no backlog and no wait.
 PATH_LIMIT = 5000
 UNLIMITED_ENDPOINTS = 10
 RATE_EVENTS = 1000
@@ -213,7 +213,6 @@ def _unlimited_run(stack: DeliveryStack, events: int, eleventh: int | None) -> d
     if eleventh:
         limited_sent = sum(1 for path in sent if path.startswith("/l"))
         result["slot_statements_per_limited_send"] = counts["lane"] / limited_sent
-        result["turn_statements_per_limited_send"] = counts["pace"] / limited_sent
     if limited:
         result["limited_per_s"] = starts_per_s(environment)
         # The 11th endpoint's share of the window's sends: the limited one sends its rate for
@@ -284,36 +283,31 @@ def history_vacuumed() -> None:
     the round (docs/delivery-control.md)."""
     from django.db import connection
 
-    from deliveries.models import Delivery, DeliveryAttempt, Event, Lane, Pace
+    from deliveries.models import Delivery, DeliveryAttempt, Event, Lane
 
     with connection.cursor() as cursor:
-        for model in (Event, Delivery, DeliveryAttempt, Lane, Pace):
+        for model in (Event, Delivery, DeliveryAttempt, Lane):
             cursor.execute(f"VACUUM (ANALYZE) {connection.ops.quote_name(model._meta.db_table)}")
 
 
 def database_counts() -> dict[str, int]:
     """PostgreSQL's counts for the bench database: transactions committed (the bench's own
-    few included), and the rows written to the lanes (the slot statements: one lane row each)
-    and to the `Pace` rows (the turns: one upsert each). Counters, so the same work counts the
-    same on a fast minute and a slow one, where the throughput ratio strays by a tenth."""
+    few included), and the rows written to the lanes (the slot statements: one lane row each).
+    Counters, so the same work counts the same on a fast minute and a slow one, where the
+    throughput ratio strays by a tenth."""
     from django.db import connection
 
-    from deliveries.models import Lane, Pace
+    from deliveries.models import Lane
 
     time.sleep(STATS_FLUSH_SECONDS)
     commits = postgres_counters()["xact_commit"]
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT relname, n_tup_ins + n_tup_upd FROM pg_stat_user_tables"
-            " WHERE relname IN (%s, %s)",
-            [Lane._meta.db_table, Pace._meta.db_table],
+            "SELECT n_tup_ins + n_tup_upd FROM pg_stat_user_tables WHERE relname = %s",
+            [Lane._meta.db_table],
         )
-        written = dict(cursor.fetchall())
-    return {
-        "commits": commits,
-        "lane": written.get(Lane._meta.db_table, 0),
-        "pace": written.get(Pace._meta.db_table, 0),
-    }
+        row = cursor.fetchone()
+    return {"commits": commits, "lane": row[0] if row else 0}
 
 
 def starts_per_s(environment: Any) -> float:
@@ -415,7 +409,6 @@ def measure_rate(stack: DeliveryStack, events: int, rounds: int = 1) -> dict[str
         "commits_per_send_limited": median_of("commits_per_send", limited),
         "commits_per_send_same_work": median_of("commits_per_send", same_work),
         "slot_statements_per_limited_send": median_of("slot_statements_per_limited_send", limited),
-        "turn_statements_per_limited_send": median_of("turn_statements_per_limited_send", limited),
         "unlimited_ratio_repeat": statistics.median(repeats),
         "unlimited_ratio_repeat_worst": max(repeats, key=lambda ratio: abs(ratio - 1)),
     }

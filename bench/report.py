@@ -514,13 +514,6 @@ _CONTROL_ROWS = [
         None,
     ),
     (
-        "turn_statements_per_limited_send",
-        "its turn statements per request it sent (counted; one takes the turns asked together)",
-        lambda v: f"{v:.3f}",
-        None,
-        None,
-    ),
-    (
         "steady_ratio",
         "unlimited endpoints at a steady load (steady_rate per s) beside it, against without",
         lambda v: f"{v:.2f}",

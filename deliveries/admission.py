@@ -22,6 +22,7 @@ import itertools
 import math
 import threading
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Collection
 from concurrent.futures import Future
@@ -43,9 +44,10 @@ R = TypeVar("R")
 
 class NotAttempted(Exception):
     """A delivery that waited for its endpoint's slot or its rate-limit slot was never
-    attempted: nothing to record. Either the worker is shutting down (its claim is released,
-    and another worker's sweep sends it: recording.unattempted_release) or it was cancelled
-    meanwhile (its endpoint disabled or deleted: nothing is sent to it)."""
+    attempted: nothing to record. Either the worker is shutting down, or it came to its
+    rate-limit slot too late (deliveries.rates.slot_kept): its claim is released, and a sweep
+    sends it (recording.unattempted_release). Or it was cancelled meanwhile (its endpoint
+    disabled or deleted: nothing is sent to it)."""
 
     def __init__(self, delivery: Claimed) -> None:
         super().__init__(delivery.pk)
@@ -59,8 +61,11 @@ class Waiting(Generic[R]):
     delivery: Claimed
     secrets: list[str]
     result: "Future[R]"
-    # A rate-limited delivery's slot (seconds since the epoch): its turn comes no earlier.
+    # A rate-limited delivery's slot (seconds since the epoch): it starts no earlier.
     slot: float = 0.0
+    # The claim a delivery to an unordered rate-limited endpoint is held under: one that comes
+    # to its slot too late takes another under it (dispatch.Engine.slot_again).
+    claim: "uuid.UUID | None" = None
     # Called on the sending thread as the attempt ends, before its result is set: the delivery
     # to send next on this thread with the endpoint's slot, if any (an ordered endpoint's next
     # one, when its head succeeded: deliveries.chain.Ahead). It must not raise.
@@ -141,7 +146,7 @@ class InFlight(Generic[R]):
 
 class Handed:
     """Deliveries handed to a sending thread, until their attempts start: they may wait there
-    for a free thread (and, rate-limited, for their turn: rates.Pacer), and one cancelled
+    for a free thread (and, rate-limited, for their slot: rates.slot_kept), and one cancelled
     meanwhile is not attempted either (nothing queued is sent to a disabled endpoint)."""
 
     def __init__(self) -> None:

@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import cache, partial
 from typing import Any, NamedTuple
@@ -95,7 +96,7 @@ class Engine:
             max_workers=settings.WEBHOOKS_SEND_THREADS, thread_name_prefix="webhook-send"
         )
         # Rate-limited deliveries whose slots have come, on threads of their own: queued behind
-        # other endpoints' deliveries, they reach a thread after their turns have gone by
+        # other endpoints' deliveries, they reach a thread after their slots have gone by
         # (docs/delivery-control.md).
         self.paced = ThreadPoolExecutor(
             max_workers=settings.WEBHOOKS_SEND_THREADS, thread_name_prefix="webhook-paced"
@@ -103,7 +104,6 @@ class Engine:
         self.in_flight: InFlight[Sent] = InFlight()
         self.timetable: Timetable[Sent] = Timetable(self._slot_came)
         self.handed = Handed()
-        self.pacer = rates.Pacer()
         self.slots = rates.SlotTaker()
         self.recorder = LateRecorder()
         self.recorder.every(
@@ -124,16 +124,18 @@ class Engine:
         secrets: list[str],
         start_at: datetime | None = None,
         then: "Then[Sent] | None" = None,
+        claim: uuid.UUID | None = None,
     ) -> "Admitted | None":
         """The future of the delivery's attempt, started now, or waiting for its rate-limit
         slot (`start_at`) or for a slot of its endpoint; None when its endpoint has its fill of
-        both (the caller postpones it). `then` is the attempt's Waiting.then."""
+        both (the caller postpones it). `then` and `claim` are the attempt's Waiting.then and
+        Waiting.claim."""
         trace = tracing.current() if tracing.enabled else None
-        waiting: Waiting[Sent] = Waiting(delivery, secrets, Future(), then=then, trace=trace)
+        waiting: Waiting[Sent] = Waiting(
+            delivery, secrets, Future(), then=then, trace=trace, claim=claim
+        )
         if start_at is not None:
-            waiting.slot = start_at.timestamp()
-            early = rates.handover_seconds(delivery.rate_limit) if delivery.rate_limit else 0.0
-            self.timetable.at((start_at - timezone.now()).total_seconds() - early, waiting)
+            self._wait_for_slot(waiting, start_at)
             return Admitted(waiting.result, waits=True)
         admitted = self.in_flight.admit(waiting, settings.WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT)
         if admitted is None:
@@ -177,50 +179,92 @@ class Engine:
         for delivery in deliveries:
             start = slots.starts.get(delivery.pk)
             if start is not None:
-                admitted = self.admit(delivery, secrets[delivery.endpoint_id], start)
+                admitted = self.admit(delivery, secrets[delivery.endpoint_id], start, claim=token)
                 assert admitted is not None  # one given a start always waits for it
                 self.recorder.watch([admitted.future], token, unhurried=True)
 
+    def _wait_for_slot(self, waiting: Waiting[Sent], start_at: datetime) -> None:
+        """In the timetable until a little before its slot (rates.handover_seconds)."""
+        waiting.slot = start_at.timestamp()
+        rate = waiting.delivery.rate_limit
+        early = rates.handover_seconds(rate) if rate else 0.0
+        self.timetable.at((start_at - timezone.now()).total_seconds() - early, waiting)
+
+    def slot_again(self, waiting: Waiting[Sent]) -> None:
+        """A delivery that came to its rate-limit slot too late (rates.slot_kept). Held under a
+        claim of its own (an unordered endpoint's), it takes another slot under that claim from
+        the slot thread, first in its endpoint's line (it was due before the deliveries made
+        since), and waits for it in the timetable again, its attempt's future the one its
+        batch's recording already follows; sent back to the database instead, this process
+        takes it back as it comes due (`refill_at`). An ordered endpoint's is let go
+        (NotAttempted), due at once, and its lane's next claim takes it."""
+        if waiting.claim is None:
+            waiting.result.set_exception(NotAttempted(waiting.delivery))
+            return
+        waiting.delivery = replace(waiting.delivery, returning=True)
+        future = self.slots.take([waiting.delivery], waiting.claim)
+        future.add_done_callback(partial(self._slot_again_came, waiting))
+
+    def _slot_again_came(self, waiting: Waiting[Sent], future: "Future[rates.Slots]") -> None:
+        delivery = waiting.delivery
+        slots = future.result() if future.exception() is None else rates.Slots()
+        start = slots.starts.get(delivery.pk)
+        if start is not None:
+            self._wait_for_slot(waiting, start)
+            return
+        self.refill_at(slots.later, [delivery])
+        # Its claim let go: by the slot statement if it sent it back (this release then finds
+        # nothing held), else here, as for a worker shutting down (the slot thread closed).
+        waiting.result.set_exception(NotAttempted(delivery))
+
     def _slot_came(self, waiting: Waiting[Sent]) -> None:
         self.handed.add(waiting.delivery)
-        self.paced.submit(self._turn_then_send, waiting)
+        self.paced.submit(self._at_slot_send, waiting)
 
-    def _turn_then_send(self, waiting: Waiting[Sent]) -> None:
-        """A rate-limited delivery whose slot has come takes its turn first, and only then a
-        place among its endpoint's requests in flight: in a busy process the turn (a round trip
-        to the database) can take a tenth of a second and more, and places held meanwhile
-        kept the endpoint's next deliveries from their turns (docs/delivery-control.md). With
-        no place free, it waits for one, and takes another turn when it gets it."""
+    def _at_slot_send(self, waiting: Waiting[Sent]) -> None:
+        """A rate-limited delivery handed over a little before its slot sleeps until it, and
+        only then takes a place among its endpoint's requests in flight: places held by
+        sleepers would keep the endpoint's next deliveries from theirs. One that comes to its
+        slot too late (rates.slot_kept) takes another (`slot_again`). With no place free, it
+        waits for one, and is sent then only if its slot has not gone by meanwhile (`_send`)."""
         delivery = waiting.delivery
-        self.pacer.wait_turn(delivery.endpoint_id, delivery.rate_limit or 0, waiting.slot)
-        if not self.handed.starts(delivery):  # cancelled while it waited for its turn
+        on_time = rates.slot_kept(waiting.slot)
+        if not self.handed.starts(delivery):  # cancelled while it waited for its slot
             waiting.result.set_exception(NotAttempted(delivery))
+            return
+        if not on_time:
+            self.slot_again(waiting)
             return
         # Waiting for a place, it is among InFlight's waiting, which the cancel check reads.
         places = rates.places(delivery.rate_limit or 0)
         if self.in_flight.admit(waiting, places, must_wait=True):
             self.handed.add(delivery)
-            self._send(waiting, turn_taken=True)
+            self._send(waiting, at_slot=True)
 
     def _hand_over(self, waiting: Waiting[Sent]) -> None:
-        """To the sending threads. It may wait there for a free thread (and, rate-limited, for
-        its turn): the cancel check follows it until it starts (Handed)."""
+        """To the sending threads. It may wait there for a free thread: the cancel check
+        follows it until it starts (Handed)."""
         self.handed.add(waiting.delivery)
         self.executor.submit(self._send, waiting)
 
-    def _send(self, waiting: Waiting[Sent] | None, *, turn_taken: bool = False) -> None:
+    def _send(self, waiting: Waiting[Sent] | None, *, at_slot: bool = False) -> None:
         """On a sending thread holding a slot of the delivery's endpoint: attempts it, then the
         deliveries waiting for that endpoint's slot, one after the other, until none waits.
-        `turn_taken`: the first one's rate-limit turn has come already."""
+        `at_slot`: the first one's rate-limit slot was found kept just now. A rate-limited
+        delivery that waited here for its endpoint's place past its slot takes another
+        (`slot_again`)."""
         while waiting is not None:
             following = None
             try:
                 delivery = waiting.delivery
-                if delivery.rate_limit and not turn_taken:
-                    self.pacer.wait_turn(delivery.endpoint_id, delivery.rate_limit, waiting.slot)
-                turn_taken = False
+                late = bool(delivery.rate_limit) and not at_slot
+                late = late and not rates.slot_kept(waiting.slot)
+                at_slot = False
                 if not self.handed.starts(delivery):  # cancelled while it waited
                     waiting.result.set_exception(NotAttempted(delivery))
+                    continue
+                if late:
+                    self.slot_again(waiting)
                     continue
                 result = sending.attempt(delivery, waiting.secrets, waiting.trace)
                 if waiting.then is not None and not self.in_flight.closing:

@@ -243,22 +243,6 @@ class Lane(models.Model):
         return f"lane of {self.endpoint_id}"
 
 
-class Pace(models.Model):
-    """When a rate-limited endpoint's next request may start, whichever worker process sends
-    it (deliveries.rates.Pacer). Apart from `Lane`: its row is taken once per request, by one
-    short statement, and must not wait behind the transactions that hold a lane's lock."""
-
-    endpoint = models.OneToOneField(
-        WebhookEndpoint, on_delete=models.CASCADE, primary_key=True, related_name="+"
-    )
-    # Seconds since the epoch, as the sending thread's clock reads them: the statement that
-    # takes a turn adds 1/rate to it, in SQL that PostgreSQL and SQLite both run.
-    next_start = models.FloatField()
-
-    def __str__(self) -> str:
-        return f"pace of {self.endpoint_id}"
-
-
 class RecoveryQuerySet(models.QuerySet["Recovery"]):
     def for_environment(self, environment_id: int) -> "RecoveryQuerySet":
         return self.filter(endpoint__environment_id=environment_id)

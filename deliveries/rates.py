@@ -5,12 +5,17 @@ a delivery may start at that slot, and taking it moves the slot on by 1/rate sec
 more: `step`). A batch takes its deliveries' slots of each lane in one statement, under the
 lane's row lock, so however many workers claim an endpoint's deliveries, their starts are that
 far apart and no second holds more than `rate` + 1 of them. Slots are taken at most
-HORIZON_SECONDS ahead: a delivery whose turn is later goes back to the database, due shortly
-before its turn, with no attempt counted; one whose turn is near waits in its worker for it,
+HORIZON_SECONDS ahead: a delivery whose slot is later goes back to the database, due shortly
+before its slot, with no attempt counted; one whose slot is near waits in its worker for it,
 without a sending thread until a few steps before it (admission.Timetable, handover_seconds);
-the same statement sends the others back. Just before it starts, each request also takes its
-turn from the endpoint's `Pace` row (Pacer), so that one a starved process sends late still
-goes out a turn after the others' rather than beside them.
+the same statement sends the others back.
+
+A request starts only within LATE_SECONDS of its slot (`slot_kept`). One that comes to it later
+(its process starved of CPU or stopped, or it waited for a place) would go out beside the next
+slot, which another process may hold: it is not sent, and goes back to the database
+unattempted, due at once, to take another slot. Each slot is given once, so starting needs no
+database: a request on time starts at its slot without a statement, whatever the database does
+meanwhile.
 
 PostgreSQL rather than Redis holds the slots: it is already where every worker decides what is
 due, under the same transactions; the broker may be another server (or none, in `bin/dev`),
@@ -28,7 +33,7 @@ import uuid
 from collections import defaultdict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -38,37 +43,30 @@ from django.utils import timezone
 
 from deliveries import transient
 from deliveries.claiming import Claimed, postpone
-from deliveries.models import Delivery, Lane, Pace
+from deliveries.models import Delivery, Lane
 from deliveries.ordering import lanes_locked, lanes_make
 
 logger = logging.getLogger(__name__)
 
 # How far ahead a worker takes slots: within the claim's lease by a wide margin.
 HORIZON_SECONDS = 5.0
-# A request that would start later than this after its turn takes another (Pacer).
+# A request that would start later than this after its slot is not sent (slot_kept).
 LATE_SECONDS = 0.03
 # What a busy interpreter may add between that check and the start the attempt records.
 START_SLACK_SECONDS = 0.01
-# Turns are at least this much wider than 1/rate: room for the workers' clocks to differ.
+# Slots are at least this much wider than 1/rate: room for the workers' clocks to differ.
 MIN_PACE = 1.01
 # How long the slot thread gathers batches for endpoints with a line (SlotTaker): their
 # deliveries go behind it, due a second or more later, and lose nothing by waiting; a batch for
 # any other endpoint ends the gathering.
 GATHER_SECONDS = 0.5
-# How long a sending thread waits for the database to give it its turn.
-TURN_TIMEOUT = 1.0
-# A delivery sent back to the database is due this long before its expected turn, so that a
+# A delivery sent back to the database is due this long before its expected slot, so that a
 # worker has it in hand when its slot comes.
 LEAD_SECONDS = 1.0
 # A delivery waiting for its slot goes to a sending thread this many steps before it (at most
-# HANDOVER_MAX_SECONDS): the thread then waits for its turn, rather than arrive after it.
+# HANDOVER_MAX_SECONDS): the thread then waits for the slot, rather than arrive after it.
 HANDOVER_STEPS = 3
 HANDOVER_MAX_SECONDS = 0.1
-# The Pacer thread gathers turn requests for up to this long after the first, and answers each
-# at least TURN_ANSWER_SECONDS before the earliest its turn can be: requests handed over a few
-# steps ahead, one a step apart, then take one statement between them rather than one each.
-GATHER_TURNS_SECONDS = 0.1
-TURN_ANSWER_SECONDS = 0.02
 # A rate-limited endpoint's requests in flight per process (places): its rate times
 # PLACE_SECONDS, up to the process's sending threads divided by PLACES_SHARE.
 PLACE_SECONDS = 0.5
@@ -76,10 +74,10 @@ PLACES_SHARE = 4
 
 
 def step(rate: int) -> float:
-    """Seconds between an endpoint's turns, and between its slots: pace / rate, pace being
-    the narrowest widening of 1/rate that keeps any one second to rate + 1 starts. A start
-    leaves within LATE + SLACK of its turn, so one second's starts have their turns within
-    1 + LATE + SLACK seconds, and turns pace / rate apart put at most
+    """Seconds between an endpoint's slots: pace / rate, pace being the narrowest widening of
+    1/rate that keeps any one second to rate + 1 starts. A start leaves within LATE + SLACK of
+    its slot, so one second's starts have their slots within 1 + LATE + SLACK seconds, and
+    slots pace / rate apart put at most
     (1 + LATE + SLACK) * rate / pace of them there: pace is 2% over 1 at 50/s, 4% at
     10,000/s, and MIN_PACE under 34/s."""
     pace = max(MIN_PACE, (1 + LATE_SECONDS + START_SLACK_SECONDS) / (1 + 1 / rate))
@@ -107,20 +105,21 @@ class Slots:
 
 def handover_seconds(rate: int) -> float:
     """How long before its slot a delivery is handed to a sending thread. On a busy worker the
-    sending threads' queue holds a handed delivery up for tens of milliseconds, and a request
-    that asks for its turn late takes it late: the turns after it follow it, and the endpoint
-    loses the lateness from its rate. Handed over early, a few requests wait for their turns
-    instead, so each turn finds one ready (the turns alone keep the starts a step apart)."""
+    sending threads' queue holds a handed delivery up for tens of milliseconds, and one that
+    reaches its thread more than LATE_SECONDS after its slot is not sent: the slot goes unused,
+    and the endpoint loses it from its rate. Handed over early, a few requests wait for their
+    slots on their threads instead."""
     return min(HANDOVER_MAX_SECONDS, HANDOVER_STEPS * step(rate))
 
 
 def places(rate: int) -> int:
     """How many requests to a rate-limited endpoint one process may have in flight: half a
     second of its rate, within a quarter of the sending threads, never under
-    WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT. A delivery takes its place after its turn
-    (Engine._turn_then_send), so one that finds none free loses the turn; the rate already
-    bounds how many start, and the places bound only what a slow endpoint holds up, on threads
-    of its own (Engine.paced). Measured in docs/delivery-control.md."""
+    WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT. A delivery takes its place at its slot
+    (Engine._at_slot_send); one that finds none free waits for one, and is not sent if its
+    slot has gone by meanwhile. The rate already bounds how many start, and the places bound
+    only what a slow endpoint holds up, on threads of its own (Engine.paced). Measured in
+    docs/delivery-control.md."""
     share = int(settings.WEBHOOKS_SEND_THREADS) // PLACES_SHARE
     wanted = min(math.ceil(rate * PLACE_SECONDS), share)
     return max(int(settings.WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT), wanted)
@@ -168,7 +167,7 @@ def slots_take(held: list[tuple[Claimed, uuid.UUID]]) -> Slots:
 
 class SlotTaker:
     """Takes the slots of one worker process's batches on one thread, with its own connection
-    (like the Pacer's): a batch hands over its deliveries to unordered rate-limited endpoints
+    (like the recorder's): a batch hands over its deliveries to unordered rate-limited endpoints
     and goes on with the others; `take`'s future gives their slots.
 
     While an endpoint has a line (deliveries sent back to the database and not due yet), each
@@ -308,10 +307,7 @@ class _Taking:
     as they free up, a stream of new deliveries at the limit would keep a backlog waiting for
     as long as it lasts, and send each of it back again every time it came due.
 
-    The first is the lane's next slot, and never before the end of the endpoint's queue of
-    turns (`Pace`): when the turns fall behind the slots (the workers starved, a thread woken
-    late losing its turn), the deliveries wait in the database rather than on sending threads,
-    where their claims would run out under them and the sweep send them twice."""
+    The first is the lane's next slot, or now if that has gone by."""
 
     count: int
     returning: int
@@ -346,11 +342,8 @@ class _Taking:
 # at most.
 _TAKE = """
 WITH lane AS (
-    SELECT l.endpoint_id, l.deferred_until, GREATEST(
-        COALESCE(l.next_slot_at, %(now)s), %(now)s, COALESCE(to_timestamp(p.next_start), %(now)s)
-    ) AS first
-    FROM {lane} AS l LEFT JOIN {pace} AS p ON p.endpoint_id = l.endpoint_id
-    WHERE l.endpoint_id = %(endpoint)s FOR UPDATE OF l
+    SELECT endpoint_id, deferred_until, GREATEST(next_slot_at, %(now)s) AS first
+    FROM {lane} WHERE endpoint_id = %(endpoint)s FOR UPDATE
 ), held AS (
     SELECT count(*) AS held
     FROM {delivery} JOIN unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS h(id, token)
@@ -411,9 +404,7 @@ def _take_in_one_statement(
         "events": sorted({d.event_id for d, _ in waiting}),
         "refilled": taking.refilled,
     }
-    statement = _TAKE.format(
-        lane=Lane._meta.db_table, pace=Pace._meta.db_table, delivery=Delivery._meta.db_table
-    )
+    statement = _TAKE.format(lane=Lane._meta.db_table, delivery=Delivery._meta.db_table)
     with connection.cursor() as cursor:
         for _ in range(2):
             cursor.execute(statement, params)
@@ -431,9 +422,7 @@ def _take_locked(
     """The same as _TAKE, in a transaction: SQLite (bin/dev) has one writer at a time."""
     with transaction.atomic():
         lane = lanes_locked([endpoint_id])[endpoint_id]
-        turns = Pace.objects.filter(endpoint_id=endpoint_id).values_list("next_start", flat=True)
-        turns_end = [datetime.fromtimestamp(t, tz=UTC) for t in turns]
-        first = max(lane.next_slot_at or taking.now, taking.now, *turns_end)
+        first = max(lane.next_slot_at or taking.now, taking.now)
         room = math.floor((taking.end - first) / taking.step) + 1 if first <= taking.end else 0
         deferred = lane.deferred_until
         line = taking.returning if deferred and deferred > taking.now else taking.count
@@ -451,144 +440,10 @@ def _take_locked(
     return first, taken, tail
 
 
-class Pacer:
-    """The last line of the limit, across every worker process: each request to a rate-limited
-    endpoint takes its turn, at least `step` after the turn before it, from the endpoint's
-    `Pace` row, just before it starts; the sending thread sleeps until its turn.
-
-    The slots alone keep starts apart when they leave on time. A start that comes late (its
-    process starved of CPU, its thread waiting for the interpreter) would go out beside the next
-    slot, taken by another process: the turn puts it after that one instead. A thread that wakes
-    more than LATE_SECONDS after its turn (its process was stopped while it slept) takes another
-    rather than go out beside the turns after its own. Turns and slots are spaced alike; a
-    turn given up puts the turns a step behind the slots, and the slots taken next start after
-    the last turn (_TAKE reads the `Pace` row), so the turns do not fall further behind.
-
-    One thread per process takes the turns, on one database connection (like the recorder's),
-    however many sending threads ask. If the database fails to answer (an error, met on that
-    thread, or nothing within TURN_TIMEOUT), the turn is taken in this process alone, and the
-    slots still hold the pace. Either way a turn comes `step` after the last one this process
-    took, the database's or its own: the first turn taken alone as the database goes away, or
-    the first taken there as it comes back, would otherwise go out beside the one before it
-    (rate + 2 starts in one second).
-    """
-
-    def __init__(self) -> None:
-        self._requests: queue.SimpleQueue[_Turn] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._next: dict[int, float] = {}  # endpoint: after this process's last turn
-
-    def wait_turn(self, endpoint_id: int, rate: int, slot: float = 0.0) -> None:
-        """Returns at this request's turn, and not before its `slot` (seconds since the epoch:
-        a delivery handed over early waits for it, handover_seconds)."""
-        turn = _Turn(endpoint_id, step(rate), Future(), slot)
-        with self._lock:
-            if self._thread is None:
-                # A daemon: it holds nothing to finish, and a turn not taken is taken locally.
-                self._thread = threading.Thread(target=self._run, name="webhook-pace", daemon=True)
-                self._thread.start()
-        while True:
-            start = self._turn(turn)
-            delay = start - time.time()
-            if delay > 0:
-                time.sleep(delay)
-            if time.time() - start <= LATE_SECONDS:
-                return
-            # Woken too late (the process stopped while this thread slept): the turns after
-            # this one may be going out now. This one is let go, and the next free one taken.
-            turn = _Turn(turn.endpoint_id, turn.step, Future(), turn.slot)
-
-    def _turn(self, turn: "_Turn") -> float:
-        self._requests.put(turn)
-        try:
-            return turn.start.result(timeout=TURN_TIMEOUT)
-        except TimeoutError:  # the database does not answer: this process's turn will do
-            return self._local_turn(turn)
-
-    def _local_turn(self, turn: "_Turn") -> float:
-        with self._lock:
-            start = max(time.time(), self._next.get(turn.endpoint_id, 0.0), turn.slot)
-            self._next[turn.endpoint_id] = start + turn.step
-            return start
-
-    def _after(self, endpoint_id: int) -> float:
-        with self._lock:
-            return self._next.get(endpoint_id, 0.0)
-
-    def _taken(self, endpoint_id: int, until: float) -> None:
-        with self._lock:
-            self._next[endpoint_id] = max(self._next.get(endpoint_id, 0.0), until)
-
-    def _gathered(self) -> "defaultdict[int, list[_Turn]]":
-        """The turn requests to take together, by endpoint: the first to come, and those that
-        come while every one of them can still be answered TURN_ANSWER_SECONDS before its turn
-        can be (its slot, or after this process's last turn of its endpoint), within
-        GATHER_TURNS_SECONDS. A request with neither ends the gathering."""
-        asked: defaultdict[int, list[_Turn]] = defaultdict(list)
-        turn = self._requests.get()
-        until = time.time() + GATHER_TURNS_SECONDS
-        while True:
-            asked[turn.endpoint_id].append(turn)
-            earliest = max(turn.slot, self._after(turn.endpoint_id))
-            until = min(until, earliest - TURN_ANSWER_SECONDS)
-            wait = until - time.time()
-            try:
-                turn = self._requests.get(timeout=wait) if wait > 0 else self._requests.get_nowait()
-            except queue.Empty:
-                return asked
-
-    def _run(self) -> None:
-        tend, failed = transient.Tending(), False
-        while True:
-            asked = self._gathered()
-            tend(failed=failed)
-            failed = False
-            for endpoint_id, turns in asked.items():
-                turns.sort(key=lambda turn: turn.slot)  # turns in their slots' order
-                apart = turns[0].step
-                # Not before the first of their slots: the others follow it a step apart.
-                not_before = max(self._after(endpoint_id), min(turn.slot for turn in turns))
-                try:
-                    first = turns_take(endpoint_id, apart, len(turns), not_before=not_before)
-                except Exception as error:  # taken here instead; the thread goes on
-                    logger.warning("taking rate-limit turns failed: %s", error)
-                    failed = True
-                    # On this thread, before its next round reads where the turns are.
-                    for turn in turns:
-                        turn.start.set_result(self._local_turn(turn))
-                    continue
-                self._taken(endpoint_id, first + len(turns) * apart)
-                for i, turn in enumerate(turns):
-                    turn.start.set_result(first + i * apart)
-
-
-@dataclass(slots=True)
-class _Turn:
-    endpoint_id: int
-    step: float
-    start: "Future[float]"
-    slot: float = 0.0  # not before (seconds since the epoch)
-
-
-_TURNS = """
-INSERT INTO {pace} (endpoint_id, next_start) VALUES (%s, %s)
-ON CONFLICT (endpoint_id) DO UPDATE SET next_start = CASE
-    WHEN {pace}.next_start > excluded.next_start - %s THEN {pace}.next_start + %s
-    ELSE excluded.next_start END
-RETURNING next_start
-"""
-
-
-def turns_take(endpoint_id: int, step: float, count: int, not_before: float = 0.0) -> float:
-    """When the first of `count` requests to the endpoint may start (seconds since the epoch),
-    the others following `step` apart: now (or `not_before`, if later), or `step` after the
-    turn before them if that is later; one statement, whichever process asks, however many
-    turns it takes."""
-    now = max(time.time(), not_before)
-    span = step * count
-    with connection.cursor() as cursor:
-        statement = _TURNS.format(pace=Pace._meta.db_table)
-        cursor.execute(statement, [endpoint_id, now + span, span, span])
-        (next_start,) = cursor.fetchone()
-    return float(next_start) - span
+def slot_kept(slot: float) -> bool:
+    """Sleeps until `slot` (seconds since the epoch), and says whether the request may start
+    now: not if this comes more than LATE_SECONDS after the slot (see the module's doc)."""
+    delay = slot - time.time()
+    if delay > 0:
+        time.sleep(delay)
+    return time.time() - slot <= LATE_SECONDS

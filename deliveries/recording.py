@@ -87,7 +87,8 @@ def attempted(futures: Collection["Future[Sent]"]) -> list[Sent]:
 
 def unattempted_release(ended: dict[uuid.UUID, list["Future[Sent]"]]) -> None:
     """Lets go of the claims (token: its ended futures) of the deliveries never attempted: a
-    worker shutting down dropped them from its waits. Postponed to now, unmarked, another
+    worker shutting down dropped them from its waits, or they came to their rate-limit slots
+    too late. Postponed to now, unmarked, another
     worker's sweep queues them at once; one cancelled meanwhile stays as it is."""
     now = timezone.now()
     for token, futures in ended.items():
@@ -325,8 +326,8 @@ class LateRecorder:
 
     (A thread per task's stragglers, each with its own connection, ran a PostgreSQL with
     max_connections = 100 out of slots with four worker processes.) A worker process thus
-    holds at most CELERY_WORKER_CONCURRENCY + 1 connections (+ 1 for the rate limits' turns,
-    deliveries.rates.Pacer, once it sends to a limited endpoint).
+    holds at most CELERY_WORKER_CONCURRENCY + 1 connections (+ 1 for the rate limits' slot
+    thread, deliveries.rates.SlotTaker, once it sends to a limited endpoint).
 
     What has ended is recorded together, in one transaction whatever the claims it belongs
     to: while one round is being written, the next gathers. Attempts watched as unhurried

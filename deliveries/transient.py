@@ -68,7 +68,7 @@ class Tending:
     connection that cannot even be closed is met by the round's first statement.
 
     Each look makes the connection's next statement a health check (CONN_HEALTH_CHECKS), one
-    more round trip. The recorder and the rate limit's pacer take a round every few
+    more round trip. The recorder and the rate limit's slot thread take a round every few
     milliseconds while a limited endpoint sends: looked after every round, they added a
     `SELECT 1` to each (docs/delivery-control.md)."""
 

@@ -4,14 +4,17 @@ recovery it measures is not the product's. A change to the history's shape (its 
 event id) broke them once, unseen until a full run."""
 
 import time
+import uuid
 
 import pytest
+from django.utils import timezone
 
 from bench.control import database_counts, failed_deliveries, own_sends_ratio
-from deliveries import rates
+from deliveries import claiming, rates
 from deliveries.models import Delivery, DeliveryAttempt
 from deliveries.schedule import max_attempts
 from tests import factories
+from tests.test_rate_slots import limited_deliveries
 from webhooks.models import WebhookEndpoint
 
 
@@ -96,23 +99,22 @@ def test_the_own_sends_estimate_prices_the_limited_sends_at_the_unlimited_11ths(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_database_counts_count_each_turn_once():
+def test_the_database_counts_count_each_slot_statement_once(api, settings):
     """The rate workload's counters (bench.control.database_counts) read PostgreSQL's
     statistics, which its backends report after their transactions end (at most once a
-    second, else within PostgreSQL's idle interval, 10 s): two turns taken, one of them for
-    three requests, are two upserts of the endpoint's `Pace` row."""
-    environment = factories.environment()
-    client = factories.api_client(environment)
-    created = client.create_endpoint("https://example.com/hook", rate_limit=10)
-    endpoint_id = WebhookEndpoint.objects.get(public_id=created["webhook_endpoint_id"]).pk
+    second, else within PostgreSQL's idle interval, 10 s): two batches' slot statements, the
+    first of them making the endpoint's lane, are three writes of its `Lane` row."""
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    _, ids = limited_deliveries(api, 3)
+    token = uuid.uuid4()
+    claimed = claiming.claim(ids, 0, timezone.now(), token, held=False)
     before = database_counts()
-    rates.turns_take(endpoint_id, rates.step(10), 3)
-    rates.turns_take(endpoint_id, rates.step(10), 1)
+    rates.slots_take([(d, token) for d in claimed[:2]])
+    rates.slots_take([(d, token) for d in claimed[2:]])
     after, deadline = database_counts(), time.monotonic() + 15
-    while after["pace"] - before["pace"] < 2 and time.monotonic() < deadline:
+    while after["lane"] - before["lane"] < 3 and time.monotonic() < deadline:
         after = database_counts()  # reported late: right after a flush, PostgreSQL waits
-    assert after["pace"] - before["pace"] == 2
-    assert after["lane"] == before["lane"]
+    assert after["lane"] - before["lane"] == 3
     assert after["commits"] - before["commits"] >= 2
 
 

@@ -10,7 +10,7 @@ import requests
 from django.db.models import Count
 from django.utils import timezone
 
-from deliveries.models import Delivery, DeliveryAttempt, Pace
+from deliveries.models import Delivery, DeliveryAttempt
 from tests import factories
 from tests.servers import (
     FAST_DELIVERY_SETTINGS,
@@ -22,7 +22,6 @@ from tests.servers import (
     provision,
     wait_for,
 )
-from webhooks.models import WebhookEndpoint
 
 
 def busiest_second(moments: list[float]) -> int:
@@ -135,9 +134,9 @@ def test_a_worker_starved_mid_run_does_not_put_its_late_starts_beside_the_others
     private_worker, receiver, settings
 ):
     """One of the two workers is stopped for 0.3 s every second while both send to a 20/s
-    endpoint: the slots it took pass while it is stopped, and it starts them late, when the
-    other worker is sending its own. Each request's turn, taken across processes just before it
-    starts, keeps the starts apart all the same."""
+    endpoint: the slots it took pass while it is stopped, and its threads asleep until them
+    wake together, when the other worker is sending its own. Those that wake late are not
+    sent (rates.slot_kept) but go back for other slots, which keeps the starts apart."""
     settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
     client = factories.api_client(factories.environment())
     limited = client.create_endpoint(f"{receiver.url}/limited", rate_limit=20)
@@ -160,40 +159,11 @@ def test_a_worker_starved_mid_run_does_not_put_its_late_starts_beside_the_others
 
 
 @pytest.mark.slow
-@pytest.mark.django_db(transaction=True)
-def test_deliveries_wait_in_the_database_when_the_turns_run_behind_the_slots(
-    private_worker, receiver, settings
-):
-    """The endpoint's turns are taken 8 s ahead, as after workers starved for a long stretch
-    (each thread woken late loses its turn), twice the tests' 4-second lease. Its deliveries'
-    slots start after the turns, so they wait in the database, due again then; given slots
-    from now, they would wait on sending threads past their claims, and the sweep would send
-    each a second time."""
-    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
-    client = factories.api_client(factories.environment())
-    limited = client.create_endpoint(f"{receiver.url}/limited", rate_limit=20)
-    endpoint = WebhookEndpoint.objects.get(public_id=limited["webhook_endpoint_id"])
-    behind = time.time() + 8
-    Pace.objects.create(endpoint=endpoint, next_start=behind)
-    events = 5
-    publish(client, events)
-    private_worker()
-    wait_for(lambda: len(receiver.received("/limited")) >= events, timeout=30)
-    time.sleep(3)  # time enough for second copies, had the claims run out
-
-    got = receiver.received("/limited")
-    assert len(got) == events, sorted(r.headers["MD-Event-Id"] for r in got)
-    assert min(r.at for r in got) >= behind
-    attempts = DeliveryAttempt.objects.filter(delivery__endpoint=endpoint)
-    assert attempts.count() == events
-
-
-@pytest.mark.slow
-def test_a_worker_takes_turns_of_its_own_while_postgres_is_away(receiver):
+def test_a_worker_sends_at_the_slots_it_holds_while_postgres_is_away(receiver):
     """PostgreSQL stops for 3 s while a worker holds slots of a 4/s endpoint for the next
-    5 s: those deliveries still go out at their slots, each request's turn taken in the
-    process once the database does not answer, no closer together than the limit, and every
-    event arrives once the database is back. (Private servers: the shared ones stay up.)"""
+    5 s: those deliveries still go out at their slots (a start needs no statement), no closer
+    together than the limit, and every event arrives once the database is back. (Private
+    servers: the shared ones stay up.)"""
     postgres, redis = PrivatePostgres(), PrivateRedis()
     server = worker = None
     try:
