@@ -202,6 +202,7 @@ class Engine:
             waiting.result.set_exception(NotAttempted(waiting.delivery))
             return
         waiting.delivery = replace(waiting.delivery, returning=True)
+        self.handed.add(waiting.delivery)  # followed by the cancel check meanwhile
         future = self.slots.take([waiting.delivery], waiting.claim)
         future.add_done_callback(partial(self._slot_again_came, waiting))
 
@@ -209,6 +210,9 @@ class Engine:
         delivery = waiting.delivery
         slots = future.result() if future.exception() is None else rates.Slots()
         start = slots.starts.get(delivery.pk)
+        if not self.handed.starts(delivery):  # cancelled while it took its slot
+            waiting.result.set_exception(NotAttempted(delivery))
+            return
         if start is not None:
             self._wait_for_slot(waiting, start)
             return

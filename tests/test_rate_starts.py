@@ -13,12 +13,15 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from deliveries import claiming, dispatch, rates, sending
 from deliveries.admission import NotAttempted
 from deliveries.models import Lane
+from deliveries.ordering import lanes_make
 from deliveries.services import event_fan_out, event_publish
+from tests.servers import wait_for
 from webhooks.models import WebhookEndpoint
 
 # The slot thread has a connection of its own, which sees only what is committed.
@@ -83,6 +86,42 @@ def test_a_request_that_comes_to_its_slot_late_takes_another_under_its_claim(api
     lane = Lane.objects.get(endpoint_id=delivery.endpoint_id)
     assert lane.next_slot_at is not None
     assert lane.next_slot_at.timestamp() >= found_late + rates.step(RATE) - 0.001
+
+
+def test_a_late_request_cancelled_while_it_takes_another_slot_is_not_sent(api, receiver, engine):
+    """The cancel check (Engine._drop_cancelled_waiting: its endpoint was disabled) drops it
+    while the slot thread takes its new slot, held up here behind the lane's row lock."""
+    delivery, secrets, token = claimed_one(api, receiver)
+    lanes_make([delivery.endpoint_id])
+
+    with transaction.atomic():
+        Lane.objects.select_for_update().get(endpoint_id=delivery.endpoint_id)
+        admitted = engine.admit(
+            delivery, secrets, timezone.now() - timedelta(seconds=1), claim=token
+        )
+        assert admitted is not None
+        wait_for(lambda: _waiting_for_a_lock() == 1, timeout=10)
+        assert delivery.pk in engine.handed.waiting()
+        engine.handed.drop([delivery.pk])
+
+    with pytest.raises(NotAttempted):
+        admitted.future.result(timeout=10)
+    time.sleep(0.2)
+    assert receiver.received("/limited") == []
+    assert engine.handed.waiting() == {}
+    assert engine.timetable.waiting() == {}
+
+
+def _waiting_for_a_lock() -> int:
+    with connection.cursor() as cursor:
+        # Read afresh: within a transaction the activity is otherwise read once.
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        (count,) = cursor.fetchone()
+    return count
 
 
 def test_a_late_request_without_a_claim_of_its_own_is_not_attempted(api, receiver, engine):
