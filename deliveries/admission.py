@@ -64,7 +64,7 @@ class Waiting(Generic[R]):
     # A rate-limited delivery's slot (seconds since the epoch): it starts no earlier.
     slot: float = 0.0
     # The claim a delivery to an unordered rate-limited endpoint is held under: one that comes
-    # to its slot too late takes another under it (dispatch.Engine.slot_again).
+    # to its slot too late takes another under it (dispatch.Engine._slot_again).
     claim: "uuid.UUID | None" = None
     # Called on the sending thread as the attempt ends, before its result is set: the delivery
     # to send next on this thread with the endpoint's slot, if any (an ordered endpoint's next

@@ -190,7 +190,7 @@ class Engine:
         early = rates.handover_seconds(rate) if rate else 0.0
         self.timetable.at((start_at - timezone.now()).total_seconds() - early, waiting)
 
-    def slot_again(self, waiting: Waiting[Sent]) -> None:
+    def _slot_again(self, waiting: Waiting[Sent]) -> None:
         """A delivery that came to its rate-limit slot too late (rates.slot_kept). Held under a
         claim of its own (an unordered endpoint's), it takes another slot under that claim from
         the slot thread, first in its endpoint's line (it was due before the deliveries made
@@ -229,7 +229,7 @@ class Engine:
         """A rate-limited delivery handed over a little before its slot sleeps until it, and
         only then takes a place among its endpoint's requests in flight: places held by
         sleepers would keep the endpoint's next deliveries from theirs. One that comes to its
-        slot too late (rates.slot_kept) takes another (`slot_again`). With no place free, it
+        slot too late (rates.slot_kept) takes another (`_slot_again`). With no place free, it
         waits for one, and is sent then only if its slot has not gone by meanwhile (`_send`)."""
         delivery = waiting.delivery
         on_time = rates.slot_kept(waiting.slot)
@@ -237,7 +237,7 @@ class Engine:
             waiting.result.set_exception(NotAttempted(delivery))
             return
         if not on_time:
-            self.slot_again(waiting)
+            self._slot_again(waiting)
             return
         # Waiting for a place, it is among InFlight's waiting, which the cancel check reads.
         places = rates.places(delivery.rate_limit or 0)
@@ -256,7 +256,7 @@ class Engine:
         deliveries waiting for that endpoint's slot, one after the other, until none waits.
         `at_slot`: the first one's rate-limit slot was found kept just now. A rate-limited
         delivery that waited here for its endpoint's place past its slot takes another
-        (`slot_again`)."""
+        (`_slot_again`)."""
         while waiting is not None:
             following = None
             try:
@@ -268,7 +268,7 @@ class Engine:
                     waiting.result.set_exception(NotAttempted(delivery))
                     continue
                 if late:
-                    self.slot_again(waiting)
+                    self._slot_again(waiting)
                     continue
                 result = sending.attempt(delivery, waiting.secrets, waiting.trace)
                 if waiting.then is not None and not self.in_flight.closing:
