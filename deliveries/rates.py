@@ -12,10 +12,10 @@ the same statement sends the others back.
 
 A request starts only within LATE_SECONDS of its slot (`slot_kept`). One that comes to it later
 (its process starved of CPU or stopped, or it waited for a place) would go out beside the next
-slot, which another process may hold: it is not sent, and goes back to the database
-unattempted, due at once, to take another slot. Each slot is given once, so starting needs no
-database: a request on time starts at its slot without a statement, whatever the database does
-meanwhile.
+slot, which another process may hold: it is not sent, but takes another slot under its claim
+and waits for it (dispatch.Engine._slot_again; an ordered endpoint's is let go unattempted,
+due at once). Each slot is given once, so starting needs no database: a request on time
+starts at its slot without a statement, whatever the database does meanwhile.
 
 PostgreSQL rather than Redis holds the slots: it is already where every worker decides what is
 due, under the same transactions; the broker may be another server (or none, in `bin/dev`),
