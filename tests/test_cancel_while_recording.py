@@ -29,12 +29,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 TIMEOUT = 10.0
 
 
-def _dsn() -> str:
+def dsn() -> str:
     s = connection.settings_dict
     return f"host={s['HOST']} port={s['PORT']} user={s['USER']} dbname={s['NAME']}"
 
 
-def _waiting_on_a_lock(monitor: psycopg.Connection) -> int:
+def waiting_on_a_lock(monitor: psycopg.Connection) -> int:
     row = monitor.execute(
         "SELECT count(*) FROM pg_stat_activity"
         " WHERE datname = current_database() AND wait_event_type = 'Lock'"
@@ -59,7 +59,7 @@ def test_disabling_an_endpoint_while_a_worker_records_its_deliveries(api, settin
         for _ in range(2)
     )
 
-    with psycopg.connect(_dsn()) as worker, psycopg.connect(_dsn(), autocommit=True) as monitor:
+    with psycopg.connect(dsn()) as worker, psycopg.connect(dsn(), autocommit=True) as monitor:
         # The worker's recording transaction, first half: the delivery it records.
         worker.execute(
             sql.SQL("UPDATE {} SET last_error = 'recording' WHERE id = %s").format(
@@ -80,7 +80,7 @@ def test_disabling_an_endpoint_while_a_worker_records_its_deliveries(api, settin
         # The API request has its lock on the endpoint's row and is waiting for the held
         # delivery (before the fix), or is done.
         for _ in range(int(TIMEOUT / 0.01)):
-            if not caller.is_alive() or _waiting_on_a_lock(monitor):
+            if not caller.is_alive() or waiting_on_a_lock(monitor):
                 break
             caller.join(0.01)
         # Second half: the endpoint's failure streak, then COMMIT.

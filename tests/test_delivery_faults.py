@@ -249,11 +249,11 @@ def test_a_delivery_waiting_for_its_rate_limit_slot_is_not_sent_once_its_endpoin
 def test_a_rate_limited_delivery_past_its_turn_waiting_for_a_place_is_not_sent_once_disabled(
     private_worker, receiver
 ):
-    """A rate-limited delivery takes its turn before a place among its endpoint's requests in
-    flight (dispatch.Engine._turn_then_send). With one place (rates.places: the in-flight
-    limit, and a quarter of 4 sending threads), held by a slow first request, the second
-    delivery's turn comes and it waits for the place; disabled meanwhile, it is cancelled and
-    never sent, when the place frees or after."""
+    """A rate-limited delivery sleeps until its slot before it takes a place among its
+    endpoint's requests in flight (dispatch.Engine._at_slot_send). With one place
+    (rates.places: the in-flight limit, and a quarter of 4 sending threads), held by a slow
+    first request, the second delivery's slot comes and it waits for the place; disabled
+    meanwhile, it is cancelled and never sent, when the place frees or after."""
     client = factories.api_client(factories.environment())
     endpoint = client.create_endpoint(f"{receiver.url}/turn-then-off", rate_limit=10)
     receiver.script("/turn-then-off", Reply(delay=2))
@@ -276,10 +276,11 @@ def test_a_rate_limited_delivery_past_its_turn_waiting_for_a_place_is_not_sent_o
 
 def test_a_rate_limited_endpoint_has_half_a_second_of_its_rate_in_flight(private_worker, receiver):
     """A rate-limited endpoint's requests in flight may pass WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT,
-    up to half a second of its rate (rates.places): a delivery takes its place after its turn,
-    and one that finds none free loses the turn. At 10/s, with the in-flight limit at 1 and
-    every request answered after 2 s, five go out a step apart, each before the first is
-    answered; the sixth waits for a place, and goes out once the first is answered."""
+    up to half a second of its rate (rates.places): a delivery takes its place at its slot,
+    and one that finds none free waits for one, then takes another slot. At 10/s, with the
+    in-flight limit at 1 and every request answered after 2 s, five go out a step apart, each
+    before the first is answered; the sixth waits for a place, and goes out once the first is
+    answered."""
     client = factories.api_client(factories.environment())
     client.create_endpoint(f"{receiver.url}/slow-limited", rate_limit=10)
     receiver.respond("/slow-limited", lambda _: Reply(delay=2))
@@ -298,8 +299,8 @@ def test_a_delivery_handed_to_a_sending_thread_is_not_sent_once_its_endpoint_is_
 ):
     """The same for a rate-limited delivery whose slot came, handed to a sending thread: it
     waits there for a free thread (the worker's only one for rate-limited deliveries, held by
-    a slow request to another rate-limited endpoint) and then for its turn, and the endpoint
-    disabled meanwhile is not sent to."""
+    a slow request to another rate-limited endpoint), and the endpoint disabled meanwhile is
+    not sent to."""
     client = factories.api_client(factories.environment())
     holding = client.create_endpoint(f"{receiver.url}/holds-the-thread", rate_limit=10)
     limited = client.create_endpoint(f"{receiver.url}/limited-handed-then-off", rate_limit=10)

@@ -12,8 +12,9 @@ import time
 import uuid
 from datetime import timedelta
 
+import psycopg
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from deliveries import claiming, dispatch, rates, sending
@@ -22,6 +23,7 @@ from deliveries.models import Lane
 from deliveries.ordering import lanes_make
 from deliveries.services import event_fan_out, event_publish
 from tests.servers import wait_for
+from tests.test_cancel_while_recording import dsn, waiting_on_a_lock
 from webhooks.models import WebhookEndpoint
 
 # The slot thread has a connection of its own, which sees only what is committed.
@@ -94,13 +96,13 @@ def test_a_late_request_cancelled_while_it_takes_another_slot_is_not_sent(api, r
     delivery, secrets, token = claimed_one(api, receiver)
     lanes_make([delivery.endpoint_id])
 
-    with transaction.atomic():
+    with psycopg.connect(dsn(), autocommit=True) as monitor, transaction.atomic():
         Lane.objects.select_for_update().get(endpoint_id=delivery.endpoint_id)
         admitted = engine.admit(
             delivery, secrets, timezone.now() - timedelta(seconds=1), claim=token
         )
         assert admitted is not None
-        wait_for(lambda: _waiting_for_a_lock() == 1, timeout=10)
+        wait_for(lambda: waiting_on_a_lock(monitor) == 1, timeout=10)
         assert delivery.pk in engine.handed.waiting()
         engine.handed.drop([delivery.pk])
 
@@ -110,18 +112,6 @@ def test_a_late_request_cancelled_while_it_takes_another_slot_is_not_sent(api, r
     assert receiver.received("/limited") == []
     assert engine.handed.waiting() == {}
     assert engine.timetable.waiting() == {}
-
-
-def _waiting_for_a_lock() -> int:
-    with connection.cursor() as cursor:
-        # Read afresh: within a transaction the activity is otherwise read once.
-        cursor.execute("SELECT pg_stat_clear_snapshot()")
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-        (count,) = cursor.fetchone()
-    return count
 
 
 def test_a_late_request_without_a_claim_of_its_own_is_not_attempted(api, receiver, engine):
