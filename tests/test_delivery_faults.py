@@ -300,14 +300,17 @@ def test_a_delivery_handed_to_a_sending_thread_is_not_sent_once_its_endpoint_is_
     """The same for a rate-limited delivery whose slot came, handed to a sending thread: it
     waits there for a free thread (the worker's only one for rate-limited deliveries, held by
     a slow request to another rate-limited endpoint), and the endpoint disabled meanwhile is
-    not sent to."""
+    not sent to. Its endpoint is made once the slow request holds the thread: made before,
+    its delivery could have come to the thread first, had the other's come late to its slot
+    (and so taken another)."""
     client = factories.api_client(factories.environment())
     holding = client.create_endpoint(f"{receiver.url}/holds-the-thread", rate_limit=10)
-    limited = client.create_endpoint(f"{receiver.url}/limited-handed-then-off", rate_limit=10)
     receiver.script("/holds-the-thread", Reply(delay=4))
-    event = publish(client)
+    first = publish(client)
     private_worker(WEBHOOKS_SEND_THREADS="1", WEBHOOKS_DELIVERY_TIMEOUT="10")
     wait_for(lambda: len(receiver.received("/holds-the-thread")) == 1, timeout=30)
+    limited = client.create_endpoint(f"{receiver.url}/limited-handed-then-off", rate_limit=10)
+    event = publish(client)  # to both: each handed to the one thread, behind the slow request
     deliveries = Delivery.objects.filter(event__public_id=event["event_id"])
     handed = deliveries.filter(endpoint__public_id=limited["webhook_endpoint_id"])
     # Claimed by the worker (and so in its hands, not the database's line), not yet sent.
@@ -315,7 +318,9 @@ def test_a_delivery_handed_to_a_sending_thread_is_not_sent_once_its_endpoint_is_
     time.sleep(0.5)  # its slot is now: it is handed over within a statement's time
     assert not receiver.received("/limited-handed-then-off")
     disable(client, limited)
-    held = deliveries.filter(endpoint__public_id=holding["webhook_endpoint_id"])
+    held = Delivery.objects.filter(
+        event__public_id=first["event_id"], endpoint__public_id=holding["webhook_endpoint_id"]
+    )
     wait_for(lambda: held.filter(status="succeeded").exists(), timeout=30)
     time.sleep(2)  # past the thread's coming free, had the handed delivery been sent
     assert not receiver.received("/limited-handed-then-off")
