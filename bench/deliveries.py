@@ -457,13 +457,17 @@ def wait_recorded(
     the time it saw them. Gives up after `timeout`, or after `stalled_after` s without one.
 
     The count is asked every `poll` seconds near the end, less often before (a quarter of the
-    time the rate so far says is left, at most 0.5 s): near the end of a 10,000-delivery run
-    it costs PostgreSQL ~5 ms, and asked every 50 ms throughout it took ~5% of a core from
-    the run it was timing. The end is still seen within `poll`."""
+    time the rate since the last count says is left, at most 0.5 s): near the end of a
+    10,000-delivery run it costs PostgreSQL ~5 ms, and asked every 50 ms throughout it took
+    ~5% of a core from the run it was timing. The rate since the last count, not the run's
+    average: a rate-limited tail after the others have finished (bench.control) is far
+    slower than the average, which had the count asked every 50 ms all through it, about 100
+    counts of 15 ms each. The end is still seen within `poll`."""
     started = deadline = time.monotonic()
     deadline += timeout
     done, last_change, last_print = -1, started, started
     first: int | None = None
+    last: tuple[float, int] | None = None  # the count before this one, and when
     while time.monotonic() < deadline:
         count = recorded(environment)
         now = time.monotonic()
@@ -478,7 +482,10 @@ def wait_recorded(
             rate = (done - first) / (now - started)
             print(f"    {done:,} of {expected:,} recorded ({rate:,.0f}/s)", flush=True)
             last_print = now
-        rate = (done - first) / (now - started) if now > started else 0.0
+        rate = (done - last[1]) / (now - last[0]) if last and now > last[0] else 0.0
+        if rate <= 0:  # none since the last count: the run's average, not a 50 ms poll
+            rate = (done - first) / (now - started) if now > started else 0.0
+        last = (now, done)
         left = (expected - done) / rate if rate > 0 else 0.0
         time.sleep(min(max(poll, left / 4), max(poll, 0.5)))
     raise BenchError(f"only {done} of {expected} deliveries recorded after {timeout:.0f} s")
