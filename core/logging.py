@@ -48,8 +48,27 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+# The largest integer JSON readers take exactly: most (JavaScript, jq) read numbers as doubles
+# (RFC 8259, section 6). Event ids are past it: a day's partition starts at day * 10**12
+# (deliveries.partitions), about 2 * 10**16.
+_EXACT_IN_JSON = 2**53 - 1
+
+
+def _json_exact(value: Any) -> Any:
+    """`value` with every integer past what JSON readers take exactly written as a string, so
+    that a log search for an event's id finds it (lists and dicts looked into)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _EXACT_IN_JSON:
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [_json_exact(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _json_exact(item) for key, item in value.items()}
+    return value
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, ids, extra fields, traceback."""
+    """One JSON object per line: time, level, logger, message, ids, extra fields, traceback.
+    Integers too large for JSON readers to take exactly are written as strings."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -63,7 +82,7 @@ class JsonFormatter(logging.Formatter):
             entry["request_id"] = request_id
         for key, value in vars(record).items():
             if key not in _RECORD_FIELDS and not key.startswith("_"):
-                entry[key] = value
+                entry[key] = _json_exact(value)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

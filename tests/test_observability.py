@@ -115,6 +115,20 @@ def test_task_log_lines_carry_their_context():
     }
 
 
+def test_ids_past_what_json_readers_take_exactly_are_logged_as_strings():
+    """Event ids are about 2 * 10**16 (a day's partition starts at day * 10**12), past 2**53,
+    where JavaScript and jq read JSON numbers rounded: a log search for one would miss it."""
+    event_pk = 20_790 * 10**12 + 7
+    record = logging.LogRecord("deliveries", logging.WARNING, __file__, 1, "failed", (), None)
+    with log_context(event_pk=event_pk, delivery_pks=[1, 2**53 - 1, 2**53], attempt=True):
+        RequestIdFilter().filter(record)
+    text = JsonFormatter().format(record)
+    line = json.loads(text, parse_int=float)  # as a reader with doubles only takes it
+    assert line["event_pk"] == "20790000000000007"
+    assert line["delivery_pks"] == [1, 2**53 - 1, "9007199254740992"]
+    assert line["attempt"] is True
+
+
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_one_scrape_of_the_web_reports_the_workers_deliveries(broker, receiver, tmp_path):
