@@ -5,7 +5,7 @@ import pytest
 from django.conf import settings as django_settings
 
 from tests import factories, summary
-from tests.servers import CeleryWorker, PrivateRedis, Receiver
+from tests.servers import CeleryWorker, PrivateRedis, Receiver, database_url
 
 _redis: PrivateRedis | None = None
 
@@ -92,13 +92,6 @@ def receiver():
     server.close()
 
 
-def _database_url() -> str:
-    from django.db import connection
-
-    s = connection.settings_dict
-    return f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
-
-
 @pytest.fixture(scope="module")
 def worker(request, django_db_setup, django_db_blocker, broker):
     """A real Celery worker (threads pool, embedded beat) for a module of end-to-end tests,
@@ -107,7 +100,7 @@ def worker(request, django_db_setup, django_db_blocker, broker):
     Tests using it must be `transaction=True`: the worker sees only committed data.
     """
     with django_db_blocker.unblock():
-        url = _database_url()
+        url = database_url()
     process = CeleryWorker(url, broker.url, **getattr(request.module, "WORKER_SETTINGS", {}))
     yield process
     process.stop()
@@ -167,7 +160,7 @@ def history_as_migrated(transactional_db):
 def private_worker(django_db_setup, django_db_blocker, broker):
     """A worker of the test's own, to kill or to starve."""
     with django_db_blocker.unblock():
-        url = _database_url()
+        url = database_url()
     processes: list[CeleryWorker] = []
 
     def start(**settings: str) -> CeleryWorker:

@@ -40,6 +40,15 @@ PRODUCTION_VARIABLES = {
 }
 
 
+def database_url() -> str:
+    """The test database's URL, for the servers the tests start and for psycopg connections of
+    their own."""
+    from django.db import connection
+
+    s = connection.settings_dict
+    return f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -16,22 +16,18 @@ from typing import Any
 
 import psycopg
 import pytest
-from django.db import connection, connections
+from django.db import connections
 from psycopg import sql
 
 from deliveries import dispatch
 from deliveries.models import Delivery
 from deliveries.services import event_fan_out, event_publish
+from tests.servers import database_url
 from webhooks.models import WebhookEndpoint
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 TIMEOUT = 10.0
-
-
-def dsn() -> str:
-    s = connection.settings_dict
-    return f"host={s['HOST']} port={s['PORT']} user={s['USER']} dbname={s['NAME']}"
 
 
 def waiting_on_a_lock(monitor: psycopg.Connection) -> int:
@@ -59,7 +55,8 @@ def test_disabling_an_endpoint_while_a_worker_records_its_deliveries(api, settin
         for _ in range(2)
     )
 
-    with psycopg.connect(dsn()) as worker, psycopg.connect(dsn(), autocommit=True) as monitor:
+    url = database_url()
+    with psycopg.connect(url) as worker, psycopg.connect(url, autocommit=True) as monitor:
         # The worker's recording transaction, first half: the delivery it records.
         worker.execute(
             sql.SQL("UPDATE {} SET last_error = 'recording' WHERE id = %s").format(

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from deliveries import signature
 from tests import factories
-from tests.servers import ROOT, Reply, wait_for
+from tests.servers import ROOT, Reply, database_url, wait_for
 from webhooks.models import WebhookEndpoint
 
 
@@ -66,13 +66,10 @@ def test_listen_refuses_without_private_destinations(settings):
 
 
 def _start_listen(slug: str, **settings: str) -> "subprocess.Popen[str]":
-    from django.db import connection as django_connection
-
-    s = django_connection.settings_dict
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "TEST_DATABASE_URL": f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}",
+        "TEST_DATABASE_URL": database_url(),
         "WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS": "true",
         **settings,
     }

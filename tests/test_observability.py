@@ -133,15 +133,11 @@ def test_ids_past_what_json_readers_take_exactly_are_logged_as_strings():
 @pytest.mark.django_db(transaction=True)
 def test_one_scrape_of_the_web_reports_the_workers_deliveries(broker, receiver, tmp_path):
     """Multiprocess mode: gunicorn and a Celery worker share PROMETHEUS_MULTIPROC_DIR."""
-    from django.db import connection
+    from tests.servers import FAST_DELIVERY_SETTINGS, CeleryWorker, Gunicorn, database_url, wait_for
 
-    from tests.servers import FAST_DELIVERY_SETTINGS, CeleryWorker, Gunicorn, wait_for
-
-    s = connection.settings_dict
-    database_url = f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
     shared = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), **FAST_DELIVERY_SETTINGS}
-    web = Gunicorn(database_url, broker.url, WORKERS="2", **shared)
-    worker = CeleryWorker(database_url, broker.url, **shared)
+    web = Gunicorn(database_url(), broker.url, WORKERS="2", **shared)
+    worker = CeleryWorker(database_url(), broker.url, **shared)
     try:
         env = factories.environment()
         _, raw = factories.api_key(env)

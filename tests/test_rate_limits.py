@@ -8,7 +8,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
 from tests import factories
-from tests.servers import Gunicorn, free_port
+from tests.servers import Gunicorn, database_url, free_port
 from tests.test_auth import assert_error
 
 
@@ -59,13 +59,9 @@ def test_a_bad_limit_fails_the_system_check(settings, rate):
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_the_limit_holds_across_gunicorn_workers(broker):
-    from django.db import connection
-
     env = factories.environment()
     _, raw = factories.api_key(env)
-    s = connection.settings_dict
-    database_url = f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
-    server = Gunicorn(database_url, broker.url, WORKERS="3", API_RATE_LIMIT="20/h")
+    server = Gunicorn(database_url(), broker.url, WORKERS="3", API_RATE_LIMIT="20/h")
     try:
         url = f"{server.url}/v1/webhook_endpoints"
         headers = {"Authorization": f"Bearer {raw}"}

@@ -22,8 +22,8 @@ from deliveries.admission import NotAttempted
 from deliveries.models import Lane
 from deliveries.ordering import lanes_make
 from deliveries.services import event_fan_out, event_publish
-from tests.servers import wait_for
-from tests.test_cancel_while_recording import dsn, waiting_on_a_lock
+from tests.servers import database_url, wait_for
+from tests.test_cancel_while_recording import waiting_on_a_lock
 from webhooks.models import WebhookEndpoint
 
 # The slot thread has a connection of its own, which sees only what is committed.
@@ -96,7 +96,7 @@ def test_a_late_request_cancelled_while_it_takes_another_slot_is_not_sent(api, r
     delivery, secrets, token = claimed_one(api, receiver)
     lanes_make([delivery.endpoint_id])
 
-    with psycopg.connect(dsn(), autocommit=True) as monitor, transaction.atomic():
+    with psycopg.connect(database_url(), autocommit=True) as monitor, transaction.atomic():
         Lane.objects.select_for_update().get(endpoint_id=delivery.endpoint_id)
         admitted = engine.admit(
             delivery, secrets, timezone.now() - timedelta(seconds=1), claim=token

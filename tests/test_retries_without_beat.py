@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from tests import factories
-from tests.servers import CeleryWorkerWithoutBeat, Received, Reply, wait_for
+from tests.servers import CeleryWorkerWithoutBeat, Received, Reply, database_url, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -21,10 +21,8 @@ def _private_destinations(settings):
 
 @pytest.fixture
 def worker_without_beat(django_db_setup, django_db_blocker, broker):
-    from tests.conftest import _database_url
-
     with django_db_blocker.unblock():
-        url = _database_url()
+        url = database_url()
     workers = [CeleryWorkerWithoutBeat(url, broker.url) for _ in range(2)]
     yield workers
     for worker in workers:
