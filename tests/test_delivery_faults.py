@@ -246,7 +246,7 @@ def test_a_delivery_waiting_for_its_rate_limit_slot_is_not_sent_once_its_endpoin
     assert not cancelled.filter(attempts__isnull=False).exists()
 
 
-def test_a_rate_limited_delivery_past_its_turn_waiting_for_a_place_is_not_sent_once_disabled(
+def test_a_rate_limited_delivery_past_its_slot_waiting_for_a_place_is_not_sent_once_disabled(
     private_worker, receiver
 ):
     """A rate-limited delivery sleeps until its slot before it takes a place among its
@@ -255,8 +255,8 @@ def test_a_rate_limited_delivery_past_its_turn_waiting_for_a_place_is_not_sent_o
     first request, the second delivery's slot comes and it waits for the place; disabled
     meanwhile, it is cancelled and never sent, when the place frees or after."""
     client = factories.api_client(factories.environment())
-    endpoint = client.create_endpoint(f"{receiver.url}/turn-then-off", rate_limit=10)
-    receiver.script("/turn-then-off", Reply(delay=2))
+    endpoint = client.create_endpoint(f"{receiver.url}/slot-then-off", rate_limit=10)
+    receiver.script("/slot-then-off", Reply(delay=2))
     ids = [publish(client, {"i": i})["event_id"] for i in range(2)]
     private_worker(
         WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT="1",
@@ -264,12 +264,12 @@ def test_a_rate_limited_delivery_past_its_turn_waiting_for_a_place_is_not_sent_o
         WEBHOOKS_DELIVERY_TIMEOUT="10",
         WEBHOOKS_CLAIM_LEASE_MARGIN="50",
     )
-    wait_for(lambda: len(receiver.received("/turn-then-off")) == 1, timeout=30, interval=0.02)
+    wait_for(lambda: len(receiver.received("/slot-then-off")) == 1, timeout=30, interval=0.02)
     time.sleep(0.5)  # the second's slot and turn, 0.1 s after the first's, have come
     disable(client, endpoint)
     wait_for(lambda: statuses(ids).count("succeeded") == 1, timeout=30)
     time.sleep(1)  # past the place freeing, had the waiting delivery been sent
-    assert len(receiver.received("/turn-then-off")) == 1
+    assert len(receiver.received("/slot-then-off")) == 1
     assert sorted(statuses(ids)) == ["cancelled", "succeeded"]
     assert not Delivery.objects.get(event__public_id__in=ids, status="cancelled").attempts.exists()
 

@@ -73,7 +73,7 @@ def publish(client: factories.ApiClient, count: int, first: int = 0) -> list[str
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-# 20/s spaces turns by the least margin (rates.MIN_PACE); 50/s by what late starts need.
+# 20/s spaces slots by the least margin (rates.MIN_PACE); 50/s by what late starts need.
 @pytest.mark.parametrize("rate", [20, 50])
 def test_a_limited_endpoint_never_exceeds_its_rate_and_the_other_runs_at_full_speed(
     private_worker, receiver, settings, rate
@@ -136,7 +136,8 @@ def test_a_worker_starved_mid_run_does_not_put_its_late_starts_beside_the_others
     """One of the two workers is stopped for 0.3 s every second while both send to a 20/s
     endpoint: the slots it took pass while it is stopped, and its threads asleep until them
     wake together, when the other worker is sending its own. Those that wake late are not
-    sent (rates.slot_kept) but go back for other slots, which keeps the starts apart."""
+    sent (rates.slot_kept) but take other slots under their claims (Engine._slot_again),
+    which keeps the starts apart."""
     settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
     client = factories.api_client(factories.environment())
     limited = client.create_endpoint(f"{receiver.url}/limited", rate_limit=20)
