@@ -10,6 +10,7 @@ deliveries.dispatch runs both for every batch that holds ordered endpoints' head
 """
 
 import threading
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import datetime
@@ -124,13 +125,19 @@ def look_ahead(
     """While ordered endpoints' heads are in flight: what their lanes will release next, loaded
     (rate-limited endpoints aside: their next delivery waits for its slot anyway)."""
     ahead.arm([], {}, [], {})  # what an earlier round loaded is not taken for this one's
-    heads = [d for d in live if d.ordered and not d.rate_limit and d.pk not in later]
+    in_hand = [d for d in live if d.ordered and not d.rate_limit and d.pk not in later]
+    # Of two in hand for one endpoint (its head and a test event, say) one is not its head:
+    # neither is looked ahead of, and the head's recording releases what follows it.
+    per_endpoint = Counter(d.endpoint_id for d in in_hand)
+    heads = [d for d in in_hand if per_endpoint[d.endpoint_id] == 1]
     if not heads:
         return
     known = ordering.lanes_known(heads)
-    following = transient.retrying(partial(ordering.peek, set(known), known), "looking ahead")
+    asked = {d.endpoint_id: d.pk for d in heads}
+    following = transient.retrying(partial(ordering.peek, asked, known), "looking ahead")
     if not following:
         return
+    heads = [d for d in heads if d.endpoint_id in following]
     # By their events as well: PostgreSQL then plans and reads those days' partitions only.
     events = {event_id for _, event_id in following.values()}
     loaded = transient.retrying(

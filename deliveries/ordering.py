@@ -153,14 +153,21 @@ RETURNING head.id
 
 
 def peek(
-    endpoint_ids: set[int], known: "dict[int, tuple[int, list[str]]] | None" = None
+    heads: dict[int, int], known: "dict[int, tuple[int, list[str]]] | None" = None
 ) -> dict[int, tuple[int, int]]:
-    """Each of these ordered endpoints' next delivery and its event (endpoint: (delivery,
-    event)), as its lane would release it now (its head aside): for a caller that loads it, and
-    sends it the moment the head succeeds, while the head is in flight (deliveries.dispatch).
-    Changes nothing."""
-    endpoints = known or _ordered(endpoint_ids)
-    following = {pk: _first_releasable(pk, *endpoints[pk]) for pk in sorted(endpoints)}
+    """The next delivery and its event (endpoint: (delivery, event)) of each of these ordered
+    endpoints whose lane's head is the delivery the caller has in flight (`heads`, endpoint:
+    delivery), as its lane would release it now: for a caller that loads it, and sends it the
+    moment the head succeeds (deliveries.chain). Changes nothing.
+
+    A delivery to an ordered endpoint that is not its lane's head (a test event, a retry left
+    on its schedule when ordering was turned on) releases nothing as it ends: the head does."""
+    endpoints = known or _ordered(set(heads))
+    following = {
+        pk: _first_releasable(pk, *endpoints[pk], behind=heads[pk])
+        for pk in sorted(endpoints)
+        if pk in heads
+    }
     return {pk: first for pk, first in following.items() if first is not None}
 
 
@@ -211,17 +218,21 @@ def _head_active(lane: Lane, ended: set[int]) -> bool:
 
 
 def _first_releasable(
-    endpoint_id: int, environment_id: int, enabled_events: list[str]
+    endpoint_id: int, environment_id: int, enabled_events: list[str], behind: int | None = None
 ) -> tuple[int, int] | None:
     """The endpoint's first parked delivery and its event, unless an earlier event it would get
-    is still on its way (published, not fanned out yet).
+    is still on its way (published, not fanned out yet); with `behind`, only if that delivery
+    is the lane's head.
 
     One statement, so one snapshot: a fan-out commits its deliveries and its event's mark
     together, and this sees both or neither. Two reads, lane lock or not (a fan-out commits
     without it), could see neither the earlier event's delivery nor that event on its way, and
     let the later event go first."""
+    statement, params = _FIRST_PARKED, [endpoint_id, environment_id]
+    if behind is not None:
+        statement, params = _FIRST_PARKED_BEHIND, [endpoint_id, behind, environment_id]
     with connection.cursor() as cursor:
-        cursor.execute(sql.statement(_FIRST_PARKED), [endpoint_id, environment_id])
+        cursor.execute(sql.statement(statement), params)
         rows = cursor.fetchall()
     if not rows:
         return None
@@ -237,13 +248,20 @@ _FIRST_PARKED = """
 SELECT DISTINCT parked.id, parked.event_id, earlier.type
 FROM (
     SELECT d.id, d.event_id FROM {delivery} AS d
-    WHERE d.endpoint_id = %s AND {parked}
+    WHERE d.endpoint_id = %s AND {parked}{behind}
     ORDER BY d.event_id LIMIT 1
 ) parked
 LEFT JOIN {event} earlier
     ON earlier.environment_id = %s AND earlier.fanned_out_at IS NULL
     AND earlier.id < parked.event_id
 """.replace("{parked}", _parked_in("d"))
+# The same, behind a given head (its lane's primary key read in the same statement).
+_FIRST_PARKED_BEHIND = _FIRST_PARKED.replace(
+    "{behind}",
+    " AND EXISTS (SELECT 1 FROM {lane} AS lane"
+    " WHERE lane.endpoint_id = d.endpoint_id AND lane.head_delivery_id = %s)",
+)
+_FIRST_PARKED = _FIRST_PARKED.replace("{behind}", "")
 
 
 def lanes_idle(endpoint_ids: list[int]) -> list[int]:

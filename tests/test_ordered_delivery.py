@@ -297,3 +297,67 @@ def test_turning_ordering_on_leaves_a_delivery_already_attempted_on_its_schedule
     assert Delivery.objects.get(pk=retrying).next_attempt_at == retry_at
     head = Delivery.objects.get(event__public_id=waiting)
     assert head.next_attempt_at is not None and head.attempt_count == 0
+
+
+@pytest.mark.django_db
+def test_a_test_event_goes_at_once_and_lets_nothing_past_a_failing_head(api, receiver, settings):
+    """A test event is not one of the endpoint's events: it goes out at once, outside the
+    order, and its success releases nothing (the head's end does)."""
+    from deliveries.services import event_fan_out
+
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    settings.WEBHOOKS_RETRY_SCHEDULE = [3600]  # the head's retry is an hour away
+    endpoint = api.create_endpoint(f"{receiver.url}/pinged", delivery_order="ordered")
+    receiver.script("/pinged", Reply(status=500))
+    head = Delivery.objects.get(event=factories.deliver_here(api.environment, "packet.updated"))
+    assert (head.status, head.attempt_count) == ("pending", 1)  # failed; holds the line
+    [behind] = publish(api, 1)
+    event_fan_out(event_id=Event.objects.get(public_id=behind).pk)
+
+    response = api.post(f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}/test")
+
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "succeeded"
+    types = [r.json["type"] for r in receiver.received("/pinged")]
+    assert types == ["packet.updated", "ping"]  # the head's failure, then the test event
+    parked = Delivery.objects.get(event__public_id=behind)
+    assert (parked.attempt_count, parked.next_attempt_at) == (0, None)
+    head.refresh_from_db()
+    assert head.status == "pending"
+
+
+@pytest.mark.django_db
+def test_a_retry_left_on_its_schedule_by_ordering_on_releases_nothing(receiver, settings):
+    """A delivery attempted before ordering was turned on keeps its schedule (the contract);
+    its success must not send the line's next delivery while the line's head is in hand."""
+    from deliveries.dispatch import deliveries_send
+    from deliveries.services import event_fan_out
+
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    settings.WEBHOOKS_RETRY_SCHEDULE = [0.3, 3600]
+    client = factories.api_client(factories.environment())
+    endpoint = client.create_endpoint(f"{receiver.url}/turned")
+    # The first attempts of the retried delivery and of the line's head fail; then 200s.
+    receiver.script("/turned", Reply(status=500), Reply(status=500))
+    retried, head_event, parked_event = publish(client, 3)
+    events = {e.public_id: e.pk for e in Event.objects.all()}
+    [early] = event_fan_out(event_id=events[retried])
+    deliveries_send(delivery_ids=[early], wait_for_all=True)  # fails: retry in about 0.3 s
+    for public_id in (head_event, parked_event):
+        event_fan_out(event_id=events[public_id])
+    response = client.patch(
+        f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}", {"delivery_order": "ordered"}
+    )
+    assert response.status_code == 200, response.content
+    head = Delivery.objects.get(event__public_id=head_event)
+    deliveries_send(delivery_ids=[head.pk], top_up=False, wait_for_all=True)  # fails: in hand
+    time.sleep(0.4)  # the early delivery's retry comes due
+
+    deliveries_send(delivery_ids=[early], top_up=False, wait_for_all=True)
+
+    assert Delivery.objects.get(pk=early).status == "succeeded"
+    head.refresh_from_db()
+    assert (head.status, head.attempt_count) == ("pending", 1)
+    parked = Delivery.objects.get(event__public_id=parked_event)
+    assert (parked.attempt_count, parked.next_attempt_at) == (0, None)
+    assert parked_event not in first_receipts(receiver.received("/turned"))

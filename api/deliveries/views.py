@@ -169,7 +169,9 @@ class EndpointTestEventViewSet(ApiViewSet):
             "Sends a `ping` event to this endpoint only, whatever its `enabled_events`, signed "
             "like every delivery, and answers once the attempt is over (at most the delivery "
             "timeout) with the delivery and the attempt's outcome. A failed attempt is retried "
-            "on the usual schedule. The endpoint must be enabled."
+            "on the usual schedule. The endpoint must be enabled. To an ordered endpoint it "
+            "goes at once, outside the order: it neither waits for the line nor lets anything "
+            "past it."
         ),
         scope=scopes.WEBHOOK_ENDPOINTS_WRITE,
         tags=[TAG_DELIVERIES],
