@@ -28,6 +28,40 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+class _Pairs(list[tuple[str, Any]]):
+    """An object's members as given, duplicates kept: the second parse, which finds where."""
+
+
+def _duplicate_at(text: str, name: str) -> list[str | int]:
+    """Where the first key given twice is: its path from the body's top, the key last (the key
+    alone if the body is too deep to walk)."""
+    try:
+        tree = json.loads(text, parse_constant=strict_constant, object_pairs_hook=_Pairs)
+        return _first_duplicate(tree, []) or [name]
+    except RecursionError:
+        return [name]
+
+
+def _first_duplicate(node: Any, path: list[str | int]) -> list[str | int] | None:
+    if isinstance(node, _Pairs):
+        seen: set[str] = set()
+        for name, value in node:
+            if name in seen:
+                return [*path, name]
+            seen.add(name)
+            if (found := _first_duplicate(value, [*path, name])) is not None:
+                return found
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            if (found := _first_duplicate(value, [*path, index])) is not None:
+                return found
+    return None
+
+
+def _dotted(path: list[str | int]) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path)[1:]
+
+
 class StrictJSONParser(JSONParser):
     """JSON only, UTF-8 only, no NaN or Infinity (DRF's STRICT_JSON), no key twice in an
     object."""
@@ -37,15 +71,16 @@ class StrictJSONParser(JSONParser):
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
-            data = json.loads(
-                stream.read().decode(encoding),
-                parse_constant=strict_constant,
-                object_pairs_hook=_unique_keys,
-            )
+            text = stream.read().decode(encoding)
+            data = json.loads(text, parse_constant=strict_constant, object_pairs_hook=_unique_keys)
         except _DuplicateKey as exc:
-            name = exc.name[:100]
+            # Named by the body's field that holds it (`metadata` for a key twice in it, as
+            # any other fault of that field is), the message saying where within.
+            path = _duplicate_at(text, exc.name)
+            param = str(path[0])[:100] if isinstance(path[0], str) else None
+            where = _dotted(path)[:100]
             raise ApiError(
-                "parameter_invalid", f"{name} is given more than once.", param=name
+                "parameter_invalid", f"{where} is given more than once.", param=param
             ) from None
         except RecursionError:
             # `[[[[…` 100,000 deep fits in the body limit; DRF would let it become a 500.
