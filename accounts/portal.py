@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from accounts.keys import key_hash
@@ -49,11 +49,14 @@ def portal_link_open(*, token: str) -> tuple[PortalSession, str] | None:
         return None
     now = timezone.now()
     cookie_token = random_base62(TOKEN_LENGTH)
+    # The key's check as EXISTS, not a join: Django writes an UPDATE filtered across a relation
+    # as `id IN (subquery)`, and PostgreSQL re-checks only that after waiting for the row's
+    # lock, not `opened_at IS NULL` inside it: two browsers both opened the link.
     opened = PortalSession.objects.filter(
+        Exists(ApiKey.objects.filter(pk=OuterRef("api_key_id"), revoked_at__isnull=True)),
         link_token_hash=key_hash(token),
         opened_at__isnull=True,
         link_expires_at__gt=now,
-        api_key__revoked_at__isnull=True,
     ).update(
         opened_at=now,
         session_token_hash=key_hash(cookie_token),

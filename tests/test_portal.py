@@ -6,15 +6,18 @@ security headers, and the endpoint pages changing what the API then returns.
 """
 
 import re
+import threading
 from datetime import datetime, timedelta
 from html import unescape
 from io import StringIO
+from typing import Any
 from urllib.parse import urlparse
 
+import psycopg
 import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
-from django.db import connection
+from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -28,7 +31,9 @@ from deliveries.models import Delivery
 from deliveries.services import event_fan_out, event_publish
 from tests import factories
 from tests.factories import ApiClient
+from tests.servers import database_url, wait_for
 from tests.test_auth import assert_error
+from tests.test_cancel_while_recording import waiting_on_a_lock
 from webhooks import headers
 from webhooks.models import WebhookEndpoint
 
@@ -148,6 +153,38 @@ def test_a_link_opens_once_and_sets_a_strict_cookie(api, settings):
     fresh = link_path(api)
     assert Client().head(fresh).status_code == 405
     assert Client().get(fresh).status_code == 302
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_link_opened_by_two_browsers_at_once_opens_once():
+    """Both wait for the session's row (held here) and then open it together: one gets the
+    session, the other the page that says the link is used."""
+    api = factories.api_client(factories.environment())
+    path = link_path(api)
+    browsers = [Client(), Client()]
+    answers: dict[int, Any] = {}
+
+    def open_link(i: int) -> None:
+        try:
+            answers[i] = browsers[i].get(path)
+        finally:
+            connection.close()
+
+    with psycopg.connect(database_url(), autocommit=True) as monitor:
+        with transaction.atomic():
+            PortalSession.objects.select_for_update().get()
+            threads = [threading.Thread(target=open_link, args=(i,)) for i in (0, 1)]
+            for thread in threads:
+                thread.start()
+            wait_for(lambda: waiting_on_a_lock(monitor) == 2, timeout=10)
+        for thread in threads:
+            thread.join(timeout=10)
+
+    assert sorted(a.status_code for a in answers.values()) == [302, 403]
+    [opened] = [i for i, a in answers.items() if a.status_code == 302]
+    assert "already been used" in text(answers[1 - opened])
+    assert browsers[opened].get(reverse("portal:endpoints")).status_code == 200
+    assert browsers[1 - opened].get(reverse("portal:endpoints")).status_code == 403
 
 
 def test_an_expired_or_unknown_link_answers_403(api):
