@@ -293,6 +293,23 @@ def test_delivery_page_shows_the_request_exactly_as_sent(sandbox, receiver):
     assert "rotated" not in text
 
 
+@pytest.mark.parametrize("attempt", ["\u00b2", "\u0661", "9" * 5000, "0", "-1", " 1", ""])
+def test_an_attempt_asked_for_that_is_not_one_shows_the_last(sandbox, receiver, attempt):
+    endpoint_create(environment=sandbox, url=f"{receiver.url}/hook")
+    receiver.script("/hook", Reply(status=500))
+    event = event_publish(environment=sandbox, type="judgment.created", data={"id": "j_1"})
+    send(event)
+    delivery = Delivery.objects.get(event=event)
+    Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+    deliveries_send(delivery_ids=[delivery.pk], wait_for_all=True, top_up=False)
+    assert Delivery.objects.get(pk=delivery.pk).attempt_count == 2
+    client = portal(sandbox)
+    path = f"/portal/deliveries/{delivery.public_id}/"
+
+    assert "Request of attempt 1" in shown(client.get(path, {"attempt": "1"}))
+    assert "Request of attempt 2" in shown(client.get(path, {"attempt": attempt}))
+
+
 def test_a_rotated_secret_is_said_and_a_purged_one_is_not_shown(sandbox, receiver):
     created = endpoint_create(environment=sandbox, url=f"{receiver.url}/hook")
     event = event_publish(environment=sandbox, type="packet.created")

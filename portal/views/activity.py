@@ -97,7 +97,8 @@ def _chosen_attempt(
     request: PortalRequest, attempts: list[DeliveryAttempt]
 ) -> DeliveryAttempt | None:
     asked = request.GET.get("attempt", "")
-    if asked.isdigit() and 1 <= int(asked) <= len(attempts):
+    # ASCII digits only, and few of them: `int()` refuses "²" (a digit to isdigit) and 5,000 9s.
+    if asked.isascii() and asked.isdigit() and len(asked) <= 6 and 1 <= int(asked) <= len(attempts):
         return attempts[int(asked) - 1]
     return attempts[-1] if attempts else None
 
