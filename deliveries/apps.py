@@ -10,14 +10,16 @@ class DeliveriesConfig(AppConfig):
     def ready(self) -> None:
         from django.db import transaction
 
-        from deliveries import ordering, queue
+        from deliveries import ordering, queue, recovery
         from deliveries.services import endpoint_deliveries_cancel
         from webhooks.signals import delivery_order_changed, endpoints_stopped
 
         def cancel_queued(sender: Any, *, endpoint_ids: list[int], reason: str, **_: Any) -> None:
             endpoint_deliveries_cancel(endpoint_ids=endpoint_ids, reason=reason)
+            recovery.recoveries_stop(endpoint_ids=endpoint_ids)
 
-        # Nothing queued is sent to an endpoint that stopped receiving (webhooks.signals).
+        # Nothing queued is sent to an endpoint that stopped receiving (webhooks.signals), nor
+        # is what a recovery of it had left to requeue.
         endpoints_stopped.connect(cancel_queued, weak=False, dispatch_uid="deliveries-cancel")
 
         def reorder(sender: Any, *, endpoint_id: int, ordered: bool, **_: Any) -> None:

@@ -99,6 +99,22 @@ def recovery_create(
     return recovery
 
 
+def recoveries_stop(*, endpoint_ids: list[int], now: datetime | None = None) -> int:
+    """Ends the running recoveries of endpoints that stopped receiving (disabled or deleted), in
+    the caller's transaction: enabling the endpoint again resumes new events only, not what a
+    recovery had left to requeue. One a step is working at this moment is left to that step,
+    which waits for the caller's commit on the endpoint's row and then ends it
+    (recovery_step). Returns how many ended here."""
+    now = now or timezone.now()
+    running = Recovery.objects.select_for_update(skip_locked=True).filter(
+        endpoint_id__in=endpoint_ids, status=Recovery.Status.RUNNING
+    )
+    ids = list(running.values_list("id", flat=True))
+    return Recovery.objects.filter(id__in=ids).update(
+        status=Recovery.Status.COMPLETED, completed_at=now
+    )
+
+
 def recoveries_continue() -> None:
     """Queues the next step of each running recovery. A statement of its own, outside the
     sweep's transaction: holding no other table's lock while it reads this one, it cannot
@@ -115,15 +131,21 @@ def recovery_step(*, recovery_id: int, now: datetime | None = None) -> None:
     size = settings.WEBHOOKS_RECOVERY_BATCH_SIZE
     with transaction.atomic():
         recovery = (
-            Recovery.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("endpoint")
+            Recovery.objects.select_for_update(skip_locked=True)
             .filter(pk=recovery_id, status=Recovery.Status.RUNNING)
             .first()
         )
         if recovery is None:
             return
-        endpoint = recovery.endpoint
-        if not endpoint.is_enabled:
+        # The endpoint's row is held until this step commits: a disable or a change of its
+        # ordering made meanwhile waits, and then cancels or releases what this step requeued
+        # (which, uncommitted, it would not see); one committed first is read here.
+        endpoint = (
+            WebhookEndpoint.objects.select_for_update(no_key=True)
+            .filter(pk=recovery.endpoint_id)
+            .first()
+        )
+        if endpoint is None or not endpoint.is_enabled:
             # Nothing is sent to a disabled or deleted endpoint, and enabling it again resumes
             # new events only: the recovery ends with what it requeued so far.
             _complete(recovery, now)

@@ -339,6 +339,134 @@ def test_an_ordered_endpoint_receives_the_recovered_in_publication_order(private
     assert [r.headers["MD-Event-Id"] for r in again] == [e.public_id for e in events]
 
 
+# --- The endpoint changed while a recovery runs --------------------------------------------
+
+
+@pytest.mark.django_db
+def test_disabling_the_endpoint_ends_its_recovery_even_if_it_is_enabled_again(settings):
+    """Re-enabling resumes new events only (the contract): a recovery does not go on with what
+    it had left once its endpoint was disabled, whenever its next step runs."""
+    from bench.control import failed_deliveries
+    from deliveries.recovery import recovery_step
+
+    settings.WEBHOOKS_RECOVERY_BATCH_SIZE = 2
+    tenant = factories.api_client(factories.environment())
+    endpoint_id = tenant.create_endpoint("https://example.com/hook")["webhook_endpoint_id"]
+    endpoint, since = failed_deliveries(tenant.environment, 6)
+    recovery_id = recover(tenant, endpoint_id, since=since.isoformat()).json()["recovery_id"]
+    recovery_step(recovery_id=Recovery.objects.get(public_id=recovery_id).pk)
+    assert recovery_of(tenant, recovery_id)["deliveries_requeued"] == 2
+
+    path = f"/v1/webhook_endpoints/{endpoint_id}"
+    assert tenant.patch(path, {"status": "disabled"}).status_code == 200
+    shown = recovery_of(tenant, recovery_id)
+    assert (shown["status"], shown["deliveries_requeued"]) == ("completed", 2)
+    assert tenant.patch(path, {"status": "enabled"}).status_code == 200
+    recovery_step(recovery_id=Recovery.objects.get(public_id=recovery_id).pk)
+
+    shown = recovery_of(tenant, recovery_id)
+    assert (shown["status"], shown["deliveries_requeued"]) == ("completed", 2)
+    statuses = Delivery.objects.filter(endpoint=endpoint).values_list("status", flat=True)
+    assert sorted(statuses) == ["cancelled"] * 2 + ["failed"] * 4
+
+
+def step_while_the_endpoint_changes(tenant, endpoint_id: str, recovery_id: str, change: dict):
+    """A recovery step of an ordered endpoint holds its requeued deliveries uncommitted while it
+    waits for the lane's lock (held here, as a recording of that lane would), and the endpoint
+    is changed through the API meanwhile; then the lane is let go. Returns the change's answer."""
+    import psycopg
+    from django.db import connection, transaction
+
+    from deliveries import ordering
+    from deliveries.models import Lane
+    from deliveries.recovery import recovery_step
+    from tests.servers import database_url
+    from tests.test_cancel_while_recording import waiting_on_a_lock
+
+    endpoint = WebhookEndpoint.objects.get(public_id=endpoint_id)
+    ordering.lanes_make([endpoint.pk])
+    recovery_pk = Recovery.objects.get(public_id=recovery_id).pk
+    held, let_go, answers = threading.Event(), threading.Event(), []
+
+    def in_a_thread(work):
+        def run() -> None:
+            try:
+                work()
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    def hold_the_lane() -> None:
+        with transaction.atomic():
+            Lane.objects.select_for_update().get(endpoint_id=endpoint.pk)
+            held.set()
+            let_go.wait(30)
+
+    path = f"/v1/webhook_endpoints/{endpoint_id}"
+    with psycopg.connect(database_url(), autocommit=True) as monitor:
+        holder = in_a_thread(hold_the_lane)
+        assert held.wait(10)
+        stepper = in_a_thread(lambda: recovery_step(recovery_id=recovery_pk))
+        wait_for(lambda: waiting_on_a_lock(monitor) == 1, timeout=10)
+        changer = in_a_thread(lambda: answers.append(tenant.patch(path, change)))
+        # Before: the change went through at once. Now it waits for the step's commit.
+        wait_for(lambda: answers or waiting_on_a_lock(monitor) == 2, timeout=10)
+        let_go.set()
+        for thread in (holder, stepper, changer):
+            thread.join(30)
+    [answer] = answers
+    assert answer.status_code == 200, answer.content
+    return endpoint
+
+
+def ordered_endpoint_recovering_three():
+    """A new tenant's ordered endpoint with three failed deliveries, and their recovery, asked
+    for and not stepped yet (one step of ten takes all three)."""
+    from bench.control import failed_deliveries
+
+    tenant = factories.api_client(factories.environment())
+    endpoint_id = tenant.create_endpoint("https://example.com/hook", delivery_order="ordered")[
+        "webhook_endpoint_id"
+    ]
+    _, since = failed_deliveries(tenant.environment, 3)
+    recovery_id = recover(tenant, endpoint_id, since=since.isoformat()).json()["recovery_id"]
+    return tenant, endpoint_id, recovery_id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ordering_turned_off_while_a_step_requeues_leaves_nothing_waiting_in_a_line(settings):
+    settings.WEBHOOKS_RECOVERY_BATCH_SIZE = 10
+    tenant, endpoint_id, recovery_id = ordered_endpoint_recovering_three()
+
+    endpoint = step_while_the_endpoint_changes(
+        tenant, endpoint_id, recovery_id, {"delivery_order": "unordered"}
+    )
+
+    # Unordered now: all three requeued and due, none parked where no lane would release it.
+    rows = Delivery.objects.filter(endpoint=endpoint).values_list("status", "next_attempt_at")
+    assert [status for status, _ in rows] == ["pending"] * 3
+    assert all(due is not None for _, due in rows)
+    assert recovery_of(tenant, recovery_id)["deliveries_requeued"] == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_disabling_while_a_step_requeues_cancels_what_it_requeued(settings):
+    settings.WEBHOOKS_RECOVERY_BATCH_SIZE = 10
+    tenant, endpoint_id, recovery_id = ordered_endpoint_recovering_three()
+
+    endpoint = step_while_the_endpoint_changes(
+        tenant, endpoint_id, recovery_id, {"status": "disabled"}
+    )
+
+    # Nothing queued is sent to a disabled endpoint, nor once it is enabled again.
+    statuses = Delivery.objects.filter(endpoint=endpoint).values_list("status", flat=True)
+    assert list(statuses) == ["cancelled"] * 3
+    assert recovery_of(tenant, recovery_id)["status"] == "completed"
+
+
 # --- The API without a worker ---------------------------------------------------------------
 
 
