@@ -4,6 +4,7 @@ delivery's page); and recoveries, read only (they are asked for from an endpoint
 API or `recover_deliveries`). An endpoint's page shows its newest deliveries from here."""
 
 import json
+from collections import defaultdict
 from typing import Any, ClassVar
 
 from django.contrib import admin, messages
@@ -363,12 +364,12 @@ class DeliveryAdmin(
         targets = action_targets(self, request, queryset)
         if targets is None:
             return
-        queued, in_flight = 0, []
+        queued, refused = 0, defaultdict[str, list[str]](list)
         for delivery in targets:
             try:
                 delivery_retry_now(delivery=delivery)
-            except InvalidInput:
-                in_flight.append(delivery.public_id)
+            except InvalidInput as why:  # an attempt in flight, or its endpoint disabled
+                refused[why.message].append(delivery.public_id)
                 continue
             self.log_change(request, delivery, "Retry requested.")
             queued += 1
@@ -376,12 +377,9 @@ class DeliveryAdmin(
             self.message_user(
                 request, f"Queued {queued} delivery(ies) for another attempt.", messages.SUCCESS
             )
-        if in_flight:
+        for message, public_ids in refused.items():
             self.message_user(
-                request,
-                f"Not retried, an attempt is in progress: {', '.join(in_flight)}. "
-                "Retry once it has ended.",
-                messages.WARNING,
+                request, f"Not retried: {', '.join(public_ids)}. {message}", messages.WARNING
             )
 
 

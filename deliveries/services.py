@@ -369,13 +369,19 @@ def _sweep(now: datetime) -> int:
 
 def delivery_retry_now(*, delivery: Delivery) -> Delivery:
     """Sends the delivery again now, whatever its state, as one more attempt; refused while an
-    attempt of it is in flight (held by a worker's live claim).
+    attempt of it is in flight (held by a worker's live claim), and while its endpoint is
+    disabled or deleted (nothing is sent to it: the worker would cancel it).
 
     That attempt's outcome would overwrite the request: a success marks it succeeded, a failure
     schedules the next retry by the backoff schedule, and the retry asked for would be lost
     while the caller was told it was pending. The check and the change are one UPDATE, so a
     worker cannot claim the delivery in between.
     """
+    if not delivery.endpoint.is_enabled:
+        raise InvalidInput(
+            "delivery_id",
+            "The delivery's webhook endpoint is disabled or deleted; enable it first.",
+        )
     now = timezone.now()
     # An ordered endpoint's delivery takes its place in the line (deliveries.ordering).
     ordered = delivery.endpoint.is_ordered

@@ -5,6 +5,7 @@ Deliveries are real: events are published and fanned out by the services, and se
 process (`deliveries_send`) to a real receiver on 127.0.0.1.
 """
 
+import html
 import re
 import uuid
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from deliveries.services import event_fan_out, event_publish
 from tests import factories
 from tests.servers import Receiver, Reply
 from webhooks.models import EndpointSecret, WebhookEndpoint
-from webhooks.services import endpoint_create, endpoint_delete
+from webhooks.services import endpoint_create, endpoint_delete, endpoint_update
 
 pytestmark = pytest.mark.django_db
 
@@ -532,10 +533,24 @@ def test_retry_now_leaves_a_delivery_in_flight_and_says_so(admin_client, console
     )
     page = admin_client.get(response["Location"]).content.decode()
     assert "Queued 1 delivery(ies)" in page
-    assert f"Not retried, an attempt is in progress: {console.ok_delivery.public_id}" in page
+    in_flight = f"Not retried: {console.ok_delivery.public_id}. An attempt of this delivery is in"
+    assert in_flight in page
     held = Delivery.objects.get(pk=console.ok_delivery.pk)
     assert (held.status, held.completed_at) == ("succeeded", console.ok_delivery.completed_at)
     assert Delivery.objects.get(pk=console.failed_delivery.pk).status == "pending"
+
+
+def test_retry_now_leaves_a_delivery_of_a_disabled_endpoint_and_says_so(admin_client, console):
+    endpoint_update(endpoint=console.healthy, status="disabled")
+    response = run_action(
+        admin_client, DELIVERIES, "retry_now", [console.failed_delivery, console.ok_delivery]
+    )
+    page = html.unescape(admin_client.get(response["Location"]).content.decode())
+    assert "Queued 1 delivery(ies)" in page
+    refused = f"Not retried: {console.ok_delivery.public_id}. The delivery's webhook endpoint is"
+    assert refused in page
+    held = Delivery.objects.get(pk=console.ok_delivery.pk)
+    assert (held.status, held.attempt_count) == ("succeeded", 1)
 
 
 # --- API keys and organizations ------------------------------------------------------------

@@ -222,12 +222,6 @@ class DeliveryViewSet(ApiViewSet):
         delivery = selectors.delivery_get(environment=self.environment, public_id=delivery_id)
         if delivery is None:
             raise not_found("delivery", "delivery_id", delivery_id)
-        if not delivery.endpoint.is_enabled:
-            raise ApiError(
-                "parameter_invalid",
-                "The delivery's webhook endpoint is disabled or deleted; enable it first.",
-                param="delivery_id",
-            )
         delivery = services.delivery_retry_now(delivery=delivery)
         delivery = selectors.endpoint_delivery_with_attempts(delivery.endpoint, delivery)
         return Response(DeliveryWithAttemptsOutput(delivery).data, status=202)

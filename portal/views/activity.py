@@ -107,19 +107,13 @@ def _chosen_attempt(
 def delivery_retry(request: PortalRequest, delivery_id: str) -> HttpResponse:
     """One more attempt now (POST /v1/deliveries/{id}/retry)."""
     found = _delivery(request, delivery_id)
-    if not found.endpoint.is_enabled:
-        # The API's rule: nothing is sent to a disabled or deleted endpoint.
-        messages.error(
-            request, "The delivery's webhook endpoint is disabled or deleted; enable it first."
-        )
+    try:
+        with transaction.atomic():
+            services.delivery_retry_now(delivery=found)
+    except InvalidInput as refused:  # its endpoint disabled, or an attempt in flight
+        messages.error(request, refused.message)
     else:
-        try:
-            with transaction.atomic():
-                services.delivery_retry_now(delivery=found)
-        except InvalidInput as refused:
-            messages.error(request, refused.message)
-        else:
-            messages.success(request, "Retry queued: one more attempt is on its way.")
+        messages.success(request, "Retry queued: one more attempt is on its way.")
     return redirect("portal:delivery", delivery_id=found.public_id)
 
 
