@@ -5,6 +5,7 @@ security headers, and the endpoint pages changing what the API then returns.
 (tests/test_portal_browser.py drives the same pages in a real browser.)
 """
 
+import json
 import re
 import threading
 from datetime import datetime, timedelta
@@ -418,6 +419,19 @@ def test_pages_have_no_inline_script_or_style(api):
         assert re.findall(r"<script(?![^>]*\bsrc=)", html) == [], page
         assert "<style" not in html and " style=" not in html, page
         assert re.findall(r"<[^>]*\son[a-z]+=", html) == [], page  # no inline handlers
+
+
+def test_htmx_is_told_to_run_no_script_it_swaps_in(api, settings):
+    """Belt and braces beside the CSP: htmx neither evaluates nor runs scripts in what it
+    swaps in. Each option named must be one htmx has: a misspelt one is silently ignored."""
+    page = portal(api).get(reverse("portal:endpoints")).content.decode()
+    match = re.search(r'<meta name="htmx-config" content=\'([^\']+)\'>', page)
+    assert match
+    config = json.loads(match.group(1))
+    assert (config["allowEval"], config["allowScriptTags"]) == (False, False)
+    htmx = (settings.BASE_DIR / "portal/static/portal/htmx.min.js").read_text()
+    defaults = htmx[htmx.index("config:{") :]
+    assert [name for name in config if f"{name}:" not in defaults] == []
 
 
 def test_portal_requests_are_rate_limited_per_session(api, settings):
