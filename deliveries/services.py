@@ -56,6 +56,7 @@ def event_body(event: Event, environment: Environment, data: dict[str, Any]) -> 
         },
         separators=(",", ":"),
         ensure_ascii=True,
+        allow_nan=False,
     )
 
 
@@ -105,11 +106,14 @@ def event_publish(
         created_at=timezone.now(),
     )
     try:
-        data_size = len(json.dumps(data, separators=(",", ":"), ensure_ascii=True))
+        # allow_nan=False: NaN and Infinity are Python's, not JSON's; written into a body, they
+        # broke every receiver's parser (a float past 1e308 from the command or a caller).
+        encoded = json.dumps(data, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     except (TypeError, ValueError, RecursionError):
         raise InvalidInput(
-            "data", "data must be JSON: objects, arrays, strings, numbers."
+            "data", "data must be JSON: objects, arrays, strings, finite numbers, booleans, null."
         ) from None
+    data_size = len(encoded)
     limit = settings.WEBHOOKS_EVENT_DATA_MAX_BYTES
     if data_size > limit and not operational:
         raise InvalidInput("data", f"data is {data_size} bytes encoded; the limit is {limit}.")

@@ -5,7 +5,7 @@ import time
 from io import StringIO
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import transaction
 
 from deliveries import signature
@@ -338,6 +338,36 @@ def test_events_api_shows_each_deliverys_state(tenant, receiver):
         "webhook_endpoint.disabled",
         "delivery.exhausted",
     }
+
+
+@pytest.mark.parametrize("data", ['{"x": NaN}', '{"x": Infinity}', '{"x": [1e400]}'])
+@pytest.mark.django_db
+def test_publish_event_command_refuses_numbers_json_has_not(data):
+    """Python reads NaN, Infinity and 1e400 (as inf); no receiver's JSON parser does."""
+    environment = factories.environment()
+    with pytest.raises(CommandError, match="--data: data must be JSON"):
+        call_command(
+            "publish_event",
+            f"--organization={environment.organization.slug}",
+            "--environment=sandbox",
+            "--type=packet.created",
+            f"--data={data}",
+            stdout=StringIO(),
+        )
+    assert not Event.objects.exists()
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.django_db
+def test_a_producer_in_process_cannot_publish_numbers_json_has_not(number):
+    from core.errors import InvalidInput
+
+    with pytest.raises(InvalidInput) as refused:
+        event_publish(
+            environment=factories.environment(), type="packet.created", data={"n": [number]}
+        )
+    assert refused.value.param == "data"
+    assert not Event.objects.exists()
 
 
 def test_publish_event_command(tenant, receiver):
