@@ -106,3 +106,9 @@ class InputSerializer(serializers.Serializer):
 
     def update(self, instance: Any, validated_data: Any) -> Any:  # pragma: no cover
         raise NotImplementedError
+
+
+class NoInput(InputSerializer):
+    """The body of an action that takes none (send a test event, retry, delete): absent, or an
+    empty object. Read all the same, so that a body that is not JSON is a 415 or a 400 as on
+    every other action, and a field sent in it is refused rather than silently ignored."""

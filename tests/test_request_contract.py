@@ -1,6 +1,7 @@
 """What holds for every request and response: ids, versions, media types, sizes, errors."""
 
 import re
+from collections.abc import Callable
 
 import pytest
 from django.test import Client
@@ -97,6 +98,64 @@ def test_body_must_be_an_object(api, raw):
     response = api.post("/v1/webhook_endpoints", raw=raw)
     error = assert_error(response, 400, "parameter_invalid")
     assert "JSON object" in error["message"]
+
+
+def bodiless_actions(api) -> dict[str, tuple[str, str, Callable[[], bool]]]:
+    """The actions that take no body, each with its path and whether it acted: a test event
+    sent, a delivery queued again, an endpoint deleted."""
+    from deliveries.models import Delivery, Event
+    from deliveries.services import event_fan_out, event_publish
+
+    endpoint = api.create_endpoint()["webhook_endpoint_id"]
+    event = event_publish(environment=api.environment, type="packet.created", data={})
+    event_fan_out(event_id=event.pk)
+    delivery = Delivery.objects.get(event=event)
+    Delivery.objects.filter(pk=delivery.pk).update(status="failed", next_attempt_at=None)
+    return {
+        "test": (
+            "POST",
+            f"/v1/webhook_endpoints/{endpoint}/test",
+            lambda: Event.objects.filter(type="ping").exists(),
+        ),
+        "retry": (
+            "POST",
+            f"/v1/deliveries/{delivery.public_id}/retry",
+            lambda: Delivery.objects.get(pk=delivery.pk).status != "failed",
+        ),
+        "delete": (
+            "DELETE",
+            f"/v1/webhook_endpoints/{endpoint}",
+            lambda: api.get(f"/v1/webhook_endpoints/{endpoint}").status_code == 404,
+        ),
+    }
+
+
+@pytest.mark.parametrize("action", ["test", "retry", "delete"])
+@pytest.mark.parametrize(
+    ("content_type", "raw", "status", "code", "param"),
+    [
+        ("text/plain", "hello", 415, "unsupported_media_type", None),
+        ("application/json", '{"x": ', 400, "parameter_invalid", None),
+        ("application/json", "[]", 400, "parameter_invalid", None),
+        ("application/json", '{"force": true}', 400, "parameter_unknown", "force"),
+    ],
+)
+def test_an_action_that_takes_no_body_refuses_one_and_does_nothing(
+    api, action, content_type, raw, status, code, param
+):
+    method, path, acted = bodiless_actions(api)[action]
+    response = api.request(method, path, raw=raw, content_type=content_type)
+    assert_error(response, status, code, param=param)
+    assert not acted()
+
+
+@pytest.mark.parametrize("action", ["retry", "delete"])
+@pytest.mark.parametrize("raw", ["", "{}"])
+def test_an_action_that_takes_no_body_takes_none_or_an_empty_object(api, action, raw):
+    method, path, acted = bodiless_actions(api)[action]
+    response = api.request(method, path, raw=raw)
+    assert response.status_code in (200, 202), response.content
+    assert acted()
 
 
 def test_body_over_the_limit_is_413_and_creates_nothing(api, settings):

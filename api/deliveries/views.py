@@ -18,6 +18,7 @@ from api.deliveries.serializers import (
 from api.errors import ApiError, not_found
 from api.openapi import LIST_PARAMETERS, api_operation, object_id_parameter
 from api.pagination import LIST_PARAMS, parse_page_request
+from api.serializers import NoInput
 from api.views import ApiViewSet
 from api.webhooks.openapi import WEBHOOK_ENDPOINT_ID
 from api.webhooks.views import endpoint_or_404
@@ -182,6 +183,7 @@ class EndpointTestEventViewSet(ApiViewSet):
     )
     def send(self, request: Request, webhook_endpoint_id: str) -> Response:
         endpoint = endpoint_or_404(self.environment, webhook_endpoint_id)
+        self.validated(NoInput, request.data)
         # Sent here, in this request: the caller wants the outcome, not a promise.
         first = services.FirstClaim.starting_now(1)
         delivery = services.endpoint_test_event_send(endpoint=endpoint, first_claim=first)
@@ -222,6 +224,7 @@ class DeliveryViewSet(ApiViewSet):
         delivery = selectors.delivery_get(environment=self.environment, public_id=delivery_id)
         if delivery is None:
             raise not_found("delivery", "delivery_id", delivery_id)
+        self.validated(NoInput, request.data)
         delivery = services.delivery_retry_now(delivery=delivery)
         delivery = selectors.endpoint_delivery_with_attempts(delivery.endpoint, delivery)
         return Response(DeliveryWithAttemptsOutput(delivery).data, status=202)

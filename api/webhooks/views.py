@@ -7,6 +7,7 @@ from accounts.models import Environment
 from api.errors import not_found
 from api.openapi import LIST_PARAMETERS, api_operation
 from api.pagination import LIST_PARAMS, parse_page_request
+from api.serializers import NoInput
 from api.views import ApiViewSet
 from api.webhooks import openapi as docs
 from api.webhooks.serializers import (
@@ -162,6 +163,7 @@ class WebhookEndpointViewSet(ApiViewSet):
     )
     def destroy(self, request: Request, webhook_endpoint_id: str) -> Response:
         endpoint = self.get_endpoint(webhook_endpoint_id)
+        self.validated(NoInput, request.data)
         services.endpoint_delete(endpoint=endpoint)
         return Response({"webhook_endpoint_id": endpoint.public_id, "deleted": True})
 
