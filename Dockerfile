@@ -40,6 +40,11 @@ RUN DATABASE_URL=postgres://build.invalid/unused \
     SIGNING_SECRET_ENCRYPTION_KEYS=YnVpbGQtdGltZS1vbmx5LW5vdC1hLXJlYWwta2V5ISE= \
     python manage.py collectstatic --noinput
 
+# Where each process writes its metrics (PROMETHEUS_MULTIPROC_DIR in docker-compose.yml): made
+# here, the app's own, because every process writes there as soon as Django loads, and only web
+# and worker mount the shared volume over it; migrate and beat would otherwise die at start.
+RUN install -d -o 10001 -g 10001 /run/metrics
+
 USER 10001:10001
 
 EXPOSE 8000

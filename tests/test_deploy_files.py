@@ -144,14 +144,8 @@ def test_web_health_check(services):
     assert services["web"]["ports"] == ["8000:8000"]
 
 
-def test_compose_environment_loads_the_production_settings(services):
-    """The placeholders are well-formed: the URLs parse, the Fernet key is one."""
-    script = (
-        "import json, django; django.setup();"
-        "from django.conf import settings as s; from core.encryption import box; box();"
-        "print(json.dumps([s.DATABASES['default']['ENGINE'], s.DATABASES['default']['HOST'],"
-        " s.CELERY_BROKER_URL, len(s.SECRET_KEY), s.ALLOWED_HOSTS]))"
-    )
+def in_the_web_service(services, script: str) -> subprocess.CompletedProcess:
+    """Runs `script` in a Python of the web service's environment (production settings)."""
     env = clean_env(
         DJANGO_SETTINGS_MODULE="config.settings.production",
         **{k: str(v) for k, v in services["web"]["environment"].items()},
@@ -162,10 +156,38 @@ def test_compose_environment_loads_the_production_settings(services):
         [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_compose_environment_loads_the_production_settings(services):
+    """The placeholders are well-formed: the URLs parse, the Fernet key is one."""
+    script = (
+        "import json, django; django.setup();"
+        "from django.conf import settings as s; from core.encryption import box; box();"
+        "print(json.dumps([s.DATABASES['default']['ENGINE'], s.DATABASES['default']['HOST'],"
+        " s.CELERY_BROKER_URL, len(s.SECRET_KEY), s.ALLOWED_HOSTS]))"
+    )
+    result = in_the_web_service(services, script)
     engine, host, broker, key_length, allowed = json.loads(result.stdout.splitlines()[-1])
     assert engine == "django.db.backends.postgresql" and host == "postgres"
     assert broker.startswith("redis://redis:")
     assert key_length >= 50 and "localhost" in allowed
+
+
+def test_production_redirects_plain_http_to_https_but_not_probes_or_the_scrape(services):
+    """Behind the TLS proxy every request comes with X-Forwarded-Proto; probes and Prometheus
+    reach the container directly, over plain http."""
+    script = (
+        "import django; django.setup();"
+        "from django.http import HttpResponse; from django.test import RequestFactory;"
+        "from django.middleware.security import SecurityMiddleware as M;"
+        "m = M(lambda r: HttpResponse());"
+        "print(*[getattr(m.process_request(RequestFactory().get(p, HTTP_HOST='localhost')),"
+        " 'status_code', 200) for p in ('/healthz', '/readyz', '/metrics', '/v1/events',"
+        " '/admin/', '/portal/endpoints/')])"
+    )
+    result = in_the_web_service(services, script)
+    assert result.stdout.split() == ["200", "200", "200", "301", "301", "301"]
 
 
 # --- Dockerfile -----------------------------------------------------------------------------
@@ -218,6 +240,20 @@ def test_dockerfile_final_stage_settings_user_port_and_command():
     config = cmd[cmd.index("--config") + 1]
     workdir = next(a for i, a in reversed(final) if i == "WORKDIR")
     assert config in ("gunicorn.conf.py", f"{workdir}/gunicorn.conf.py")
+
+
+def test_the_metrics_folder_exists_for_the_app_in_every_service(services):
+    """Every process writes its metrics as Django loads (prometheus_client's multiprocess
+    mode); a service that mounts no volume there (migrate, beat) needs the image's own folder,
+    writable by the app's user, or it dies at start."""
+    final = dockerfile_stages()[-1]
+    user = [a for i, a in final if i == "USER"][-1].split(":")[0]
+    made = " ".join(a for i, a in final[: final.index(("USER", f"{user}:{user}"))] if i == "RUN")
+    for name in ("migrate", "web", "worker", "beat"):
+        folder = services[name]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+        mounted = [v.split(":")[1] for v in services[name].get("volumes", [])]
+        if folder not in mounted:
+            assert re.search(rf"install -d -o {user} -g {user} {re.escape(folder)}\b", made), name
 
 
 def test_dockerfile_copies_no_env_file_and_bakes_in_no_secret():
@@ -321,6 +357,7 @@ def dockerignored(path: str) -> bool:
         "webhooks/models.pyc",
         "test-output/junit.xml",
         ".pytest_cache/v/cache/lastfailed",
+        ".hypothesis/examples/0a1b/2c3d",
         ".ruff_cache/CACHEDIR.TAG",
     ],
 )

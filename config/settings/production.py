@@ -29,6 +29,8 @@ SECURE_HSTS_PRELOAD = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# Probes and the Prometheus scrape come from inside the network, often over plain http; /metrics
+# has its own bearer token (METRICS_TOKEN).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 DEBUG = False  # whatever the environment says: tracebacks never reach a client
 PORTAL_COOKIE_SECURE = True  # the portal session cookie, whatever DEBUG said
