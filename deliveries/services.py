@@ -175,6 +175,8 @@ def event_fan_out(*, event_id: int, first_claim: FirstClaim | None = None) -> li
             for pk, events, ordered in candidates
             if filter_matches(events, event_type)
         ]
+        still = _still_ordered(cursor, [pk for pk, ordered in matched if ordered])
+        matched = [(pk, ordered and pk in still) for pk, ordered in matched]
         claimed = 0 if first_claim is None else first_claim.count
         # An ordered endpoint's delivery is born parked (deliveries.ordering): not due, not
         # queued, not claimed, until its lane releases it.
@@ -255,6 +257,25 @@ RETURNING environment_id, type
 # What a new delivery is born: due and queued (its task is the caller's), claimed by the
 # caller's first batch as well, or parked behind its ordered endpoint's lane.
 _QUEUED, _CLAIMED, _PARKED = 0, 1, 2
+# The ordered endpoints among these, their rows share-locked until the fan-out commits.
+_STILL_ORDERED = """
+SELECT id FROM {endpoint} WHERE id IN ({ids}) AND delivery_order = {ORDERED}{lock}
+"""
+
+
+def _still_ordered(cursor: Any, endpoint_ids: list[int]) -> set[int]:
+    """Which of these endpoints, read as ordered, still are, held so until the fan-out commits.
+    Ordering turned off releases the endpoint's parked deliveries, and only sees committed
+    ones: parked by a fan-out that read the endpoint before the change and committed after
+    it, a delivery would have waited in a line nobody releases. With the row share-locked, a
+    change of ordering waits for this fan-out's commit (and then releases what it parked); one
+    made first is what this reads, after waiting for it."""
+    if not endpoint_ids:
+        return set()
+    lock = " FOR SHARE" if connection.vendor == "postgresql" else ""  # SQLite: one writer
+    statement = sql.statement(_STILL_ORDERED, ids=sql.marks(endpoint_ids), lock=lock)
+    cursor.execute(statement, endpoint_ids)
+    return {pk for (pk,) in cursor.fetchall()}
 
 
 def _fan_out_insert(

@@ -361,3 +361,70 @@ def test_a_retry_left_on_its_schedule_by_ordering_on_releases_nothing(receiver, 
     parked = Delivery.objects.get(event__public_id=parked_event)
     assert (parked.attempt_count, parked.next_attempt_at) == (0, None)
     assert parked_event not in first_receipts(receiver.received("/turned"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ordering_turned_off_during_a_fan_out_that_read_it_on_leaves_nothing_parked():
+    """The fan-out reads its endpoints before the change commits and inserts after it, behind
+    a head in hand (so it releases nothing itself): the change's release of the parked
+    deliveries cannot see that one, and the head's end no longer releases anything on an
+    unordered endpoint, so the fan-out must not park it."""
+    import psycopg
+    from django.db import connection
+    from django.utils import timezone
+
+    from deliveries.services import event_born_fanned_out, event_fan_out
+    from tests.servers import database_url
+    from tests.test_cancel_while_recording import waiting_on_a_lock
+    from webhooks.models import WebhookEndpoint
+    from webhooks.services import endpoint_update
+
+    client = factories.api_client(factories.environment())
+    public_id = client.create_endpoint("https://example.com/o", delivery_order="ordered")[
+        "webhook_endpoint_id"
+    ]
+    endpoint = WebhookEndpoint.objects.get(public_id=public_id)
+
+    def published() -> Event:
+        """An event as published, its fan-out left to this test (no task is queued for it:
+        the module's worker would run it first)."""
+        event = event_born_fanned_out(endpoint.environment, "packet.updated", {}, timezone.now())
+        event.fanned_out_at = None
+        event.save()
+        return event
+
+    assert len(event_fan_out(event_id=published().pk)) == 1  # the lane's head, in hand
+    event = published()
+    changed, commit, fanned = threading.Event(), threading.Event(), []
+
+    def change_ordering() -> None:
+        try:
+            with transaction.atomic():
+                endpoint_update(endpoint=endpoint, delivery_order="unordered")
+                changed.set()
+                commit.wait(10)
+        finally:
+            connection.close()
+
+    def fan_out() -> None:
+        try:
+            fanned.extend(event_fan_out(event_id=event.pk))
+        finally:
+            connection.close()
+
+    with psycopg.connect(database_url(), autocommit=True) as monitor:
+        changer = threading.Thread(target=change_ordering)
+        changer.start()
+        assert changed.wait(10)
+        fanner = threading.Thread(target=fan_out)
+        fanner.start()
+        # Before: the fan-out went through at once, reading the ordering before the change.
+        wait_for(lambda: not fanner.is_alive() or waiting_on_a_lock(monitor) == 1, timeout=10)
+        commit.set()
+        changer.join(10)
+        fanner.join(10)
+
+    delivery = Delivery.objects.get(event=event)
+    assert fanned == [delivery.pk]  # queued by its fan-out, as an unordered endpoint's is
+    parked = delivery.status == "pending" and delivery.next_attempt_at is None
+    assert not parked
