@@ -39,12 +39,14 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from deliveries import transient
 from deliveries.claiming import Claimed, postpone
 from deliveries.models import Delivery, Lane
 from deliveries.ordering import lanes_locked, lanes_make
+from deliveries.selectors import unclaimed
 
 logger = logging.getLogger(__name__)
 
@@ -438,6 +440,39 @@ def _take_locked(
                 postpone(when, token, refilled=taking.refilled)
         lane.save(update_fields=["next_slot_at", "deferred_until"])
     return first, taken, tail
+
+
+def lines_let_go(*, endpoint_ids: list[int], now: datetime | None = None) -> dict[int, int]:
+    """The lines these endpoints' rate limits made, let go, in the caller's transaction: the
+    deliveries sent back to the database to wait for later slots (marked enqueued for then,
+    `_TAKE`) are due now, marked enqueued now for the caller to queue (delivery: its event),
+    and the lanes have no line for new deliveries to go behind. For a limit changed (to
+    another, or none), so that what waited goes at the new pace, not the old one's; and for
+    an endpoint stopped, whose line was cancelled, so that after it is enabled again new
+    events wait for none. Slots already given (up to HORIZON_SECONDS) keep their times.
+    An ordered endpoint's, parked again rather than marked, are its lane's to release."""
+    now = now or timezone.now()
+    Lane.objects.filter(endpoint_id__in=endpoint_ids).update(deferred_until=None)
+    waiting = (
+        Delivery.objects.filter(
+            endpoint_id__in=endpoint_ids,
+            status=Delivery.Status.PENDING,
+            next_attempt_at__gt=now,
+            enqueued_at=F("next_attempt_at"),
+        )
+        .filter(unclaimed(now))
+        .order_by()
+        # Skipped, never waited for, as endpoint_deliveries_cancel does: a row a worker holds
+        # locked is being claimed, and the caller holds the endpoint's row a recording wants.
+        .select_for_update(skip_locked=True, of=("self",))
+    )
+    due = dict(waiting.values_list("id", "event_id"))
+    if due:
+        events = set(due.values())
+        Delivery.objects.filter(id__in=list(due), event_id__in=events).update(
+            next_attempt_at=now, enqueued_at=now
+        )
+    return due
 
 
 def slot_kept(slot: float) -> bool:

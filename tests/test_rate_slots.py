@@ -227,3 +227,57 @@ def test_deliveries_due_again_from_a_line_are_not_held_back_to_be_gathered(api, 
     assert list(came.starts) == [head]
     assert gathered.starts == {}
     assert sorted(gathered.later) == sorted(d.pk for d in lined[30:])
+
+
+def line_of(api, rate_limit: int, count: int) -> tuple[str, int, rates.Slots]:
+    """The environment's one endpoint, limited to `rate_limit` a second, given `count`
+    deliveries at once: the first take their slots within the horizon, the rest are sent back
+    to wait for theirs, and the lane puts new deliveries behind them. Its public id and pk,
+    and the slots."""
+    endpoint_id, ids = limited_deliveries(api, count, rate_limit=rate_limit)
+    token = uuid.uuid4()
+    claimed = claiming.claim(ids, 0, timezone.now(), token, held=False)
+    slots = rates.slots_take([(d, token) for d in claimed])
+    assert slots.starts and slots.later  # a line, seconds long
+    return WebhookEndpoint.objects.get(pk=endpoint_id).public_id, endpoint_id, slots
+
+
+def new_delivery_waits(api) -> float:
+    """Seconds a delivery made now waits: for its slot, or to be due again once sent back (the
+    slots given before keep their times: up to the horizon)."""
+    event = event_publish(environment=api.environment, type="packet.created", data={"new": 1})
+    [fresh] = event_fan_out(event_id=event.pk)
+    token = uuid.uuid4()
+    [claimed] = claiming.claim([fresh], 0, timezone.now(), token, held=False)
+    slots = rates.slots_take([(claimed, token)])
+    at = (slots.starts | slots.later).get(fresh)  # neither: no limit, it goes now
+    return 0.0 if at is None else (at - timezone.now()).total_seconds()
+
+
+@pytest.mark.parametrize("new_limit", [None, 1000, 1])
+def test_a_new_limit_lets_the_old_ones_line_go(api, new_limit):
+    """Removed, raised or lowered, the limit applies from now: what waited for the old limit's
+    later slots is due now (and takes slots at the new pace, or none), and new deliveries no
+    longer go behind the old line."""
+    public_id, endpoint_id, slots = line_of(api, 2, 20)
+    line_end = Lane.objects.get(endpoint_id=endpoint_id).deferred_until
+    assert line_end is not None and line_end > timezone.now()
+    assert new_delivery_waits(api) > 8  # behind the line: 20 at 2 a second
+
+    response = api.patch(f"/v1/webhook_endpoints/{public_id}", {"rate_limit": new_limit})
+    assert response.status_code == 200, response.content
+
+    now = timezone.now()
+    waited = Delivery.objects.filter(pk__in=list(slots.later))
+    assert all(due and due <= now for due in waited.values_list("next_attempt_at", flat=True))
+    assert Lane.objects.get(endpoint_id=endpoint_id).deferred_until is None
+    assert new_delivery_waits(api) <= rates.horizon()
+
+
+def test_a_disabled_endpoint_enabled_again_puts_new_deliveries_behind_no_old_line(api):
+    public_id, _, _ = line_of(api, 2, 20)
+    path = f"/v1/webhook_endpoints/{public_id}"
+    assert api.patch(path, {"status": "disabled"}).status_code == 200
+    assert api.patch(path, {"status": "enabled"}).status_code == 200
+
+    assert new_delivery_waits(api) <= rates.horizon()

@@ -16,7 +16,7 @@ from core.errors import InvalidInput
 from webhooks import headers as endpoint_headers
 from webhooks.catalog import normalize_filter
 from webhooks.models import EndpointSecret, WebhookEndpoint
-from webhooks.signals import delivery_order_changed, endpoints_stopped
+from webhooks.signals import delivery_order_changed, endpoints_stopped, rate_limit_changed
 from webhooks.signing_secrets import generate_secret
 from webhooks.url_policy import UrlPolicy, check_url
 
@@ -169,8 +169,8 @@ def endpoint_update(
     """Changes what was given. Disabling stops deliveries at once (they check at send time);
     enabling again resumes with new events only. `metadata` and `headers` are merged into the
     stored ones (a metadata key set to "", a header set to None, is removed; metadata None
-    removes every key). A change of delivery_order is told (webhooks.signals) in the same
-    transaction."""
+    removes every key). A change of delivery_order or of rate_limit is told (webhooks.signals)
+    in the same transaction."""
     changed: list[str] = []
     if url is not _UNSET:
         endpoint.url = _clean_url(str(url), endpoint.environment)
@@ -186,8 +186,11 @@ def endpoint_update(
     if description is not _UNSET:
         endpoint.description = _clean_description(description)
         changed.append("description")
+    limit_changed = False
     if rate_limit is not _UNSET:
-        endpoint.rate_limit = _clean_rate_limit(rate_limit)
+        limit = _clean_rate_limit(rate_limit)
+        limit_changed = limit != endpoint.rate_limit
+        endpoint.rate_limit = limit
         changed.append("rate_limit")
     order_changed = False
     if delivery_order is not _UNSET:
@@ -212,6 +215,8 @@ def endpoint_update(
             delivery_order_changed.send(
                 WebhookEndpoint, endpoint_id=endpoint.pk, ordered=endpoint.is_ordered
             )
+        if limit_changed:
+            rate_limit_changed.send(WebhookEndpoint, endpoint_id=endpoint.pk)
     return endpoint
 
 

@@ -17,3 +17,7 @@ endpoints_stopped = Signal()
 # endpoint's delivery_order: ordering on parks its deliveries not yet attempted, ordering off
 # releases the ones waiting (deliveries.ordering).
 delivery_order_changed = Signal()
+
+# Sent with `endpoint_id` (int) inside the transaction that changed the endpoint's rate_limit
+# (to another limit or none): the line the old limit made is let go (deliveries.rates).
+rate_limit_changed = Signal()
