@@ -1,16 +1,27 @@
 """Writes for organizations, environments and API keys."""
 
 from django.db import IntegrityError, transaction
+from django.db.models import Model
 from django.utils import timezone
 
 from accounts.keys import generate_raw_key, key_hash, visible_prefix
 from accounts.models import ApiKey, Environment, Organization
 from accounts.scopes import SCOPES
+from core.errors import InvalidInput
+
+
+def _fits(model: type[Model], field: str, value: str) -> None:
+    """Refuses, naming the field, a value longer than its column (a DataError otherwise)."""
+    limit = getattr(model._meta.get_field(field), "max_length", None)
+    if limit is not None and len(value) > limit:
+        raise InvalidInput(field, f"{field} is {len(value)} characters; at most {limit}.")
 
 
 @transaction.atomic
 def organization_create(*, slug: str, name: str = "") -> Organization:
     """An organization with its two environments."""
+    _fits(Organization, "slug", slug)
+    _fits(Organization, "name", name)
     organization = Organization.objects.create(slug=slug, name=name or slug)
     Environment.objects.bulk_create(
         [Environment(organization=organization, name=n) for n in Environment.Name.values]
@@ -25,6 +36,7 @@ def api_key_create(
     unknown = set(scopes) - set(SCOPES)
     if unknown:
         raise ValueError(f"unknown scopes: {sorted(unknown)}")
+    _fits(ApiKey, "name", name)
     for _ in range(5):  # the visible prefix is unique; a clash is astronomically rare
         raw = generate_raw_key(environment.key_prefix)
         try:

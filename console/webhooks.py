@@ -24,7 +24,6 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from api.webhooks.serializers import MAX_ROTATION_OVERLAP
 from console.base import (
     EMPTY,
     BigTableAdmin,
@@ -47,7 +46,12 @@ from deliveries.services import endpoint_test_event_send
 from webhooks import headers
 from webhooks.catalog import ALL_EVENTS
 from webhooks.models import ENDPOINT_ID_PREFIX, WebhookEndpoint
-from webhooks.services import DEFAULT_ROTATION_OVERLAP, endpoint_secret_rotate, endpoint_update
+from webhooks.services import (
+    DEFAULT_ROTATION_OVERLAP,
+    MAX_ROTATION_OVERLAP,
+    endpoint_secret_rotate,
+    endpoint_update,
+)
 
 
 class FailingFilter(admin.SimpleListFilter):

@@ -81,12 +81,18 @@ def test_production_keys_are_live_keys():
          "at least one scope"),
         (["revoke_api_key", "md_test_nothing0"], "no API key"),
         (["revoke_api_key", "999999"], "no API key"),
+        (["create_organization", "a" * 65], "slug is 65 characters; at most 64"),
+        (["create_organization", "acme2", "--name", "n" * 201],
+         "name is 201 characters; at most 200"),
+        (["create_api_key", "--organization=acme", "--environment=sandbox",
+          "--scopes=events:read", "--name", "k" * 101], "name is 101 characters; at most 100"),
     ],
 )  # fmt: skip
 def test_bad_arguments_fail_clearly(args, message):
     run("create_organization", "acme")
     with pytest.raises(CommandError, match=message):
         run(*args)
+    assert Organization.objects.count() == 1  # nothing made by the refused ones
 
 
 @pytest.mark.django_db

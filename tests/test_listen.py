@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -63,6 +64,20 @@ def test_listen_refuses_without_private_destinations(settings):
     settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = False
     with pytest.raises(CommandError, match="WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS"):
         call_command("listen", "--organization", factories.organization().slug)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("port", ["taken", "70000"])
+def test_listen_on_a_port_it_cannot_have_fails_clearly(settings, port):
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    organization = factories.organization()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        asked = str(busy.getsockname()[1]) if port == "taken" else port
+        with pytest.raises(CommandError, match=f"cannot listen on 127.0.0.1:{asked}"):
+            call_command("listen", "--organization", organization.slug, "--port", asked)
+    assert not WebhookEndpoint.objects.exists()
 
 
 def _start_listen(slug: str, **settings: str) -> "subprocess.Popen[str]":

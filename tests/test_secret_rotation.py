@@ -153,6 +153,15 @@ def test_rotate_command_refuses_bad_arguments(args, message):
         run("rotate_webhook_secret", *args)
 
 
+@pytest.mark.parametrize("overlap", [str(7 * 24 * 3600 + 1), str(10**12)])
+def test_rotate_command_refuses_an_overlap_past_a_week_and_rotates_nothing(api, overlap):
+    created = api.create_endpoint()
+    endpoint = WebhookEndpoint.objects.get(public_id=created["webhook_endpoint_id"])
+    with pytest.raises(CommandError, match="at most 604800"):
+        run("rotate_webhook_secret", created["webhook_endpoint_id"], "--overlap", overlap)
+    assert endpoint.secrets.count() == 1
+
+
 def test_expired_secrets_are_purged(api):
     created = api.create_endpoint()
     path = f"/v1/webhook_endpoints/{created['webhook_endpoint_id']}/rotate_secret"

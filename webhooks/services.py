@@ -299,6 +299,8 @@ def endpoints_expired_delete(*, now: datetime | None = None) -> int:
 
 
 DEFAULT_ROTATION_OVERLAP = 24 * 3600
+# The longest a rotated-out secret keeps signing beside the new one.
+MAX_ROTATION_OVERLAP = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -317,6 +319,10 @@ def endpoint_secret_rotate(
     delivery carries one `v1` per valid secret, newest first."""
     if overlap_seconds < 0:
         raise InvalidInput("overlap_seconds", "overlap_seconds must be 0 or more.")
+    if overlap_seconds > MAX_ROTATION_OVERLAP:
+        raise InvalidInput(
+            "overlap_seconds", f"overlap_seconds must be at most {MAX_ROTATION_OVERLAP} (7 days)."
+        )
     if endpoint.deleted_at is not None:
         raise InvalidInput("webhook_endpoint_id", "A deleted endpoint has no secret to rotate.")
     now = timezone.now()

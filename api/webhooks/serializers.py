@@ -14,7 +14,7 @@ from api.serializers import (
 from api.webhooks import openapi as docs
 from webhooks.models import WebhookEndpoint
 from webhooks.representation import endpoint_object
-from webhooks.services import MAX_DESCRIPTION_LENGTH, MAX_RATE_LIMIT
+from webhooks.services import MAX_DESCRIPTION_LENGTH, MAX_RATE_LIMIT, MAX_ROTATION_OVERLAP
 from webhooks.url_policy import MAX_URL_LENGTH
 
 if TYPE_CHECKING:
@@ -113,9 +113,6 @@ class WebhookEndpointUpdateInput(DeliveryControlInput):
     url = UrlField(max_length=MAX_URL_LENGTH, required=False)
     enabled_events = _events_field(required=False)
     status = StrictChoiceField(choices=WebhookEndpoint.Status.choices, required=False)
-
-
-MAX_ROTATION_OVERLAP = 7 * 24 * 3600
 
 
 class RotateSecretInput(InputSerializer):

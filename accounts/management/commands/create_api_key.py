@@ -6,6 +6,7 @@ from accounts.models import Environment
 from accounts.scopes import SCOPES, parse_scopes
 from accounts.selectors import environment_get
 from accounts.services import api_key_create
+from core.errors import InvalidInput
 
 
 class Command(BaseCommand):
@@ -33,7 +34,12 @@ class Command(BaseCommand):
             )
         except Environment.DoesNotExist:
             raise CommandError(f"no organization {options['organization']!r}") from None
-        api_key, raw = api_key_create(environment=environment, scopes=scopes, name=options["name"])
+        try:
+            api_key, raw = api_key_create(
+                environment=environment, scopes=scopes, name=options["name"]
+            )
+        except InvalidInput as exc:
+            raise CommandError(exc.message) from None
         self.stdout.write(
             f"Created API key {api_key.prefix}… for {environment} with scopes "
             f"{', '.join(api_key.scopes)}. It is shown once; store it now."

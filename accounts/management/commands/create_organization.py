@@ -6,6 +6,7 @@ from django.core.validators import validate_slug
 
 from accounts.models import Organization
 from accounts.services import organization_create
+from core.errors import InvalidInput
 
 
 class Command(BaseCommand):
@@ -22,6 +23,9 @@ class Command(BaseCommand):
             raise CommandError(f"invalid slug {slug!r}: use letters, digits, - and _") from None
         if Organization.objects.filter(slug=slug).exists():
             raise CommandError(f"organization {slug!r} already exists")
-        organization = organization_create(slug=slug, name=name)
+        try:
+            organization = organization_create(slug=slug, name=name)
+        except InvalidInput as exc:
+            raise CommandError(exc.message) from None
         self.stdout.write(f"Created organization {organization.name!r} (sandbox, production)")
         self.stdout.write(organization.slug)

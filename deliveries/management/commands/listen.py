@@ -60,7 +60,10 @@ class Command(BaseCommand):
         done = threading.Event()
         received = {"count": 0}
         host = "127.0.0.1"
-        server = ThreadingHTTPServer((host, options["port"]), self._handler(options))
+        try:
+            server = ThreadingHTTPServer((host, options["port"]), self._handler(options))
+        except (OSError, OverflowError) as exc:  # taken, or no port at all
+            raise CommandError(f"cannot listen on {host}:{options['port']}: {exc}") from None
         server.daemon_threads = True
         port = server.server_port
         events = [e.strip() for e in options["events"].split(",") if e.strip()]
