@@ -47,6 +47,7 @@ from deliveries.claiming import Claimed, postpone
 from deliveries.models import Delivery, Lane
 from deliveries.ordering import lanes_locked, lanes_make
 from deliveries.selectors import unclaimed
+from webhooks.models import WebhookEndpoint
 
 logger = logging.getLogger(__name__)
 
@@ -341,7 +342,9 @@ class _Taking:
 # between the refill and a task queued for it, whose loser claimed nothing
 # (docs/delivery-control.md). Slots go only to deliveries still held by the token: a retry
 # after a lost answer cannot start one the first run sent back; it leaves a gap of idle slots
-# at most.
+# at most. One not attempted yet, of an endpoint whose ordering was turned on since it was
+# claimed (ordering.ordering_changed leaves a claimed delivery alone), is parked instead:
+# its lane releases it in turn, where due later it would have gone out beside the head.
 _TAKE = """
 WITH lane AS (
     SELECT endpoint_id, deferred_until, GREATEST(next_slot_at, %(now)s) AS first
@@ -371,13 +374,18 @@ WITH lane AS (
             THEN line.tail + (%(count)s - line.taken) * %(step)s * interval '1 second'
             ELSE line.deferred_until END
     FROM line WHERE {lane}.endpoint_id = line.endpoint_id
+), turned AS (
+    SELECT delivery_order = %(ordered)s AND NOT %(was_ordered)s AS ordered
+    FROM {endpoint} WHERE id = %(endpoint)s
 ), back AS (
-    UPDATE {delivery} SET next_attempt_at = b.at, claimed_until = NULL, claim_token = NULL,
-        enqueued_at = CASE WHEN %(refilled)s THEN b.at END
+    UPDATE {delivery} SET claimed_until = NULL, claim_token = NULL,
+        next_attempt_at = CASE WHEN parks AND {delivery}.attempt_count = 0 THEN NULL ELSE b.at END,
+        enqueued_at = CASE
+            WHEN %(refilled)s AND NOT (parks AND {delivery}.attempt_count = 0) THEN b.at END
     FROM (
-        SELECT w.id, w.token,
+        SELECT w.id, w.token, turned.ordered AS parks,
             line.tail + (w.position - line.taken - 1) * %(step)s * interval '1 second' AS at
-        FROM line, unnest(%(ids)s::bigint[], %(tokens)s::uuid[])
+        FROM line, turned, unnest(%(ids)s::bigint[], %(tokens)s::uuid[])
             WITH ORDINALITY AS w(id, token, position)
         WHERE w.position > line.taken
     ) AS b
@@ -405,8 +413,14 @@ def _take_in_one_statement(
         "tokens": [token for _, token in waiting],
         "events": sorted({d.event_id for d, _ in waiting}),
         "refilled": taking.refilled,
+        "was_ordered": not taking.refilled,
+        "ordered": WebhookEndpoint.DeliveryOrder.ORDERED.value,
     }
-    statement = _TAKE.format(lane=Lane._meta.db_table, delivery=Delivery._meta.db_table)
+    statement = _TAKE.format(
+        lane=Lane._meta.db_table,
+        delivery=Delivery._meta.db_table,
+        endpoint=WebhookEndpoint._meta.db_table,
+    )
     with connection.cursor() as cursor:
         for _ in range(2):
             cursor.execute(statement, params)

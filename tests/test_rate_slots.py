@@ -281,3 +281,23 @@ def test_a_disabled_endpoint_enabled_again_puts_new_deliveries_behind_no_old_lin
     assert api.patch(path, {"status": "enabled"}).status_code == 200
 
     assert new_delivery_waits(api) <= rates.horizon()
+
+
+def test_ordering_turned_on_while_deliveries_wait_for_slots_parks_what_they_sent_back(api):
+    """Claimed when ordering is turned on, they are in a worker's hands and left alone; those
+    then given no slot go back parked, for the lane to release in turn, not due later beside
+    its head."""
+    endpoint_id, ids = limited_deliveries(api, 20, rate_limit=2)
+    token = uuid.uuid4()
+    claimed = claiming.claim(ids, 0, timezone.now(), token, held=False)
+    public_id = WebhookEndpoint.objects.get(pk=endpoint_id).public_id
+    response = api.patch(f"/v1/webhook_endpoints/{public_id}", {"delivery_order": "ordered"})
+    assert response.status_code == 200, response.content
+
+    slots = rates.slots_take([(d, token) for d in claimed])  # loaded before: unordered
+
+    assert slots.starts and slots.later
+    back = Delivery.objects.filter(pk__in=list(slots.later))
+    assert set(back.values_list("status", "next_attempt_at", "claim_token")) == {
+        ("pending", None, None)
+    }
