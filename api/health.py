@@ -35,9 +35,12 @@ def _database() -> str | None:
 
 def _broker() -> str | None:
     try:
+        # socket_timeout as well: connect_timeout bounds the connecting alone, and a Redis that
+        # takes the connection and never answers kept /readyz waiting past gunicorn's timeout.
+        options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
         with Connection(
             settings.CELERY_BROKER_URL,
-            transport_options=getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}),
+            transport_options={**options, "socket_timeout": BROKER_TIMEOUT},
             connect_timeout=BROKER_TIMEOUT,
         ) as connection:
             connection.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT)

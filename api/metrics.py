@@ -70,8 +70,9 @@ class _Chain(Collector):
 def metrics_view(request: HttpRequest) -> HttpResponse:
     token = settings.METRICS_TOKEN
     if token:
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        if not hmac.compare_digest(given.encode(), token.encode()):
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        # The scheme as HTTP reads it, case-insensitive; a bare token is not a bearer one.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
             return HttpResponse("metrics need the METRICS_TOKEN bearer token\n", status=401)
     return HttpResponse(generate_latest(registry()), content_type=CONTENT_TYPE_LATEST)
 

@@ -62,8 +62,8 @@ class FailingFilter(admin.SimpleListFilter):
         return [("yes", "Failing now"), ("no", "Not failing")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value() == "yes":
-            return queryset.filter(consecutive_failures__gt=0)
+        if self.value() == "yes":  # a deleted endpoint is tried no more: not failing now
+            return queryset.filter(consecutive_failures__gt=0, deleted_at__isnull=True)
         if self.value() == "no":
             return queryset.filter(consecutive_failures=0)
         return queryset

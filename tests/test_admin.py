@@ -503,6 +503,13 @@ def test_the_test_event_cannot_be_subscribed_to_or_published(console):
 # --- Delivery action -------------------------------------------------------------------------
 
 
+def test_failing_now_leaves_out_a_deleted_endpoint(admin_client, console):
+    """Its failure streak stays for the record, but it is tried no more."""
+    assert console.failing.public_id in endpoints_listed(admin_client, failing="yes")
+    endpoint_delete(endpoint=console.failing)
+    assert console.failing.public_id not in endpoints_listed(admin_client, failing="yes")
+
+
 def test_retry_now_sends_another_attempt(admin_client, console, receiver):
     assert console.failed_delivery.next_attempt_at > timezone.now()  # waiting for its retry
     response = run_action(

@@ -83,7 +83,10 @@ def test_metrics_can_require_a_token(db, settings):
     settings.METRICS_TOKEN = "scrape-me"
     assert Client().get("/metrics").status_code == 401
     assert Client().get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
+    # The token alone is not a bearer token; the scheme is case-insensitive, as HTTP's are.
+    assert Client().get("/metrics", headers={"Authorization": "scrape-me"}).status_code == 401
     assert "kinetic_http_requests_total" in scrape(Authorization="Bearer scrape-me")
+    assert "kinetic_http_requests_total" in scrape(Authorization="bearer scrape-me")
 
 
 @pytest.mark.urls("tests.urls_failing")

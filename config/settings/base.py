@@ -81,6 +81,10 @@ TEMPLATES = [
 # connections (PgBouncer tracks prepared statements only from 1.21). The ORM's cursors bind on
 # the client and never prepare; this stops psycopg preparing on its own for any other cursor.
 POSTGRESQL_OPTIONS: dict[str, object] = {"prepare_threshold": None}
+# A server that takes the TCP connection and never answers (hung, or a dropped network path)
+# fails a connection in this many seconds rather than never: /readyz answers 503 in time for
+# the load balancer, and a worker's transient-error retries go on. A URL's own wins.
+POSTGRESQL_OPTIONS["connect_timeout"] = 5
 # Declares a pooler in transaction mode (PgBouncer's pool_mode = transaction) between the
 # service and PostgreSQL: a server session then serves other clients between our transactions,
 # so nothing may outlive one (no server-side cursor, no session SET; README: Behind PgBouncer).
