@@ -42,12 +42,11 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from deliveries import transient
+from deliveries import sql, transient
 from deliveries.claiming import Claimed, postpone
 from deliveries.models import Delivery, Lane
 from deliveries.ordering import lanes_locked, lanes_make
 from deliveries.selectors import unclaimed
-from webhooks.models import WebhookEndpoint
 
 logger = logging.getLogger(__name__)
 
@@ -375,7 +374,8 @@ WITH lane AS (
             ELSE line.deferred_until END
     FROM line WHERE {lane}.endpoint_id = line.endpoint_id
 ), turned AS (
-    SELECT delivery_order = %(ordered)s AND NOT %(was_ordered)s AS ordered
+    -- refilled: claimed as an unordered endpoint's (Engine.refill_at takes those back)
+    SELECT delivery_order = {ORDERED} AND %(refilled)s AS ordered
     FROM {endpoint} WHERE id = %(endpoint)s
 ), back AS (
     UPDATE {delivery} SET claimed_until = NULL, claim_token = NULL,
@@ -413,14 +413,8 @@ def _take_in_one_statement(
         "tokens": [token for _, token in waiting],
         "events": sorted({d.event_id for d, _ in waiting}),
         "refilled": taking.refilled,
-        "was_ordered": not taking.refilled,
-        "ordered": WebhookEndpoint.DeliveryOrder.ORDERED.value,
     }
-    statement = _TAKE.format(
-        lane=Lane._meta.db_table,
-        delivery=Delivery._meta.db_table,
-        endpoint=WebhookEndpoint._meta.db_table,
-    )
+    statement = sql.statement(_TAKE)
     with connection.cursor() as cursor:
         for _ in range(2):
             cursor.execute(statement, params)
@@ -464,7 +458,8 @@ def lines_let_go(*, endpoint_ids: list[int], now: datetime | None = None) -> dic
     another, or none), so that what waited goes at the new pace, not the old one's; and for
     an endpoint stopped, whose line was cancelled, so that after it is enabled again new
     events wait for none. Slots already given (up to HORIZON_SECONDS) keep their times.
-    An ordered endpoint's, parked again rather than marked, are its lane's to release."""
+    An ordered endpoint's sent back are not marked (its lane's head, due again at its slot's
+    time): they keep that time."""
     now = now or timezone.now()
     Lane.objects.filter(endpoint_id__in=endpoint_ids).update(deferred_until=None)
     waiting = (
