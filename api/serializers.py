@@ -108,7 +108,9 @@ class InputSerializer(serializers.Serializer):
         raise NotImplementedError
 
 
+# The actions that take no body (send a test event, retry, delete) read it all the same, so
+# that a body that is not JSON is a 415 or a 400 as on every other action, and a field sent in
+# it is refused rather than silently ignored.
 class NoInput(InputSerializer):
-    """The body of an action that takes none (send a test event, retry, delete): absent, or an
-    empty object. Read all the same, so that a body that is not JSON is a 415 or a 400 as on
-    every other action, and a field sent in it is refused rather than silently ignored."""
+    """No body, or an empty JSON object. A field is refused (`400 parameter_unknown`), and so
+    is a body that is not JSON (`415 unsupported_media_type`)."""

@@ -32,6 +32,7 @@ from api.portal_sessions.views import PortalSessionViewSet
 from api.recoveries.views import RecoveryViewSet
 from api.views import ApiViewSet
 from api.webhooks.views import EventTypeViewSet, WebhookEndpointViewSet
+from deliveries.services import event_fan_out, event_publish
 from tests import factories
 
 Schema = dict[str, Any]
@@ -64,7 +65,11 @@ OPERATIONS: dict[tuple[str, str], tuple[type[ApiViewSet], str, set[int]]] = {
         "partial_update",
         {400, 401, 403, 404, 413, 415, 429, 500, 503},
     ),
-    ("delete", ITEM): (WebhookEndpointViewSet, "destroy", {400, 401, 403, 404, 429, 500, 503}),
+    ("delete", ITEM): (
+        WebhookEndpointViewSet,
+        "destroy",
+        {400, 401, 403, 404, 413, 415, 429, 500, 503},
+    ),
     ("get", EVENT_TYPES): (EventTypeViewSet, "list", {400, 401, 429, 500, 503}),
     ("post", EVENTS): (EventViewSet, "create", {400, 401, 403, 409, 413, 415, 429, 500, 503}),
     ("get", EVENTS): (EventViewSet, "list", {400, 401, 403, 429, 500, 503}),
@@ -74,7 +79,11 @@ OPERATIONS: dict[tuple[str, str], tuple[type[ApiViewSet], str, set[int]]] = {
         "list",
         {400, 401, 403, 404, 429, 500, 503},
     ),
-    ("post", DELIVERY_RETRY): (DeliveryViewSet, "retry", {400, 401, 403, 404, 409, 429, 500, 503}),
+    ("post", DELIVERY_RETRY): (
+        DeliveryViewSet,
+        "retry",
+        {400, 401, 403, 404, 409, 413, 415, 429, 500, 503},
+    ),
     ("post", ROTATE): (
         WebhookEndpointViewSet,
         "rotate_secret",
@@ -83,7 +92,7 @@ OPERATIONS: dict[tuple[str, str], tuple[type[ApiViewSet], str, set[int]]] = {
     ("post", TEST_EVENT): (
         EndpointTestEventViewSet,
         "send",
-        {400, 401, 403, 404, 409, 429, 500, 503},
+        {400, 401, 403, 404, 409, 413, 415, 429, 500, 503},
     ),
     ("post", RECOVER): (
         RecoveryViewSet,
@@ -680,6 +689,26 @@ def test_error_responses_match_the_schema(schema, api, sandbox):
     for method, path, response, status in cases:
         assert response.status_code == status, (method, path, response.content)
         assert_documented(schema, method, path, response)
+
+
+def test_actions_without_a_body_document_what_they_refuse(schema, api, sandbox):
+    """Test, retry and delete read their (empty) body, so a text body is a documented 415."""
+    endpoint = api.create_endpoint()["webhook_endpoint_id"]
+    event = event_publish(environment=sandbox, type="packet.created", data={})
+    event_fan_out(event_id=event.pk)
+    delivery_id = api.get(f"{COLLECTION}/{endpoint}/deliveries").json()["data"][0]["delivery_id"]
+    paths = {
+        ("delete", ITEM): f"{COLLECTION}/{endpoint}",
+        ("post", TEST_EVENT): f"{COLLECTION}/{endpoint}/test",
+        ("post", DELIVERY_RETRY): f"/v1/deliveries/{delivery_id}/retry",
+    }
+    for (method, path), url in paths.items():
+        text = api.request(method.upper(), url, raw="{}", content_type="text/plain")
+        assert text.status_code == 415, (method, path, text.content)
+        assert_documented(schema, method, path, text)
+        huge = api.request(method.upper(), url, raw="x" * (300 * 1024))
+        assert huge.status_code == 413, (method, path, huge.content)
+        assert_documented(schema, method, path, huge)
 
 
 def test_method_not_allowed_uses_the_documented_envelope(schema, api):

@@ -174,6 +174,7 @@ class EndpointTestEventViewSet(ApiViewSet):
             "goes at once, outside the order: it neither waits for the line nor lets anything "
             "past it."
         ),
+        request=NoInput,
         scope=scopes.WEBHOOK_ENDPOINTS_WRITE,
         tags=[TAG_DELIVERIES],
         lookup=WEBHOOK_ENDPOINT_ID,
@@ -213,6 +214,7 @@ class DeliveryViewSet(ApiViewSet):
             "endpoint must exist and be enabled, and no attempt of the delivery may be in "
             "progress (`400 parameter_invalid` on `delivery_id` says so: retry once it ends)."
         ),
+        request=NoInput,
         scope=scopes.WEBHOOK_ENDPOINTS_WRITE,
         tags=[TAG_DELIVERIES],
         lookup=DELIVERY_ID,

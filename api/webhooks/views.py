@@ -154,6 +154,7 @@ class WebhookEndpointViewSet(ApiViewSet):
             "Removes the endpoint. Deliveries stop immediately; the signing secret is "
             "invalidated. Afterwards the id is `not_found` everywhere."
         ),
+        request=NoInput,
         scope=scopes.WEBHOOK_ENDPOINTS_WRITE,
         tags=[docs.TAG_WEBHOOK_ENDPOINTS],
         lookup=docs.WEBHOOK_ENDPOINT_ID,
