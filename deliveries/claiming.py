@@ -307,17 +307,21 @@ def cancel_for_gone_endpoints(deliveries: list[Claimed], token: uuid.UUID) -> No
         ("endpoint deleted", [d for d in deliveries if d.endpoint_deleted]),
         ("endpoint disabled", [d for d in deliveries if not d.endpoint_deleted]),
     )
+    cancelled = 0
     with transaction.atomic():  # all or nothing: the caller may run it again
         for reason, group in groups:
             if group:
-                Delivery.objects.filter(id__in=[d.pk for d in group], claim_token=token).update(
+                cancelled += Delivery.objects.filter(
+                    id__in=[d.pk for d in group], claim_token=token
+                ).update(
                     status=Delivery.Status.CANCELLED,
                     completed_at=now,
                     next_attempt_at=None,
                     claimed_until=None,
                     last_error=reason,
                 )
-    metrics.DELIVERIES_CANCELLED.inc(len(deliveries))
+    # Only those still under this claim: one whose claim lapsed is another worker's to count.
+    metrics.DELIVERIES_CANCELLED.inc(cancelled)
 
 
 # Back to the queue, each delivery due again at its time (parameters: the time, or each

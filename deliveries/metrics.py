@@ -17,7 +17,8 @@ logger = logging.getLogger(__name__)
 
 DELIVERY_ATTEMPTS = Counter(
     "kinetic_delivery_attempts_total",
-    "Delivery attempts, by outcome: succeeded, failed (will retry), exhausted (given up).",
+    "Delivery attempts, by outcome: succeeded, failed (to be retried, unless the delivery was "
+    "cancelled meanwhile), exhausted (given up).",
     ["outcome"],
 )
 DELIVERIES_CANCELLED = Counter(

@@ -3,6 +3,7 @@
 import json
 import logging
 import re
+import uuid
 
 import pytest
 from django.test import Client
@@ -168,3 +169,36 @@ def test_one_scrape_of_the_web_reports_the_workers_deliveries(broker, receiver, 
     finally:
         worker.stop()
         web.stop()
+
+
+def test_a_cancelled_delivery_is_counted_once_by_the_claim_that_cancelled_it(sandbox, settings):
+    """A worker whose claim lapsed, and was taken by another, cancels nothing and counts
+    nothing: the other worker cancels the delivery and counts it."""
+    from django.utils import timezone
+
+    from deliveries.claiming import cancel_for_gone_endpoints, claim
+    from deliveries.models import Delivery
+    from deliveries.services import event_fan_out, event_publish
+
+    client = factories.api_client(sandbox)
+    endpoint = client.create_endpoint("https://example.com/gone")["webhook_endpoint_id"]
+    event = event_publish(environment=sandbox, type="packet.created", data={})
+    event_fan_out(event_id=event.pk)
+    delivery = Delivery.objects.get(event=event)
+    lapsed, taker = uuid.uuid4(), uuid.uuid4()
+    stale = claim([delivery.pk], 0, timezone.now(), lapsed, held=False)
+    assert [d.pk for d in stale] == [delivery.pk]
+    client.patch(f"/v1/webhook_endpoints/{endpoint}", {"status": "disabled"})
+    # Pending all the same, as a fan-out that read the endpoint before the disable committed
+    # leaves it, and claimed by another worker since the first one's lease ran out.
+    Delivery.objects.filter(pk=delivery.pk).update(
+        status=Delivery.Status.PENDING, completed_at=None, claim_token=taker
+    )
+
+    before = sample(scrape(), "kinetic_deliveries_cancelled_total")
+    cancel_for_gone_endpoints(stale, lapsed)
+    assert Delivery.objects.get(pk=delivery.pk).status == Delivery.Status.PENDING
+    assert sample(scrape(), "kinetic_deliveries_cancelled_total") == before
+    cancel_for_gone_endpoints(stale, taker)
+    assert Delivery.objects.get(pk=delivery.pk).status == Delivery.Status.CANCELLED
+    assert sample(scrape(), "kinetic_deliveries_cancelled_total") == before + 1
