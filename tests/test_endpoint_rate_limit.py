@@ -414,3 +414,30 @@ def test_an_ordered_limited_endpoint_gets_its_events_in_order_within_its_rate(
     attempts = DeliveryAttempt.objects.filter(delivery__endpoint__url=endpoint["url"])
     assert busiest_second([a.started_at.timestamp() for a in attempts]) <= 11
     assert attempts.count() == len(events)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_limit_removed_lets_its_line_go_at_once(private_worker, receiver, settings):
+    """40 events wait for a 2/s endpoint (20 s of its limit). Once `rate_limit` is removed, the
+    line goes out as fast as the worker sends, not at the old pace: the slots already given
+    (up to the horizon) keep their times, what waited in the database is due at once."""
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    client = factories.api_client(factories.environment())
+    endpoint = client.create_endpoint(f"{receiver.url}/limited", rate_limit=2)
+    events = set(publish(client, 40))
+    private_worker()
+    wait_for(lambda: len(receiver.received("/limited")) >= 3, timeout=30)
+    patched = client.patch(
+        f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}", {"rate_limit": None}
+    )
+    assert patched.status_code == 200, patched.content
+    removed_at = time.time()
+    wait_for(
+        lambda: {r.headers["MD-Event-Id"] for r in receiver.received("/limited")} >= events,
+        timeout=60,
+    )
+
+    after = [r.at for r in receiver.received("/limited") if r.at > removed_at]
+    # At 2/s, no second could hold more than 3 of them.
+    assert busiest_second(after) >= 10, sorted(after)
