@@ -95,11 +95,13 @@ def parse(header: str) -> tuple[int, list[str]]:
         if not sep:
             continue
         if key == "t":
+            # Written as the signer writes it: `t=0123` is not what was signed over `123`.
             if (
                 timestamp is not None
                 or not value.isascii()
                 or not value.isdigit()
                 or len(value) > MAX_TIMESTAMP_DIGITS
+                or (value.startswith("0") and value != "0")
             ):
                 raise SignatureVerificationError("malformed timestamp")
             timestamp = int(value)
@@ -116,19 +118,20 @@ def verify(
     payload: bytes | str,
     header: str,
     secrets: str | Iterable[str],
-    tolerance: int = DEFAULT_TOLERANCE,
+    tolerance: int | None = DEFAULT_TOLERANCE,
     now: float | None = None,
 ) -> int:
     """Checks a delivery; returns its timestamp, or raises SignatureVerificationError.
 
     `payload` is the raw request body, exactly as received (not re-serialized JSON).
     `secrets` is one secret or several (keep the old one during a rotation's overlap).
+    `tolerance` is in seconds either side of `now` (0: the same second); None skips the clock.
     """
     body = payload.encode("utf-8") if isinstance(payload, str) else payload
     candidates = [secrets] if isinstance(secrets, str) else list(secrets)
     timestamp, signatures = parse(header)
     current = time.time() if now is None else now
-    if tolerance and abs(current - timestamp) > tolerance:
+    if tolerance is not None and abs(current - timestamp) > tolerance:
         raise SignatureVerificationError("timestamp outside the tolerance window")
     for secret in candidates:
         expected = compute(secret, timestamp, body)

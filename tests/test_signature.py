@@ -116,3 +116,11 @@ def test_the_readme_shows_the_snippets_that_are_tested():
     readme = (RECEIVERS.parent.parent / "README.md").read_text()
     for name in ("verify.py", "verify.js"):
         assert (RECEIVERS / name).read_text().rstrip() in readme, name
+
+
+def test_the_clock_is_skipped_only_when_asked():
+    """tolerance=0 is the same second, as in the snippets; only None skips the clock."""
+    header = signature.sign(b"{}", ["whsec_k"], timestamp=1_000)
+    with pytest.raises(signature.SignatureVerificationError):
+        signature.verify(b"{}", header, "whsec_k", tolerance=0, now=1_000 + 10 * 365 * 86400)
+    assert signature.verify(b"{}", header, "whsec_k", tolerance=None, now=10**10) == 1_000

@@ -32,7 +32,7 @@ def vector(name: str, header: str, secrets: list[str], valid: bool, **extra: obj
         "header": header,
         "secrets": secrets,
         "now": extra.pop("now", T + 12),
-        "tolerance": 300,
+        "tolerance": extra.pop("tolerance", 300),
         "valid": valid,
     }
 
@@ -63,6 +63,15 @@ def main() -> None:
         vector("v0 scheme only", one.replace("v1=", "v0="), [OLD], False),
         vector("signature of another timestamp", f"t={T + 1},{one.split(',', 1)[1]}", [OLD], False),
         vector("empty payload", f"t={T},v1={compute(OLD, T, b'')}", [OLD], True, payload=""),
+        vector("timestamp written with a leading zero", one.replace("t=", "t=0"), [OLD], False),
+        vector(
+            "v1 in upper-case hex",
+            f"t={T},v1={compute(OLD, T, BODY.encode()).upper()}",
+            [OLD],
+            False,
+        ),
+        vector("tolerance 0, the same second", one, [OLD], True, now=T, tolerance=0),
+        vector("tolerance 0, a second later", one, [OLD], False, now=T + 1, tolerance=0),
     ]
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else OUT
     out.write_text(json.dumps({"scheme": "MD-Signature v1", "vectors": vectors}, indent=2) + "\n")

@@ -8,7 +8,10 @@ const crypto = require("node:crypto");
 function verify(payload, header, secrets, tolerance = 300, now = Date.now() / 1000) {
   const items = header.split(",").map((part) => part.trim().split(/=(.*)/s, 2));
   const timestamps = items.filter(([key]) => key === "t").map(([, value]) => value);
-  const signatures = items.filter(([key]) => key === "v1").map(([, value]) => value);
+  // A v1 is 64 lower-case hex digits; anything else cannot match and is skipped.
+  const signatures = items
+    .filter(([key, value]) => key === "v1" && /^[0-9a-f]{64}$/.test(value))
+    .map(([, value]) => value);
   if (timestamps.length !== 1 || !/^\d+$/.test(timestamps[0]) || signatures.length === 0) {
     throw new Error("malformed MD-Signature header");
   }
