@@ -118,6 +118,13 @@ REFUSED_HEADER_NAMES = [
     "webhook-id",
     "Webhook-Signature",
     "WEBHOOK-TIMESTAMP",
+    # Read as the names above by servers that map "-" and "_" to the same environ key.
+    "MD_Signature",
+    "webhook_id",
+    "Webhook_Signature",
+    "content_type",
+    "User_Agent",
+    "Proxy_Authorization",
 ]
 BAD_HEADER_NAMES = ["", "X-Bad\n", "X Bad", "X:Bad", "X-Ünïcode", "(x)", "X/Y", "x" * 101, 'X"Q']
 BAD_HEADER_VALUES = [

@@ -51,7 +51,9 @@ Stored = dict[str, Any]  # name -> value, or {"encrypted": token} for a sensitiv
 
 
 def is_refused(name: str) -> bool:
-    lowered = name.lower()
+    # "_" as "-": CGI-style servers (WSGI's environ, Django's request.META) read `MD_Signature`
+    # as `MD-Signature` and join the two values, which breaks the receiver's verification.
+    lowered = name.lower().replace("_", "-")
     return lowered in _REFUSED_NAMES or lowered.startswith(_REFUSED_PREFIXES)
 
 
