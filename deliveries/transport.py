@@ -21,6 +21,7 @@ way Saleor's requests-hardened pins a request to a checked address:
 
 import contextlib
 import heapq
+import http.client
 import itertools
 import socket
 import threading
@@ -32,6 +33,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
@@ -370,6 +372,11 @@ def post(
                 raise TimeoutError("response headers not complete by the deadline")
             status = response.status_code
             retry_after = response.headers.get("Retry-After")
+            if status < 200:
+                # An interim answer (102, 103: http.client skips only 100) taken for the final
+                # one: the final answer is still to come on this connection, and the next
+                # request sent on it, another tenant's maybe, would read it. Never reused.
+                response.raw.close()
             excerpt = _read_capped(response, attempt.deadline)
             if 300 <= status < 400:
                 error = "redirect_not_followed"
@@ -391,15 +398,20 @@ def post(
 
 
 def _read_capped(response: requests.Response, deadline: float) -> bytes:
-    """Up to RESPONSE_EXCERPT_BYTES, within the attempt's deadline; the rest is not read."""
+    """Up to RESPONSE_EXCERPT_BYTES, within the attempt's deadline; the rest is not read.
+    Read as it arrives (`read1`), so that what came before a stall is kept when the watchdog
+    cuts the connection."""
     chunks: list[bytes] = []
     size = 0
+    if response.raw.closed:
+        return b""
     try:
-        for chunk in response.iter_content(chunk_size=4096):
+        while size < RESPONSE_EXCERPT_BYTES and time.monotonic() <= deadline:
+            chunk = response.raw.read1(RESPONSE_EXCERPT_BYTES - size, decode_content=True)
+            if not chunk:
+                break
             chunks.append(chunk)
             size += len(chunk)
-            if size >= RESPONSE_EXCERPT_BYTES or time.monotonic() > deadline:
-                break
-    except (requests.exceptions.RequestException, OSError):
+    except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError):
         pass  # the status is what counts; a broken body only shortens the excerpt
     return b"".join(chunks)[:RESPONSE_EXCERPT_BYTES]

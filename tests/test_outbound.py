@@ -6,8 +6,10 @@ worker, because they control DNS: `socket.getaddrinfo` is patched for names unde
 servers on 127.0.0.1.
 """
 
+import contextlib
 import datetime
 import socket
+import threading
 import time
 
 import pytest
@@ -304,3 +306,120 @@ def test_a_slow_drip_on_a_reused_connection_is_cut_at_the_attempts_deadline(rece
     assert outcome.error == "timeout"
     assert time.monotonic() - started < 5
     assert post(receiver, "/after").succeeded  # the pool recovers from the cut connection
+
+
+class RawReceiver:
+    """A TCP server on 127.0.0.1 answering each request with `answer(request line)`: bytes, or
+    a list of bytes and pauses (seconds). Counts the connections it accepted."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.connections = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        with conn, conn.makefile("rb") as reader, contextlib.suppress(OSError):
+            while line := reader.readline():
+                length = 0
+                while (header := reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = header.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                reader.read(length)
+                answer = self.answer(line)
+                for part in answer if isinstance(answer, list) else [answer]:
+                    if isinstance(part, float):
+                        time.sleep(part)
+                    else:
+                        conn.sendall(part)
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def raw_receiver():
+    made = []
+
+    def make(answer):
+        made.append(RawReceiver(answer))
+        return made[-1]
+
+    yield make
+    for server in made:
+        server.close()
+
+
+def raw_post(server, path, timeout=5.0):
+    return transport.post(
+        f"{server.url}{path}", b"{}", {}, allow_private=True, timeout=timeout
+    )  # fmt: skip
+
+
+def test_answers_read_to_their_end_leave_the_connection_for_the_next(raw_receiver):
+    server = raw_receiver(lambda line: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    outcomes = [raw_post(server, f"/{n}") for n in range(3)]
+    assert [(o.status_code, o.response_body) for o in outcomes] == [(200, "ok")] * 3
+    assert server.connections == 1
+
+
+def test_the_answer_after_an_interim_one_is_not_read_by_the_next_request(raw_receiver):
+    """http.client takes a 102 or 103 for the final answer. The connection it came on is
+    closed: the real answer that follows must not be read as the next request's, which may
+    be another tenant's (pools are shared by address)."""
+
+    def answer(line):
+        if line.startswith(b"POST /a "):
+            return [
+                b"HTTP/1.1 102 Processing\r\n\r\n",
+                0.5,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 23\r\n\r\nA: account 4242 charged",
+            ]
+        return b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 9\r\n\r\nB: failed"
+
+    server = raw_receiver(answer)
+    first = raw_post(server, "/a")
+    assert (first.status_code, first.error, first.succeeded) == (102, "http_102", False)
+    second = raw_post(server, "/b")
+    assert (second.status_code, second.response_body) == (500, "B: failed")
+    assert server.connections == 2
+
+
+def test_what_came_before_a_stall_is_kept_in_the_excerpt(raw_receiver):
+    server = raw_receiver(
+        lambda line: (
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 1000\r\n\r\n"
+            b"maintenance until 02:00 UTC"
+        )
+    )
+    outcome = raw_post(server, "/stalls", timeout=1.0)
+    assert (outcome.status_code, outcome.error) == (503, "http_503")
+    assert outcome.response_body == "maintenance until 02:00 UTC"
+
+
+def test_malformed_response_headers_log_neither_the_urls_query_nor_the_receivers_bytes(
+    raw_receiver, caplog
+):
+    padding = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 60000) for i in range(20))
+    server = raw_receiver(
+        lambda line: (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nnot a header line\r\n" + padding + b"\r\nok"
+        )
+    )
+    with caplog.at_level("INFO"):
+        outcome = raw_post(server, "/hook?token=tok_receivers_own")
+    assert outcome.status_code == 200
+    logged = "".join(record.getMessage() + str(record.exc_info) for record in caplog.records)
+    assert "tok_receivers_own" not in logged
+    assert len(logged) < 10_000

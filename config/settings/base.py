@@ -319,6 +319,10 @@ LOGGING: dict[str, Any] = {
     "loggers": {
         # Every request is already answered with its id; 4xx are the client's business.
         "django.request": {"level": "ERROR"},
+        # A receiver's malformed response headers: urllib3 warns with the full URL (its query
+        # may hold the receiver's token) and megabytes of the receiver's bytes. The attempt
+        # records what happened.
+        "urllib3.connection": {"level": "ERROR"},
     },
 }
 
