@@ -105,10 +105,12 @@ class Engine:
         self.timetable: Timetable[Sent] = Timetable(self._slot_came)
         self.handed = Handed()
         self.slots = rates.SlotTaker()
+        self.keys = sending.SigningKeys()
         self.recorder = LateRecorder()
         self.recorder.every(
             float(settings.WEBHOOKS_WAITING_CHECK_INTERVAL), self._drop_cancelled_waiting
         )
+        self.recorder.every(float(settings.WEBHOOKS_WAITING_CHECK_INTERVAL), self.keys.refresh)
         # What this process sent back for its rate-limit slots: (due again, delivery, event).
         self._refills: list[tuple[datetime, int, int]] = []
         self._refill_after = timezone.now()
@@ -270,7 +272,8 @@ class Engine:
                 if late:
                     self._slot_again(waiting)
                     continue
-                result = sending.attempt(delivery, waiting.secrets, waiting.trace)
+                secrets = self.keys.current(delivery.endpoint_id, waiting.secrets)
+                result = sending.attempt(delivery, secrets, waiting.trace)
                 if waiting.then is not None and not self.in_flight.closing:
                     following = waiting.then(waiting, result)
                 waiting.result.set_result(result)
@@ -458,12 +461,12 @@ def _send_batch(
         )
     wanted = {d.endpoint_id for d in live}
     secrets = {pk: ahead.secrets[pk] for pk in wanted if pk in ahead.secrets}
+    process = engine()
     if len(secrets) < len(wanted):
         secrets = transient.retrying(
-            partial(sending.signing_secrets, wanted, now), "loading signing secrets"
+            partial(process.keys.load, wanted, now), "loading signing secrets"
         )
     live = [d for d in live if secrets.get(d.endpoint_id)]
-    process = engine()
     # An unordered endpoint's deliveries wait for their slots apart from the batch, which goes
     # on with the others (Engine.slots_for); an ordered one's go along its task's line.
     handed = [] if wait_for_all else [d for d in live if d.rate_limit and not d.ordered]

@@ -7,20 +7,24 @@ Nothing here touches a delivery's row: an attempt's outcome is recorded by deliv
 """
 
 import logging
+import threading
+import time
 from collections import defaultdict
-from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import Max
 from django.utils import timezone
 
 from core import encryption, tracing
 from deliveries import signature, sql, transport
 from deliveries.claiming import Claimed
 from webhooks import headers
+from webhooks.models import EndpointSecret
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -39,23 +43,102 @@ class Sent:
 
 # EndpointSecret.objects.signing(): unexpired, newest first.
 _SECRETS = """
-SELECT endpoint_id, ciphertext FROM {secret}
+SELECT endpoint_id, ciphertext, created_at, expires_at FROM {secret}
 WHERE endpoint_id IN ({ids}) AND (expires_at IS NULL OR expires_at > %s)
 ORDER BY endpoint_id, created_at DESC, id DESC
 """
 
 
-def signing_secrets(endpoint_ids: set[int], now: datetime) -> dict[int, list[str]]:
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    """An endpoint's signing secrets as loaded: (secret, expiry) newest first, and when the
+    newest was made (which secrets a rotation since would change)."""
+
+    secrets: tuple[tuple[str, datetime | None], ...]
+    newest: datetime
+    used: float  # time.monotonic() of the last load or send
+
+
+def _load(endpoint_ids: set[int], now: datetime) -> dict[int, _Keys]:
     """Every endpoint's valid secrets, decrypted, newest first (EndpointSecret's `signing`)."""
-    secrets: dict[int, list[str]] = defaultdict(list)
+    rows: dict[int, list[tuple[str, datetime | None, datetime]]] = defaultdict(list)
     if not endpoint_ids:
-        return secrets
+        return {}
     ids = sorted(endpoint_ids)
     with connection.cursor() as cursor:
         cursor.execute(sql.statement(_SECRETS, ids=sql.marks(ids)), [*ids, sql.db_time(now)])
-        for endpoint_id, ciphertext in cursor.fetchall():
-            secrets[endpoint_id].append(encryption.decrypt(ciphertext))
-    return secrets
+        for endpoint_id, ciphertext, created_at, expires_at in cursor.fetchall():
+            made = cast(datetime, sql.from_db_time(created_at))  # never null
+            ends = sql.from_db_time(expires_at)
+            rows[endpoint_id].append((encryption.decrypt(ciphertext), ends, made))
+    used = time.monotonic()
+    return {
+        pk: _Keys(tuple((s, ends) for s, ends, _ in got), max(made for *_, made in got), used)
+        for pk, got in rows.items()
+    }
+
+
+class SigningKeys:
+    """The secrets each endpoint's deliveries are signed with in this process, as an attempt
+    starts: a delivery may wait seconds in a worker after its batch loaded them (for its
+    rate-limit slot, or along an ordered endpoint's chain), and a rotation meanwhile must take
+    effect for it. The recorder thread asks every WEBHOOKS_WAITING_CHECK_INTERVAL which
+    endpoints got a new secret (`refresh`) and loads those again; a secret whose overlap ends
+    is dropped at its expiry. So a rotation takes effect within that interval, as a disable does
+    (the sending threads hold no database connection to ask at each attempt)."""
+
+    # What `refresh` looks back over: room for a rotation's commit to come after its
+    # created_at, and for the two processes' clocks to differ.
+    LOOK_BACK_SECONDS = 10.0
+    # An endpoint not sent to for this long is forgotten (longer than any claim's lease).
+    FORGET_SECONDS = 300.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: dict[int, _Keys] = {}
+
+    def load(self, endpoint_ids: set[int], now: datetime) -> dict[int, list[str]]:
+        """The endpoints' secrets, newest first, loaded now (a batch's), and kept for its
+        deliveries' attempts."""
+        loaded = _load(endpoint_ids, now)
+        with self._lock:
+            for pk, keys in loaded.items():
+                held = self._keys.get(pk)
+                # A load that started before a rotation and ended after `refresh` saw it.
+                if held is None or keys.newest >= held.newest:
+                    self._keys[pk] = keys
+        return {pk: [s for s, _ in keys.secrets] for pk, keys in loaded.items()}
+
+    def current(self, endpoint_id: int, given: list[str]) -> list[str]:
+        """What an attempt starting now signs with: the endpoint's secrets as last loaded,
+        those whose overlap has ended left out; `given` (its batch's) if none are kept."""
+        with self._lock:
+            keys = self._keys.get(endpoint_id)
+            if keys is None:
+                return given
+            self._keys[endpoint_id] = replace(keys, used=time.monotonic())
+        now = timezone.now()
+        valid = [s for s, ends in keys.secrets if ends is None or ends > now]
+        return valid or given
+
+    def refresh(self) -> None:
+        """Loads again the kept endpoints that got a new secret since they were loaded."""
+        with self._lock:
+            forget = time.monotonic() - self.FORGET_SECONDS
+            self._keys = {pk: k for pk, k in self._keys.items() if k.used > forget}
+            newest = {pk: k.newest for pk, k in self._keys.items()}
+        if not newest:
+            return
+        now = timezone.now()
+        since = now - timedelta(seconds=self.LOOK_BACK_SECONDS)
+        made = (
+            EndpointSecret.objects.filter(created_at__gt=since)
+            .values_list("endpoint_id")
+            .annotate(latest=Max("created_at"))
+        )
+        stale = {pk for pk, latest in made if pk in newest and latest > newest[pk]}
+        if stale:
+            self.load(stale, now)
 
 
 def attempt(delivery: Claimed, secrets: list[str], trace: "Context | None" = None) -> Sent:

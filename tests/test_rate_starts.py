@@ -56,7 +56,7 @@ def claimed_one(api, receiver) -> tuple[claiming.Claimed, list[str], uuid.UUID]:
     token = uuid.uuid4()
     (delivery,) = claiming.claim(ids, 0, timezone.now(), token, held=False)
     assert delivery.rate_limit == RATE
-    secrets = sending.signing_secrets({endpoint_id}, timezone.now())[endpoint_id]
+    secrets = sending.SigningKeys().load({endpoint_id}, timezone.now())[endpoint_id]
     return delivery, secrets, token
 
 

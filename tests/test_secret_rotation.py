@@ -1,5 +1,6 @@
 """Signing secret rotation (API and command), the overlap window, and encryption-key rotation."""
 
+import time
 from datetime import timedelta
 from io import StringIO
 
@@ -11,7 +12,7 @@ from django.utils import timezone
 from core import encryption
 from deliveries import signature
 from tests import factories
-from tests.servers import wait_for
+from tests.servers import Reply, wait_for
 from tests.test_auth import assert_error
 from webhooks.models import EndpointSecret, WebhookEndpoint
 from webhooks.services import expired_secrets_purge
@@ -235,3 +236,56 @@ def test_encryption_key_rotation_keeps_idempotent_replays(api, settings):
     assert again.status_code == 201
     assert again["Idempotent-Replayed"] == "true"
     assert again.content == first.content
+
+
+def stale_after_rotating(client, receiver, path: str, count: int) -> list[float]:
+    """Rotates with overlap 0 once `count` events' deliveries flow to `path`; returns, for each
+    delivery that arrived well after the rotation answered and that the new secret does not
+    verify, how long after it arrived (seconds)."""
+    [endpoint] = client.get("/v1/webhook_endpoints").json()["data"]
+    for n in range(count):
+        published = client.post("/v1/events", {"type": "packet.created", "data": {"n": n}})
+        assert published.status_code == 201, published.content
+    wait_for(lambda: len(receiver.received(path)) >= 2, timeout=30)
+    rotate = f"/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}/rotate_secret"
+    rotated = client.post(rotate, {"overlap_seconds": 0})
+    assert rotated.status_code == 200, rotated.content
+    answered, new = time.time(), rotated.json()["signing_secret"]
+    wait_for(lambda: len(receiver.received(path)) >= count, timeout=60)
+    # Within WEBHOOKS_WAITING_CHECK_INTERVAL (0.25 s), and a request's time on the way.
+    later = [r for r in receiver.received(path) if r.at > answered + 1.0]
+    assert len(later) >= 3, "the rotation came too late for the test to see anything"
+    stale = []
+    for got in later:
+        try:
+            signature.verify(got.body, got.headers["MD-Signature"], [new])
+        except signature.SignatureVerificationError:
+            stale.append(round(got.at - answered, 2))
+    return stale
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_overlap_zero_holds_for_an_ordered_endpoints_chain(private_worker, receiver, settings):
+    """An ordered endpoint's next delivery is loaded while its head is in flight and sent as
+    it ends, for seconds on end (deliveries.chain): what it signs with is kept fresh."""
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    client = factories.api_client(factories.environment())
+    client.create_endpoint(f"{receiver.url}/ordered", delivery_order="ordered")
+    receiver.respond("/ordered", lambda got: Reply(200, delay=0.3))
+    private_worker()
+    assert stale_after_rotating(client, receiver, "/ordered", 15) == []
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_overlap_zero_holds_for_deliveries_waiting_for_their_rate_limit_slots(
+    private_worker, receiver, settings
+):
+    """A rate-limited endpoint's deliveries wait in the worker for slots up to 5 s ahead
+    (production's lease margin gives the full horizon), signed as they start."""
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    client = factories.api_client(factories.environment())
+    client.create_endpoint(f"{receiver.url}/limited", rate_limit=2)
+    private_worker(WEBHOOKS_DELIVERY_TIMEOUT="10", WEBHOOKS_CLAIM_LEASE_MARGIN="60")
+    assert stale_after_rotating(client, receiver, "/limited", 16) == []

@@ -124,6 +124,9 @@ class EndpointSecret(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["endpoint", "-created_at"], name="endpoint_secret_signing_idx"),
+            # Which endpoints got a new secret lately: every worker asks a few times a second
+            # (deliveries.sending.SigningKeys).
+            models.Index(fields=["created_at"], name="endpoint_secret_created_idx"),
         ]
 
     def __str__(self) -> str:

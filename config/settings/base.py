@@ -336,8 +336,9 @@ WEBHOOKS_CLAIM_LEASE_MARGIN = env.float("WEBHOOKS_CLAIM_LEASE_MARGIN", default=6
 WEBHOOKS_REENQUEUE_AFTER = env.float("WEBHOOKS_REENQUEUE_AFTER", default=60.0)
 WEBHOOKS_SWEEP_INTERVAL = env.float("WEBHOOKS_SWEEP_INTERVAL", default=1.0)
 # How often each worker process looks up the deliveries it holds waiting (for a slot, a sending
-# thread, room in a line, a rate-limit turn) and drops those cancelled meanwhile: "disabling
-# takes effect at once" holds for them within this long (deliveries.dispatch).
+# thread, room in a line, a rate-limit turn) and drops those cancelled meanwhile, and which of
+# their endpoints got a new signing secret: "disabling takes effect at once" and "0 revokes at
+# once" hold for them within this long (deliveries.dispatch, deliveries.sending.SigningKeys).
 WEBHOOKS_WAITING_CHECK_INTERVAL = env.float("WEBHOOKS_WAITING_CHECK_INTERVAL", default=0.25)
 # A worker step that meets a transient database error (PostgreSQL restarting, out of connection
 # slots, a connection lost) is tried again on a new connection, with backoff, for this long;
