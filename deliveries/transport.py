@@ -23,9 +23,12 @@ import contextlib
 import heapq
 import http.client
 import itertools
+import os
 import socket
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
@@ -210,15 +213,59 @@ def _reachable(address: str) -> bool:
     return ip is not None and not is_forbidden_address(ip)
 
 
-def _addresses(target: _Target, allow_private: bool) -> list[str]:
+class DnsTimeout(Exception):
+    """The host's name did not resolve by the attempt's deadline."""
+
+
+class _Resolver:
+    """getaddrinfo within an attempt's deadline. It cannot be cancelled and the system
+    resolver may take 30 s (5 s by 2 tries by 3 servers): each lookup runs on a thread of its
+    own pool and the attempt waits for it no longer than its deadline. One lookup per name at a
+    time, shared by the attempts that ask meanwhile, so a customer's slow name holds one
+    thread, not one per delivery."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, int], Future[list[str]]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid = 0
+
+    def addresses(self, name: str, port: int, deadline: float) -> list[str]:
+        key = (name, port)
+        with self._lock:
+            # Made in the process that uses it: a forked child has none of its parent's threads.
+            if self._pool is None or self._pid != os.getpid():
+                self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="webhook-dns")
+                self._pid, self._pending = os.getpid(), {}
+            future = self._pending.get(key)
+            if future is None:
+                future = self._pending[key] = self._pool.submit(self._lookup, key)
+        try:
+            return future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            raise DnsTimeout(f"{name} did not resolve in time") from None
+
+    def _lookup(self, key: tuple[str, int]) -> list[str]:
+        try:
+            infos = socket.getaddrinfo(key[0], key[1], type=socket.SOCK_STREAM)
+        finally:
+            with self._lock:
+                self._pending.pop(key, None)
+        found = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        if not found:
+            raise socket.gaierror(socket.EAI_NONAME, f"{key[0]} has no address")
+        return found
+
+
+_resolver = _Resolver()
+
+
+def _addresses(target: _Target, allow_private: bool, deadline: float) -> list[str]:
     """Every address the host resolves to, in the resolver's order, each one checked."""
     if target.address is not None:
         found = [target.address]
     else:
-        infos = socket.getaddrinfo(target.name, target.port, type=socket.SOCK_STREAM)
-        found = list(dict.fromkeys(str(info[4][0]) for info in infos))
-        if not found:
-            raise socket.gaierror(socket.EAI_NONAME, f"{target.name} has no address")
+        found = _resolver.addresses(target.name, target.port, deadline)
     if not allow_private:
         for address in found:
             if not _reachable(address):
@@ -335,6 +382,8 @@ def _classify(exc: BaseException) -> str:
         return "destination_forbidden"
     if isinstance(exc, socket.gaierror):
         return "dns_error"
+    if isinstance(exc, DnsTimeout):
+        return "dns_timeout"
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return "connect_timeout"
     if isinstance(exc, requests.exceptions.Timeout):
@@ -365,7 +414,7 @@ def post(
     _watchdog.watch(attempt)
     try:
         target = _target(url)
-        addresses = _addresses(target, allow_private)
+        addresses = _addresses(target, allow_private, attempt.deadline)
         with _send(target, addresses, body, headers, attempt.deadline) as response:
             if attempt.cut:
                 # Cut off mid-headers: what arrived is not a response.

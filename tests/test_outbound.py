@@ -423,3 +423,26 @@ def test_malformed_response_headers_log_neither_the_urls_query_nor_the_receivers
     logged = "".join(record.getMessage() + str(record.exc_info) for record in caplog.records)
     assert "tok_receivers_own" not in logged
     assert len(logged) < 10_000
+
+
+def test_a_name_that_resolves_late_is_bounded_by_the_attempts_deadline(receiver, monkeypatch):
+    """getaddrinfo cannot be cancelled, and a customer's slow name server can keep it 30 s:
+    the attempt waits for it no longer than its own deadline."""
+    slow = threading.Event()
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host == "slow.webhooks.test":
+            slow.wait(6)  # an authoritative server that answers late
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    started = time.monotonic()
+    outcome = transport.post(
+        f"http://slow.webhooks.test:{receiver.port}/hook", b"{}", {},
+        allow_private=True, timeout=1.0,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    slow.set()
+    assert (outcome.error, outcome.status_code) == ("dns_timeout", None)
+    assert took < 4.0, took
