@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
@@ -56,7 +56,6 @@ class _Keys:
 
     secrets: tuple[tuple[str, datetime | None], ...]
     newest: datetime
-    used: float  # time.monotonic() of the last load or send
 
 
 def _load(endpoint_ids: set[int], now: datetime) -> dict[int, _Keys]:
@@ -71,9 +70,8 @@ def _load(endpoint_ids: set[int], now: datetime) -> dict[int, _Keys]:
             made = cast(datetime, sql.from_db_time(created_at))  # never null
             ends = sql.from_db_time(expires_at)
             rows[endpoint_id].append((encryption.decrypt(ciphertext), ends, made))
-    used = time.monotonic()
     return {
-        pk: _Keys(tuple((s, ends) for s, ends, _ in got), max(made for *_, made in got), used)
+        pk: _Keys(tuple((s, ends) for s, ends, _ in got), max(made for *_, made in got))
         for pk, got in rows.items()
     }
 
@@ -96,13 +94,16 @@ class SigningKeys:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._keys: dict[int, _Keys] = {}
+        self._used: dict[int, float] = {}  # time.monotonic() of the last load or attempt
 
     def load(self, endpoint_ids: set[int], now: datetime) -> dict[int, list[str]]:
         """The endpoints' secrets, newest first, loaded now (a batch's), and kept for its
         deliveries' attempts."""
         loaded = _load(endpoint_ids, now)
+        used = time.monotonic()
         with self._lock:
             for pk, keys in loaded.items():
+                self._used[pk] = used
                 held = self._keys.get(pk)
                 # A load that started before a rotation and ended after `refresh` saw it.
                 if held is None or keys.newest >= held.newest:
@@ -116,7 +117,7 @@ class SigningKeys:
             keys = self._keys.get(endpoint_id)
             if keys is None:
                 return given
-            self._keys[endpoint_id] = replace(keys, used=time.monotonic())
+            self._used[endpoint_id] = time.monotonic()
         now = timezone.now()
         valid = [s for s, ends in keys.secrets if ends is None or ends > now]
         return valid or given
@@ -125,7 +126,8 @@ class SigningKeys:
         """Loads again the kept endpoints that got a new secret since they were loaded."""
         with self._lock:
             forget = time.monotonic() - self.FORGET_SECONDS
-            self._keys = {pk: k for pk, k in self._keys.items() if k.used > forget}
+            self._used = {pk: at for pk, at in self._used.items() if at > forget}
+            self._keys = {pk: k for pk, k in self._keys.items() if pk in self._used}
             newest = {pk: k.newest for pk, k in self._keys.items()}
         if not newest:
             return
