@@ -556,6 +556,9 @@ def test_enable_disable_and_send_a_test_event(api):
     endpoint_id = api.create_endpoint()["webhook_endpoint_id"]
     browser = portal(api)
     toggle = reverse("portal:endpoint_toggle", args=[endpoint_id])
+    unknown = browser.post(toggle, {"status": "paused"}, follow=True)
+    assert "Choose enabled or disabled." in text(unknown)
+    assert api.get(f"/v1/webhook_endpoints/{endpoint_id}").json()["status"] == "enabled"
     browser.post(toggle, {"status": "disabled"})
     assert api.get(f"/v1/webhook_endpoints/{endpoint_id}").json()["status"] == "disabled"
     test_url = reverse("portal:endpoint_test", args=[endpoint_id])

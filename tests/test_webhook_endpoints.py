@@ -188,6 +188,22 @@ def test_update_refuses_bad_input_and_changes_nothing(api, body, code, param):
     assert api.get(path).json() == before
 
 
+@pytest.mark.parametrize("status", ["paused", None, True])
+def test_the_update_service_refuses_a_status_it_does_not_know(api, status):
+    """Every caller checks the status before calling the service (the API's serializer, the
+    portal's and the console's buttons), so none can send one it does not know; the service
+    refuses it too, rather than leaving it to the database's constraint (a 500)."""
+    from core.errors import InvalidInput
+    from webhooks.services import endpoint_update
+
+    created = api.create_endpoint("https://example.com/a")
+    endpoint = WebhookEndpoint.objects.get(public_id=created["webhook_endpoint_id"])
+    with pytest.raises(InvalidInput) as refused:
+        endpoint_update(endpoint=endpoint, status=status)
+    assert refused.value.param == "status"
+    assert WebhookEndpoint.objects.get(pk=endpoint.pk).status == "enabled"
+
+
 def test_delete_then_the_id_is_gone_everywhere(api):
     keep = api.create_endpoint("https://example.com/keep")
     gone = api.create_endpoint("https://example.com/gone")

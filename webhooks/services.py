@@ -112,6 +112,13 @@ def _clean_rate_limit(rate_limit: object) -> int | None:
     return rate_limit
 
 
+def _clean_status(status: object) -> str:
+    if status not in WebhookEndpoint.Status.values:
+        choices = ", ".join(WebhookEndpoint.Status.values)
+        raise InvalidInput("status", f"status must be one of: {choices}.")
+    return str(status)
+
+
 def _clean_delivery_order(delivery_order: object) -> str:
     if delivery_order not in WebhookEndpoint.DeliveryOrder.values:
         choices = ", ".join(WebhookEndpoint.DeliveryOrder.values)
@@ -178,7 +185,7 @@ def endpoint_update(
     if enabled_events is not _UNSET:
         endpoint.enabled_events = _clean_events(enabled_events)  # type: ignore[arg-type]
         changed.append("enabled_events")
-    if status is not _UNSET and status != endpoint.status:
+    if status is not _UNSET and _clean_status(status) != endpoint.status:
         endpoint.status = str(status)
         endpoint.disabled_reason = ""
         endpoint.consecutive_failures, endpoint.failing_since = 0, None

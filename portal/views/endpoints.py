@@ -132,10 +132,11 @@ def endpoint_toggle(request: PortalRequest, endpoint_id: str) -> HttpResponse:
     """Sets the status the button asked for (so a second click changes nothing)."""
     endpoint = scoped_endpoint(request, endpoint_id)
     status = request.POST.get("status", "")
-    if status not in WebhookEndpoint.Status.values:
+    try:
+        services.endpoint_update(endpoint=endpoint, status=status)
+    except InvalidInput:
         messages.error(request, "Choose enabled or disabled.")
     else:
-        services.endpoint_update(endpoint=endpoint, status=status)
         messages.success(
             request,
             "Enabled: new events are delivered again."
