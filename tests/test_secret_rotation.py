@@ -238,6 +238,22 @@ def test_encryption_key_rotation_keeps_idempotent_replays(api, settings):
     assert again.content == first.content
 
 
+def test_encryption_key_rotation_says_what_it_reencrypted_by_kind(api, settings):
+    """One line names each kind it rewrote; the last line stays the total a script reads."""
+    headers = {"Idempotency-Key": "rotation-kinds"}
+    body = {"url": "https://example.com/k", "headers": {"Authorization": "Bearer kept"}}
+    assert api.post("/v1/webhook_endpoints", body, headers=headers).status_code == 201
+    settings.SIGNING_SECRET_ENCRYPTION_KEYS = [
+        Fernet.generate_key().decode(),
+        *settings.SIGNING_SECRET_ENCRYPTION_KEYS,
+    ]
+    assert run("rotate_encryption_key") == [
+        "Re-encrypted 1 signing secret, 1 endpoint's headers, 1 stored response with the first "
+        "of 2 configured keys.",
+        "3",
+    ]
+
+
 def stale_after_rotating(client, receiver, path: str, count: int) -> list[float]:
     """Rotates with overlap 0 once `count` events' deliveries flow to `path`; returns, for each
     delivery that arrived well after the rotation answered and that the new secret does not

@@ -357,11 +357,15 @@ def expired_secrets_purge(*, now: datetime | None = None) -> int:
 
 
 def secrets_reencrypt(*, batch_size: int = 500) -> int:
-    """Re-encrypts every signing secret, and every sensitive header value, under the first
-    SIGNING_SECRET_ENCRYPTION_KEYS key, while the service runs (core.encryption.reencrypt_rows);
-    returns how many secrets and endpoints it rewrote."""
-    secrets = encryption.reencrypt_rows(EndpointSecret, "ciphertext", batch_size)
-    # And the endpoints' sensitive header values (an endpoint without one is left as it is).
-    return secrets + encryption.reencrypt_rows(
+    """Re-encrypts every signing secret under the first SIGNING_SECRET_ENCRYPTION_KEYS key,
+    while the service runs (core.encryption.reencrypt_rows); returns how many it rewrote."""
+    return encryption.reencrypt_rows(EndpointSecret, "ciphertext", batch_size)
+
+
+def headers_reencrypt(*, batch_size: int = 500) -> int:
+    """Re-encrypts every endpoint's sensitive header values under the first
+    SIGNING_SECRET_ENCRYPTION_KEYS key, as secrets_reencrypt does; returns how many endpoints
+    it rewrote (one without a sensitive value is left as it is)."""
+    return encryption.reencrypt_rows(
         WebhookEndpoint, "headers", batch_size, rewrite=endpoint_headers.reencrypted
     )

@@ -4,22 +4,34 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from api.idempotency import records_reencrypt
-from webhooks.services import secrets_reencrypt
+from webhooks.services import headers_reencrypt, secrets_reencrypt
 
 
 class Command(BaseCommand):
     # Here, above the apps, because it re-encrypts what two of them store.
     help = (
-        "Re-encrypt every stored signing secret with the first key of "
+        "Re-encrypt everything stored encrypted (signing secrets, endpoints' sensitive header "
+        "values, stored idempotent responses) with the first key of "
         "SIGNING_SECRET_ENCRYPTION_KEYS. Safe while the service runs; afterwards the other keys "
-        "can be removed from the setting. Prints the number of secrets re-encrypted."
+        "can be removed from the setting. Prints what it re-encrypted, then, as the last line, "
+        "how many rows in all."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        # Everything stored encrypted: the secrets, and the idempotent responses that hold one.
-        count = secrets_reencrypt() + records_reencrypt()
+        # Everything stored encrypted: the secrets, the endpoints' sensitive header values, and
+        # the idempotent responses that hold a secret.
+        secrets, headers, responses = secrets_reencrypt(), headers_reencrypt(), records_reencrypt()
         keys = len(settings.SIGNING_SECRET_ENCRYPTION_KEYS)
-        self.stdout.write(
-            f"Re-encrypted {count} signing secrets with the first of {keys} configured keys."
+        kinds = ", ".join(
+            (
+                _counted(secrets, "signing secret", "signing secrets"),
+                _counted(headers, "endpoint's headers", "endpoints' headers"),
+                _counted(responses, "stored response", "stored responses"),
+            )
         )
-        self.stdout.write(str(count))
+        self.stdout.write(f"Re-encrypted {kinds} with the first of {keys} configured keys.")
+        self.stdout.write(str(secrets + headers + responses))
+
+
+def _counted(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
