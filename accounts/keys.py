@@ -1,7 +1,6 @@
 """The API key format: `md_test_` / `md_live_` and 40 random base62 characters."""
 
 import hashlib
-import hmac
 
 from core.ids import random_base62
 
@@ -30,7 +29,3 @@ def looks_like_key(raw: str) -> bool:
         and raw[len(KEY_PREFIXES[0]) :].isalnum()
         and raw.isascii()
     )
-
-
-def hashes_match(raw_key: str, stored_hash: str) -> bool:
-    return hmac.compare_digest(key_hash(raw_key), stored_hash)

@@ -77,10 +77,6 @@ class ApiKey(models.Model):
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
 
-    @property
-    def is_active(self) -> bool:
-        return self.revoked_at is None
-
 
 class PortalSession(models.Model):
     """A customer portal's browser session, made by an API key for its own environment.

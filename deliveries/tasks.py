@@ -63,12 +63,6 @@ def deliver_task(delivery_ids: list[int], event_ids: list[int] | None = None) ->
         dispatch.deliveries_send(delivery_ids=delivery_ids, event_ids=event_ids)
 
 
-@shared_task(name="deliveries.sweep", ignore_result=True, expires=30)
-def sweep_task() -> None:
-    """Queues again what is due: retries, lost tasks, expired claims, events never fanned out."""
-    services.deliveries_sweep()
-
-
 @shared_task(name="deliveries.prune", ignore_result=True, expires=3000)
 def prune_task() -> None:
     """Deletes events, deliveries, attempts and idempotency records past retention."""

@@ -382,7 +382,6 @@ CELERY_TASK_DEFAULT_QUEUE = "maintenance"
 CELERY_TASK_ROUTES = {
     "deliveries.deliver": {"queue": "deliveries"},
     "deliveries.fan_out": {"queue": "fanout"},
-    "deliveries.sweep": {"queue": "maintenance"},
     "webhooks.purge_expired_secrets": {"queue": "maintenance"},
     "webhooks.delete_expired_endpoints": {"queue": "maintenance"},
     "deliveries.prune": {"queue": "maintenance"},

@@ -19,8 +19,8 @@ PORTAL_COOKIE_SECURE = env.bool("PORTAL_COOKIE_SECURE", default=not DEBUG)
 
 LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
 LOGGING["handlers"]["console"]["formatter"] = LOG_FORMAT
-# The worker's line per task and beat's per sweep (every second) would bury the banner and
-# everything else in bin/dev's terminal; failures are still logged, as warnings or errors.
+# The worker's line per task and beat's per due task would bury the banner and everything
+# else in bin/dev's terminal; failures are still logged, as warnings or errors.
 LOGGING["loggers"].update(
     {
         "celery.app.trace": {"level": "WARNING"},
