@@ -4,7 +4,8 @@ A batch is claimed with one UPDATE (rows another worker is claiming at that inst
 not waited for) and loaded with one SELECT guarded by the claim's token, so a worker whose lease
 ran out, and whose deliveries another worker took over, loads and changes nothing. The
 statements are written out (deliveries.sql): they run for every batch, on PostgreSQL and on the
-SQLite file of `bin/dev` alike.
+SQLite file of `bin/dev` alike, but for SKIP LOCKED (PostgreSQL's; SQLite has one writer) and
+the cancellation check's arrays (`cancelled`).
 """
 
 import json

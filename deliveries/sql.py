@@ -2,8 +2,10 @@
 
 Fan-out, claim, load and record run for every event and every delivery; built by the ORM they
 cost more CPU than the HTTP requests themselves. Their statements are written out instead, in
-SQL that PostgreSQL and the SQLite file of `bin/dev` both accept. `statement()` fills in table
-names and `%s` lists, never a value: values are always parameters.
+SQL that PostgreSQL and the SQLite file of `bin/dev` both accept, but for the few with a
+PostgreSQL-only form (arrays, `FOR SHARE`, `SKIP LOCKED`, one-statement lane updates), whose
+callers choose by `connection.vendor` (docs/architecture.md lists them). `statement()` fills in
+table names and `%s` lists, never a value: values are always parameters.
 """
 
 import uuid

@@ -1,8 +1,9 @@
 """Reads for webhook endpoints, always within one environment.
 
 `WebhookEndpoint.objects.for_environment` is the tenant's scope; `endpoints_of` gives it to every
-ORM read. The API's retrieve and list, which every integration calls, read through the same
-condition written out (core.sql says why); tests/test_tenancy.py holds both to the same rows.
+ORM read. The API's retrieve and list, which every integration calls, and the fan-out's
+candidates, which every event reads, read through the same condition written out (`_LIVE_IN`;
+core.sql says why); tests/test_tenancy.py holds them to the same rows.
 """
 
 from typing import Any
@@ -36,8 +37,8 @@ _ENABLED_IN = (
 
 def enabled_endpoint_filters(*, environment_id: int) -> list[tuple[int, list[str], bool]]:
     """(id, enabled_events, ordered) of the environment's enabled endpoints. Every event's
-    fan-out reads them, so written out: the ORM's queryset cost each event ~0.7 ms more of a
-    worker's CPU (docs/architecture.md)."""
+    fan-out reads them, so written out: the ORM's queryset cost each event more of a worker's
+    CPU than the statement (docs/scaling.md, "Issue 15")."""
     rows = fetch_all(_ENABLED_IN, [environment_id, WebhookEndpoint.Status.ENABLED.value])
     ordered = WebhookEndpoint.DeliveryOrder.ORDERED
     return [
