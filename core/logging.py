@@ -1,8 +1,9 @@
 """Log lines that say which request or task they belong to.
 
 Every line written while a request is served carries its `request_id` (MD-Request-Id); every
-line written by a task carries what the task works on (`event_id`, `delivery_ids`). Production
-writes one JSON object per line; local runs write readable text.
+line written by a task carries the primary keys of what the task works on (`event_pk`,
+`delivery_pks` or `recovery_pk`: deliveries.tasks). Production writes one JSON object per line;
+local runs write readable text.
 """
 
 import json

@@ -3,8 +3,9 @@
 The life of an event:
 1. `event_publish` stores the event, with its body encoded once, in the producer's
    transaction; after commit a fan-out task is queued (the event row is the outbox).
-2. `event_fan_out` makes one delivery per matching enabled endpoint, in bulk, and queues
-   send tasks after commit.
+2. `event_fan_out` makes one delivery per matching enabled endpoint, in bulk, and returns
+   their ids after commit; its caller (deliveries.tasks.fan_out_task) sends the first batch
+   itself and queues send tasks for the rest.
 3. `deliveries.dispatch.deliveries_send` claims, signs, sends and records a batch (the engine's
    rooms: claiming, admission, sending, recording, health).
 4. `deliveries_sweep` (every worker process, every WEBHOOKS_SWEEP_INTERVAL, one at a time)
@@ -460,11 +461,12 @@ def endpoint_deliveries_cancel(*, endpoint_ids: list[int], reason: str) -> int:
 def endpoint_test_event_send(
     *, endpoint: WebhookEndpoint, first_claim: FirstClaim | None = None
 ) -> Delivery:
-    """Sends a `ping` event to this one endpoint, whatever its enabled_events (the admin's
-    "send test event"). Returns its delivery, queued; or, with `first_claim`, made claimed with
-    it and not queued, for a caller that sends it at once (the API does, to answer with the
-    attempt's outcome). Made claimed, no worker's top-up can take it before that caller does,
-    and the caller's claim compares no clock with the one that made it due.
+    """Sends a `ping` event to this one endpoint, whatever its enabled_events (POST
+    /v1/webhook_endpoints/{id}/test, the portal's and the console's "send test event").
+    Returns its delivery, queued; or, with `first_claim`, made claimed with it and not queued,
+    for a caller that sends it at once (the API does, to answer with the attempt's outcome).
+    Made claimed, no worker's top-up can take it before that caller does, and the caller's
+    claim compares no clock with the one that made it due.
 
     The event is born fanned out, with its single delivery, so no other endpoint gets it;
     signing, sending, retries and the attempt record are those of every delivery.

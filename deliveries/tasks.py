@@ -65,7 +65,8 @@ def deliver_task(delivery_ids: list[int], event_ids: list[int] | None = None) ->
 
 @shared_task(name="deliveries.prune", ignore_result=True, expires=3000)
 def prune_task() -> None:
-    """Deletes events, deliveries, attempts and idempotency records past retention."""
+    """Deletes events (with their deliveries and attempts) and finished recoveries past
+    retention; idempotency records are api.tasks.prune_idempotency_records_task's."""
     retention.retention_prune()
 
 

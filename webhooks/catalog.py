@@ -4,9 +4,10 @@ Endpoint filters, the publishing API and `GET /v1/event_types` all read this one
 """
 
 ALL_EVENTS = "*"
-# Sent only when an operator asks (the admin's "send test event"), to one endpoint, whatever
-# its enabled_events. Receivers can get it, so the catalog lists it; but nobody publishes it
-# and no endpoint subscribes to it, not even with "*".
+# Sent only on request, to one endpoint, whatever its enabled_events: POST
+# /v1/webhook_endpoints/{id}/test, the portal's and the console's "send test event"
+# (deliveries.services.endpoint_test_event_send). Receivers can get it, so the catalog lists
+# it; but nobody publishes it and no endpoint subscribes to it, not even with "*".
 TEST_EVENT_TYPE = "ping"
 
 # Published by the service itself, about an environment's endpoints and deliveries
@@ -28,7 +29,7 @@ EVENT_TYPES: dict[str, str] = {
     ),
     DELIVERY_EXHAUSTED: "A delivery failed its last attempt; it will not be retried.",
     TEST_EVENT_TYPE: (
-        "A test event an operator sent to one endpoint; it cannot be published or subscribed to."
+        "A test event sent on request to one endpoint; it cannot be published or subscribed to."
     ),
 }
 
@@ -62,8 +63,8 @@ def normalize_filter(enabled_events: list[str] | None) -> list[str]:
     for index, event_type in enumerate(enabled_events):
         if event_type == TEST_EVENT_TYPE:
             raise ValueError(
-                f"{TEST_EVENT_TYPE!r} at index {index} is the test event operators send on "
-                "request; it cannot be subscribed to"
+                f"{TEST_EVENT_TYPE!r} at index {index} is the test event sent on request; "
+                "it cannot be subscribed to"
             )
         if not is_known(event_type):
             raise ValueError(
