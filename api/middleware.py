@@ -92,7 +92,8 @@ class ApiRequestMiddleware:
 
 
 class _BrowserOnly:
-    """For middleware only the admin's pages need: API requests (`/v1/`) pass through it.
+    """For middleware only the browser's pages need (the admin's; the portal's, for their flash
+    messages): API requests (`/v1/`) pass through it.
 
     API clients authenticate with a key on every request (DRF) and carry no session, so
     sessions, the logged-in user and flash messages are nothing to them, and cost a request

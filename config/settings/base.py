@@ -1,8 +1,17 @@
 """Settings shared by every environment.
 
-The environment is read here and nowhere else (django-environ, plus an optional `.env` at the
-repository root). `local`, `test` and `production` only change defaults and add the checks
-that belong to them; no setting exists in one of them alone.
+The settings read the environment here (django-environ, plus an optional `.env` at the
+repository root); `local`, `test` and `production` read it through the same `env` only to change
+defaults, and add the checks that belong to them. Every setting of the project's own is defined
+here; an environment's module adds only Django's own settings where they differ from Django's
+defaults: production's TLS and cookie settings (`SECURE_*`, `SESSION_COOKIE_SECURE`,
+`CSRF_COOKIE_SECURE`) and the tests' `PASSWORD_HASHERS`.
+
+A few variables are read outside the settings, where a library reads them itself or the code
+runs before Django's settings do: `PROMETHEUS_MULTIPROC_DIR` (prometheus-client's own, which
+api.metrics and gunicorn.conf.py test as it does), the OpenTelemetry SDK's `OTEL_*`
+(core.tracing), gunicorn's `PORT` and `WEB_CONCURRENCY` (gunicorn.conf.py), and
+`DJANGO_SETTINGS_MODULE`.
 """
 
 from pathlib import Path
@@ -48,7 +57,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "api.middleware.ApiRequestMiddleware",
-    # Sessions, users and messages serve the admin only: API requests skip them.
+    # Sessions, users and messages serve the browser's pages (the admin; the portal's flash
+    # messages): API requests skip them.
     "api.middleware.BrowserSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -287,9 +297,6 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
 # Workers log through LOGGING above (JSON in production, with task context), not Celery's own.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
-# A folder shared by the web and worker processes of one host: /metrics then reports them all
-# (prometheus-client reads it from the environment itself; empty it when the service starts).
-PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
 # /metrics answers only with `Authorization: Bearer <METRICS_TOKEN>` when this is set.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
