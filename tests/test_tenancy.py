@@ -62,18 +62,32 @@ def test_a_production_key_cannot_reach_sandbox_objects_of_its_own_org(tenants):
 def test_the_apis_written_out_reads_give_exactly_the_tenants_scope(tenants):
     """The key check, retrieve, list and the fan-out's candidates read through SQL written out
     (core.sql); what they give is what `WebhookEndpoint.objects.for_environment` gives, field
-    for field, for every page in both directions: live endpoints of the caller's environment
-    only."""
+    for field (every field a list page carries, every field of a retrieved endpoint), for every
+    page in both directions: live endpoints of the caller's environment only."""
     from django.forms.models import model_to_dict
     from django.utils import timezone
 
     from accounts.selectors import api_key_for_raw
     from core.pagination import PageRequest
     from webhooks.models import WebhookEndpoint
+    from webhooks.representation import SHOWN_FIELDS
     from webhooks.selectors import enabled_endpoint_filters, endpoint_get, endpoint_page
 
     me = tenants["me"]
-    ids = [me.create_endpoint(f"https://example.com/{i}")["webhook_endpoint_id"] for i in range(7)]
+    # Every field differs from one endpoint to the next: a column read into another field's
+    # place shows.
+    ids = [
+        me.create_endpoint(
+            f"https://example.com/{i}",
+            enabled_events=["*"] if i % 2 else ["packet.created"],
+            description=f"endpoint {i}",
+            metadata={"n": str(i)},
+            headers={"X-N": str(i), "Authorization": f"Bearer {i}"},
+            rate_limit=i + 1,
+            delivery_order="ordered" if i % 3 == 0 else "unordered",
+        )["webhook_endpoint_id"]
+        for i in range(7)
+    ]
     me.patch(f"/v1/webhook_endpoints/{ids[1]}", {"status": "disabled", "enabled_events": ["*"]})
     me.delete(f"/v1/webhook_endpoints/{ids[3]}")
     same_time = timezone.now()  # ties on created_at are settled by id
@@ -88,7 +102,7 @@ def test_the_apis_written_out_reads_give_exactly_the_tenants_scope(tenants):
     def fields(endpoints: list[WebhookEndpoint]) -> list[dict]:
         return [{**model_to_dict(e), "id": e.pk, "created_at": e.created_at} for e in endpoints]
 
-    listed = ("id", "public_id", "url", "enabled_events", "status", "created_at")
+    listed = ("id", *SHOWN_FIELDS)
 
     def shown(rows: list) -> list[dict]:  # a page's records carry the fields a list shows
         return [{name: getattr(row, name) for name in listed} for row in rows]
