@@ -22,7 +22,13 @@ def organization_create(*, slug: str, name: str = "") -> Organization:
     """An organization with its two environments."""
     _fits(Organization, "slug", slug)
     _fits(Organization, "name", name)
-    organization = Organization.objects.create(slug=slug, name=name or slug)
+    try:
+        # The unique slug decides, not a check before the insert: two callers at once both
+        # pass a check, and the second insert waits for the first to commit, then fails.
+        with transaction.atomic():
+            organization = Organization.objects.create(slug=slug, name=name or slug)
+    except IntegrityError:
+        raise InvalidInput("slug", f"organization {slug!r} already exists") from None
     Environment.objects.bulk_create(
         [Environment(organization=organization, name=n) for n in Environment.Name.values]
     )

@@ -1,13 +1,18 @@
 """create_organization, create_api_key, revoke_api_key: what operators and scripts rely on."""
 
+import threading
+import time
 from io import StringIO
 
+import psycopg
 import pytest
 from django.core.management import CommandError, call_command
+from psycopg import sql
 
 from accounts.keys import key_hash
 from accounts.models import ApiKey, Organization
 from tests.factories import ApiClient
+from tests.servers import database_url
 
 
 def run(*args: str) -> list[str]:
@@ -93,6 +98,39 @@ def test_bad_arguments_fail_clearly(args, message):
     with pytest.raises(CommandError, match=message):
         run(*args)
     assert Organization.objects.count() == 1  # nothing made by the refused ones
+
+
+@pytest.mark.django_db(transaction=True)
+def test_create_organization_racing_another_for_the_same_slug_says_it_already_exists():
+    """Two provisioning scripts at once: the other one's insert is not committed yet when this
+    one looks, so this one's insert waits for it, then finds the slug taken."""
+    url = database_url()
+    with psycopg.connect(url) as other, psycopg.connect(url, autocommit=True) as monitor:
+        other.execute(
+            sql.SQL(
+                "INSERT INTO {} (slug, name, created_at) VALUES ('twice', 'twice', now())"
+            ).format(sql.Identifier(Organization._meta.db_table))
+        )
+
+        def commit_once_this_one_waits() -> None:
+            for _ in range(1000):
+                waiting = monitor.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                ).fetchone()
+                if waiting and waiting[0]:
+                    break
+                time.sleep(0.01)
+            other.commit()
+
+        committer = threading.Thread(target=commit_once_this_one_waits)
+        committer.start()
+        try:
+            with pytest.raises(CommandError, match="organization 'twice' already exists"):
+                run("create_organization", "twice")
+        finally:
+            committer.join(15)
+    assert list(Organization.objects.values_list("slug", flat=True)) == ["twice"]
 
 
 @pytest.mark.django_db

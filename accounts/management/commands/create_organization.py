@@ -4,7 +4,6 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.validators import validate_slug
 
-from accounts.models import Organization
 from accounts.services import organization_create
 from core.errors import InvalidInput
 
@@ -21,8 +20,6 @@ class Command(BaseCommand):
             validate_slug(slug)
         except ValidationError:
             raise CommandError(f"invalid slug {slug!r}: use letters, digits, - and _") from None
-        if Organization.objects.filter(slug=slug).exists():
-            raise CommandError(f"organization {slug!r} already exists")
         try:
             organization = organization_create(slug=slug, name=name)
         except InvalidInput as exc:
