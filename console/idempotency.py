@@ -14,11 +14,12 @@ from console.base import BigTableAdmin
 class IdempotencyRecordAdmin(BigTableAdmin):
     """Which Idempotency-Keys an API key used, and how the first request ended. The stored
     response is never shown: it replays create responses byte for byte, signing secrets
-    included."""
+    included. Nor is the request's fingerprint: an unsalted hash of a body that may hold a
+    sensitive header value, it would confirm a guess of that value."""
 
     list_display = ("key", "api_key", "created_at", "response_status")
     list_select_related = ("api_key",)
-    fields = ("key", "api_key", "fingerprint", "created_at", "response_status")
+    fields = ("key", "api_key", "created_at", "response_status")
     search_fields = ("=key",)
     search_help_text = "Exact Idempotency-Key."
 

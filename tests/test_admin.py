@@ -701,6 +701,23 @@ def test_idempotency_records_never_show_the_replayed_secret(admin_client, consol
         assert stored[:40] not in html
 
 
+def test_idempotency_records_never_show_the_request_fingerprint(admin_client, console):
+    # An unsalted SHA-256 of the body, which holds the header's value in clear: shown, it
+    # would let a read-only operator test guesses of that value offline.
+    api = factories.api_client(console.acme_sandbox)
+    body = {"url": "https://example.com/idem", "headers": {"Authorization": "Basic hunter2"}}
+    created = api.post("/v1/webhook_endpoints", body, headers={"Idempotency-Key": "admin-fp"})
+    assert created.status_code == 201
+    record = IdempotencyRecord.objects.get(key="admin-fp")
+    for page in (
+        IDEMPOTENCY,
+        reverse("admin:api_idempotencyrecord_change", args=[record.pk]),
+    ):
+        html = admin_client.get(page).content.decode()
+        assert "admin-fp" in html
+        assert record.fingerprint not in html
+
+
 # --- The read-only operators' group ---------------------------------------------------------
 
 
