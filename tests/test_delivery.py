@@ -357,6 +357,22 @@ def test_publish_event_command_refuses_numbers_json_has_not(data):
     assert not Event.objects.exists()
 
 
+@pytest.mark.django_db
+def test_publish_event_command_refuses_data_nested_too_deeply():
+    environment = factories.environment()
+    data = '{"a":' + "[" * 5000 + "]" * 5000 + "}"  # 10 KB: a shell passes it as one argument
+    with pytest.raises(CommandError, match="--data is not valid JSON: nested too deeply"):
+        call_command(
+            "publish_event",
+            f"--organization={environment.organization.slug}",
+            "--environment=sandbox",
+            "--type=packet.created",
+            f"--data={data}",
+            stdout=StringIO(),
+        )
+    assert not Event.objects.exists()
+
+
 @pytest.mark.parametrize("number", [float("nan"), float("inf"), -float("inf")])
 @pytest.mark.django_db
 def test_a_producer_in_process_cannot_publish_numbers_json_has_not(number):

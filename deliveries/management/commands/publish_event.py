@@ -25,6 +25,8 @@ class Command(BaseCommand):
             data = json.loads(options["data"])
         except ValueError as exc:
             raise CommandError(f"--data is not valid JSON: {exc}") from None
+        except RecursionError:  # `[[[[…` a few thousand deep fits in one argument
+            raise CommandError("--data is not valid JSON: nested too deeply") from None
         try:
             environment = environment_get(
                 organization_slug=options["organization"], name=options["environment"]
