@@ -39,6 +39,17 @@ def _forget_keys(*, setting: str, **kwargs: object) -> None:
         _box.cache_clear()
 
 
+class Undecryptable(ImproperlyConfigured):
+    """A stored token that no key in SIGNING_SECRET_ENCRYPTION_KEYS decrypts; `what` names it
+    (its row, when the caller knows it), never its value."""
+
+    def __init__(self, what: str = "A signing secret") -> None:
+        super().__init__(
+            f"{what} cannot be decrypted with any key in SIGNING_SECRET_ENCRYPTION_KEYS; "
+            "was a key removed before rotate_encryption_key ran?"
+        )
+
+
 def encrypt(plaintext: str) -> str:
     return box().encrypt(plaintext.encode()).decode("ascii")
 
@@ -47,15 +58,15 @@ def decrypt(token: str) -> str:
     try:
         return box().decrypt(token.encode("ascii")).decode()
     except InvalidToken:
-        raise ImproperlyConfigured(
-            "A signing secret cannot be decrypted with any key in "
-            "SIGNING_SECRET_ENCRYPTION_KEYS; was a key removed before rotate_encryption_key ran?"
-        ) from None
+        raise Undecryptable() from None
 
 
 def reencrypt(token: str) -> str:
     """The same secret under the first key (MultiFernet.rotate keeps the original timestamp)."""
-    return box().rotate(token.encode("ascii")).decode("ascii")
+    try:
+        return box().rotate(token.encode("ascii")).decode("ascii")
+    except InvalidToken:
+        raise Undecryptable() from None
 
 
 def reencrypt_rows(
@@ -73,6 +84,7 @@ def reencrypt_rows(
 
     Runs while the service runs: each row is rewritten on its own, only if its value has
     not changed since it was read, and every configured key still decrypts meanwhile.
+    A value no key decrypts stops it with Undecryptable naming the row (never the value).
     """
     rewrite = rewrite or partial(_reencrypt_token, as_bytes=as_bytes)
     done = 0
@@ -86,7 +98,10 @@ def reencrypt_rows(
         if not rows:
             return done
         for pk, stored in rows:
-            new_value = rewrite(stored)
+            try:
+                new_value = rewrite(stored)
+            except Undecryptable:
+                raise Undecryptable(f"{model._meta.label} id {pk} ({field})") from None
             if new_value == stored:
                 continue
             done += model._default_manager.filter(pk=pk, **{field: stored}).update(

@@ -187,6 +187,21 @@ def test_encryption_key_rotation_keeps_every_secret(api, settings):
         assert signing_secrets(endpoint_id) == [secret]
 
 
+def test_encryption_key_rotation_without_the_old_key_names_the_row_it_cannot_read(api, settings):
+    # The README's order reversed by mistake: the old key dropped before the rotation ran.
+    created = api.create_endpoint()
+    secret = EndpointSecret.objects.get(endpoint__public_id=created["webhook_endpoint_id"])
+    settings.SIGNING_SECRET_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    with pytest.raises(CommandError) as refused:
+        run("rotate_encryption_key")
+    message = str(refused.value)
+    assert message.startswith(
+        f"webhooks.EndpointSecret id {secret.pk} (ciphertext) cannot be decrypted with any key"
+    )
+    assert secret.ciphertext not in message
+    assert created["signing_secret"] not in message
+
+
 # --- End to end: what receivers see during and after the overlap ---------------------------
 
 

@@ -1,9 +1,10 @@
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from api.idempotency import records_reencrypt
+from core.encryption import Undecryptable
 from webhooks.services import headers_reencrypt, secrets_reencrypt
 
 
@@ -20,7 +21,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         # Everything stored encrypted: the secrets, the endpoints' sensitive header values, and
         # the idempotent responses that hold a secret.
-        secrets, headers, responses = secrets_reencrypt(), headers_reencrypt(), records_reencrypt()
+        try:
+            secrets, headers = secrets_reencrypt(), headers_reencrypt()
+            responses = records_reencrypt()
+        except Undecryptable as exc:
+            raise CommandError(str(exc)) from None
         keys = len(settings.SIGNING_SECRET_ENCRYPTION_KEYS)
         kinds = ", ".join(
             (
