@@ -86,6 +86,7 @@ def test_production_keys_are_live_keys():
          "at least one scope"),
         (["revoke_api_key", "md_test_nothing0"], "no API key"),
         (["revoke_api_key", "999999"], "no API key"),
+        (["revoke_api_key", "²"], "no API key"),  # "²".isdigit() is True; int() refuses it
         (["create_organization", "a" * 65], "slug is 65 characters; at most 64"),
         (["create_organization", "acme2", "--name", "n" * 201],
          "name is 201 characters; at most 200"),
@@ -98,6 +99,19 @@ def test_bad_arguments_fail_clearly(args, message):
     with pytest.raises(CommandError, match=message):
         run(*args)
     assert Organization.objects.count() == 1  # nothing made by the refused ones
+
+
+@pytest.mark.django_db
+def test_revoke_api_key_reads_an_id_in_ascii_digits_only():
+    run("create_organization", "acme")
+    for name in ("a", "b", "c"):
+        run("create_api_key", "--organization=acme", "--environment=sandbox",
+            "--scopes=events:read", f"--name={name}")  # fmt: skip
+    key = ApiKey.objects.get(name="b")
+    arabic = str(key.pk).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+    with pytest.raises(CommandError, match="no API key"):
+        run("revoke_api_key", arabic)
+    assert not ApiKey.objects.filter(revoked_at__isnull=False).exists()
 
 
 @pytest.mark.django_db(transaction=True)

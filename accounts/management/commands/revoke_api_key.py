@@ -15,7 +15,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, prefix_or_id: str, **options: Any) -> None:
         value = prefix_or_id.strip().rstrip("…")
-        if value.isdigit():
+        # An id is ASCII digits: str.isdigit() alone also takes "²" and other scripts' digits.
+        if value.isascii() and value.isdigit():
             query = ApiKey.objects.filter(pk=int(value))
         else:
             # A pasted full key works too; it is matched by hash and never printed.
