@@ -19,12 +19,14 @@ from accounts.models import ApiKey, Environment, Organization
 from accounts.scopes import SCOPES
 from accounts.services import api_key_create, api_key_revoke, organization_create
 from console.base import (
+    ConsoleLists,
     EnvironmentFilter,
     IsSetFilter,
     NoFormWrites,
     ReadOnlyTabularInline,
     UtcTimes,
     adopt,
+    matches_no_row,
     organization_filter,
 )
 
@@ -42,7 +44,7 @@ class EnvironmentInline(ReadOnlyTabularInline):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(UtcTimes, admin.ModelAdmin):
+class OrganizationAdmin(ConsoleLists, UtcTimes, admin.ModelAdmin):
     """Added through `organization_create` (which makes both environments); not edited."""
 
     list_display = ("slug", "name", "created_at")
@@ -69,7 +71,7 @@ class OrganizationAdmin(UtcTimes, admin.ModelAdmin):
 
 
 @admin.register(Environment)
-class EnvironmentAdmin(UtcTimes, NoFormWrites, admin.ModelAdmin):
+class EnvironmentAdmin(ConsoleLists, UtcTimes, NoFormWrites, admin.ModelAdmin):
     """Not on the index (environments are shown inside their organization); registered for
     the API key form's organization search and for links to an environment."""
 
@@ -85,6 +87,10 @@ class EnvironmentAdmin(UtcTimes, NoFormWrites, admin.ModelAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
     ) -> tuple[QuerySet[Any], bool]:
+        # The API key form's autocomplete sends its term as typed (a list's search box is a
+        # form field, which refuses U+0000 itself).
+        if matches_no_row(search_term):
+            return queryset.none(), False
         slug, _, name = search_term.strip().replace(" ", "/").partition("/")
         if slug:
             queryset = queryset.filter(organization__slug__startswith=slug)
@@ -117,7 +123,7 @@ class ApiKeyCreateForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(UtcTimes, admin.ModelAdmin):
+class ApiKeyAdmin(ConsoleLists, UtcTimes, admin.ModelAdmin):
     """Keys are created with `api_key_create` and revoked with `api_key_revoke`; nothing else
     changes one. Only the visible prefix is ever shown; the hash never is."""
 

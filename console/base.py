@@ -13,6 +13,7 @@ from functools import cache, cached_property
 from typing import Any, ClassVar
 
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import FieldDoesNotExist, PermissionDenied
 from django.core.paginator import Paginator
@@ -192,6 +193,32 @@ SELECT sum(reltuples)::bigint FROM pg_class WHERE reltuples >= 0 AND (
 """
 
 
+def matches_no_row(value: str) -> bool:
+    """Whether a value typed into a list's filters or an autocomplete box can match nothing:
+    PostgreSQL text never holds U+0000, and a query carrying one fails (a DataError, a 500)."""
+    return "\x00" in value
+
+
+class ConsoleChangeList(ChangeList):
+    """Every console list (ConsoleLists): a filter value no row can match lists no row, rather
+    than reaching the database."""
+
+    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet[Any]:
+        queryset = super().get_queryset(request, exclude_parameters)
+        # Every filter (Django's own, the typed ones, lookups in the URL) at once, whatever
+        # builds its query.
+        if any(matches_no_row(v) for values in self.filter_params.values() for v in values):
+            return queryset.none()
+        return queryset
+
+
+class ConsoleLists:
+    """A model admin whose list is a ConsoleChangeList."""
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return ConsoleChangeList
+
+
 class NoFormWrites:
     """No add, change or delete through the admin's forms, for model admins and inlines."""
 
@@ -205,7 +232,7 @@ class NoFormWrites:
         return False
 
 
-class ReadOnlyModelAdmin(UtcTimes, NoFormWrites, admin.ModelAdmin):
+class ReadOnlyModelAdmin(ConsoleLists, UtcTimes, NoFormWrites, admin.ModelAdmin):
     """Shown, never edited through a form. Actions that call services are the only writes;
     they need the model's Django `change` permission (see `has_operate_permission`), which the
     read-only operators' group does not have."""

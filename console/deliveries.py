@@ -108,7 +108,11 @@ class EventTypeFilter(admin.SimpleListFilter):
         return [(event_type, event_type) for event_type in EVENT_TYPES]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        return queryset.filter(type=self.value()) if self.value() else queryset
+        value = self.value()
+        if not value:
+            return queryset
+        # Only the catalog's types are offered; anything else typed into the URL is no type.
+        return queryset.filter(type=value) if value in EVENT_TYPES else queryset.none()
 
 
 class DeliveryRows(DeliveryColumns, ReadOnlyTabularInline):

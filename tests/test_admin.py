@@ -349,6 +349,28 @@ def test_api_key_filters_and_search(admin_client, console):
     assert keys_listed(q=revoked.prefix[:12]) == {revoked.prefix}
 
 
+@pytest.mark.parametrize(
+    ("page", "param"),
+    [
+        # Typed into a box (console.base.TextInputFilter)
+        (ENDPOINTS, "organization"),
+        (DELIVERIES, "organization"),
+        (EVENTS, "organization"),
+        (RECOVERIES, "organization"),
+        (API_KEYS, "organization"),
+        # Chosen from the catalog (console.deliveries.EventTypeFilter)
+        (EVENTS, "type"),
+        # Django's own choices filter
+        (ENDPOINTS, "status__exact"),
+        (DELIVERIES, "status__exact"),
+    ],
+)
+def test_a_filter_value_with_a_nul_byte_lists_nothing(admin_client, console, page, param):
+    # PostgreSQL text never holds U+0000; sent in the query, the value was a DataError (a 500).
+    any_id = r"(?:we|evt|dlv|rcv)_[0-9A-Za-z]{14,}|md_(?:test|live)_[0-9A-Za-z]{8}"
+    assert listed(admin_client.get(page, {param: "acme\x00"}), any_id) == set()
+
+
 # --- Endpoint actions ----------------------------------------------------------------------
 
 
@@ -619,6 +641,14 @@ def test_api_key_environment_search_finds_by_organization(admin_client, console)
     )
     assert response.status_code == 200
     assert [r["text"] for r in response.json()["results"]] == ["globex/production"]
+    # The term goes to the database as typed: one with U+0000 was a DataError (a 500).
+    response = admin_client.get(
+        reverse("admin:autocomplete"),
+        {"app_label": "accounts", "model_name": "apikey", "field_name": "environment",
+         "term": "acme\x00"},
+    )  # fmt: skip
+    assert response.status_code == 200
+    assert response.json()["results"] == []
 
 
 def test_revoke_action_revokes_the_key(admin_client, console):
