@@ -13,7 +13,7 @@ from functools import cache, cached_property
 from typing import Any, ClassVar
 
 from django.contrib import admin, messages
-from django.contrib.admin.views.main import ChangeList
+from django.contrib.admin.views.main import ORDER_VAR, ChangeList
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import FieldDoesNotExist, PermissionDenied
 from django.core.paginator import Paginator
@@ -201,7 +201,28 @@ def matches_no_row(value: str) -> bool:
 
 class ConsoleChangeList(ChangeList):
     """Every console list (ConsoleLists): a filter value no row can match lists no row, rather
-    than reaching the database."""
+    than reaching the database, and a list is sorted only by the columns its admin's
+    `sortable_by` names."""
+
+    def get_ordering(self, request: HttpRequest, queryset: QuerySet[Any]) -> list[Any]:
+        # sortable_by only hides the other columns' links: `?o=3` typed into the URL still
+        # sorted by column 3, on a big table a sort of the whole table. Without a sortable
+        # column left, the admin's own order stands.
+        if self.sortable_by is not None and ORDER_VAR in self.params:
+            kept = [p for p in self.params[ORDER_VAR].split(".") if self._sortable(p)]
+            if kept:
+                self.params[ORDER_VAR] = ".".join(kept)
+            else:
+                del self.params[ORDER_VAR]
+        return super().get_ordering(request, queryset)
+
+    def _sortable(self, order_param: str) -> bool:
+        """Whether `order_param` ("3", "-3") names a column of `sortable_by`."""
+        try:
+            column = self.list_display[int(order_param.rpartition("-")[2])]
+        except (IndexError, ValueError):
+            return False
+        return self.sortable_by is not None and column in self.sortable_by
 
     def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet[Any]:
         queryset = super().get_queryset(request, exclude_parameters)
