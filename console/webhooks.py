@@ -8,6 +8,7 @@ Signing secrets are never shown here, nor their ciphertext: `EndpointSecret` has
 an endpoint's page shows only how many secrets sign and when they were made and expire.
 """
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -83,6 +84,20 @@ class RateLimitedFilter(IsSetFilter):
     labels = [("yes", "Rate-limited"), ("no", "No limit")]
 
 
+class ReadableJSONDecoder(json.JSONDecoder):
+    """JSON as a form field reads it: nesting too deep for Python's recursion limit, or an
+    integer past int()'s digit limit, is invalid JSON like any other (forms.JSONField only
+    turns a JSONDecodeError into the field's error; these were a 500)."""
+
+    def decode(self, s: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().decode(s, *args, **kwargs)
+        except json.JSONDecodeError:
+            raise
+        except (RecursionError, ValueError):
+            raise json.JSONDecodeError("nested too deeply or a number too long", s, 0) from None
+
+
 class DeliveryControlForm(forms.Form):
     """Delivery control as a whole: the page shows every field and sends it back whole; the
     service's rules (webhooks.services, webhooks.headers) decide what is valid."""
@@ -90,10 +105,12 @@ class DeliveryControlForm(forms.Form):
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     metadata = forms.JSONField(
         required=False,
+        decoder=ReadableJSONDecoder,
         help_text='A JSON object of string keys to string values, e.g. {"team": "billing"}.',
     )
     headers = forms.JSONField(
         required=False,
+        decoder=ReadableJSONDecoder,
         help_text=(
             "A JSON object of header name to value, sent on every delivery. A sensitive value "
             f"shows as {headers.MASK}; leave it so to keep it, or type a new value."

@@ -564,6 +564,27 @@ def test_console_edits_through_the_services_rules(admin_client, api, console_end
     assert "Changed delivery control" in history and "console-s3cret" not in history
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("metadata", "[" * 50_000 + "]" * 50_000),  # nesting past Python's recursion limit
+        ("headers", "[" * 50_000 + "]" * 50_000),
+        ("metadata", "1" * 5000),  # an integer past int()'s 4,300-digit limit
+        ("headers", '{"X-Big": ' + "9" * 5000 + "}"),
+    ],
+    ids=["metadata-deep", "headers-deep", "metadata-long-int", "headers-long-int"],
+)
+def test_console_refuses_json_python_cannot_read_on_the_form(
+    admin_client, api, console_endpoint, field, value
+):
+    form = {"description": "x", "metadata": "{}", "headers": "{}", "rate_limit": "",
+            "delivery_order": "unordered", field: value}  # fmt: skip
+    response = admin_client.post(edit_page(console_endpoint), form)
+    assert response.status_code == 200  # the form again, with the field's error; was a 500
+    assert "Enter a valid JSON." in response.content.decode()
+    assert api.get(item(console_endpoint)).json()["description"] == "Billing"
+
+
 def test_console_filters_by_order_and_rate_limit(admin_client, api, console_endpoint):
     plain = api.create_endpoint("https://example.com/plain")
     changelist = reverse("admin:webhooks_webhookendpoint_changelist")
