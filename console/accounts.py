@@ -21,6 +21,7 @@ from accounts.services import api_key_create, api_key_revoke, organization_creat
 from console.base import (
     ConsoleLists,
     EnvironmentFilter,
+    IdChoiceField,
     IsSetFilter,
     NoFormWrites,
     ReadOnlyTabularInline,
@@ -168,6 +169,11 @@ class ApiKeyAdmin(ConsoleLists, UtcTimes, admin.ModelAdmin):
         if obj is None:
             kwargs["form"] = ApiKeyCreateForm
         return super().get_form(request, obj, change, **kwargs)
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        # The environment is posted as an id through the autocomplete (IdChoiceField says why).
+        kwargs.setdefault("form_class", IdChoiceField)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def add_view(
         self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None

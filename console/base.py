@@ -12,10 +12,12 @@ from datetime import UTC, datetime
 from functools import cache, cached_property
 from typing import Any, ClassVar
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.views.main import ORDER_VAR, ChangeList
 from django.contrib.auth import get_permission_codename
-from django.core.exceptions import FieldDoesNotExist, PermissionDenied
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import DateTimeField, Model, QuerySet
@@ -233,11 +235,47 @@ class ConsoleChangeList(ChangeList):
         return queryset
 
 
-class ConsoleLists:
-    """A model admin whose list is a ConsoleChangeList."""
+def is_id(model: type[Model], value: Any) -> bool:
+    """Whether a posted `value` can be a `model` row's id. Django's admin looks a posted id up
+    before any form or action of ours sees it: one that cannot be an id ("abc", posted by hand)
+    was a ValueError there, a 500."""
+    try:
+        model._meta.pk.to_python(value)
+    except ValidationError:
+        return False
+    return True
+
+
+class ConsoleLists(admin.ModelAdmin):
+    """A model admin whose list is a ConsoleChangeList, and whose actions run only on a
+    selection of ids."""
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return ConsoleChangeList
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        if request.method == "POST" and not all(is_id(self.model, pk) for pk in selected):
+            self.message_user(
+                request,
+                "The selection holds something that is not a row's id; nothing was changed.",
+                messages.ERROR,
+            )
+            return HttpResponseRedirect(request.get_full_path())
+        return super().changelist_view(request, extra_context)
+
+
+class IdChoiceField(forms.ModelChoiceField):
+    """A row chosen by its id (the admin's autocomplete): the widget looks the posted value up
+    again to show the form with its errors, so a value that cannot be an id shows as none."""
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        data = super().bound_data(data, initial)
+        if data in self.empty_values or self.queryset is None or is_id(self.queryset.model, data):
+            return data
+        return None
 
 
 class NoFormWrites:

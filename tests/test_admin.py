@@ -371,6 +371,29 @@ def test_a_filter_value_with_a_nul_byte_lists_nothing(admin_client, console, pag
     assert listed(admin_client.get(page, {param: "acme\x00"}), any_id) == set()
 
 
+@pytest.mark.parametrize(
+    ("page", "action"),
+    [
+        (ENDPOINTS, "disable"),
+        (ENDPOINTS, "rotate_secret"),
+        (DELIVERIES, "retry_now"),
+        (API_KEYS, "revoke"),
+    ],
+)
+def test_an_action_on_a_selection_that_is_no_id_changes_nothing(
+    admin_client, console, page, action
+):
+    # Django's admin looked "abc" up as an id before the action ran: a ValueError, a 500.
+    selected = [str(console.api_key.pk), "abc"]
+    response = admin_client.post(
+        page, {"action": action, "_selected_action": selected, "index": "0"}, follow=True
+    )
+    assert response.status_code == 200
+    assert "is not a row&#x27;s id; nothing was changed" in response.content.decode()
+    console.api_key.refresh_from_db()
+    assert console.api_key.revoked_at is None
+
+
 # --- Endpoint actions ----------------------------------------------------------------------
 
 
@@ -626,6 +649,17 @@ def test_api_key_add_needs_a_scope(admin_client, console):
     )
     assert response.status_code == 200
     assert 'class="errorlist' in response.content.decode()
+    assert ApiKey.objects.count() == count
+
+
+def test_api_key_add_with_an_environment_that_is_no_id_shows_the_form_again(admin_client, console):
+    # The autocomplete widget looked "abc" up as an id to show it again: a ValueError, a 500.
+    count = ApiKey.objects.count()
+    response = admin_client.post(
+        reverse("admin:accounts_apikey_add"), {"environment": "abc", "scopes": ["events:read"]}
+    )
+    assert response.status_code == 200
+    assert "Select a valid choice" in response.content.decode()
     assert ApiKey.objects.count() == count
 
 
