@@ -32,6 +32,8 @@ from prometheus_client.registry import Collector
 from deliveries.metrics import DeliveryQueueCollector
 
 _NAMED_GROUP = re.compile(r"\(\?P<(\w+)>[^)]*\)")
+# A client may send any token as its method: counted by name, each would be a new series.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 HTTP_REQUESTS = Counter(
     "kinetic_http_requests_total",
@@ -86,7 +88,8 @@ def route_label(route: str) -> str:
 
 class MetricsMiddleware:
     """Counts every response by its route pattern (`/v1/webhook_endpoints/<id>`), never by
-    its path, so ids do not become label values."""
+    its path, so ids do not become label values; by its method, any but HTTP's usual ones
+    counted as `other`."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -96,6 +99,7 @@ class MetricsMiddleware:
         response = self.get_response(request)
         match = getattr(request, "resolver_match", None)
         route = route_label(match.route) if match is not None and match.route else "unmatched"
-        HTTP_REQUESTS.labels(route, request.method or "", str(response.status_code)).inc()
+        method = request.method if request.method in _METHODS else None
+        HTTP_REQUESTS.labels(route, method or "other", str(response.status_code)).inc()
         HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
         return response

@@ -80,6 +80,18 @@ def test_requests_are_counted_by_route_not_by_path(api):
     assert not any(endpoint_id in text for endpoint_id in ids)
 
 
+def test_a_made_up_method_is_counted_as_other_not_by_its_name(api):
+    before = scrape()
+    for method in ("FOO", "BREW", "PROPFIND"):
+        api.client.generic(method, "/v1/webhook_endpoints", headers=api.headers())
+    text = scrape()
+    labels = {"route": "/v1/webhook_endpoints", "method": "other", "status": "405"}
+    assert sample(text, "kinetic_http_requests_total", **labels) == (
+        sample(before, "kinetic_http_requests_total", **labels) + 3
+    )
+    assert not re.search(r'method="(FOO|BREW|PROPFIND)"', text)
+
+
 def test_metrics_can_require_a_token(db, settings):
     settings.METRICS_TOKEN = "scrape-me"
     assert Client().get("/metrics").status_code == 401
