@@ -8,7 +8,9 @@ import logging
 import math
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import SuspiciousOperation, TooManyFieldsSent
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views import defaults as django_defaults
@@ -142,6 +144,16 @@ def to_api_error(exc: Exception) -> ApiError | None:
         return ApiError("parameter_invalid", exc.message, param=exc.param)
     if isinstance(exc, drf.ValidationError):
         return from_validation_error(exc)
+    if isinstance(exc, TooManyFieldsSent):
+        # Django stops reading a query string at DATA_UPLOAD_MAX_NUMBER_FIELDS parameters.
+        return ApiError(
+            "parameter_invalid",
+            f"Too many query parameters: at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} are "
+            "read.",
+        )
+    if isinstance(exc, SuspiciousOperation):
+        # Django's own answer to a request it will not read is a 400 (handler400, below).
+        return ApiError("parameter_invalid", "The request could not be read.")
     if isinstance(exc, drf.ParseError):
         return ApiError("parameter_invalid", f"Request body is not valid JSON: {exc.detail}")
     if isinstance(exc, drf.NotAuthenticated | drf.AuthenticationFailed):

@@ -190,6 +190,19 @@ def test_unknown_query_parameter_is_400(api):
     )
 
 
+def test_more_query_parameters_than_django_reads_is_400(api, settings):
+    limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+    response = api.get("/v1/webhook_endpoints?" + "&".join(["limit=5"] * (limit + 1)))
+    error = assert_error(response, 400, "parameter_invalid")
+    assert f"at most {limit}" in error["message"]
+    # A body is JSON, never form fields: one with as many is refused for its media type.
+    form = "&".join(["url=x"] * (limit + 1))
+    response = api.post(
+        "/v1/webhook_endpoints", raw=form, content_type="application/x-www-form-urlencoded"
+    )
+    assert_error(response, 415, "unsupported_media_type")
+
+
 def test_unknown_path_under_v1_is_a_404_envelope(api):
     response = api.get("/v1/webhook_endpoint")
     error = assert_error(response, 404, "not_found")
