@@ -1,12 +1,14 @@
 import json
 from typing import Any
 
-from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 from rest_framework.utils.json import strict_constant
 
 from api.errors import ApiError
+
+# JSON is UTF-8 (RFC 8259 section 8.1); a charset parameter may say so, under either name.
+_UTF8_NAMES = frozenset({"utf-8", "utf8"})
 
 
 class _DuplicateKey(ValueError):
@@ -63,15 +65,22 @@ def _dotted(path: list[str | int]) -> str:
 
 
 class StrictJSONParser(JSONParser):
-    """JSON only, UTF-8 only, no NaN or Infinity (DRF's STRICT_JSON), no key twice in an
-    object."""
+    """JSON only, UTF-8 only (any other charset is a 415), no NaN or Infinity (DRF's
+    STRICT_JSON), no key twice in an object."""
 
     media_type = "application/json"
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
-        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        request = (parser_context or {}).get("request")
+        charset = request.content_params.get("charset") if request is not None else None
+        if charset is not None and charset.lower() not in _UTF8_NAMES:
+            raise ApiError(
+                "unsupported_media_type",
+                "Request bodies must be JSON in UTF-8, sent with Content-Type: application/json "
+                "(and no charset, or charset=utf-8).",
+            )
         try:
-            text = stream.read().decode(encoding)
+            text = stream.read().decode("utf-8")
             data = json.loads(text, parse_constant=strict_constant, object_pairs_hook=_unique_keys)
         except _DuplicateKey as exc:
             # Named by the body's field that holds it (`metadata` for a key twice in it, as
