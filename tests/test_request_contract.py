@@ -4,8 +4,11 @@ import re
 from collections.abc import Callable
 
 import pytest
+import requests
 from django.test import Client
 
+from tests import factories
+from tests.servers import Gunicorn, database_url
 from tests.test_auth import assert_error
 
 REQUEST_ID = re.compile(r"^req_[0-9A-HJKMNP-TV-Z]{26}$")
@@ -102,6 +105,42 @@ def test_json_in_any_other_charset_is_415(api, charset):
     error = assert_error(response, 415, "unsupported_media_type")
     assert "UTF-8" in error["message"]
     assert api.get("/v1/webhook_endpoints").json()["data"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_charset_that_is_no_text_encoding_is_answered_by_the_api_under_gunicorn(broker):
+    # Django decodes a query string with the Content-Type's charset as it builds the request,
+    # before any middleware, which the test client does not go through.
+    env = factories.environment()
+    _, raw = factories.api_key(env)
+    server = Gunicorn(database_url(), broker.url)
+    try:
+        url = f"{server.url}/v1/webhook_endpoints?limit=%31"
+        rot13 = {"Content-Type": "application/json; charset=rot13"}
+        for headers, status, code in [
+            (rot13, 401, "unauthenticated"),
+            ({**rot13, "Authorization": f"Bearer {raw}"}, 200, None),
+        ]:
+            response = requests.get(url, headers=headers, timeout=30)
+            assert response.status_code == status, response.text
+            assert REQUEST_ID.match(response.headers["MD-Request-Id"])
+            if code:
+                assert response.json()["error"]["code"] == code
+        created = requests.post(
+            f"{server.url}/v1/webhook_endpoints",
+            data=b'{"url": "https://example.com/a"}',
+            headers={**rot13, "Authorization": f"Bearer {raw}"},
+            timeout=30,
+        )
+        assert created.status_code == 415, created.text
+        assert created.json()["error"]["code"] == "unsupported_media_type"
+        page = requests.get(
+            f"{server.url}/admin/login/?next=%2Fadmin%2F", headers=rot13, timeout=30
+        )
+        assert page.status_code == 200
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize(
