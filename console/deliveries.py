@@ -224,7 +224,7 @@ class EventAdmin(PublicIdSearchMixin, BigTableAdmin):
     def payload(self, event: Event) -> str:
         try:
             pretty = json.dumps(json.loads(event.body), indent=2, ensure_ascii=False)
-        except ValueError:
+        except (ValueError, RecursionError):  # a body too deep to indent is shown as stored
             pretty = event.body
         return format_html("<pre>{}</pre>", pretty)
 

@@ -2,15 +2,25 @@
 
 import json
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from django.test import Client
 from django.utils import timezone
 
 from accounts import scopes
+from accounts.portal import portal_session_create
+from api.parsers import MAX_DEPTH
+from core.errors import InvalidInput
 from deliveries.claiming import claim
 from deliveries.models import Delivery, Event
 from deliveries.selectors import deliveries_due
-from deliveries.services import FirstClaim, endpoint_test_event_send, event_fan_out
+from deliveries.services import (
+    FirstClaim,
+    endpoint_test_event_send,
+    event_fan_out,
+    event_publish,
+)
 from tests import factories
 from tests.servers import Reply
 from tests.test_auth import assert_error
@@ -52,6 +62,61 @@ def test_a_lone_surrogate_is_a_400(api):
     assert "surrogate" in error["message"]
     raw = '{"url": "https://example.com/\\udfff"}'
     assert_error(api.post("/v1/webhook_endpoints", raw=raw), 400, "parameter_invalid")
+
+
+def nested(levels: int) -> Any:
+    """A JSON value whose objects and arrays nest `levels` deep."""
+    value: Any = {"deepest": True}
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+def shows_the_event(api, admin_client, event_id: str) -> None:
+    """Every page that shows an event's data: the API's, the portal's and the console's."""
+    assert api.get("/v1/events").status_code == 200
+    assert api.get(f"/v1/events/{event_id}").status_code == 200
+    key, _ = factories.api_key(api.environment)
+    _, token = portal_session_create(api_key=key, read_only=True)
+    portal = Client()
+    assert portal.get(f"/portal/open/{token}").status_code == 302
+    assert portal.get(f"/portal/events/{event_id}/").status_code == 200
+    pk = Event.objects.get(public_id=event_id).pk
+    assert admin_client.get(f"/admin/deliveries/event/{pk}/change/").status_code == 200
+
+
+def test_data_nested_to_the_limit_is_published_and_shown_and_deeper_is_refused(api, admin_client):
+    # The body is the first level and data, an object, the second.
+    deepest = {"a": nested(MAX_DEPTH - 2)}
+    response = api.post("/v1/events", {"type": "packet.created", "data": deepest})
+    assert response.status_code == 201, response.content
+    assert response.json()["data"] == deepest
+    shows_the_event(api, admin_client, response.json()["event_id"])
+    assert api.get("/v1/events").json()["data"][0]["data"] == deepest
+
+    too_deep = {"type": "packet.created", "data": {"a": nested(MAX_DEPTH - 1)}}
+    for headers in ({}, {"Idempotency-Key": "too-deep"}):
+        response = api.post("/v1/events", too_deep, headers=headers)
+        error = assert_error(response, 400, "parameter_invalid", param="data")
+        assert "nested too deeply" in error["message"]
+    assert Event.objects.count() == 1
+
+
+def test_data_deeper_than_the_api_takes_from_another_producer_is_shown(api, admin_client):
+    # The publish_event command and in-process producers do not go through the API's parser;
+    # events published through it before its limit may be as deep.
+    for levels in range(1000, MAX_DEPTH, -10):
+        try:
+            event = event_publish(
+                environment=api.environment, type="packet.created", data={"a": nested(levels)}
+            )
+        except InvalidInput:
+            continue  # too deep for the service to encode: never stored
+        break
+    assert levels > 500
+    shows_the_event(api, admin_client, event.public_id)
+    data = '{"a":' + "[" * (levels - 1) + '{"deepest":true}' + "]" * (levels - 1) + "}"
+    assert f'"data":{data}' in api.get(f"/v1/events/{event.public_id}").content.decode()
 
 
 @pytest.mark.parametrize(

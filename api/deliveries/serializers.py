@@ -1,13 +1,16 @@
 import json
 from typing import Any
 
+import orjson
 from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from api.deliveries import openapi as docs
+from api.parsers import nesting
 from api.serializers import ApiDateTimeField, InputSerializer, StrictCharField
 from deliveries.models import Delivery, Event
+from deliveries.services import event_body_parts
 from webhooks.catalog import EVENT_TYPES
 
 
@@ -101,7 +104,14 @@ class EventOutput(serializers.Serializer):
         # `environment` and `data` come from the delivered body itself, decoded once.
         cached = getattr(event, "_decoded_body", None)
         if cached is None:
-            cached = json.loads(event.body)
+            if nesting(event.body).too_deep:
+                # Published before request bodies were bounded, or by a producer that is not
+                # the API: decoding and encoding it again could pass Python's recursion limit,
+                # so its data is written out as stored.
+                head, data = event_body_parts(event.body)
+                cached = {**json.loads(head), "data": orjson.Fragment(data)}
+            else:
+                cached = json.loads(event.body)
             event._decoded_body = cached  # type: ignore[attr-defined]
         return cached
 
