@@ -1,6 +1,7 @@
 """Opening a portal link, and the portal's front door."""
 
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.middleware.csrf import rotate_token
 from django.shortcuts import redirect
 
 from accounts.portal import portal_link_open, portal_link_refusal
@@ -22,6 +23,10 @@ def open_link(request: HttpRequest, token: str) -> HttpResponse:
     if opened is None:
         return denied(request, _REFUSALS[portal_link_refusal(token=token)])
     session, cookie_token = opened
+    # A browser holds one portal session: this one replaces any other. Pages still open from
+    # that one carry its CSRF token, which now fails, so that a form headed with one
+    # organization's name cannot post into another's (as Django's login() does for users).
+    rotate_token(request)
     response = redirect("portal:endpoints")
     set_session_cookie(response, session, cookie_token)
     return response
