@@ -24,10 +24,11 @@ class PortalHeadersMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
-        if request.path_info.startswith(PORTAL_PATH):
+        path = request.path_info
+        if path.startswith(PORTAL_PATH) or path == PORTAL_PATH.rstrip("/"):
             response["Content-Security-Policy"] = content_security_policy()
-            # XFrameOptionsMiddleware, which runs after this one, leaves such a response alone.
-            response.xframe_options_exempt = True
+            # Set by XFrameOptionsMiddleware, inside this one: frame-ancestors says it all.
+            del response["X-Frame-Options"]
             response["Referrer-Policy"] = "same-origin"  # the link's token stays in the portal
             response["Cache-Control"] = "no-store"
         return response

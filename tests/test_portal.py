@@ -781,3 +781,37 @@ def test_the_figures_read_a_busy_endpoints_newest_rows_up_to_the_cap(api):
     }
     # Fewer rows, all endpoints' together, than the busy endpoint's day alone.
     assert sum(s["Actual Rows"] * s["Actual Loops"] for s in scans) < day
+
+
+def test_a_page_of_one_portal_session_cannot_post_into_the_next(sandbox):
+    """One browser, two links: its own organization's, then another's (another tab, or a
+    top-level navigation someone sent it to). A form the first page shows must not create its
+    endpoint, with its credential header, in the second organization."""
+    mine = factories.api_client(sandbox)
+    theirs = factories.api_client(factories.environment())
+    browser = Client(enforce_csrf_checks=True)
+    assert browser.get(link_path(mine)).status_code == 302
+    token = csrf_token(browser, reverse("portal:endpoint_new"))
+
+    assert browser.get(link_path(theirs)).status_code == 302
+    form = endpoint_form(url="https://example.com/mine", headers="Authorization: Bearer mine")
+    sent = browser.post(reverse("portal:endpoint_new"), {**form, "csrfmiddlewaretoken": token})
+    assert sent.status_code == 403
+    assert theirs.get("/v1/webhook_endpoints").json()["data"] == []
+    # A page loaded in the new session works.
+    fresh = csrf_token(browser, reverse("portal:endpoint_new"))
+    made = browser.post(reverse("portal:endpoint_new"), {**form, "csrfmiddlewaretoken": fresh})
+    assert made.status_code == 201, text(made)
+    assert len(theirs.get("/v1/webhook_endpoints").json()["data"]) == 1
+
+
+def test_portal_redirects_carry_the_portal_headers(api):
+    """The trailing-slash redirects come from a middleware, not a portal view: the same
+    headers all the same (README: every /portal/ response)."""
+    browser = portal(api)
+    for path in ("/portal/endpoints", "/portal/events", "/portal"):
+        response = browser.get(path)
+        assert response.status_code == 301, path
+        assert response["Content-Security-Policy"].endswith("frame-ancestors 'none'"), path
+        assert response["Cache-Control"] == "no-store", path
+        assert not response.has_header("X-Frame-Options"), path

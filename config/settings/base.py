@@ -54,6 +54,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "api.metrics.MetricsMiddleware",
     "api.middleware.RequestIdMiddleware",
+    # Outside every middleware that may answer for the view (the https and trailing-slash
+    # redirects), so that it sees every /portal/ response (CSP, framing, no-store).
+    "portal.middleware.PortalHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "api.middleware.ApiRequestMiddleware",
@@ -65,8 +68,6 @@ MIDDLEWARE = [
     "api.middleware.BrowserAuthenticationMiddleware",
     "api.middleware.BrowserMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Last, so it sees every /portal/ response first, errors included (CSP, framing).
-    "portal.middleware.PortalHeadersMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
