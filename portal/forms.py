@@ -34,6 +34,14 @@ class PortalForm(forms.Form):
         super().__init__(*args, **kwargs)
 
 
+class TextareaField(forms.CharField):
+    """Text as typed, its line breaks as the API stores them: browsers send a textarea's as
+    CRLF, and a description saved unchanged must stay unchanged."""
+
+    def to_python(self, value: Any) -> str:
+        return str(super().to_python(value)).replace("\r\n", "\n")
+
+
 class EndpointForm(PortalForm):
     url = forms.CharField(
         label="URL",
@@ -48,13 +56,13 @@ class EndpointForm(PortalForm):
         widget=forms.CheckboxSelectMultiple,
         help_text="All events, or the types this endpoint receives.",
     )
-    description = forms.CharField(
+    description = TextareaField(
         required=False,
         strip=False,
         widget=forms.Textarea(attrs={"rows": 2}),
         help_text="Free text for your own use.",
     )
-    headers = forms.CharField(
+    headers = TextareaField(
         required=False,
         strip=False,
         widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false"}),
@@ -98,15 +106,19 @@ class EndpointForm(PortalForm):
                 raise forms.ValidationError(f"Line {number} is not Name: value.")
             if name.strip() in wanted:
                 raise forms.ValidationError(f"Line {number} names {name.strip()!r} again.")
-            wanted[name.strip()] = value.strip()
+            # "Name: value" as the form shows it: the one space after the colon is the form's,
+            # any other the value's own (the API keeps it).
+            wanted[name.strip()] = value.removeprefix(" ")
         return wanted
 
     def service_arguments(self, endpoint: WebhookEndpoint | None = None) -> dict[str, Any]:
         """The service's arguments that leave the endpoint as the form shows it (the service
-        merges headers: for an edit, what the form no longer lists is removed)."""
+        merges headers: for an edit, what the form no longer lists is removed). An edit sends
+        only the fields changed, as a PATCH would: one saved as shown keeps what the API
+        stored (the events' order, an empty description, a URL the policy refuses today)."""
         data = self.cleaned_data
         wanted = data["headers"]
-        return {
+        arguments = {
             "url": data["url"],
             "enabled_events": data["enabled_events"],
             "description": data["description"] or None,
@@ -114,6 +126,9 @@ class EndpointForm(PortalForm):
             "rate_limit": data["rate_limit"],
             "delivery_order": data["delivery_order"],
         }
+        if endpoint is None:
+            return arguments
+        return {name: value for name, value in arguments.items() if name in self.changed_data}
 
 
 OVERLAP_CHOICES = [

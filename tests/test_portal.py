@@ -815,3 +815,69 @@ def test_portal_redirects_carry_the_portal_headers(api):
         assert response["Content-Security-Policy"].endswith("frame-ancestors 'none'"), path
         assert response["Cache-Control"] == "no-store", path
         assert not response.has_header("X-Frame-Options"), path
+
+
+# --- The edit form, sent back as a browser sends it -------------------------------------------
+
+
+def textarea(page: str, name: str) -> str:
+    """A textarea's value as a browser reads it (the parser drops one leading newline)."""
+    match = re.search(rf'<textarea name="{name}"[^>]*>(.*?)</textarea>', page, re.S)
+    assert match, name
+    value = unescape(match.group(1))
+    return value.removeprefix("\n")
+
+
+def as_submitted(page: str, **changed: object) -> dict[str, object]:
+    """The edit form as a browser sends it back: the boxes checked in the page's order, the
+    textareas' line breaks as CRLF, the other fields as shown, then `changed`."""
+    checked = re.findall(r'name="enabled_events" value="([^"]+)"[^>]*checked', page)
+    inputs = dict(re.findall(r'<input type="(?:text|number)" name="(\w+)" value="([^"]*)"', page))
+    order = re.search(r'name="delivery_order" value="(\w+)"[^>]*checked', page)
+    assert order
+    return {
+        "url": unescape(inputs["url"]),
+        "enabled_events": checked,
+        "description": textarea(page, "description").replace("\n", "\r\n"),
+        "headers": textarea(page, "headers").replace("\n", "\r\n"),
+        "rate_limit": inputs.get("rate_limit", ""),
+        "delivery_order": order.group(1),
+        **changed,
+    }
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"description": "Billing team\nOn call: #billing"},
+        {"description": ("x" * 49 + "\n") * 10},  # 500 characters: the most the API takes
+        {"description": ""},
+        {"enabled_events": ["packet.created", "judgment.created"]},  # the order given
+        {"headers": {"X-Pad": " padded ", "Authorization": "Bearer kept"}},
+    ],
+    ids=["line-breaks", "500-characters", "empty-description", "events-order", "header-spaces"],
+)
+def test_saving_the_edit_form_as_shown_changes_only_what_was_changed(api, fields):
+    endpoint_id = api.create_endpoint(**fields)["webhook_endpoint_id"]
+    before = api.get(f"/v1/webhook_endpoints/{endpoint_id}").json()
+    browser = portal(api)
+    edit = reverse("portal:endpoint_edit", args=[endpoint_id])
+    saved = browser.post(edit, as_submitted(text(browser.get(edit)), rate_limit="5"))
+    assert saved.status_code == 302, re.findall(r"<li>(.*?)</li>", text(saved))
+    after = api.get(f"/v1/webhook_endpoints/{endpoint_id}").json()
+    assert after == {**before, "rate_limit": 5}
+
+
+def test_an_edit_that_leaves_the_url_alone_is_not_refused_for_the_url(api, settings):
+    """As a PATCH without `url`: the rate limit of an endpoint whose URL the policy would
+    refuse today (the operator turned private destinations off since) can still change."""
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    endpoint_id = api.create_endpoint(url="http://127.0.0.1:9/hook")["webhook_endpoint_id"]
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = False
+    browser = portal(api)
+    edit = reverse("portal:endpoint_edit", args=[endpoint_id])
+    saved = browser.post(edit, as_submitted(text(browser.get(edit)), rate_limit="6"))
+    assert saved.status_code == 302, re.findall(r"<li>(.*?)</li>", text(saved))
+    assert api.get(f"/v1/webhook_endpoints/{endpoint_id}").json()["rate_limit"] == 6
+    changed = browser.post(edit, as_submitted(text(browser.get(edit)), url="http://127.0.0.1:8/"))
+    assert changed.status_code == 200  # a URL typed in is checked
