@@ -1,24 +1,30 @@
 """The one error envelope, and the translation of every failure into it.
 
 `{"error": {"type", "code", "message", "param", "request_id"}}` is what a client sees for any
-error: ours (`ApiError`), DRF's (validation, parsing, auth, 405) and Django's (404, 500).
+error: ours (`ApiError`), DRF's (validation, parsing, auth, 405) and Django's (404, 500). A
+lost database is a 503 with Retry-After here alone: the envelope for the API, a page for the
+portal's and the admin's browsers.
 """
 
 import logging
 import math
+import sys
 from typing import Any
 
 from django.conf import settings
+from django.contrib import admin
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import SuspiciousOperation, TooManyFieldsSent
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
+from django.template.loader import render_to_string
 from django.views import defaults as django_defaults
 from rest_framework import exceptions as drf
 
 from api.renderers import encode
 from core.errors import InvalidInput
 from core.logging import current_request_id
+from portal.middleware import PORTAL_PATH
 
 logger = logging.getLogger(__name__)
 
@@ -127,19 +133,27 @@ def from_validation_error(exc: drf.ValidationError) -> ApiError:
     return ApiError("parameter_invalid", message, param=param)
 
 
+def database_unavailable(exc: BaseException | None) -> ApiError | None:
+    """`503 service_unavailable` when `exc` says the database cannot be reached (restarting,
+    out of connections, connection lost), for the API and the browser's pages alike."""
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return None
+    # Nothing was done that the client should not retry.
+    return ApiError(
+        "service_unavailable",
+        "The service cannot reach its database right now. Retry the request shortly.",
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+    )
+
+
 def to_api_error(exc: Exception) -> ApiError | None:
     """The envelope error for a known exception, or None for a bug (answered as a 500)."""
     if isinstance(exc, ApiError):
         return exc
-    if isinstance(exc, OperationalError | InterfaceError):
-        # The database cannot be reached (restarting, out of connections, connection lost):
-        # nothing was done that the client should not retry.
+    unavailable = database_unavailable(exc)
+    if unavailable is not None:
         logger.warning("database unavailable: %s", exc)
-        return ApiError(
-            "service_unavailable",
-            "The service cannot reach its database right now. Retry the request shortly.",
-            headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
-        )
+        return unavailable
     if isinstance(exc, InvalidInput):
         return ApiError("parameter_invalid", exc.message, param=exc.param)
     if isinstance(exc, drf.ValidationError):
@@ -206,9 +220,29 @@ def handler404(request: HttpRequest, exception: Exception) -> HttpResponse:
 
 
 def handler500(request: HttpRequest) -> HttpResponse:
+    # Django calls this from the `except` clause that caught the request's exception.
+    unavailable = database_unavailable(sys.exc_info()[1])
     if is_api_path(request):
-        return error_response(ApiError("internal_error", INTERNAL_ERROR_MESSAGE))
+        return error_response(unavailable or ApiError("internal_error", INTERNAL_ERROR_MESSAGE))
+    if unavailable is not None:
+        return unavailable_page(request, unavailable)
     return django_defaults.server_error(request)
+
+
+def unavailable_page(request: HttpRequest, error: ApiError) -> HttpResponse:
+    """The browser's 503 page: the portal's look under /portal/, the admin's elsewhere.
+    Rendered without the request, whose context (session, user, messages) would ask the
+    database again."""
+    context: dict[str, Any] = {"message": error.message}
+    if request.path_info.startswith(PORTAL_PATH):
+        template = "portal/unavailable.html"
+    else:
+        template = "admin/503.html"
+        context.update(site_header=admin.site.site_header, site_title=admin.site.site_title)
+    response = HttpResponse(render_to_string(template, context), status=error.status)
+    for name, value in error.headers.items():
+        response[name] = value
+    return response
 
 
 def handler400(request: HttpRequest, exception: Exception) -> HttpResponse:

@@ -6,6 +6,7 @@ A PostgreSQL cluster of the test's own under the production web server (gunicorn
 started for real; the machine's shared servers are never touched.
 """
 
+import os
 import threading
 import time
 
@@ -19,6 +20,7 @@ from tests.servers import (
     PrivateRedis,
     Receiver,
     Reply,
+    manage,
     provision,
     wait_for,
 )
@@ -34,6 +36,13 @@ def stack():
         database_url = postgres.create_database("kinetic")
         scopes = "webhook_endpoints:read,webhook_endpoints:write,events:write"
         key = provision(database_url, redis.url, scopes)
+        operator = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "TEST_DATABASE_URL": database_url,
+            "DJANGO_SUPERUSER_PASSWORD": OPERATOR_PASSWORD,
+        }
+        manage(operator, "createsuperuser", "--noinput", "--username=ops", "--email=ops@x.test")
         # Connections kept and health-checked between requests, as deployed.
         server = Gunicorn(
             database_url,
@@ -48,6 +57,9 @@ def stack():
             server.stop()
         redis.destroy()
         postgres.destroy()
+
+
+OPERATOR_PASSWORD = "an operator's password"
 
 
 def assert_unavailable(response: requests.Response) -> None:
@@ -196,3 +208,75 @@ def test_a_request_that_loses_its_database_leaves_its_key_free(stack):
         assert replayed.content == retried.content
     finally:
         receiver.close()
+
+
+def portal_browser(base: str, headers: dict[str, str]) -> requests.Session:
+    """A browser holding an open portal session (the cookie copied: it is Secure, and this
+    is http)."""
+    link = requests.post(f"{base}/v1/portal_sessions", json={}, headers=headers, timeout=30)
+    assert link.status_code == 201, link.text
+    opener = requests.Session()
+    opened = opener.get(link.json()["url"].replace("https://", "http://"), timeout=30,
+                        allow_redirects=False)  # fmt: skip
+    assert opened.status_code == 302, opened.text
+    browser = requests.Session()
+    browser.headers["Cookie"] = "; ".join(f"{c.name}={c.value}" for c in opener.cookies)
+    assert browser.get(f"{base}/portal/endpoints/", timeout=30).status_code == 200
+    return browser
+
+
+def admin_browser(base: str) -> requests.Session:
+    """A browser with an operator signed in to the admin."""
+    browser = requests.Session()
+    browser.get(f"{base}/admin/login/", timeout=30)
+    signed_in = browser.post(
+        f"{base}/admin/login/?next=/admin/",
+        data={
+            "username": "ops",
+            "password": OPERATOR_PASSWORD,
+            "csrfmiddlewaretoken": browser.cookies["csrftoken"],
+        },
+        timeout=30,
+    )
+    assert signed_in.status_code == 200 and signed_in.url == f"{base}/admin/", signed_in.url
+    return browser
+
+
+def test_the_portal_and_the_admin_answer_a_503_page_while_the_database_is_down(stack):
+    """A browser's pages too: a page of a live portal session, a fresh portal link, and the
+    admin's pages answer a 503 page with Retry-After in their own look, never Django's bare
+    500 page. The portal's keeps its headers (CSP, no-store)."""
+    server, postgres, headers = stack
+    portal = portal_browser(server.url, headers)
+    link = requests.post(
+        f"{server.url}/v1/portal_sessions", json={}, headers=headers, timeout=30
+    ).json()["url"]
+    admin = admin_browser(server.url)
+    for _ in range(4):  # every gunicorn worker keeps a connection from before the stop
+        assert portal.get(f"{server.url}/portal/events/", timeout=30).status_code == 200
+    postgres.stop()
+    try:
+        portal_pages = [
+            portal.get(f"{server.url}/portal/endpoints/", timeout=10),
+            portal.get(f"{server.url}/portal/events/", timeout=10),
+            requests.get(link.replace("https://", "http://"), timeout=10, allow_redirects=False),
+        ]
+        admin_pages = [
+            admin.get(f"{server.url}/admin/", timeout=10),
+            admin.get(f"{server.url}/admin/webhooks/webhookendpoint/", timeout=10),
+        ]
+    finally:
+        postgres.start()
+    for response in portal_pages + admin_pages:
+        assert response.status_code == 503, (response.status_code, response.text[:300])
+        assert int(response.headers["Retry-After"]) >= 1
+        assert response.headers["Content-Type"].startswith("text/html")
+        assert response.headers["MD-Request-Id"].startswith("req_")
+        assert "Retry the request shortly" in response.text
+        assert "Traceback" not in response.text and "psycopg" not in response.text
+    for response in portal_pages:
+        assert "Webhooks portal" in response.text
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+        assert response.headers["Cache-Control"] == "no-store"
+    for response in admin_pages:
+        assert "Kinetic operators&#x27; console" in response.text
