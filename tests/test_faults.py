@@ -5,11 +5,15 @@ Private servers only (a PostgreSQL cluster and a Redis of the test's own), the p
 server (gunicorn) and a real worker; the machine's shared servers are never touched.
 """
 
+import os
+import signal
 import threading
 import time
+from typing import Any
 
 import pytest
 import requests
+from django.db import connections
 
 from deliveries.models import Event
 from tests import factories, summary
@@ -45,6 +49,37 @@ def test_a_publish_succeeds_while_the_broker_is_down(broker, private_worker, rec
     private_worker()
     got = wait_for(lambda: receiver.received("/outage"), timeout=40)
     assert [r.headers["MD-Event-Id"] for r in got] == [event_id]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_publish_answers_in_time_while_the_broker_hangs(broker):
+    """Redis hangs (its process stopped: the kernel still takes the connection, nothing
+    answers) under this process's kept broker connection: the publish gives up on the broker
+    as quickly as when it is down, and the event is stored for the sweep to queue."""
+    client = factories.api_client(factories.environment())
+    assert client.post("/v1/events", {"type": "packet.created"}).status_code == 201  # connected
+    answers: list[Any] = []
+
+    def publish() -> None:
+        try:
+            answers.append(client.post("/v1/events", {"type": "packet.created"}))
+        finally:
+            connections.close_all()  # this thread's, before the test database goes
+
+    assert broker.process is not None
+    os.kill(broker.process.pid, signal.SIGSTOP)
+    publishing = threading.Thread(target=publish)
+    try:
+        publishing.start()
+        publishing.join(10)
+        answered_in_time = bool(answers)
+    finally:
+        os.kill(broker.process.pid, signal.SIGCONT)
+        publishing.join(30)
+    assert answered_in_time, "no answer in 10 s"
+    assert answers[0].status_code == 201, answers[0].content
+    event = Event.objects.get(public_id=answers[0].json()["event_id"])
+    assert event.fanned_out_at is None  # its task never left
 
 
 class Publisher(threading.Thread):

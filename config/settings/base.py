@@ -278,6 +278,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # are queued again after an hour; PostgreSQL is the record and the sweep does that within
     # WEBHOOKS_REENQUEUE_AFTER. A worker's warm shutdown still hands its prefetched tasks back.
     "ack_emulation": False,
+    # redis:// and rediss://: a broker that takes the connection and never answers (hung, or a
+    # dropped network path) fails a command or a connection in this many seconds rather than
+    # never, so a publish gives up as it does when the broker is down. A worker's BRPOP asks the
+    # server to answer within its polling timeout (1 s), well inside this one.
+    "socket_timeout": 2.0,
+    "socket_connect_timeout": 2.0,
 }
 CELERY_TASK_IGNORE_RESULT = True  # no result backend: outcomes live in PostgreSQL
 CELERY_TASK_SERIALIZER = "json"
