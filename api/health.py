@@ -4,6 +4,8 @@
 migration is applied, the broker accepts a connection; `503` names what failed.
 """
 
+import threading
+
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
@@ -12,6 +14,7 @@ from django.views.decorators.http import require_GET
 from kombu import Connection
 
 BROKER_TIMEOUT = 2.0
+DATABASE_TIMEOUT = 5.0  # seconds; PostgreSQL's connect_timeout (config.settings.base) as well
 
 
 @require_GET
@@ -20,14 +23,31 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def _database() -> str | None:
+    """The check runs in a thread of its own, on a connection of its own, for at most
+    DATABASE_TIMEOUT: on the worker's kept connection, a server that stopped answering (hung)
+    held /readyz until gunicorn killed the worker, and libpq has no client-side query timeout.
+    A new connection to it fails after connect_timeout; the thread, left behind if it has not,
+    ends when its connection does."""
+    outcome: list[str | None] = []
+    check = threading.Thread(target=lambda: outcome.append(_database_check()), daemon=True)
+    check.start()
+    check.join(DATABASE_TIMEOUT)
+    if not outcome:
+        return f"database unavailable: no answer in {DATABASE_TIMEOUT:g} s"
+    return outcome[0]
+
+
+def _database_check() -> str | None:
+    connection = connections[DEFAULT_DB_ALIAS]  # this thread's own
     try:
-        connection = connections[DEFAULT_DB_ALIAS]
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         executor = MigrationExecutor(connection)
         pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
     except Exception as exc:  # whatever it is, the database is not usable
         return f"database unavailable: {type(exc).__name__}"
+    finally:
+        connection.close()
     if pending:
         return f"migrations: {len(pending)} not applied"
     return None

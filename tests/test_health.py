@@ -2,6 +2,7 @@
 
 import socket
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -9,7 +10,15 @@ import requests
 from django.db import connections
 from django.test import Client
 
-from tests.servers import ROOT, Gunicorn, PrivatePostgres, PrivateRedis, free_port, wait_for
+from tests.servers import (
+    ROOT,
+    Gunicorn,
+    PrivatePostgres,
+    PrivateRedis,
+    free_port,
+    manage,
+    wait_for,
+)
 
 
 class Silent:
@@ -121,6 +130,40 @@ def test_readyz_answers_503_in_time_when_the_database_hangs(broker):
     finally:
         server.stop()
         silent.close()
+
+
+@pytest.mark.slow
+def test_readyz_answers_503_in_time_when_the_database_hangs_under_a_kept_connection(broker):
+    """The same database hanging under the worker's kept connection (CONN_MAX_AGE, as
+    deployed), which a check on that connection would wait on until gunicorn's timeout."""
+    postgres = PrivatePostgres()
+    server = None
+    try:
+        database_url = postgres.create_database("kinetic")
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "TEST_DATABASE_URL": database_url,
+        }
+        manage(env, "migrate")
+        server = Gunicorn(database_url, broker.url, TEST_DATABASE_CONN_MAX_AGE="60")
+        for _ in range(3):
+            assert requests.get(f"{server.url}/readyz", timeout=30).status_code == 200
+        postgres.freeze()
+        started = time.monotonic()
+        try:
+            response = requests.get(f"{server.url}/readyz", timeout=40)
+        finally:
+            postgres.thaw()
+        assert time.monotonic() - started < 15
+        assert response.status_code == 503, response.text[:300]
+        assert response.json()["checks"]["database"].startswith("database unavailable")
+        assert response.json()["checks"]["broker"] == "ok"
+        wait_for(lambda: requests.get(f"{server.url}/readyz", timeout=30).status_code == 200)
+    finally:
+        if server is not None:
+            server.stop()
+        postgres.destroy()
 
 
 @pytest.mark.django_db
