@@ -1,6 +1,7 @@
 """What an API request asks of PostgreSQL: few queries, no writes on reads, and no failure when
 the connection kept from an earlier request has died meanwhile."""
 
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -146,3 +147,17 @@ def test_the_service_plans_no_parallel_queries_and_compiles_none(db):
         assert cursor.fetchone()[0] == "0"
         cursor.execute("SHOW jit")
         assert cursor.fetchone()[0] == "off"
+
+
+def test_a_connection_whose_network_path_drops_fails_in_seconds(db):
+    """Its socket gives up on what goes unacknowledged for 10 s, and probes an idle wait after
+    10 s (config/settings/base.py): a kept connection to a database whose host or path is gone
+    fails a request in time for its 503, before gunicorn kills the worker (30 s)."""
+    connection.ensure_connection()
+    fd = connection.connection.pgconn.socket
+    with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as sock:  # a duplicate
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 10_000
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 10
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 5
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3

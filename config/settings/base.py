@@ -96,6 +96,18 @@ POSTGRESQL_OPTIONS: dict[str, object] = {"prepare_threshold": None}
 # fails a connection in this many seconds rather than never: /readyz answers 503 in time for
 # the load balancer, and a worker's transient-error retries go on. A URL's own wins.
 POSTGRESQL_OPTIONS["connect_timeout"] = 5
+# A connection whose network path drops (a failover, a host gone) fails in seconds rather than
+# when the kernel gives up, after about 15 minutes: once what it sent has gone unacknowledged
+# for tcp_user_timeout (ms), or, while it waits for an answer, once keepalive probes go
+# unanswered. A server process that hangs on a host that still answers TCP passes both
+# (README: Operating).
+POSTGRESQL_OPTIONS.update(
+    keepalives=1,
+    keepalives_idle=10,
+    keepalives_interval=5,
+    keepalives_count=3,
+    tcp_user_timeout=10_000,
+)
 # Declares a pooler in transaction mode (PgBouncer's pool_mode = transaction) between the
 # service and PostgreSQL: a server session then serves other clients between our transactions,
 # so nothing may outlive one (no server-side cursor, no session SET; README: Behind PgBouncer).
