@@ -88,15 +88,21 @@ class InFlight(Generic[R]):
         self.closing = False  # set when the worker begins to shut down
 
     def close(self, **_: Any) -> None:
-        """From the worker's warm shutdown on, what waits for a slot is not sent: it would
-        hold the worker up to another timeout per slot."""
+        """From the worker's warm shutdown on, nothing more is started: neither what waits
+        for a slot nor what comes for one (an ordered endpoint's next delivery, one that
+        waited for room in its endpoint's line), each of which would hold the worker up to
+        another timeout."""
         self.closing = True
 
     def admit(self, waiting: Waiting[R], limit: int, *, must_wait: bool = False) -> bool | None:
-        """True: a slot is taken, send it now. False: it waits for a slot here. None: the
-        endpoint has its fill of both, postpone it (never when it `must_wait`: a delivery
-        whose rate-limit slot has come, which its own rate bounds already)."""
+        """True: a slot is taken, send it now. False: it waits for a slot here (or, the
+        worker shutting down, it is not attempted: its result says NotAttempted already).
+        None: the endpoint has its fill of both, postpone it (never when it `must_wait`: a
+        delivery whose rate-limit slot has come, which its own rate bounds already)."""
         endpoint_id = waiting.delivery.endpoint_id
+        if self.closing:
+            _not_attempted([waiting])
+            return False
         with self._lock:
             if self._counts[endpoint_id] < limit:
                 self._counts[endpoint_id] += 1

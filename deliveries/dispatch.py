@@ -405,11 +405,14 @@ def deliveries_send(
     """
     token = held_with or uuid.uuid4()
     chain_ends = time.monotonic() + CHAIN_SECONDS
-    ahead = Ahead(engine().handed)
+    process = engine()
+    ahead = Ahead(process.handed)
     try:
         while delivery_ids:
             chain = None
-            if time.monotonic() < chain_ends:
+            # A worker shutting down sends no more of a line: what its last round released is
+            # not admitted (InFlight.admit), and goes back unsent, due at once.
+            if time.monotonic() < chain_ends and not process.in_flight.closing:
                 lease = timedelta(seconds=claiming.lease_seconds())
                 chain = recording.Chain(token=uuid.uuid4(), until=timezone.now() + lease)
             released = _send_batch(
@@ -429,7 +432,7 @@ def deliveries_send(
             event_ids = None
     finally:
         if ahead.started:  # sent as a head succeeded, and not released to this task after all
-            engine().recorder.watch(list(ahead.started.values()), token)
+            process.recorder.watch(list(ahead.started.values()), token)
 
 
 def _send_batch(

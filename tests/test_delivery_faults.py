@@ -512,3 +512,32 @@ def test_retries_due_together_beyond_an_endpoints_line_go_out_in_their_task(
     wait_for(lambda: retries.filter(status="succeeded").count() == 12, timeout=30)
     requests = receiver.received("/back")
     assert len(requests) == len({r.headers["MD-Delivery-Id"] for r in requests}) == 12
+
+
+def test_a_worker_told_to_stop_starts_nothing_that_waited_for_room_in_its_line(
+    private_worker, receiver
+):
+    """Retries due together, more of one endpoint than its line holds, join the line as it
+    drains during their task's first wave; told to stop (SIGTERM) meanwhile, the worker starts
+    none of those still waiting: it releases them unsent, claimed by nobody."""
+    from bench.control import failed_deliveries
+
+    environment = factories.environment()
+    factories.api_client(environment).create_endpoint(f"{receiver.url}/draining")
+    receiver.respond("/draining", lambda _: Reply(delay=0.15))  # a few in the first wave
+    endpoint, _ = failed_deliveries(environment, 12)
+    retries = Delivery.objects.filter(endpoint=endpoint)
+    retries.update(status="pending", next_attempt_at=timezone.now(), completed_at=None)
+    worker = private_worker(
+        WEBHOOKS_SWEEP_INTERVAL="600",  # one sweep, as it starts: one task for the twelve
+        WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT="1",
+    )
+    wait_for(lambda: len(receiver.received("/draining")) >= 2, timeout=30, interval=0.01)
+    told = time.time()
+    worker.stop()
+    assert worker.process.returncode == 0
+    late = [round(r.at - told, 2) for r in receiver.received("/draining") if r.at > told + 0.05]
+    assert late == []
+    left = retries.filter(status="pending")
+    assert left.count() == 12 - len(receiver.received("/draining"))
+    assert not left.filter(claim_token__isnull=False).exists()

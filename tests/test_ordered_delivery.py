@@ -96,6 +96,34 @@ def test_ordered_endpoint_gets_events_in_publication_order_through_a_worker_kill
     assert Event.objects.count() == 500
 
 
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_told_to_stop_sends_no_more_of_a_line_and_the_next_one_keeps_its_order(
+    private_worker, receiver, settings
+):
+    """Told to stop (SIGTERM), a worker finishes the head in flight and starts nothing more of
+    the line its task was going along (for up to dispatch.CHAIN_SECONDS): what the head's end
+    released it lets go unsent, claimed by nobody, and the next worker sends it, in order."""
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    client = factories.api_client(factories.environment())
+    client.create_endpoint(f"{receiver.url}/stopping", delivery_order="ordered")
+    receiver.respond("/stopping", lambda _: Reply(delay=0.3))
+    published = publish(client, 8)
+    worker = private_worker()
+    wait_for(lambda: len(receiver.received("/stopping")) >= 2, timeout=30, interval=0.02)
+    told = time.time()
+    worker.stop()
+    assert worker.process.returncode == 0
+    # The head in flight began before SIGTERM; a request that began later was started after it.
+    late = [round(r.at - told, 2) for r in receiver.received("/stopping") if r.at > told + 0.05]
+    assert late == []
+    assert not Delivery.objects.filter(status="pending", claim_token__isnull=False).exists()
+
+    private_worker()
+    wait_for(lambda: len(first_receipts(receiver.received("/stopping"))) == 8, timeout=30)
+    assert first_receipts(receiver.received("/stopping")) == published
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_failing_head_holds_the_line_and_ordering_off_releases_it(worker, receiver, settings):
     settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
