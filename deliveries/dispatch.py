@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from functools import cache, partial
 from typing import Any, NamedTuple
 
-from celery.signals import worker_ready, worker_shutting_down
+from celery.signals import worker_process_shutdown, worker_ready, worker_shutting_down
 from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
@@ -66,6 +66,9 @@ FIRST_WAVE_SECONDS = 0.5
 REFILL_CHECK_SECONDS = 0.1
 # How long a worker shutting down waits for its slot thread to take the slots asked of it.
 SLOTS_CLOSE_SECONDS = 2.0
+# How long a prefork pool's process about to exit waits, past WEBHOOKS_DELIVERY_TIMEOUT, for its
+# attempts still in flight to be recorded.
+RECORDING_GRACE_SECONDS = 2.0
 # A delivery that found its endpoint at the in-flight limit, and too many waiting for it in
 # the process (admission.InFlight), joins the line as it drains during its task's first wave;
 # one that still finds no room is postponed by about this long.
@@ -119,6 +122,7 @@ class Engine:
         worker_shutting_down.connect(self.in_flight.close, weak=False)
         worker_shutting_down.connect(self.timetable.close, weak=False)
         worker_shutting_down.connect(self._shutting_down, weak=False)
+        worker_process_shutdown.connect(self._pool_process_exiting, weak=False)
 
     def admit(
         self,
@@ -314,6 +318,19 @@ class Engine:
             claiming.refills_release({pk: event_id for _, pk, event_id in refills})
         except DatabaseError as error:
             logger.warning("leaving deliveries due again to the sweeps failed: %s", error)
+
+    def _pool_process_exiting(self, **_: Any) -> None:
+        """A prefork pool's process (CELERY_WORKER_POOL=prefork) about to exit: Celery tells
+        only the main process that the worker shuts down (worker_shutting_down), and the pool
+        ends this one with os._exit, which waits for no thread. It closes as a worker shutting
+        down does, and waits for the recorder thread to record its attempts still in flight,
+        rather than leave them claimed and unrecorded, to be sent again once the claims lapse."""
+        self.in_flight.close()
+        self.timetable.close()
+        self._shutting_down()
+        timeout = float(settings.WEBHOOKS_DELIVERY_TIMEOUT) + RECORDING_GRACE_SECONDS
+        if not self.recorder.wait_recorded(timeout):
+            logger.warning("exiting with delivery attempts not recorded: their claims lapse")
 
     def _refill(self) -> None:
         now = timezone.now()

@@ -335,7 +335,8 @@ class LateRecorder:
     periodic jobs (`every`) on its connection: the dispatcher's look at its waiting line, and
     in a worker the sweep. It starts with the first attempt it is given, or `start()`. It is
     not a daemon: a worker shutting down records what its attempts still in flight bring back,
-    then exits.
+    then exits (a prefork pool's process, which exits waiting for no thread, waits for it:
+    `wait_recorded`).
     """
 
     def __init__(self) -> None:
@@ -348,6 +349,13 @@ class LateRecorder:
         self._thread: threading.Thread | None = None
         self._jobs: list[_Job] = []
         self._tend = transient.Tending()
+
+    def wait_recorded(self, timeout: float) -> bool:
+        """Waits up to `timeout` seconds until every attempt watched is recorded (or released);
+        says whether they all were. For a process about to exit without waiting for this
+        thread (a prefork pool's child: dispatch.Engine)."""
+        with self._wake:
+            return self._wake.wait_for(lambda: not self._outstanding, timeout)
 
     def every(self, seconds: float, job: Callable[[], None]) -> None:
         """Runs `job` every `seconds` on the thread, once it runs."""
@@ -417,6 +425,8 @@ class LateRecorder:
             finally:
                 with self._wake:
                     self._outstanding -= len(ended)
+                    if not self._outstanding:
+                        self._wake.notify_all()  # for wait_recorded
 
     def _round(self, ended: list[tuple[uuid.UUID, "Future[Sent]"]]) -> None:
         now = time.monotonic()

@@ -4,6 +4,8 @@ Each test runs its own worker (and the suite's broker is a private Redis), so ki
 flushing here disturbs nothing else.
 """
 
+import os
+import signal
 import time
 from datetime import timedelta
 
@@ -541,3 +543,23 @@ def test_a_worker_told_to_stop_starts_nothing_that_waited_for_room_in_its_line(
     left = retries.filter(status="pending")
     assert left.count() == 12 - len(receiver.received("/draining"))
     assert not left.filter(claim_token__isnull=False).exists()
+
+
+def test_a_prefork_worker_told_to_stop_records_the_attempt_in_flight(private_worker, receiver):
+    """With CELERY_WORKER_POOL=prefork the attempt runs in a pool process, which Celery ends
+    with os._exit once its task returns (the first wave): the attempt still in flight is
+    recorded before that, not left claimed with no attempt, to be sent again."""
+    client = factories.api_client(factories.environment())
+    client.create_endpoint(f"{receiver.url}/in-a-child")
+    # Past its task's first wave (0.5 s), and the second the pool process lingers after it.
+    receiver.script("/in-a-child", Reply(delay=3))
+    event = publish(client)
+    worker = private_worker(CELERY_WORKER_POOL="prefork", WEBHOOKS_DELIVERY_TIMEOUT="10")
+    wait_for(lambda: receiver.received("/in-a-child"), timeout=30, interval=0.02)
+    # To the main process alone, as compose and Kubernetes send it: the pool's processes
+    # take SIGTERM's default action.
+    os.kill(worker.process.pid, signal.SIGTERM)
+    worker.process.wait(15)
+    assert worker.process.returncode == 0
+    delivery = Delivery.objects.get(event__public_id=event["event_id"])
+    assert (delivery.status, delivery.attempt_count, delivery.claim_token) == ("succeeded", 1, None)
