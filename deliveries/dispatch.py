@@ -495,15 +495,16 @@ def _send_batch(
         live = [d for d in live if not d.rate_limit or d.ordered]
     slots = rates.Slots()
     if any(d.rate_limit for d in live):
+        # What goes back to the database the sweep takes back, not this process: an ordered
+        # endpoint's task goes on along its line for up to CHAIN_SECONDS, which the recorder
+        # thread has not to spend, and a caller that waits for all (the web process's test
+        # event) runs no refills.
         pairs = [(d, token) for d in live]
-        slots = transient.retrying(partial(rates.slots_take, pairs), "taking rate slots")
+        taking = partial(rates.slots_take, pairs, refills=False)
+        slots = transient.retrying(taking, "taking rate slots")
     futures: list[Future[Sent]] = []
     later: dict[int, datetime] = {}
     no_room: list[Claimed] = []
-    if slots.later:
-        # Not an ordered endpoint's: its task goes on along its line for up to CHAIN_SECONDS,
-        # which the recorder thread has not to spend. The sweep takes those back.
-        process.refill_at(slots.later, [d for d in live if not d.ordered])
     for delivery in live:
         if delivery.pk in slots.later:  # back in the database already
             continue

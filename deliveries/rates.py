@@ -136,11 +136,13 @@ def horizon() -> float:
     return min(HORIZON_SECONDS, float(settings.WEBHOOKS_CLAIM_LEASE_MARGIN) / 2)
 
 
-def slots_take(held: list[tuple[Claimed, uuid.UUID]]) -> Slots:
+def slots_take(held: list[tuple[Claimed, uuid.UUID]], *, refills: bool = True) -> Slots:
     """The start time of each of these deliveries to rate-limited endpoints (each with the
     token that holds its claim) whose slot falls within the horizon; the others sent back to
     the database (their claims let go), and when they are due again. One statement per
-    endpoint, committed at once, whichever batches the deliveries came in (SlotTaker)."""
+    endpoint, committed at once, whichever batches the deliveries came in (SlotTaker).
+    `refills`: the caller's process takes back what an unordered endpoint's sends back as it
+    comes due (dispatch.Engine.refill_at); without, the sweep does."""
     by_endpoint: defaultdict[int, list[tuple[Claimed, uuid.UUID]]] = defaultdict(list)
     for delivery, token in held:
         if delivery.rate_limit:
@@ -153,7 +155,7 @@ def slots_take(held: list[tuple[Claimed, uuid.UUID]]) -> Slots:
         lead = timedelta(seconds=lead_seconds())
         returning = sum(1 for d, _ in waiting if d.returning)
         # An unordered endpoint's sent back are this process's to take back (Engine.refill_at).
-        refilled = not waiting[0][0].ordered
+        refilled = refills and not waiting[0][0].ordered
         taking = _Taking(len(waiting), returning, spacing, lead, timezone.now(), refilled)
         take = _take_in_one_statement if connection.vendor == "postgresql" else _take_locked
         first, taken, tail = take(endpoint_id, taking, waiting)

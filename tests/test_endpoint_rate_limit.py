@@ -19,6 +19,7 @@ from tests.servers import (
     PrivatePostgres,
     PrivateRedis,
     Received,
+    database_url,
     provision,
     wait_for,
 )
@@ -364,6 +365,43 @@ def test_what_a_worker_stopped_had_sent_back_for_its_slots_goes_to_the_others_as
         lambda: {r.headers["MD-Event-Id"] for r in receiver.received("/limited")} >= set(events),
         timeout=30,
     )
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_test_event_behind_a_limited_endpoints_line_goes_out_at_its_slot(
+    private_worker, receiver, broker, settings
+):
+    """A test event (POST /v1/webhook_endpoints/{id}/test, sent by the web process itself) to
+    a limited endpoint whose line reaches past the slots a process holds goes back to the
+    database behind the line, and a worker sends it at its slot: the web process takes
+    nothing back itself, so it is not marked enqueued for that, which would leave it to the
+    sweeps WEBHOOKS_REENQUEUE_AFTER (60 s here) past its slot."""
+    settings.WEBHOOKS_ALLOW_PRIVATE_DESTINATIONS = True
+    client = factories.api_client(factories.environment())
+    endpoint = client.create_endpoint(f"{receiver.url}/limited", rate_limit=1)
+    # Holding 1 s of slots at a time, as a worker does in the tests.
+    server = Gunicorn(database_url(), broker.url, **FAST_DELIVERY_SETTINGS)
+    try:
+        publish(client, 6)  # 6 s of its limit
+        private_worker(WEBHOOKS_REENQUEUE_AFTER="60")
+        wait_for(lambda: receiver.received("/limited"), timeout=30)
+        answer = requests.post(
+            f"{server.url}/v1/webhook_endpoints/{endpoint['webhook_endpoint_id']}/test",
+            headers=client.headers(),
+            timeout=30,
+        )
+    finally:
+        server.stop()
+    assert answer.status_code == 200, answer.text
+    ping = answer.json()
+    assert (ping["status"], ping["attempt_count"]) == ("pending", 0)  # behind the line
+
+    def pinged() -> list[Received]:
+        got = receiver.received("/limited")
+        return [r for r in got if r.headers["MD-Delivery-Id"] == ping["delivery_id"]]
+
+    wait_for(pinged, timeout=15)
 
 
 @pytest.mark.slow

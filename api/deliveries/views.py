@@ -172,7 +172,9 @@ class EndpointTestEventViewSet(ApiViewSet):
             "timeout) with the delivery and the attempt's outcome. A failed attempt is retried "
             "on the usual schedule. The endpoint must be enabled. To an ordered endpoint it "
             "goes at once, outside the order: it neither waits for the line nor lets anything "
-            "past it."
+            "past it. To a rate-limited endpoint it takes its turn within the limit: when its "
+            "slot is more than 5 seconds away, the answer comes at once, with the delivery "
+            "`pending` and no attempt yet, and a worker sends it at its slot."
         ),
         request=NoInput,
         scope=scopes.WEBHOOK_ENDPOINTS_WRITE,
