@@ -34,11 +34,18 @@ REQUIRED_IN_PRODUCTION = (
 ENV_READ = re.compile(r'\benv(?:\.\w+)?\(\s*"([A-Z][A-Z0-9_]*)"')
 
 
+# Read from the environment by what reads it itself, not through the settings: prometheus_client
+# (and the files that set it up for it) looks for PROMETHEUS_MULTIPROC_DIR.
+OS_ENVIRON_READ = re.compile(r'os\.environ\.get\(\s*"([A-Z][A-Z0-9_]*)"')
+
+
 def settings_env_names() -> set[str]:
     # base.py reads nearly everything; production.py adds its security toggles.
     names: set[str] = set()
     for name in ("base.py", "production.py"):
         names |= set(ENV_READ.findall((ROOT / "config" / "settings" / name).read_text()))
+    for path in ("gunicorn.conf.py", "api/metrics.py"):
+        names |= set(OS_ENVIRON_READ.findall((ROOT / path).read_text()))
     return names
 
 
